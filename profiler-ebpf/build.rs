@@ -1,0 +1,7 @@
+//! Rebuild the kernel programs when the linker changes: cargo does not track it otherwise.
+fn main() {
+    match which::which("bpf-linker") {
+        Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
+        Err(err) => println!("cargo:warning=bpf-linker not found ({err}); run `cargo xtask setup`"),
+    }
+}

@@ -1,0 +1,21 @@
+//! Kernel side of the profiler: one module per probe, shared maps in `maps`.
+//!
+//! Every program returns at once for processes that are not in `TARGETS`, so an idle system-wide attachment
+//! costs a hash lookup per tick.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod sampler;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves the programs cannot panic; this is unreachable.
+    loop {}
+}
+
+// bpf_probe_read_user and bpf_task_pt_regs are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

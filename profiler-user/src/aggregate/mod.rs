@@ -1,0 +1,113 @@
+//! Stacks + labels → counts: identical samples are stored once with a count, frames are interned.
+pub mod profile;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use self::profile::*;
+
+/// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
+pub struct Aggregator {
+    period_ns: u64,
+    frames: Vec<Frame>,
+    frame_ids: HashMap<Frame, FrameId>,
+    stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64>,
+    window_start: SystemTime,
+}
+
+impl Aggregator {
+    pub fn new(period_ns: u64) -> Self {
+        Self {
+            period_ns,
+            frames: Vec::new(),
+            frame_ids: HashMap::new(),
+            stacks: HashMap::new(),
+            window_start: SystemTime::now(),
+        }
+    }
+
+    /// Counts one sample of `frames` (leaf first) with `labels`.
+    pub fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
+        let ids = frames.into_iter().map(|frame| self.intern(frame)).collect();
+        labels.sort();
+        *self.stacks.entry((ids, labels)).or_default() += 1;
+    }
+
+    fn intern(&mut self, frame: &Frame) -> FrameId {
+        if let Some(&id) = self.frame_ids.get(frame) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(frame.clone());
+        self.frame_ids.insert(frame.clone(), id);
+        id
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    /// The samples since the last `take` (or creation), ending the window now.
+    pub fn take(&mut self) -> Profile {
+        let end = SystemTime::now();
+        let start = std::mem::replace(&mut self.window_start, end);
+        let mut stacks: Vec<StackCount> = self
+            .stacks
+            .drain()
+            .map(|((frames, labels), count)| StackCount { frames, labels, count })
+            .collect();
+        stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        self.frame_ids.clear();
+        Profile {
+            frames: std::mem::take(&mut self.frames),
+            stacks,
+            period_ns: self.period_ns,
+            start_unix_ns: unix_ns(start),
+            duration_ns: end.duration_since(start).unwrap_or(Duration::ZERO).as_nanos() as u64,
+        }
+    }
+}
+
+fn unix_ns(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str) -> Frame {
+        Frame {
+            kind: FrameKind::Native,
+            function: name.into(),
+            file: None,
+            line: None,
+            module: None,
+            address: 0,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn merges_identical_stacks_and_interns_frames() {
+        let mut aggregator = Aggregator::new(10_000_000);
+        let label = |tid| vec![Label { key: "thread_id", value: LabelValue::Str(tid) }];
+        let (main, hot, cold) = (frame("main"), frame("hot"), frame("cold"));
+        for _ in 0..3 {
+            aggregator.add([&hot, &main], label("1".into()));
+        }
+        aggregator.add([&cold, &main], label("1".into()));
+        aggregator.add([&hot, &main], label("2".into()));
+        let profile = aggregator.take();
+        assert_eq!(profile.frames.len(), 3);
+        assert_eq!(profile.total_samples(), 5);
+        assert_eq!(profile.stacks.len(), 3);
+        assert_eq!(profile.stacks[0].count, 3);
+        assert_eq!(profile.frame(profile.stacks[0].frames[0]).function, "hot");
+        assert_eq!(profile.period_ns, 10_000_000);
+        assert!(aggregator.is_empty());
+        assert!(aggregator.take().frames.is_empty());
+    }
+}

@@ -1,0 +1,39 @@
+//! The live status line on a terminal: elapsed time, samples, threads, lost samples.
+use std::{io::Write as _, time::Duration};
+
+use crate::pipeline::Stats;
+
+pub struct StatusLine {
+    enabled: bool,
+    shown: bool,
+}
+
+impl StatusLine {
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, shown: false }
+    }
+
+    pub fn show(&mut self, elapsed: Duration, stats: &Stats, lost: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[Krecording {:.1} s | {} samples | {} threads | {} lost (Ctrl-C to stop)",
+            elapsed.as_secs_f64(),
+            stats.samples,
+            stats.threads.len(),
+            lost
+        );
+        let _ = stderr.flush();
+        self.shown = true;
+    }
+
+    pub fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The end-of-recording summary: counts, unwind quality, and the top functions by self and total time.
+use std::{
+    collections::{HashMap, HashSet},
+    io::{self, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::{
+    aggregate::{FrameKind, Profile},
+    output::OutputFormat,
+    pipeline::Stats,
+};
+
+const TOP: usize = 10;
+
+pub fn print(
+    out: &mut impl Write,
+    profile: &Profile,
+    stats: &Stats,
+    lost: u64,
+    elapsed: Duration,
+    outputs: &[(PathBuf, OutputFormat)],
+) -> io::Result<()> {
+    let complete = if stats.samples == 0 { 0.0 } else { 100.0 * stats.complete_stacks as f64 / stats.samples as f64 };
+    writeln!(
+        out,
+        "{} samples of {} threads in {:.1} s, {} lost; {:.1}% of stacks unwound to the thread's root",
+        stats.samples,
+        stats.threads.len(),
+        elapsed.as_secs_f64(),
+        lost,
+        complete
+    )?;
+    if lost > 0 {
+        writeln!(out, "warning: {lost} samples were lost because the ring buffer was full (userspace fell behind)")?;
+    }
+    if stats.samples == 0 {
+        writeln!(out, "warning: no samples: the targets did not run on a CPU while recording")?;
+    }
+    let (self_counts, total_counts) = function_counts(profile);
+    let total = profile.total_samples().max(1) as f64;
+    for (heading, counts) in [("self", &self_counts), ("total", &total_counts)] {
+        if counts.is_empty() {
+            continue;
+        }
+        writeln!(out, "top functions by {heading} time:")?;
+        let mut ranked: Vec<(&str, u64)> = counts.iter().map(|(name, &count)| (*name, count)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (name, count) in ranked.into_iter().take(TOP) {
+            writeln!(out, "  {:5.1}%  {count:>7}  {name}", 100.0 * count as f64 / total)?;
+        }
+    }
+    for (path, _) in outputs {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(())
+}
+
+/// Per function: samples where it is the leaf (self) and samples where it is anywhere on the stack (total,
+/// counted once per stack even when recursive). Synthetic context frames are not functions.
+fn function_counts(profile: &Profile) -> (HashMap<&str, u64>, HashMap<&str, u64>) {
+    let mut self_counts = HashMap::new();
+    let mut total_counts = HashMap::new();
+    for stack in &profile.stacks {
+        let mut functions = stack.frames.iter().map(|&id| profile.frame(id)).filter(|f| f.kind != FrameKind::Context);
+        if let Some(leaf) = functions.clone().next() {
+            *self_counts.entry(leaf.function.as_str()).or_default() += stack.count;
+        }
+        let mut seen = HashSet::new();
+        for frame in functions.by_ref() {
+            if seen.insert(frame.function.as_str()) {
+                *total_counts.entry(frame.function.as_str()).or_default() += stack.count;
+            }
+        }
+    }
+    (self_counts, total_counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Aggregator, Frame};
+
+    fn frame(kind: FrameKind, name: &str) -> Frame {
+        Frame { kind, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }
+    }
+
+    #[test]
+    fn ranks_self_and_total_without_context_frames() {
+        let mut aggregator = Aggregator::new(1);
+        let (hot, main, ctx) = (frame(FrameKind::Native, "hot"), frame(FrameKind::Native, "main"), frame(FrameKind::Context, "app"));
+        for _ in 0..3 {
+            aggregator.add([&hot, &main, &ctx], vec![]);
+        }
+        aggregator.add([&main, &ctx], vec![]);
+        let profile = aggregator.take();
+        let (self_counts, total_counts) = function_counts(&profile);
+        assert_eq!(self_counts["hot"], 3);
+        assert_eq!(self_counts["main"], 1);
+        assert_eq!(total_counts["main"], 4);
+        assert!(!total_counts.contains_key("app"));
+
+        let stats = Stats { samples: 4, complete_stacks: 3, ..Default::default() };
+        let mut text = Vec::new();
+        print(&mut text, &profile, &stats, 0, Duration::from_secs(1), &[]).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("4 samples of 0 threads in 1.0 s, 0 lost; 75.0% of stacks"), "{text}");
+        assert!(text.contains(" 75.0%        3  hot"), "{text}");
+        assert!(text.contains("100.0%        4  main"), "{text}");
+    }
+}

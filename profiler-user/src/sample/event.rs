@@ -1,0 +1,109 @@
+//! Typed view of one ring-buffer record.
+//!
+//! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
+use anyhow::{Result, bail};
+use profiler_common::{FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, SampleHeader, UserRegs};
+
+/// A timer sample of one thread of a profiled process.
+#[derive(Debug)]
+pub struct CpuSample<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Thread name at sample time.
+    pub comm: String,
+    pub regs: UserRegs,
+    /// True when the tick interrupted user code (otherwise the thread was in a syscall or fault).
+    pub user_mode: bool,
+    /// User address of `stack[0]`.
+    pub stack_base: u64,
+    pub stack: &'a [u8],
+    pub kernel_stack_id: Option<u32>,
+}
+
+impl<'a> CpuSample<'a> {
+    /// Parses a ring-buffer record; a record of the wrong size or kind is an error (a version mismatch between
+    /// the embedded kernel object and this binary would otherwise produce garbage stacks).
+    pub fn parse(record: &'a [u8]) -> Result<Self> {
+        let header_len = size_of::<SampleHeader>();
+        if record.len() < header_len {
+            bail!("sample record of {} bytes is shorter than its {header_len}-byte header", record.len());
+        }
+        // SAFETY: SampleHeader is plain old data valid for any bit pattern; the length was checked.
+        let header: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        if header.kind != KIND_CPU {
+            bail!("unexpected sample record kind {}", header.kind);
+        }
+        let stack_area = &record[header_len..];
+        let stack_len = (header.stack_len as usize).min(stack_area.len());
+        let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
+        Ok(Self {
+            pid: header.pid,
+            tid: header.tid,
+            cpu: header.cpu,
+            time_ns: header.time_ns,
+            comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+            regs: header.regs,
+            user_mode: header.flags & FLAG_USER_MODE != 0,
+            stack_base: header.stack_base,
+            stack: &stack_area[..stack_len],
+            kernel_stack_id: (header.flags & FLAG_KERNEL_STACK != 0 && header.kernel_stack_id >= 0)
+                .then_some(header.kernel_stack_id as u32),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::{COMM_LEN, STACK_COPY_MAX, SampleRecord};
+
+    use super::*;
+
+    fn record(stack_len: u32, flags: u32) -> Vec<u8> {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"worker");
+        let header = SampleHeader {
+            kind: KIND_CPU,
+            cpu: 1,
+            pid: 42,
+            tid: 43,
+            time_ns: 7,
+            regs: UserRegs { ip: 0x1000, sp: 0x7ff0_0010, bp: 0 },
+            stack_base: 0x7ff0_0000,
+            stack_len,
+            flags,
+            kernel_stack_id: 5,
+            comm,
+        };
+        let mut bytes = vec![0u8; size_of::<SampleRecord>()];
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), header) };
+        bytes
+    }
+
+    #[test]
+    fn parses_header_and_bounds_the_stack() {
+        let bytes = record(8192, FLAG_USER_MODE | FLAG_KERNEL_STACK);
+        let sample = CpuSample::parse(&bytes).unwrap();
+        assert_eq!((sample.pid, sample.tid, sample.cpu), (42, 43, 1));
+        assert_eq!(sample.comm, "worker");
+        assert_eq!(sample.stack.len(), 8192);
+        assert!(sample.user_mode);
+        assert_eq!(sample.kernel_stack_id, Some(5));
+    }
+
+    #[test]
+    fn clamps_an_overlong_stack_len_and_ignores_stack_id_without_flag() {
+        let bytes = record(u32::MAX, 0);
+        let sample = CpuSample::parse(&bytes).unwrap();
+        assert_eq!(sample.stack.len(), STACK_COPY_MAX);
+        assert_eq!(sample.kernel_stack_id, None);
+        assert!(!sample.user_mode);
+    }
+
+    #[test]
+    fn rejects_short_records() {
+        assert!(CpuSample::parse(&[0u8; 8]).is_err());
+    }
+}

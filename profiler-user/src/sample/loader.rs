@@ -1,0 +1,121 @@
+//! Loads the embedded kernel programs and attaches the CPU sampler to every online CPU.
+//!
+//! One `cpu-clock` perf event per CPU, system-wide, filtered in BPF by the TARGETS map: threads, forks and
+//! restarts then only change a map entry, never the attachments.
+use std::io;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
+};
+use profiler_common::{SamplerConfig, TargetFlags};
+
+static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
+
+/// What the sampler is asked to do.
+#[derive(Clone, Debug)]
+pub struct SamplerOptions {
+    /// Samples per second per CPU (frequency mode: the kernel adjusts the period to hit it).
+    pub rate_hz: u64,
+    /// Also record the kernel stack of each sample.
+    pub kernel_stacks: bool,
+}
+
+/// The loaded and attached kernel programs and the maps userspace talks to.
+pub struct Sampler {
+    // Dropping `Ebpf` detaches the programs; keep it for the sampler's lifetime.
+    _ebpf: Ebpf,
+    targets: HashMap<MapData, u32, TargetFlags>,
+    lost: PerCpuArray<MapData, u64>,
+    kernel_stacks: StackTraceMap<MapData>,
+    samples: Option<RingBuf<MapData>>,
+}
+
+impl Sampler {
+    pub fn load(options: &SamplerOptions) -> Result<Self> {
+        let config = SamplerConfig { kernel_stacks: options.kernel_stacks.into(), _reserved: 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SAMPLER_CONFIG", &config, true)
+            .load(KERNEL_OBJECT)
+            .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut("sample_cpu")
+            .context("the embedded eBPF object has no `sample_cpu` program")?
+            .try_into()?;
+        program.load().map_err(|err| describe_program_error("loading the CPU sampler", err))?;
+        let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(options.rate_hz),
+                    false,
+                )
+                .map_err(|err| describe_program_error(&format!("attaching the CPU sampler to CPU {cpu}"), err))?;
+        }
+
+        let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
+        let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
+        let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
+        let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
+        Ok(Self { _ebpf: ebpf, targets, lost, kernel_stacks, samples: Some(samples) })
+    }
+
+    /// Starts sampling the threads of process `pid`.
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        self.targets.insert(pid, 1, 0).with_context(|| format!("adding PID {pid} to the TARGETS map"))
+    }
+
+    /// Stops sampling process `pid` (no error if it was not a target).
+    pub fn remove_target(&mut self, pid: u32) {
+        let _ = self.targets.remove(&pid);
+    }
+
+    /// Samples the kernel could not send because the ring buffer was full, summed over CPUs.
+    pub fn lost_samples(&self) -> Result<u64> {
+        let per_cpu = self.lost.get(&0, 0).context("reading the lost-samples counter")?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Kernel return addresses of a stack recorded with `--kernel`, innermost first.
+    pub fn kernel_stack(&self, id: u32) -> Option<Vec<u64>> {
+        let trace = self.kernel_stacks.get(&id, 0).ok()?;
+        Some(trace.frames().iter().map(|frame| frame.ip).filter(|&ip| ip != 0).collect())
+    }
+
+    /// The ring buffer of sample records; the reader owns it (taken once).
+    pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
+        self.samples.take()
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).with_context(|| format!("the embedded eBPF object has no `{name}` map"))
+}
+
+/// Turns the kernel's errno into what the user has to do about it.
+fn describe_program_error(action: &str, err: ProgramError) -> anyhow::Error {
+    let io_error = match &err {
+        ProgramError::SyscallError(syscall) => Some(&syscall.io_error),
+        ProgramError::LoadError { io_error, .. } => Some(io_error),
+        _ => None,
+    };
+    match io_error.and_then(io::Error::raw_os_error) {
+        Some(libc::EPERM | libc::EACCES) => anyhow!(
+            "{action} was refused by the kernel: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"
+        ),
+        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV) => anyhow!(
+            "{action} failed: this kernel has no usable perf events (needs CONFIG_PERF_EVENTS and the software \
+             cpu-clock event)"
+        ),
+        _ => anyhow!("{action} failed: {err:#}"),
+    }
+}

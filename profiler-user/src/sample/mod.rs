@@ -1,0 +1,10 @@
+//! Kernel sampler → typed sample events.
+//!
+//! `preflight` says what the machine or the user lacks before anything is loaded, `loader` loads and attaches the
+//! embedded kernel programs, `event` turns ring-buffer bytes into typed samples.
+pub mod event;
+pub mod loader;
+pub mod preflight;
+
+pub use event::CpuSample;
+pub use loader::{Sampler, SamplerOptions};

@@ -1,0 +1,158 @@
+//! Native and kernel addresses → function, file:line and inlined frames, with blazesym.
+//!
+//! Results are cached per (ELF file, file offset): a busy thread revisits the same few hundred addresses, so
+//! after warm-up a sample costs hash lookups only. Native frames keep the module and file offset so a server
+//! can symbolize what we could not (stripped binaries) from the build-id.
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer as Blazesym,
+    source::{Elf, Kernel, Source},
+};
+
+use crate::{
+    aggregate::{Frame, FrameKind, Module},
+    unwind::NativeFrame,
+};
+
+/// Bounds the caches: a long run over many processes must not grow without limit. On overflow the cache is
+/// dropped whole; refilling it costs a few milliseconds of symbolization.
+const MAX_CACHED_ADDRESSES: usize = 200_000;
+
+pub struct Symbolizer {
+    blazesym: Blazesym,
+    native: HashMap<(u64, u64), Arc<[Frame]>>,
+    kernel: HashMap<u64, Arc<[Frame]>>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        let blazesym = Blazesym::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Self { blazesym, native: HashMap::new(), kernel: HashMap::new() }
+    }
+
+    /// The frames for one native address, leaf (innermost inlined function) first.
+    pub fn native(&mut self, frame: &NativeFrame) -> Arc<[Frame]> {
+        let Some((file, offset)) = &frame.file else {
+            return Arc::from([unknown_frame(None, frame.address)]);
+        };
+        if self.native.len() >= MAX_CACHED_ADDRESSES {
+            self.native.clear();
+        }
+        let blazesym = &self.blazesym;
+        self.native
+            .entry((file.id, *offset))
+            .or_insert_with(|| symbolize_file_offset(blazesym, &file.open_path, &file.module, *offset))
+            .clone()
+    }
+
+    /// The frames for one kernel address, leaf first.
+    pub fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
+        if self.kernel.len() >= MAX_CACHED_ADDRESSES {
+            self.kernel.clear();
+        }
+        let blazesym = &self.blazesym;
+        self.kernel
+            .entry(address)
+            .or_insert_with(|| {
+                let source = Source::Kernel(Kernel::default());
+                let name = match blazesym.symbolize_single(&source, Input::AbsAddr(address)) {
+                    Ok(Symbolized::Sym(sym)) => sym.name.into_owned(),
+                    _ => format!("[kernel {address:#x}]"),
+                };
+                Arc::from([Frame {
+                    kind: FrameKind::Kernel,
+                    function: name,
+                    file: None,
+                    line: None,
+                    module: None,
+                    address,
+                    inlined: false,
+                }])
+            })
+            .clone()
+    }
+}
+
+fn symbolize_file_offset(blazesym: &Blazesym, open_path: &Path, module: &Module, offset: u64) -> Arc<[Frame]> {
+    let source = Source::Elf(Elf::new(open_path));
+    let sym = match blazesym.symbolize_single(&source, Input::FileOffset(offset)) {
+        Ok(Symbolized::Sym(sym)) => sym,
+        _ => return Arc::from([unknown_frame(Some(module), offset)]),
+    };
+    let native = |function: &str, code: Option<&blazesym::symbolize::CodeInfo>, inlined: bool| Frame {
+        kind: FrameKind::Native,
+        function: function.to_owned(),
+        file: code.map(|code| code.to_path().display().to_string()),
+        line: code.and_then(|code| code.line),
+        module: Some(module.clone()),
+        address: offset,
+        inlined,
+    };
+    // blazesym lists inlined calls outermost first, each with the location inside that function.
+    let mut frames: Vec<Frame> =
+        sym.inlined.iter().rev().map(|inlined| native(&inlined.name, inlined.code_info.as_ref(), true)).collect();
+    frames.push(native(&sym.name, sym.code_info.as_deref(), false));
+    frames.into()
+}
+
+/// A frame we cannot name: `[module+0xoffset]`, or `[unknown]` outside any file (JIT code, a bad address).
+fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
+    let function = match module {
+        Some(module) => {
+            let name = Path::new(&module.path).file_name().map_or(module.path.clone(), |n| n.to_string_lossy().into());
+            format!("[{name}+{address:#x}]")
+        }
+        None => "[unknown]".to_owned(),
+    };
+    Frame { kind: FrameKind::Native, function, file: None, line: None, module: module.cloned(), address, inlined: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unwind::process::ProcessModules;
+
+    #[inline(never)]
+    fn a_function_with_a_distinct_name() -> u64 {
+        std::hint::black_box(a_function_with_a_distinct_name as usize as u64)
+    }
+
+    #[test]
+    fn names_a_function_of_this_binary_with_file_and_line() {
+        let address = a_function_with_a_distinct_name();
+        let mut files = Default::default();
+        let mut process = ProcessModules::new(std::process::id());
+        process.ensure_covers(address, &mut files).unwrap();
+        let module = process.module_at(address).unwrap();
+        let offset = module.file.elf.svma_to_file_offset(address - module.bias).unwrap();
+        let frame = NativeFrame { address, file: Some((module.file.clone(), offset)) };
+
+        let mut symbolizer = Symbolizer::new();
+        let frames = symbolizer.native(&frame);
+        let outer = frames.last().unwrap();
+        assert!(outer.function.ends_with("a_function_with_a_distinct_name"), "{outer:?}");
+        assert!(outer.file.as_deref().is_some_and(|f| f.ends_with("symbolize/mod.rs")), "{outer:?}");
+        assert!(outer.line.is_some());
+        assert_eq!(outer.module.as_ref().unwrap().build_id, module.file.module.build_id);
+        // Cached: the same Arc comes back.
+        assert!(Arc::ptr_eq(&frames, &symbolizer.native(&frame)));
+    }
+
+    #[test]
+    fn unknown_addresses_name_their_module() {
+        let module = Module { path: "/usr/lib/libfoo.so.1".into(), build_id: None };
+        assert_eq!(unknown_frame(Some(&module), 0x1a2b).function, "[libfoo.so.1+0x1a2b]");
+        assert_eq!(unknown_frame(None, 5).function, "[unknown]");
+    }
+}

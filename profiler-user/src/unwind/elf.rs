@@ -1,0 +1,180 @@
+//! Reads what unwinding and symbolization need from an ELF file: unwind sections, load segments, build-id.
+//!
+//! The file is memory-mapped and section data is handed to framehop as views into the mapping, so a 10 MB
+//! library costs page cache, not heap, and only the pages the unwinder touches.
+use std::{fs::File, ops::Range, path::Path, sync::Arc};
+
+use anyhow::{Context as _, Result, bail};
+use memmap2::Mmap;
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, SegmentFlags, elf::PF_X};
+
+/// Bytes of one ELF section, borrowed from the file mapping or (for compressed sections) owned.
+#[derive(Clone)]
+pub enum SectionBytes {
+    Mapped { file: Arc<Mmap>, range: Range<usize> },
+    Owned(Arc<[u8]>),
+}
+
+impl std::ops::Deref for SectionBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SectionBytes::Mapped { file, range } => &file[range.clone()],
+            SectionBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A section's address range in the file's own address space (SVMA) and its bytes.
+#[derive(Clone)]
+pub struct Section {
+    pub svma: Range<u64>,
+    pub bytes: SectionBytes,
+}
+
+/// A PT_LOAD segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub vaddr: u64,
+    pub mem_size: u64,
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub executable: bool,
+}
+
+/// Everything we keep of one ELF file.
+pub struct ElfFile {
+    pub build_id: Option<String>,
+    pub segments: Vec<LoadSegment>,
+    pub text: Option<Section>,
+    pub eh_frame: Option<Section>,
+    pub eh_frame_hdr: Option<Section>,
+    pub debug_frame: Option<Section>,
+    pub got: Option<Range<u64>>,
+}
+
+impl ElfFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: the mapping is read-only; a file truncated underneath us would SIGBUS, which is why only files
+        // that a live process has mapped (and so cannot be truncated without crashing it too) are opened.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        Self::parse(Arc::new(map)).with_context(|| format!("reading ELF file {}", path.display()))
+    }
+
+    fn parse(map: Arc<Mmap>) -> Result<Self> {
+        let elf = object::File::parse(&map[..])?;
+        if !matches!(elf.format(), object::BinaryFormat::Elf) {
+            bail!("not an ELF file");
+        }
+        let section = |name: &str| -> Option<Section> {
+            let section = elf.section_by_name(name)?;
+            let svma = section.address()..section.address() + section.size();
+            let bytes = match section.compressed_file_range().ok()? {
+                range if range.format == object::CompressionFormat::None => {
+                    let start = usize::try_from(range.offset).ok()?;
+                    let end = start.checked_add(usize::try_from(range.uncompressed_size).ok()?)?;
+                    if end > map.len() || section.kind() == object::SectionKind::UninitializedData {
+                        return None;
+                    }
+                    SectionBytes::Mapped { file: map.clone(), range: start..end }
+                }
+                _ => SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into()),
+            };
+            Some(Section { svma, bytes })
+        };
+        let segments = elf
+            .segments()
+            .map(|segment| {
+                let (file_offset, file_size) = segment.file_range();
+                let executable = matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0);
+                LoadSegment { vaddr: segment.address(), mem_size: segment.size(), file_offset, file_size, executable }
+            })
+            .collect();
+        let build_id = elf.build_id().ok().flatten().map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+        let got = elf.section_by_name(".got").map(|s| s.address()..s.address() + s.size());
+        Ok(Self {
+            build_id,
+            segments,
+            text: section(".text"),
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame"),
+            got,
+        })
+    }
+
+    /// The load bias (AVMA − SVMA) of a process mapping of this file, from where the mapping starts and which
+    /// file offset it maps.
+    pub fn load_bias(&self, map_start: u64, map_file_offset: u64) -> Option<u64> {
+        let segment = self.segments.iter().find(|s| {
+            let page_start = s.file_offset & !0xfff;
+            map_file_offset >= page_start && map_file_offset < s.file_offset + s.file_size.max(1)
+        })?;
+        // The mapping maps file offset `map_file_offset` at `map_start`; in the file's address space that offset
+        // sits at vaddr - file_offset + map_file_offset.
+        let svma = segment.vaddr.wrapping_sub(segment.file_offset).wrapping_add(map_file_offset);
+        Some(map_start.wrapping_sub(svma))
+    }
+
+    /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).
+    pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
+        let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr + s.mem_size)?;
+        Some(svma - segment.vaddr + segment.file_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn this_test_binary() -> ElfFile {
+        ElfFile::open(&std::env::current_exe().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn reads_unwind_sections_and_segments_of_a_real_binary() {
+        let elf = this_test_binary();
+        assert!(elf.eh_frame.as_ref().is_some_and(|s| !s.bytes.is_empty()));
+        assert!(elf.eh_frame_hdr.is_some());
+        let text = elf.text.as_ref().unwrap();
+        assert_eq!(text.bytes.len() as u64, text.svma.end - text.svma.start);
+        assert!(elf.segments.iter().any(|s| s.executable));
+        assert!(elf.build_id.as_ref().is_some_and(|id| id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn load_bias_matches_the_running_process() {
+        // Our own text mapping: the bias computed from /proc/self/maps must put our own function inside .text.
+        let elf = this_test_binary();
+        let exe = std::env::current_exe().unwrap();
+        let maps = crate::unwind::maps::read(std::process::id()).unwrap();
+        let text_map = maps
+            .mappings
+            .iter()
+            .find(|m| m.executable && Path::new(&m.path) == exe)
+            .expect("our executable mapping");
+        let bias = elf.load_bias(text_map.start, text_map.file_offset).unwrap();
+        let here = this_test_binary as usize as u64;
+        let svma = here - bias;
+        let text = elf.text.unwrap();
+        assert!(text.svma.contains(&svma), "{svma:#x} not in {:#x?}", text.svma);
+        let offset = elf.svma_to_file_offset(svma).unwrap();
+        assert!(offset < std::fs::metadata(&exe).unwrap().len());
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncated_files() {
+        let dir = std::env::temp_dir().join(format!("elf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage");
+        std::fs::write(&garbage, b"\x7fELF this is not really an ELF file").unwrap();
+        assert!(ElfFile::open(&garbage).is_err());
+        let truncated = dir.join("truncated");
+        let real = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        std::fs::write(&truncated, &real[..200]).unwrap();
+        assert!(ElfFile::open(&truncated).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

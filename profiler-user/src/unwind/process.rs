@@ -1,0 +1,227 @@
+//! The executable modules of one process, as framehop sees them, kept in step with its `/proc/PID/maps`.
+use std::{
+    collections::HashMap,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use framehop::{ExplicitModuleSectionInfo, Module as FramehopModule, Unwinder as _, x86_64::UnwinderX86_64};
+
+use super::{
+    elf::{ElfFile, SectionBytes},
+    maps::{self, Mapping},
+};
+use crate::aggregate::Module;
+
+/// An ELF file loaded once and shared by every process that maps it.
+pub struct LoadedFile {
+    /// Unique for the agent's lifetime: the symbol cache's key (paths and inodes can be reused).
+    pub id: u64,
+    /// How outputs name it: path as the process sees it, build-id.
+    pub module: Module,
+    /// Where we can open it from this (the profiler's) mount namespace.
+    pub open_path: PathBuf,
+    pub elf: ElfFile,
+}
+
+/// One mapping of a file into a process.
+#[derive(Clone)]
+pub struct LoadedModule {
+    pub avma: Range<u64>,
+    /// AVMA − SVMA.
+    pub bias: u64,
+    pub file: Arc<LoadedFile>,
+}
+
+/// ELF files by (dev, inode); failures are remembered so a broken file is read once, not per sample.
+#[derive(Default)]
+pub struct FileCache {
+    files: HashMap<(u64, u64), Option<Arc<LoadedFile>>>,
+}
+
+impl FileCache {
+    fn get(&mut self, pid: u32, mapping: &Mapping, root: &Path) -> Option<Arc<LoadedFile>> {
+        self.files
+            .entry((mapping.dev, mapping.inode))
+            .or_insert_with(|| match load_file(pid, mapping, root) {
+                Ok(file) => Some(Arc::new(file)),
+                Err(err) => {
+                    tracing::warn!("cannot unwind through {}: {err:#}", mapping.path);
+                    None
+                }
+            })
+            .clone()
+    }
+
+    /// Drops files no process maps any more.
+    pub fn retain_used(&mut self) {
+        self.files.retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
+    }
+}
+
+fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
+    let deleted = mapping.path.ends_with(" (deleted)");
+    // A deleted or replaced file is still reachable through the process's own mapping.
+    let open_path = if deleted {
+        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end))
+    } else {
+        root.join(mapping.path.trim_start_matches('/'))
+    };
+    let elf = ElfFile::open(&open_path)?;
+    let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(LoadedFile { id, module, open_path, elf })
+}
+
+/// framehop's view of one process plus the module table used to name frames.
+pub struct ProcessModules {
+    pid: u32,
+    pub unwinder: UnwinderX86_64<SectionBytes>,
+    modules: Vec<LoadedModule>,
+    loaded_at: Option<Instant>,
+    pub malformed_map_lines: usize,
+}
+
+/// A process's maps are re-read at most this often when a sample hits an address outside every known module
+/// (a library loaded since), so a JIT or a bogus address cannot make us re-read maps on every sample.
+const MAPS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ProcessModules {
+    pub fn new(pid: u32) -> Self {
+        Self { pid, unwinder: UnwinderX86_64::new(), modules: Vec::new(), loaded_at: None, malformed_map_lines: 0 }
+    }
+
+    /// Re-reads the maps if they were never read, or if `address` is outside every known module and the last
+    /// read is older than the refresh interval.
+    pub fn ensure_covers(&mut self, address: u64, files: &mut FileCache) -> Result<()> {
+        let stale = match self.loaded_at {
+            None => true,
+            Some(at) => self.module_at(address).is_none() && at.elapsed() >= MAPS_REFRESH_INTERVAL,
+        };
+        if stale {
+            self.reload(files)?;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, files: &mut FileCache) -> Result<()> {
+        self.loaded_at = Some(Instant::now());
+        let maps = maps::read(self.pid)?;
+        self.malformed_map_lines = maps.malformed_lines;
+        let root = process_root(self.pid);
+        let mut modules = Vec::new();
+        for group in file_groups(&maps.mappings) {
+            let Some(exec) = group.iter().find(|m| m.executable) else { continue };
+            let Some(file) = files.get(self.pid, exec, &root) else { continue };
+            let Some(bias) = file.elf.load_bias(exec.start, exec.file_offset) else { continue };
+            let avma = group.first().map_or(exec.start, |m| m.start)..group.last().map_or(exec.end, |m| m.end);
+            modules.push(LoadedModule { avma, bias, file });
+        }
+        for old in &self.modules {
+            self.unwinder.remove_module(old.avma.start);
+        }
+        for module in &modules {
+            self.unwinder.add_module(framehop_module(module));
+        }
+        modules.sort_by_key(|m| m.avma.start);
+        self.modules = modules;
+        Ok(())
+    }
+
+    pub fn module_at(&self, address: u64) -> Option<&LoadedModule> {
+        let index = self.modules.partition_point(|m| m.avma.start <= address).checked_sub(1)?;
+        let module = &self.modules[index];
+        module.avma.contains(&address).then_some(module)
+    }
+}
+
+/// The process's root directory as seen from here: `/` for processes in our mount namespace (so files are
+/// opened, and cached by the symbolizer, under one path for all of them), `/proc/PID/root` for containers.
+fn process_root(pid: u32) -> PathBuf {
+    let theirs = PathBuf::from(format!("/proc/{pid}/root"));
+    match (std::fs::read_link(&theirs), std::fs::read_link("/proc/self/root")) {
+        (Ok(a), Ok(b)) if a == b && same_mount_namespace(pid) => PathBuf::from("/"),
+        _ => theirs,
+    }
+}
+
+fn same_mount_namespace(pid: u32) -> bool {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    ns(&pid.to_string()).is_some_and(|theirs| Some(theirs) == ns("self"))
+}
+
+/// Consecutive mappings of the same file: one loaded ELF image each.
+fn file_groups(mappings: &[Mapping]) -> Vec<&[Mapping]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=mappings.len() {
+        let boundary = i == mappings.len()
+            || (mappings[i].dev, mappings[i].inode) != (mappings[start].dev, mappings[start].inode)
+            || mappings[i].path != mappings[start].path;
+        if boundary {
+            if mappings[start].is_file_backed() {
+                groups.push(&mappings[start..i]);
+            }
+            start = i;
+        }
+    }
+    groups
+}
+
+fn framehop_module(module: &LoadedModule) -> FramehopModule<SectionBytes> {
+    let elf = &module.file.elf;
+    let info = ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma: elf.text.as_ref().map(|s| s.svma.clone()),
+        text: elf.text.as_ref().map(|s| s.bytes.clone()),
+        got_svma: elf.got.clone(),
+        eh_frame_svma: elf.eh_frame.as_ref().map(|s| s.svma.clone()),
+        eh_frame: elf.eh_frame.as_ref().map(|s| s.bytes.clone()),
+        eh_frame_hdr_svma: elf.eh_frame_hdr.as_ref().map(|s| s.svma.clone()),
+        eh_frame_hdr: elf.eh_frame_hdr.as_ref().map(|s| s.bytes.clone()),
+        debug_frame: elf.debug_frame.as_ref().map(|s| s.bytes.clone()),
+        stubs_svma: None,
+        stub_helper_svma: None,
+        unwind_info: None,
+        text_segment_svma: None,
+        text_segment: None,
+    };
+    FramehopModule::new(module.file.module.path.clone(), module.avma.clone(), module.bias, info)
+}
+
+/// Reads a process's maps once to fail early with a clear message when they are not readable.
+pub fn check_readable(pid: u32) -> Result<()> {
+    maps::read(pid).map(drop).with_context(|| format!("cannot read the memory map of PID {pid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_consecutive_mappings_of_one_file() {
+        let parsed = maps::parse(
+            "1000-2000 r--p 0 fe:01 10 /bin/a\n2000-3000 r-xp 1000 fe:01 10 /bin/a\n3000-4000 rw-p 0 00:00 0 \n\
+             4000-5000 r-xp 0 fe:01 11 /lib/b.so\n5000-6000 r-xp 0 00:00 0 [vdso]\n",
+        );
+        let groups = file_groups(&parsed.mappings);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].len(), 2);
+        assert_eq!(groups[1][0].path, "/lib/b.so");
+    }
+
+    #[test]
+    fn finds_this_process_modules() {
+        let mut files = FileCache::default();
+        let mut process = ProcessModules::new(std::process::id());
+        let here = finds_this_process_modules as usize as u64;
+        process.ensure_covers(here, &mut files).unwrap();
+        let module = process.module_at(here).expect("our own code is in a module");
+        assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
+        assert!(process.module_at(0x10).is_none());
+    }
+}
