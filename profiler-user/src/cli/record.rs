@@ -97,9 +97,10 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()
     let lost = sampler.lost_samples()?;
     let profile = pipeline.take_profile();
     let title = format!("profiler record: {}", targets.iter().map(|t| format!("{} ({})", t.name, t.pid)).collect::<Vec<_>>().join(", "));
+    summary::print(&mut std::io::stderr(), &profile, &pipeline.stats, lost, elapsed)?;
     for (path, format) in &config.outputs {
         output::write_profile(&profile, path, *format, &title)?;
+        eprintln!("wrote {}", path.display());
     }
-    summary::print(&mut std::io::stderr(), &profile, &pipeline.stats, lost, elapsed, &config.outputs)?;
     Ok(())
 }

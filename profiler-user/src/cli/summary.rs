@@ -2,13 +2,11 @@
 use std::{
     collections::{HashMap, HashSet},
     io::{self, Write},
-    path::PathBuf,
     time::Duration,
 };
 
 use crate::{
     aggregate::{FrameKind, Profile},
-    output::OutputFormat,
     pipeline::Stats,
 };
 
@@ -20,7 +18,6 @@ pub fn print(
     stats: &Stats,
     lost: u64,
     elapsed: Duration,
-    outputs: &[(PathBuf, OutputFormat)],
 ) -> io::Result<()> {
     let complete = if stats.samples == 0 { 0.0 } else { 100.0 * stats.complete_stacks as f64 / stats.samples as f64 };
     writeln!(
@@ -50,9 +47,6 @@ pub fn print(
         for (name, count) in ranked.into_iter().take(TOP) {
             writeln!(out, "  {:5.1}%  {count:>7}  {name}", 100.0 * count as f64 / total)?;
         }
-    }
-    for (path, _) in outputs {
-        writeln!(out, "wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -103,7 +97,7 @@ mod tests {
 
         let stats = Stats { samples: 4, complete_stacks: 3, ..Default::default() };
         let mut text = Vec::new();
-        print(&mut text, &profile, &stats, 0, Duration::from_secs(1), &[]).unwrap();
+        print(&mut text, &profile, &stats, 0, Duration::from_secs(1)).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("4 samples of 0 threads in 1.0 s, 0 lost; 75.0% of stacks"), "{text}");
         assert!(text.contains(" 75.0%        3  hot"), "{text}");

@@ -1,8 +1,8 @@
 //! Encodes a [`Profile`] as a pprof protobuf, the format Pyroscope ingests and `go tool pprof` reads.
 //!
-//! Conventions (the ones the Pyroscope SDK uses for CPU):
-//! - one sample type and the period type `cpu/nanoseconds`; `period` = `Profile::period_ns`; each sample's value is
-//!   its count × period, so values add up to CPU time.
+//! Conventions:
+//! - As the Pyroscope SDK sends CPU profiles: one sample type and the period type `cpu/nanoseconds`; `period` =
+//!   `Profile::period_ns`; each sample's value is its count × period, so values add up to CPU time.
 //! - Every location has a mapping, because Pyroscope's symbolizer rejects a whole profile that has a location with
 //!   `mapping_id` 0. Native frames get one mapping per module (path, build-id, range `0..u64::MAX`, offset 0, so an
 //!   address is the file offset the frame carries); kernel, Python and truncation frames get synthetic mappings
@@ -232,6 +232,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
+    use crate::aggregate::StackCount;
 
     fn native(function: &str, module: &Module, address: u64, line: Option<u32>, inlined: bool) -> Frame {
         Frame {
@@ -293,8 +294,6 @@ mod tests {
             duration_ns: 30_000_000_000,
         }
     }
-
-    use crate::aggregate::StackCount;
 
     struct Decoded(proto::Profile);
 

@@ -107,10 +107,14 @@ impl ElfFile {
 
     /// The load bias (AVMA − SVMA) of a process mapping of this file, from where the mapping starts and which
     /// file offset it maps.
-    pub fn load_bias(&self, map_start: u64, map_file_offset: u64) -> Option<u64> {
+    pub fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
+        // Page rounding makes neighbouring segments overlap in file offsets (a read-only segment ending at
+        // 0x1234 and the text segment mapped from 0x1000), so the segment must also match the mapping's rights.
         let segment = self.segments.iter().find(|s| {
             let page_start = s.file_offset & !0xfff;
-            map_file_offset >= page_start && map_file_offset < s.file_offset + s.file_size.max(1)
+            s.executable == executable
+                && map_file_offset >= page_start
+                && map_file_offset < s.file_offset + s.file_size.max(1)
         })?;
         // The mapping maps file offset `map_file_offset` at `map_start`; in the file's address space that offset
         // sits at vaddr - file_offset + map_file_offset.
@@ -155,10 +159,10 @@ mod tests {
             .iter()
             .find(|m| m.executable && Path::new(&m.path) == exe)
             .expect("our executable mapping");
-        let bias = elf.load_bias(text_map.start, text_map.file_offset).unwrap();
+        let bias = elf.load_bias(text_map.start, text_map.file_offset, true).unwrap();
         let here = this_test_binary as usize as u64;
         let svma = here - bias;
-        let text = elf.text.unwrap();
+        let text = elf.text.as_ref().unwrap();
         assert!(text.svma.contains(&svma), "{svma:#x} not in {:#x?}", text.svma);
         let offset = elf.svma_to_file_offset(svma).unwrap();
         assert!(offset < std::fs::metadata(&exe).unwrap().len());

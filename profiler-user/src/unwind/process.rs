@@ -117,7 +117,7 @@ impl ProcessModules {
         for group in file_groups(&maps.mappings) {
             let Some(exec) = group.iter().find(|m| m.executable) else { continue };
             let Some(file) = files.get(self.pid, exec, &root) else { continue };
-            let Some(bias) = file.elf.load_bias(exec.start, exec.file_offset) else { continue };
+            let Some(bias) = file.elf.load_bias(exec.start, exec.file_offset, true) else { continue };
             let avma = group.first().map_or(exec.start, |m| m.start)..group.last().map_or(exec.end, |m| m.end);
             modules.push(LoadedModule { avma, bias, file });
         }
