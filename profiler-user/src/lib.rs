@@ -7,6 +7,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pprof;
 pub mod sample;
+pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
