@@ -22,6 +22,87 @@ pub const FLAG_USER_MODE: u32 = 1 << 0;
 /// `SampleHeader::flags`: `kernel_stack_id` is valid.
 pub const FLAG_KERNEL_STACK: u32 = 1 << 1;
 
+/// Python frames walked per sample; deeper stacks keep their innermost frames and are marked truncated.
+pub const PY_MAX_FRAMES: usize = 128;
+/// Threads of one interpreter searched for the sampled thread's PyThreadState.
+pub const PY_MAX_THREADS: usize = 256;
+
+/// `SampleHeader::py_flags`: the thread has a PyThreadState (it runs or ran Python code).
+pub const PY_THREAD_FOUND: u32 = 1 << 0;
+/// `SampleHeader::py_flags`: the thread held the GIL at sample time.
+pub const PY_GIL_HELD: u32 = 1 << 1;
+/// `SampleHeader::py_flags`: the frame chain had more than `PY_MAX_FRAMES` frames.
+pub const PY_FRAMES_TRUNCATED: u32 = 1 << 2;
+/// `SampleHeader::py_flags`: a read of the interpreter's memory failed midway.
+pub const PY_READ_FAILED: u32 = 1 << 3;
+
+/// `PyFrame::flags`: (3.11) the last Python frame run by its `_PyEval_EvalFrameDefault` call.
+pub const PY_FRAME_ENTRY: u32 = 1 << 0;
+/// `PyFrame::flags`: (3.12+) a C-stack shim frame that separates two `_PyEval_EvalFrameDefault` calls; it is not
+/// a Python function.
+pub const PY_FRAME_SHIM: u32 = 1 << 1;
+
+/// One Python frame as the kernel saw it; userspace resolves `code` to a name lazily.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrame {
+    /// Address of the code object.
+    pub code: u64,
+    /// Address of the instruction (3.11–3.12 the last executed one, 3.13+ the current one).
+    pub instr: u64,
+    /// `co_filename ^ co_name` pointers of the code object at sample time: lets userspace tell a reused code
+    /// object address from the one that was sampled.
+    pub code_key: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// How the GIL holder is found (`PyLayout::gil_mode`).
+pub const GIL_UNKNOWN: u32 = 0;
+/// 3.11: `*(runtime + gil_holder)` is the holding PyThreadState.
+pub const GIL_RUNTIME_TSTATE: u32 = 1;
+/// 3.12+: a gil struct at `*(interp + gil_ptr)` (or inline at `interp` when `gil_ptr` is `NO_OFFSET`) with
+/// `locked` (int) at `gil_locked` and the last holder at `gil_holder`.
+pub const GIL_STRUCT: u32 = 2;
+
+/// An absent field or indirection.
+pub const NO_OFFSET: u64 = u64::MAX;
+
+/// `PyLayout::flags`: frames mark entry with the 3.11 `is_entry` byte at `frame_owner`.
+pub const PY_LAYOUT_IS_ENTRY_BYTE: u32 = 1 << 0;
+/// `PyLayout::flags`: the frame's code pointer is a tagged stack reference (3.14): clear the low bits.
+pub const PY_LAYOUT_TAGGED_CODE: u32 = 1 << 1;
+
+/// Where things are in one CPython process's memory: written by userspace per process, read by the sampler.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyLayout {
+    /// `PY_VERSION_HEX >> 16`, e.g. 0x030b for 3.11.
+    pub version: u32,
+    pub flags: u32,
+    /// Address of `_PyRuntime` in the process.
+    pub runtime: u64,
+    pub runtime_interpreters_head: u64,
+    pub interp_threads_head: u64,
+    pub tstate_next: u64,
+    pub tstate_native_thread_id: u64,
+    /// Offset of the current frame pointer, or of the `cframe` pointer when `cframe_current_frame` is set.
+    pub tstate_frame: u64,
+    pub cframe_current_frame: u64,
+    pub frame_code: u64,
+    pub frame_previous: u64,
+    pub frame_instr: u64,
+    /// 3.11: `is_entry`; 3.12+: `owner` (one byte either way).
+    pub frame_owner: u64,
+    /// `co_filename`; `co_name` follows it directly in every supported version.
+    pub code_filename: u64,
+    pub gil_mode: u32,
+    pub _pad: u32,
+    pub gil_ptr: u64,
+    pub gil_locked: u64,
+    pub gil_holder: u64,
+}
+
 /// Keys of the `TARGETS` map are tgids; the value says why the process is profiled (reserved for lifecycle
 /// tracking; any value means "sample it").
 pub type TargetFlags = u32;
@@ -56,12 +137,16 @@ pub struct SampleHeader {
     /// Id in the kernel stack-trace map when `FLAG_KERNEL_STACK` is set.
     pub kernel_stack_id: i64,
     pub comm: [u8; COMM_LEN],
+    /// Valid entries of `SampleRecord::py_frames`, innermost first.
+    pub py_frame_count: u32,
+    pub py_flags: u32,
 }
 
-/// One sample as it sits in the ring buffer: header, then the copied user stack.
+/// One sample as it sits in the ring buffer: header, Python frames, then the copied user stack.
 #[repr(C)]
 pub struct SampleRecord {
     pub header: SampleHeader,
+    pub py_frames: [PyFrame; PY_MAX_FRAMES],
     pub stack: [u8; STACK_COPY_MAX],
 }
 
@@ -78,4 +163,5 @@ pub struct SamplerConfig {
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays of integers, valid for any bit pattern.
     unsafe impl aya::Pod for super::SamplerConfig {}
+    unsafe impl aya::Pod for super::PyLayout {}
 }

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod maps;
+mod python;
 mod sampler;
 
 #[cfg(not(test))]

@@ -1,9 +1,9 @@
 //! Maps shared by the kernel programs; userspace finds them by these names.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use profiler_common::TargetFlags;
+use profiler_common::{PyLayout, TargetFlags};
 
 /// Processes (tgids) to sample; userspace keeps it current.
 #[map]
@@ -21,3 +21,13 @@ pub static LOST_SAMPLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Kernel stacks, referenced from records by id when kernel stacks are enabled.
 #[map]
 pub static KERNEL_STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Per-process CPython layout (tgid → where the interpreter keeps its threads and frames); written by userspace
+/// when it recognizes a Python process.
+#[map]
+pub static PY_PROCESSES: HashMap<u32, PyLayout> = HashMap::with_max_entries(4096, 0);
+
+/// Kernel thread id → its PyThreadState, so the interpreter's thread list is walked once per thread, not per
+/// sample. Entries are checked against the thread state's own native thread id before use.
+#[map]
+pub static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);

@@ -76,6 +76,8 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
             stack_len += STACK_CHUNK as u32;
         }
 
+        let (py_frame_count, py_flags) = crate::python::capture(tgid, pid_tgid as u32, &mut (*record).py_frames);
+
         let header = &mut (*record).header;
         header.kind = KIND_CPU;
         header.cpu = bpf_get_smp_processor_id();
@@ -88,6 +90,8 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
         header.flags = flags;
         header.kernel_stack_id = kernel_stack_id;
         header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        header.py_frame_count = py_frame_count;
+        header.py_flags = py_flags;
     }
     entry.submit(0);
 }

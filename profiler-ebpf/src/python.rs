@@ -1,0 +1,132 @@
+//! Python frame capture, run inside the CPU sampler for threads of a Python process.
+//!
+//! The frames live on the interpreter's own data stack and are gone by the time userspace could read them, so the
+//! chain is walked here, at sample time: thread → PyThreadState (from the interpreter's thread list, matched on
+//! the native thread id; `_Py_tss_tstate` is cleared while the GIL is released) → current frame → previous ...
+//! Only code object addresses are sent; userspace turns them into names.
+use aya_ebpf::helpers::bpf_probe_read_user;
+use profiler_common::{
+    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_FRAMES_TRUNCATED, PY_GIL_HELD,
+    PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PY_MAX_FRAMES, PY_MAX_THREADS, PY_READ_FAILED, PY_THREAD_FOUND,
+    PyFrame, PyLayout,
+};
+
+use crate::maps::{PY_PROCESSES, PY_THREADS};
+
+/// Fills `frames` (innermost first) for thread `tid` of process `tgid`; returns (frame count, `PY_*` flags).
+/// Processes without a layout return (0, 0) after one map lookup.
+#[inline(always)]
+pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u32, u32) {
+    let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else {
+        return (0, 0);
+    };
+    let Some(interp) = read_u64(layout.runtime.wrapping_add(layout.runtime_interpreters_head)) else {
+        return (0, PY_READ_FAILED);
+    };
+    let Some(tstate) = find_thread_state(layout, interp, tid) else {
+        return (0, 0);
+    };
+    let mut flags = PY_THREAD_FOUND;
+    if holds_gil(layout, interp, tstate) {
+        flags |= PY_GIL_HELD;
+    }
+
+    let Some(mut frame) = read_u64(tstate.wrapping_add(layout.tstate_frame)) else {
+        return (0, flags | PY_READ_FAILED);
+    };
+    if layout.cframe_current_frame != NO_OFFSET && frame != 0 {
+        match read_u64(frame.wrapping_add(layout.cframe_current_frame)) {
+            Some(current) => frame = current,
+            None => return (0, flags | PY_READ_FAILED),
+        }
+    }
+    let code_mask = if layout.flags & PY_LAYOUT_TAGGED_CODE != 0 { !3u64 } else { !0u64 };
+    let mut count = 0u32;
+    for slot in frames.iter_mut() {
+        if frame == 0 {
+            break;
+        }
+        let (Some(code), Some(instr), Some(owner)) = (
+            read_u64(frame.wrapping_add(layout.frame_code)),
+            read_u64(frame.wrapping_add(layout.frame_instr)),
+            read_u8(frame.wrapping_add(layout.frame_owner)),
+        ) else {
+            return (count, flags | PY_READ_FAILED);
+        };
+        let code = code & code_mask;
+        let frame_flags = if layout.flags & PY_LAYOUT_IS_ENTRY_BYTE != 0 {
+            if owner != 0 { PY_FRAME_ENTRY } else { 0 }
+        } else if owner >= 3 {
+            PY_FRAME_SHIM
+        } else {
+            0
+        };
+        let code_key = if code != 0 && frame_flags & PY_FRAME_SHIM == 0 {
+            match unsafe { bpf_probe_read_user((code.wrapping_add(layout.code_filename)) as *const [u64; 2]) } {
+                Ok([filename, name]) => filename ^ name,
+                Err(_) => 0,
+            }
+        } else {
+            0
+        };
+        *slot = PyFrame { code, instr, code_key, flags: frame_flags, _pad: 0 };
+        count += 1;
+        match read_u64(frame.wrapping_add(layout.frame_previous)) {
+            Some(previous) => frame = previous,
+            None => return (count, flags | PY_READ_FAILED),
+        }
+    }
+    if frame != 0 {
+        flags |= PY_FRAMES_TRUNCATED;
+    }
+    (count, flags)
+}
+
+fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32) -> Option<u64> {
+    if let Some(&cached) = unsafe { PY_THREADS.get(&tid) } {
+        if read_u64(cached.wrapping_add(layout.tstate_native_thread_id)) == Some(tid as u64) {
+            return Some(cached);
+        }
+    }
+    let mut tstate = read_u64(interp.wrapping_add(layout.interp_threads_head))?;
+    for _ in 0..PY_MAX_THREADS {
+        if tstate == 0 {
+            return None;
+        }
+        if read_u64(tstate.wrapping_add(layout.tstate_native_thread_id))? == tid as u64 {
+            let _ = PY_THREADS.insert(&tid, &tstate, 0);
+            return Some(tstate);
+        }
+        tstate = read_u64(tstate.wrapping_add(layout.tstate_next))?;
+    }
+    None
+}
+
+fn holds_gil(layout: &PyLayout, interp: u64, tstate: u64) -> bool {
+    match layout.gil_mode {
+        GIL_RUNTIME_TSTATE => read_u64(layout.runtime.wrapping_add(layout.gil_holder)) == Some(tstate),
+        GIL_STRUCT => {
+            let base = if layout.gil_ptr == NO_OFFSET {
+                interp
+            } else {
+                match read_u64(interp.wrapping_add(layout.gil_ptr)) {
+                    Some(gil) => gil,
+                    None => return false,
+                }
+            };
+            let locked = unsafe { bpf_probe_read_user(base.wrapping_add(layout.gil_locked) as *const u32) };
+            matches!(locked, Ok(l) if l != 0) && read_u64(base.wrapping_add(layout.gil_holder)) == Some(tstate)
+        }
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn read_u64(address: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(address as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn read_u8(address: u64) -> Option<u8> {
+    unsafe { bpf_probe_read_user(address as *const u8) }.ok()
+}

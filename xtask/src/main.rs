@@ -1,0 +1,154 @@
+//! The project's developer tasks: `cargo xtask setup | build | run | test | demo`.
+//!
+//! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
+//! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
+//! every entry point goes through (a newcomer's first `cargo xtask demo`, CI's `cargo xtask test`) installs all
+//! of that the same idempotent way and needs nothing but cargo to start, where a Makefile or shell scripts would
+//! need their own tools and would drift apart.
+mod cmd;
+mod demo;
+mod setup;
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks of the profiler")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (Debian packages, nightly rust-src, bpf-linker, tracefs mount); quick when
+    /// it is all there.
+    Setup,
+    /// Set up, then build the `profiler` binary with its embedded eBPF object.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build and run `profiler` with the given arguments, as root (through sudo when not root).
+    ///
+    /// Builds in release mode unless --debug: unwinding and symbolizing in a debug build are slow enough to
+    /// distort what a session measures, and the tests use the release binary too, so no second build.
+    ///
+    /// Example: cargo xtask run -- record --name myapp --duration 10s -o flame.svg
+    Run {
+        /// Build and run the release binary (the default).
+        #[arg(long, conflicts_with = "debug")]
+        release: bool,
+        /// Build and run the debug binary.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for `profiler`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, build the release binary and run the whole test suite (needs root). Arguments after `--` go to
+    /// `cargo test`.
+    Test {
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Profile a bundled workload and write a flame graph, a pprof profile and folded stacks to target/demo/.
+    Demo {
+        /// How long to profile (10s, 2m, ...).
+        #[arg(long, default_value = "10s")]
+        duration: String,
+    },
+}
+
+/// Where things are: found from this crate's location, so xtask works from any current directory.
+pub struct Workspace {
+    pub root: PathBuf,
+    /// cargo's target directory: CARGO_TARGET_DIR when set (relative to the current directory, as cargo reads
+    /// it), else `target/` in the workspace root.
+    pub target_dir: PathBuf,
+    /// The cargo that runs xtask, so nested builds use the same toolchain.
+    cargo: OsString,
+}
+
+impl Workspace {
+    fn locate() -> Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask's manifest directory has no parent")?
+            .to_path_buf();
+        let target_dir = match env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => env::current_dir().context("reading the current directory")?.join(dir),
+            None => root.join("target"),
+        };
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        Ok(Self { root, target_dir, cargo })
+    }
+
+    fn cargo(&self) -> Command {
+        let mut cargo = Command::new(&self.cargo);
+        cargo.current_dir(&self.root);
+        cargo
+    }
+
+    /// Builds the `profiler` binary (and, through its build.rs, the eBPF object it embeds); returns its path.
+    pub fn build_profiler(&self, release: bool) -> Result<PathBuf> {
+        let mut build = self.cargo();
+        build.args(["build", "--package", "profiler-user"]);
+        if release {
+            build.arg("--release");
+        }
+        cmd::run(&mut build)?;
+        Ok(self.target_dir.join(if release { "release" } else { "debug" }).join("profiler"))
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let ws = Workspace::locate()?;
+    match cli.task {
+        Task::Setup => setup::setup()?,
+        Task::Build { release } => {
+            setup::setup()?;
+            ws.build_profiler(release)?;
+        }
+        Task::Run { release: _, debug, args } => {
+            setup::setup()?;
+            let profiler = ws.build_profiler(!debug)?;
+            // exec: the profiler's exit status is ours, and Ctrl-C reaches it alone.
+            return Err(cmd::exec(cmd::as_root(&profiler)?.args(args)));
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            if !cmd::is_root() {
+                eprintln!("warning: not root: the tests that load eBPF programs will fail");
+            }
+            let profiler = ws.build_profiler(true)?;
+            // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
+            let mut test = ws.cargo();
+            test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
+            cmd::run(test.env("PROFILER_BIN", &profiler))?;
+        }
+        Task::Demo { duration } => {
+            setup::setup()?;
+            demo::demo(&ws, &duration)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

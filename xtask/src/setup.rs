@@ -1,0 +1,159 @@
+//! Installs what building and running the profiler needs, and does nothing (quickly) when it is all there.
+//!
+//! Every step first checks with a cheap query (dpkg-query, rustup, `bpf-linker --version`, /proc/self/mounts) and
+//! installs only what is missing, so every other task can start with it: a fresh Debian machine and a warm one
+//! take the same path.
+use std::{env, ffi::OsString, fs, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cmd;
+
+/// Debian packages the build needs. LLVM 22 with Polly, zstd and zlib: bpf-linker links against them. gcc: the
+/// linker rustc drives, and the compiler of the native test workloads. g++: its libstdc++ development files,
+/// which bpf-linker links with (g++ pulls the version that matches the system's gcc).
+const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "gcc", "g++"];
+
+/// Where Debian's llvm-22 puts `llvm-config`, which bpf-linker's build script finds LLVM through.
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+/// The bpf-linker series that works with this machine's LLVM and the aya crate set (DESIGN.md).
+const BPF_LINKER_SERIES: &str = "0.13";
+
+/// The eBPF programs build with `-Z build-std`, which needs nightly and its standard library sources.
+const NIGHTLY: &str = "nightly";
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub fn setup() -> Result<()> {
+    debian_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    tracefs();
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let query = cmd::probe(
+        Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(DEBIAN_PACKAGES),
+    )?;
+    let Some(query) = query else {
+        eprintln!(
+            "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
+             and Polly, zstd and zlib development files, gcc and g++"
+        );
+        return Ok(());
+    };
+    // dpkg-query exits 1 when a package is unknown but still lists the known ones: read the list, not the status.
+    let listing = String::from_utf8_lossy(&query.stdout);
+    let installed = |package: &str| {
+        listing.lines().any(|line| line.split_once('\t') == Some((package, "install ok installed")))
+    };
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        eprintln!("ok: Debian packages {}", DEBIAN_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let missing = missing.join(" ");
+    if !cmd::is_root() {
+        bail!(
+            "installing Debian packages needs root: run `sudo apt-get install --no-install-recommends {missing}`, \
+             or `cargo xtask setup` as root"
+        );
+    }
+    eprintln!("installing: Debian packages {missing}");
+    let apt = |args: &[&str]| {
+        let mut apt = Command::new("apt-get");
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        apt
+    };
+    cmd::run(&mut apt(&["update"]))?;
+    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
+    cmd::run(install.args(missing.split(' ')))
+}
+
+fn rust_src() -> Result<()> {
+    let mut list = Command::new("rustup");
+    list.args(["component", "list", "--installed", "--toolchain", NIGHTLY]);
+    let components = cmd::probe(&mut list)?
+        .context("rustup not found: the eBPF programs build with rustup's nightly toolchain and its rust-src")?;
+    if !components.status.success() {
+        // No nightly toolchain at all.
+        eprintln!("installing: {NIGHTLY} toolchain with rust-src");
+        return cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]));
+    }
+    if String::from_utf8_lossy(&components.stdout).lines().any(|line| line.trim() == "rust-src") {
+        eprintln!("ok: rust-src for the {NIGHTLY} toolchain");
+        return Ok(());
+    }
+    eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
+    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// The version line of the bpf-linker on PATH, if there is one.
+fn bpf_linker_version() -> Result<Option<String>> {
+    let output = cmd::probe(Command::new("bpf-linker").arg("--version"))?;
+    Ok(output
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()))
+}
+
+fn is_wanted_bpf_linker(version: &str) -> bool {
+    version.strip_prefix("bpf-linker ").is_some_and(|v| v.starts_with(&format!("{BPF_LINKER_SERIES}.")))
+}
+
+fn bpf_linker() -> Result<()> {
+    let found = bpf_linker_version()?;
+    if let Some(version) = found.as_deref().filter(|v| is_wanted_bpf_linker(v)) {
+        eprintln!("ok: {version}");
+        return Ok(());
+    }
+    let was = found.map_or_else(|| "not installed".to_owned(), |v| format!("found {v}"));
+    eprintln!("installing: bpf-linker {BPF_LINKER_SERIES} built against LLVM 22 ({was}; compiles for minutes)");
+    let mut path = OsString::from(format!("{LLVM_BIN}:"));
+    path.push(env::var_os("PATH").unwrap_or_default());
+    cmd::run(
+        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .env("PATH", path)
+            .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_SERIES}")])
+            .args(["--no-default-features", "--features", "llvm-22", "--locked"]),
+    )?;
+    match bpf_linker_version()? {
+        Some(version) if is_wanted_bpf_linker(&version) => Ok(()),
+        Some(version) => bail!("after `cargo install`, the bpf-linker on PATH is still {version}: put cargo's bin \
+                                directory ($CARGO_HOME/bin, usually ~/.cargo/bin) first on PATH"),
+        None => bail!("bpf-linker was installed but is not on PATH: add cargo's bin directory ($CARGO_HOME/bin, \
+                       usually ~/.cargo/bin) to PATH"),
+    }
+}
+
+/// Tracepoints attach through tracefs; a missing mount only disables them, so failing to mount is a warning.
+fn tracefs() {
+    let mounted = fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            let mut fields = line.split(' ').skip(1);
+            fields.next() == Some(TRACEFS) && fields.next() == Some("tracefs")
+        })
+    });
+    if mounted {
+        eprintln!("ok: tracefs mounted at {TRACEFS}");
+        return;
+    }
+    if !cmd::is_root() {
+        eprintln!("warning: tracefs is not mounted at {TRACEFS} and mounting it needs root: run `sudo mount -t \
+                   tracefs tracefs {TRACEFS}`");
+        return;
+    }
+    eprintln!("installing: tracefs mount at {TRACEFS}");
+    if let Err(err) = cmd::run(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS])) {
+        eprintln!("warning: {err:#}; tracepoints will not attach");
+    }
+}
