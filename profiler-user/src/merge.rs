@@ -1,9 +1,14 @@
 //! Joins the parts of one sample into the single stack the user sees, leaf first: kernel frames (with
-//! `--kernel`), native frames, a truncation marker when unwinding stopped early, then the thread and process.
+//! `--kernel`), native frames with each `_PyEval_EvalFrameDefault` replaced by the Python frames it was running,
+//! a truncation marker when unwinding stopped early, then the thread and process.
+//!
+//! C-extension frames (lxml, numpy, ...) stay where they were called; the interpreter's own frames between
+//! Python frames are folded away unless asked for, since they say "Python called a function" and nothing more.
 use std::sync::Arc;
 
 use crate::{
     aggregate::{Frame, FrameKind},
+    python::PythonFrame,
     unwind::Truncation,
 };
 
@@ -13,13 +18,28 @@ pub struct SampleContext<'a> {
     pub thread_name: &'a str,
 }
 
+/// The Python side of a sample.
+pub struct PythonStack<'a> {
+    /// Innermost first.
+    pub frames: &'a [PythonFrame],
+    /// Path of the module holding the interpreter (its frames are interpreter internals).
+    pub interpreter_module: &'a str,
+    /// Keep interpreter-internal native frames (`--native-python-internals`).
+    pub keep_internals: bool,
+}
+
 pub fn merge(
     kernel: &[Arc<[Frame]>],
     native: &[Arc<[Frame]>],
     truncation: Option<Truncation>,
+    python: Option<&PythonStack>,
     context: &SampleContext,
 ) -> Vec<Frame> {
-    let mut frames: Vec<Frame> = kernel.iter().chain(native).flat_map(|f| f.iter().cloned()).collect();
+    let mut frames: Vec<Frame> = kernel.iter().flat_map(|f| f.iter().cloned()).collect();
+    match python.filter(|p| !p.frames.is_empty()) {
+        Some(python) => merge_python(&mut frames, native, python),
+        None => frames.extend(native.iter().flat_map(|f| f.iter().cloned())),
+    }
     if let Some(truncation) = truncation {
         frames.push(synthetic(FrameKind::Truncated, truncation_name(truncation)));
     }
@@ -28,7 +48,41 @@ pub fn merge(
     frames
 }
 
-/// The frame name that marks a stack cut short; the summary counts stacks that carry one.
+fn merge_python(out: &mut Vec<Frame>, native: &[Arc<[Frame]>], python: &PythonStack) {
+    let mut remaining = python.frames;
+    for group in native {
+        let Some(outer) = group.last() else { continue };
+        if is_eval_frame(outer) {
+            let (run, rest) = split_run(remaining);
+            out.extend(run.iter().filter(|f| !f.shim).map(|f| f.frame.clone()));
+            remaining = rest;
+            if python.keep_internals {
+                out.extend(group.iter().cloned());
+            }
+        } else if python.keep_internals || !in_module(outer, python.interpreter_module) {
+            out.extend(group.iter().cloned());
+        }
+    }
+    // Native unwinding stopped before the outer evaluation loops: their Python frames still go at the root.
+    out.extend(remaining.iter().filter(|f| !f.shim).map(|f| f.frame.clone()));
+}
+
+/// The Python frames run by one `_PyEval_EvalFrameDefault` call: up to and including its entry frame (3.11) or
+/// its C-stack shim (3.12+).
+fn split_run(frames: &[PythonFrame]) -> (&[PythonFrame], &[PythonFrame]) {
+    let end = frames.iter().position(|f| f.entry || f.shim).map_or(frames.len(), |i| i + 1);
+    frames.split_at(end)
+}
+
+fn is_eval_frame(frame: &Frame) -> bool {
+    frame.kind == FrameKind::Native && frame.function.starts_with("_PyEval_EvalFrameDefault")
+}
+
+fn in_module(frame: &Frame, module_path: &str) -> bool {
+    frame.module.as_ref().is_some_and(|m| m.path == module_path)
+}
+
+/// The frame name that marks a stack cut short.
 pub fn truncation_name(truncation: Truncation) -> &'static str {
     match truncation {
         Truncation::StackCopyEnd => "[truncated: stack deeper than the copy]",
@@ -45,21 +99,85 @@ fn synthetic(kind: FrameKind, name: &str) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Module;
+
+    const PYTHON: &str = "/usr/bin/python3.11";
+
+    fn native(name: &str, module: &str) -> Arc<[Frame]> {
+        let module = Some(Module { path: module.into(), build_id: None });
+        Arc::from([Frame { kind: FrameKind::Native, module, ..synthetic(FrameKind::Native, name) }])
+    }
+
+    fn py(name: &str, entry: bool) -> PythonFrame {
+        PythonFrame { frame: synthetic(FrameKind::Python, name), entry, shim: false }
+    }
+
+    fn shim() -> PythonFrame {
+        PythonFrame { frame: synthetic(FrameKind::Python, "[python shim]"), entry: false, shim: true }
+    }
+
+    fn names(frames: &[Frame]) -> Vec<&str> {
+        frames.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    const CONTEXT: SampleContext = SampleContext { process_name: "app", thread_name: "worker" };
 
     #[test]
     fn orders_kernel_native_truncation_then_context() {
-        let native = |name: &str| -> Arc<[Frame]> {
-            Arc::from([Frame { kind: FrameKind::Native, ..synthetic(FrameKind::Native, name) }])
-        };
         let kernel: Arc<[Frame]> = Arc::from([synthetic(FrameKind::Kernel, "do_syscall_64")]);
-        let context = SampleContext { process_name: "app", thread_name: "worker" };
-        let frames = merge(&[kernel], &[native("read"), native("main")], Some(Truncation::StackCopyEnd), &context);
-        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        let frames = merge(&[kernel], &[native("read", "/libc"), native("main", "/a")], Some(Truncation::StackCopyEnd), None, &CONTEXT);
         assert_eq!(
-            names,
+            names(&frames),
             ["do_syscall_64", "read", "main", "[truncated: stack deeper than the copy]", "worker", "app"]
         );
         assert_eq!(frames[3].kind, FrameKind::Truncated);
         assert_eq!(frames[5].kind, FrameKind::Context);
+    }
+
+    /// 3.11: a C extension called from Python called back into Python: two evaluation loops.
+    #[test]
+    fn replaces_each_eval_loop_by_its_python_frames_3_11() {
+        let native_stack = [
+            native("_PyEval_EvalFrameDefault", PYTHON),
+            native("_PyFunction_Vectorcall", PYTHON),
+            native("xmlParseChunk", "/usr/lib/libxml2.so.2"),
+            native("cfunction_call", PYTHON),
+            native("_PyEval_EvalFrameDefault", PYTHON),
+            native("Py_RunMain", PYTHON),
+            native("__libc_start_call_main", "/libc"),
+        ];
+        let python = [py("callback", true), py("parse", false), py("handler", false), py("<module>", true)];
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: false };
+        let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
+        assert_eq!(
+            names(&frames),
+            ["callback", "xmlParseChunk", "parse", "handler", "<module>", "__libc_start_call_main", "worker", "app"]
+        );
+    }
+
+    /// 3.12+: shim frames separate the runs and are not shown.
+    #[test]
+    fn shims_separate_runs_and_disappear_3_12() {
+        let native_stack = [
+            native("_PyEval_EvalFrameDefault", PYTHON),
+            native("numpy_op", "/numpy/_multiarray_umath.so"),
+            native("_PyEval_EvalFrameDefault", PYTHON),
+        ];
+        let python = [py("inner", false), shim(), py("compute", false), py("<module>", false), shim()];
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: false };
+        let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
+        assert_eq!(names(&frames), ["inner", "numpy_op", "compute", "<module>", "worker", "app"]);
+    }
+
+    #[test]
+    fn keeps_internals_on_request_and_python_frames_past_a_truncated_native_stack() {
+        let native_stack = [native("_PyEval_EvalFrameDefault", PYTHON), native("PyObject_Call", PYTHON)];
+        let python = [py("f", true), py("<module>", true)];
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: true };
+        let frames = merge(&[], &native_stack, Some(Truncation::StackCopyEnd), Some(&stack), &CONTEXT);
+        assert_eq!(
+            names(&frames),
+            ["f", "_PyEval_EvalFrameDefault", "PyObject_Call", "<module>", "[truncated: stack deeper than the copy]", "worker", "app"]
+        );
     }
 }

@@ -5,13 +5,25 @@ use std::{
     sync::Arc,
 };
 
+use profiler_common::PyLayout;
+
 use crate::{
     aggregate::{Aggregator, Label, LabelValue, Profile},
-    merge::{SampleContext, merge},
+    merge::{PythonStack, SampleContext, merge},
+    python::Python,
     sample::{CpuSample, Sampler},
     symbolize::Symbolizer,
     unwind::Unwinder,
 };
+
+/// Choices that change what a sample becomes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineOptions {
+    /// Keep the interpreter's own native frames between Python frames.
+    pub native_python_internals: bool,
+    /// Keep only samples of threads holding the GIL.
+    pub gil_only: bool,
+}
 
 /// Counters over the whole recording.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +33,8 @@ pub struct Stats {
     pub complete_stacks: u64,
     /// Records that did not parse (a kernel/userspace version mismatch).
     pub bad_records: u64,
+    /// Samples left out by `--gil-only`.
+    pub filtered_samples: u64,
     pub threads: HashSet<u32>,
 }
 
@@ -28,16 +42,20 @@ pub struct Pipeline {
     unwinder: Unwinder,
     symbolizer: Symbolizer,
     aggregator: Aggregator,
+    python: Python,
+    options: PipelineOptions,
     process_names: HashMap<u32, String>,
     pub stats: Stats,
 }
 
 impl Pipeline {
-    pub fn new(period_ns: u64) -> Self {
+    pub fn new(period_ns: u64, options: PipelineOptions) -> Self {
         Self {
             unwinder: Unwinder::default(),
             symbolizer: Symbolizer::new(),
             aggregator: Aggregator::new(period_ns),
+            python: Python::default(),
+            options,
             process_names: HashMap::new(),
             stats: Stats::default(),
         }
@@ -46,6 +64,11 @@ impl Pipeline {
     /// Names the process in outputs (otherwise the sampled thread's name of its first sample is used).
     pub fn set_process_name(&mut self, pid: u32, name: &str) {
         self.process_names.insert(pid, name.to_owned());
+    }
+
+    /// The CPython layout the sampler needs for `pid`, when it runs a Python we support.
+    pub fn python_layout(&mut self, pid: u32) -> Option<PyLayout> {
+        self.python.detect(pid).map(|interpreter| interpreter.layouts.kernel)
     }
 
     pub fn process_record(&mut self, record: &[u8], sampler: &Sampler) {
@@ -63,6 +86,10 @@ impl Pipeline {
     }
 
     fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        if self.options.gil_only && !sample.holds_gil() {
+            self.stats.filtered_samples += 1;
+            return;
+        }
         let native = self.unwinder.unwind(sample);
         let kernel: Vec<Arc<_>> = sample
             .kernel_stack_id
@@ -74,12 +101,23 @@ impl Pipeline {
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
         let context = SampleContext { process_name, thread_name: &sample.comm };
-        let frames = merge(&kernel, &native_frames, native.truncation, &context);
-        let labels = vec![
+        let python_frames = self.python.frames(sample.pid, &sample.py_frames);
+        let interpreter = self.python.interpreter(sample.pid);
+        let python = interpreter.map(|interpreter| PythonStack {
+            frames: &python_frames,
+            interpreter_module: &interpreter.module_path,
+            keep_internals: self.options.native_python_internals,
+        });
+        let frames = merge(&kernel, &native_frames, native.truncation, python.as_ref(), &context);
+        let mut labels = vec![
             Label { key: "pid", value: LabelValue::Str(sample.pid.to_string()) },
             Label { key: "thread_id", value: LabelValue::Str(sample.tid.to_string()) },
             Label { key: "thread_name", value: LabelValue::Str(sample.comm.clone()) },
         ];
+        if sample.is_python_thread() {
+            let gil = if sample.holds_gil() { "held" } else { "released" };
+            labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
+        }
         self.aggregator.add(&frames, labels);
 
         self.stats.samples += 1;
@@ -90,6 +128,7 @@ impl Pipeline {
     /// Frees what was kept for a process that exited.
     pub fn forget_process(&mut self, pid: u32) {
         self.unwinder.forget_process(pid);
+        self.python.forget_process(pid);
     }
 
     /// The aggregated samples since the last call.

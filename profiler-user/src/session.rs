@@ -13,7 +13,7 @@ use tokio::{
 };
 
 use crate::{
-    pipeline::Pipeline,
+    pipeline::{Pipeline, PipelineOptions},
     sample::{Sampler, SamplerOptions},
     target::Target,
 };
@@ -40,7 +40,7 @@ pub struct Session {
 
 impl Session {
     /// Loads and attaches the sampler; must run inside the tokio runtime.
-    pub fn start(options: &SamplerOptions, tick_every: Duration) -> Result<Self> {
+    pub fn start(options: &SamplerOptions, pipeline: PipelineOptions, tick_every: Duration) -> Result<Self> {
         let mut sampler = Sampler::load(options)?;
         let ring = sampler.take_samples().context("the sampler's ring buffer was already taken")?;
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd is dropped.
@@ -51,7 +51,7 @@ impl Session {
         Ok(Self {
             sampler,
             ring,
-            pipeline: Pipeline::new(1_000_000_000 / options.rate_hz),
+            pipeline: Pipeline::new(1_000_000_000 / options.rate_hz, pipeline),
             tick,
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -60,6 +60,9 @@ impl Session {
 
     pub fn add_target(&mut self, target: &Target) -> Result<()> {
         self.pipeline.set_process_name(target.pid, &target.name);
+        if let Some(layout) = self.pipeline.python_layout(target.pid) {
+            self.sampler.set_python_layout(target.pid, &layout)?;
+        }
         self.sampler.add_target(target.pid)
     }
 

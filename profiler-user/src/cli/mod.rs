@@ -1,5 +1,6 @@
 //! The command line: clap arguments, resolved into configuration types without doing any I/O.
 pub mod record;
+pub mod run;
 mod status;
 mod summary;
 
@@ -8,7 +9,12 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{output::OutputFormat, target::TargetSpec};
+use crate::{
+    output::OutputFormat,
+    pipeline::PipelineOptions,
+    target::TargetSpec,
+    upload::{Endpoint, KeySource, Protocol, Secret, UploadConfig, config::PendingCredentials, labels},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "profiler", version, about = "eBPF CPU profiler: native and Python stacks, flame graphs, pprof")]
@@ -21,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Record CPU samples of running processes and write flame graphs, pprof or folded stacks.
     Record(RecordArgs),
+    /// Profile continuously and push a profile per service to Grafana Cloud Profiles, Pyroscope or Grafana Alloy.
+    #[command(after_help = RUN_ENV_HELP)]
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +51,12 @@ pub struct RecordArgs {
     /// Also record kernel stacks (time in system calls and faults shows where in the kernel it went).
     #[arg(long)]
     pub kernel: bool,
+    /// Keep the Python interpreter's own native frames (eval loop, call machinery) between Python frames.
+    #[arg(long)]
+    pub native_python_internals: bool,
+    /// Keep only samples of threads holding the Python GIL.
+    #[arg(long)]
+    pub gil_only: bool,
     /// Write the profile here; the extension picks the format: .svg (flame graph), .pb.gz (pprof),
     /// .folded (collapsed stacks). Repeat for several outputs.
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
@@ -55,6 +70,7 @@ pub struct RecordConfig {
     pub duration: Option<Duration>,
     pub rate_hz: u64,
     pub kernel_stacks: bool,
+    pub pipeline: PipelineOptions,
     pub outputs: Vec<(PathBuf, OutputFormat)>,
 }
 
@@ -73,8 +89,238 @@ impl RecordArgs {
         if self.duration == Some(Duration::ZERO) {
             bail!("--duration must be longer than zero");
         }
-        Ok(RecordConfig { target, duration: self.duration, rate_hz: self.rate, kernel_stacks: self.kernel, outputs })
+        let pipeline =
+            PipelineOptions { native_python_internals: self.native_python_internals, gil_only: self.gil_only };
+        Ok(RecordConfig {
+            target,
+            duration: self.duration,
+            rate_hz: self.rate,
+            kernel_stacks: self.kernel,
+            pipeline,
+            outputs,
+        })
     }
+}
+
+const RUN_ENV_HELP: &str = "\
+Environment:
+  PYROSCOPE_SERVER_URL  server or Alloy base URL (--server-url overrides it)
+  PYROSCOPE_USERNAME    basic auth user (Grafana Cloud: the stack's Profiles instance id)
+  PYROSCOPE_API_KEY     basic auth password (Grafana Cloud: an access policy token); or --api-key-file
+  PROFILING_ENABLED     false, 0, no or off: log that profiling is disabled and exit 0 without loading anything
+  ENVIRONMENT           becomes the tag `environment` (unless --tag environment=... is given)
+  RUST_LOG              log filter (default: warnings, and info from the profiler: the status line)";
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true))]
+pub struct RunArgs {
+    /// Profile this process (all its threads); repeat for several processes. The agent stops when they have all
+    /// exited.
+    #[arg(long = "pid", value_name = "PID", group = "target")]
+    pub pids: Vec<u32>,
+    /// Profile every process with this name (as `ps -e -o comm` shows it), including ones started later.
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub name: Option<String>,
+    /// Base URL of the Pyroscope server or Grafana Alloy (https:// unless a scheme is given); overrides
+    /// PYROSCOPE_SERVER_URL.
+    #[arg(long, value_name = "URL")]
+    pub server_url: Option<String>,
+    /// Read the API key from this file (instead of PYROSCOPE_API_KEY). There is no flag for the key itself:
+    /// command lines are readable by every user.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// The `service_name` of the profiles [default: each process's name].
+    #[arg(long, value_name = "NAME")]
+    pub app_name: Option<String>,
+    /// Add a label to every profile, e.g. `--tag version=1.4.2 --tag region=eu-west-1`; repeatable.
+    #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = labels::parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Tenant for a self-hosted multi-tenant Pyroscope (sent as X-Scope-OrgID).
+    #[arg(long, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Upload API: `push` (/push.v1.PusherService/Push, what current SDKs use) or `ingest` (legacy /ingest).
+    #[arg(long, value_enum, default_value_t = Protocol::Push)]
+    pub protocol: Protocol,
+    /// Allow sending credentials over plain http to a host that is not loopback.
+    #[arg(long)]
+    pub allow_insecure: bool,
+    /// Length of each profile window: one upload per service per window.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub upload_interval: Duration,
+    /// How often to log the status line (samples/s, targets, uploads, queue).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+    /// Samples per second for each busy thread.
+    #[arg(long, value_name = "HZ", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rate: u64,
+    /// Also record kernel stacks.
+    #[arg(long)]
+    pub kernel: bool,
+    /// Memory for windows waiting to be sent (e.g. 16MiB, 512KiB); when full, the oldest are dropped.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_queue_size: usize,
+    /// Windows not sent within this long are dropped.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub max_queue_age: Duration,
+    /// Give up on an upload attempt (and retry later) after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub upload_timeout: Duration,
+}
+
+/// The environment variables `run` reads, captured once so that resolving is a pure function of its inputs.
+#[derive(Clone, Debug, Default)]
+pub struct RunEnv {
+    pub server_url: Option<String>,
+    pub username: Option<String>,
+    pub api_key: Option<Secret>,
+    pub profiling_enabled: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl RunEnv {
+    pub fn from_process() -> Self {
+        // Empty counts as unset: `ENVIRONMENT=` in a unit file means "none".
+        let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
+        Self {
+            server_url: var("PYROSCOPE_SERVER_URL"),
+            username: var("PYROSCOPE_USERNAME"),
+            api_key: var("PYROSCOPE_API_KEY").map(Secret::new),
+            profiling_enabled: var("PROFILING_ENABLED"),
+            environment: var("ENVIRONMENT"),
+        }
+    }
+
+    /// `Some(value)` when PROFILING_ENABLED turns profiling off. A value that is not a boolean is an error rather
+    /// than a guess either way.
+    pub fn disabled_by(&self) -> Result<Option<&str>> {
+        let Some(value) = self.profiling_enabled.as_deref() else { return Ok(None) };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" | "off" => Ok(Some(value)),
+            "true" | "1" | "yes" | "on" => Ok(None),
+            _ => bail!("PROFILING_ENABLED=`{value}` is not a boolean: use true or false"),
+        }
+    }
+}
+
+/// Everything `run` needs, checked for consistency; only the API key file is still to be read.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub target: TargetSpec,
+    /// `service_name` for every target; `None`: each process's name.
+    pub app_name: Option<String>,
+    pub rate_hz: u64,
+    pub kernel_stacks: bool,
+    pub pipeline: PipelineOptions,
+    pub upload_interval: Duration,
+    pub status_interval: Duration,
+    /// Its `credentials` stay `None` until `credentials` below is loaded into them.
+    pub upload: UploadConfig,
+    pub credentials: Option<PendingCredentials>,
+}
+
+impl RunArgs {
+    pub fn resolve(self, env: &RunEnv) -> Result<RunConfig> {
+        let target = match (self.pids.is_empty(), self.name) {
+            (false, None) => TargetSpec::Pids(self.pids),
+            (true, Some(name)) => TargetSpec::Name(name),
+            _ => bail!("give either --pid or --name"),
+        };
+        let Some(server_url) = self.server_url.or_else(|| env.server_url.clone()) else {
+            bail!("no server to upload to: set PYROSCOPE_SERVER_URL or --server-url");
+        };
+        let key = match (self.api_key_file, &env.api_key) {
+            (Some(path), _) => KeySource::File(path),
+            (None, Some(secret)) => KeySource::Env(secret.clone()),
+            (None, None) => KeySource::None,
+        };
+        let credentials = match (env.username.clone(), key) {
+            (None, KeySource::None) => None,
+            (Some(username), KeySource::None) => {
+                bail!("PYROSCOPE_USERNAME is `{username}` but there is no API key: set PYROSCOPE_API_KEY or --api-key-file")
+            }
+            (None, _) => bail!(
+                "an API key is given but PYROSCOPE_USERNAME is not set (for Grafana Cloud: the stack's Profiles \
+                 instance id, a number)"
+            ),
+            (Some(username), key) => Some(PendingCredentials { username, key }),
+        };
+        let endpoint = Endpoint::parse(&server_url, credentials.is_some(), self.allow_insecure)?;
+
+        let mut tags: Vec<(String, String)> = Vec::new();
+        for (name, value) in self.tags {
+            if tags.iter().any(|(seen, _)| *seen == name) {
+                bail!("--tag {name}=... is given twice");
+            }
+            tags.push((name, value));
+        }
+        // An explicit --tag environment=... wins over the ambient variable.
+        let environment = env.environment.as_deref().map(str::trim);
+        if let Some(environment) = environment.filter(|_| !tags.iter().any(|(name, _)| name == "environment")) {
+            labels::check_value("environment", environment).map_err(|err| anyhow::anyhow!("ENVIRONMENT: {err}"))?;
+            tags.push(("environment".to_owned(), environment.to_owned()));
+        }
+        for (name, value) in &tags {
+            labels::check_for_protocol(name, value, self.protocol).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(app_name) = &self.app_name {
+            labels::check_app_name(app_name, self.protocol).map_err(anyhow::Error::msg)?;
+        }
+        // It becomes an HTTP header value.
+        let valid_tenant = |tenant: &String| !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_graphic());
+        if self.tenant_id.as_ref().is_some_and(|tenant| !valid_tenant(tenant)) {
+            bail!("--tenant-id must be non-empty printable ASCII without spaces");
+        }
+        for (flag, value, min) in [
+            ("--upload-interval", self.upload_interval, Duration::from_secs(1)),
+            ("--status-interval", self.status_interval, Duration::from_secs(1)),
+            ("--upload-timeout", self.upload_timeout, Duration::from_millis(100)),
+            ("--max-queue-age", self.max_queue_age, Duration::from_secs(1)),
+        ] {
+            if value < min {
+                bail!("{flag} must be at least {min:?}");
+            }
+        }
+        if self.max_queue_size < 64 * 1024 {
+            bail!("--max-queue-size must be at least 64KiB (one window of a busy service can be that large)");
+        }
+        Ok(RunConfig {
+            target,
+            app_name: self.app_name,
+            rate_hz: self.rate,
+            kernel_stacks: self.kernel,
+            pipeline: PipelineOptions::default(),
+            upload_interval: self.upload_interval,
+            status_interval: self.status_interval,
+            upload: UploadConfig {
+                endpoint,
+                protocol: self.protocol,
+                credentials: None,
+                tenant_id: self.tenant_id,
+                tags,
+                rate_hz: self.rate,
+                max_queue_bytes: self.max_queue_size,
+                max_queue_age: self.max_queue_age,
+                request_timeout: self.upload_timeout,
+            },
+            credentials,
+        })
+    }
+}
+
+/// Parses a byte size: `16MiB`, `512KiB`, `1G`, `65536`. Units are binary however they are spelled.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number.parse().map_err(|_| format!("`{text}` is not a size (try 16MiB, 512KiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    value.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a plain number of seconds (`1.5`).
@@ -111,7 +357,7 @@ mod tests {
     fn resolves_record_arguments() {
         let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "--pid", "2", "-o", "a.svg", "-o", "b.pb.gz"])
             .unwrap();
-        let Command::Record(args) = cli.command;
+        let Command::Record(args) = cli.command else { panic!("not record") };
         let config = args.resolve().unwrap();
         assert_eq!(config.target, TargetSpec::Pids(vec![1, 2]));
         assert_eq!(config.rate_hz, 100);
@@ -125,7 +371,7 @@ mod tests {
         assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1"]).is_err());
         assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--rate", "0", "-o", "a.svg"]).is_err());
         let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.docx"]).unwrap();
-        let Command::Record(args) = cli.command;
+        let Command::Record(args) = cli.command else { panic!("not record") };
         assert!(args.resolve().is_err());
     }
 }

@@ -28,7 +28,7 @@ pub fn run(config: RecordConfig) -> Result<()> {
 
 async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()> {
     let options = SamplerOptions { rate_hz: config.rate_hz, kernel_stacks: config.kernel_stacks };
-    let mut session = Session::start(&options, Duration::from_millis(250))?;
+    let mut session = Session::start(&options, config.pipeline, Duration::from_millis(250))?;
     for target in &targets {
         session.add_target(target)?;
     }

@@ -2,7 +2,10 @@
 //!
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
-use profiler_common::{FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, SampleHeader, UserRegs};
+use profiler_common::{
+    FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    UserRegs,
+};
 
 /// A timer sample of one thread of a profiled process.
 #[derive(Debug)]
@@ -21,6 +24,10 @@ pub struct CpuSample<'a> {
     pub stack_base: u64,
     pub stack: &'a [u8],
     pub kernel_stack_id: Option<u32>,
+    /// Python frames, innermost first (empty for threads that never ran Python).
+    pub py_frames: Vec<PyFrame>,
+    /// `PY_*` flags of the sample (thread found, GIL held, truncated, read failed).
+    pub py_flags: u32,
 }
 
 impl<'a> CpuSample<'a> {
@@ -36,7 +43,19 @@ impl<'a> CpuSample<'a> {
         if header.kind != KIND_CPU {
             bail!("unexpected sample record kind {}", header.kind);
         }
-        let stack_area = &record[header_len..];
+        let frames_len = size_of::<[PyFrame; PY_MAX_FRAMES]>();
+        if record.len() < header_len + frames_len {
+            bail!("sample record of {} bytes has no room for its Python frames", record.len());
+        }
+        let py_frame_count = (header.py_frame_count as usize).min(PY_MAX_FRAMES);
+        let py_frames = (0..py_frame_count)
+            .map(|i| {
+                let at = record[header_len + i * size_of::<PyFrame>()..].as_ptr();
+                // SAFETY: PyFrame is plain old data and the record holds PY_MAX_FRAMES of them after the header.
+                unsafe { std::ptr::read_unaligned(at.cast::<PyFrame>()) }
+            })
+            .collect();
+        let stack_area = &record[header_len + frames_len..];
         let stack_len = (header.stack_len as usize).min(stack_area.len());
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
         Ok(Self {
@@ -51,7 +70,18 @@ impl<'a> CpuSample<'a> {
             stack: &stack_area[..stack_len],
             kernel_stack_id: (header.flags & FLAG_KERNEL_STACK != 0 && header.kernel_stack_id >= 0)
                 .then_some(header.kernel_stack_id as u32),
+            py_frames,
+            py_flags: header.py_flags,
         })
+    }
+
+    /// True when the thread has Python state (it runs Python code).
+    pub fn is_python_thread(&self) -> bool {
+        self.py_flags & PY_THREAD_FOUND != 0
+    }
+
+    pub fn holds_gil(&self) -> bool {
+        self.py_flags & PY_GIL_HELD != 0
     }
 }
 
@@ -76,9 +106,13 @@ mod tests {
             flags,
             kernel_stack_id: 5,
             comm,
+            py_frame_count: 2,
+            py_flags: PY_THREAD_FOUND | PY_GIL_HELD,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), header) };
+        let frame = PyFrame { code: 0xc0de, instr: 0x1234, code_key: 9, flags: 1, _pad: 0 };
+        unsafe { std::ptr::write_unaligned(bytes[size_of::<SampleHeader>()..].as_mut_ptr().cast(), frame) };
         bytes
     }
 
@@ -91,6 +125,9 @@ mod tests {
         assert_eq!(sample.stack.len(), 8192);
         assert!(sample.user_mode);
         assert_eq!(sample.kernel_stack_id, Some(5));
+        assert_eq!(sample.py_frames.len(), 2);
+        assert_eq!(sample.py_frames[0].code, 0xc0de);
+        assert!(sample.is_python_thread() && sample.holds_gil());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use profiler_common::{SamplerConfig, TargetFlags};
+use profiler_common::{PyLayout, SamplerConfig, TargetFlags};
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -34,6 +34,7 @@ pub struct Sampler {
     targets: HashMap<MapData, u32, TargetFlags>,
     lost: PerCpuArray<MapData, u64>,
     kernel_stacks: StackTraceMap<MapData>,
+    python_processes: HashMap<MapData, u32, PyLayout>,
     samples: Option<RingBuf<MapData>>,
 }
 
@@ -65,8 +66,9 @@ impl Sampler {
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
         let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
+        let python_processes = HashMap::try_from(take_map(&mut ebpf, "PY_PROCESSES")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
-        Ok(Self { _ebpf: ebpf, targets, lost, kernel_stacks, samples: Some(samples) })
+        Ok(Self { _ebpf: ebpf, targets, lost, kernel_stacks, python_processes, samples: Some(samples) })
     }
 
     /// Starts sampling the threads of process `pid`.
@@ -77,6 +79,14 @@ impl Sampler {
     /// Stops sampling process `pid` (no error if it was not a target).
     pub fn remove_target(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
+        let _ = self.python_processes.remove(&pid);
+    }
+
+    /// Makes the sampler walk the Python frames of process `pid` with this layout.
+    pub fn set_python_layout(&mut self, pid: u32, layout: &PyLayout) -> Result<()> {
+        self.python_processes
+            .insert(pid, layout, 0)
+            .with_context(|| format!("adding PID {pid} to the PY_PROCESSES map"))
     }
 
     /// Samples the kernel could not send because the ring buffer was full, summed over CPUs.

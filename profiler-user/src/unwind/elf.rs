@@ -127,6 +127,15 @@ impl ElfFile {
         let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr + s.mem_size)?;
         Some(svma - segment.vaddr + segment.file_offset)
     }
+
+    /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
+    pub fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
+        elf.segments().find_map(|segment| {
+            let (offset, size) = segment.file_range();
+            let start = segment.address();
+            (svma >= start && svma < start + size).then(|| svma - start + offset)
+        })
+    }
 }
 
 #[cfg(test)]

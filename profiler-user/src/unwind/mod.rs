@@ -132,6 +132,8 @@ mod tests {
             stack_base: 0x1000,
             stack: &[],
             kernel_stack_id: None,
+            py_frames: Vec::new(),
+            py_flags: 0,
         };
         let stack = unwinder.unwind(&sample);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));

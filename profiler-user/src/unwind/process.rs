@@ -68,7 +68,7 @@ fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
     let open_path = if deleted {
         PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end))
     } else {
-        root.join(mapping.path.trim_start_matches('/'))
+        resolve_path(root, &mapping.path)
     };
     let elf = ElfFile::open(&open_path)?;
     let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
@@ -139,9 +139,21 @@ impl ProcessModules {
     }
 }
 
+/// Where to open a file a process maps. The kernel shows map paths relative to *our* root when the file is
+/// reachable from it (a chrooted process's files appear under the chroot directory), and relative to the
+/// process's own root otherwise (a container in another mount namespace).
+pub fn resolve_path(root: &Path, mapped: &str) -> PathBuf {
+    let in_their_root = root.join(mapped.trim_start_matches('/'));
+    if root == Path::new("/") || in_their_root.exists() || !Path::new(mapped).exists() {
+        in_their_root
+    } else {
+        PathBuf::from(mapped)
+    }
+}
+
 /// The process's root directory as seen from here: `/` for processes in our mount namespace (so files are
 /// opened, and cached by the symbolizer, under one path for all of them), `/proc/PID/root` for containers.
-fn process_root(pid: u32) -> PathBuf {
+pub fn process_root(pid: u32) -> PathBuf {
     let theirs = PathBuf::from(format!("/proc/{pid}/root"));
     match (std::fs::read_link(&theirs), std::fs::read_link("/proc/self/root")) {
         (Ok(a), Ok(b)) if a == b && same_mount_namespace(pid) => PathBuf::from("/"),

@@ -1,0 +1,122 @@
+//! Code objects → function (qualname), file and line, read lazily from the target with process_vm_readv.
+//!
+//! Cached by (pid, address, key), where the key is the code object's `co_filename ^ co_name` pointers as the
+//! kernel saw them at sample time: a code object freed and its address reused by another function gets a
+//! different key, so a reused address never yields a stale name.
+use std::{collections::HashMap, sync::Arc};
+
+use profiler_common::PyFrame;
+
+use super::{
+    detect::Interpreter,
+    layout::CodeLayout,
+    linetable,
+    memory::{self, u32_at, u64_at},
+};
+
+/// Longest name or path read from the target: protects against garbage lengths.
+const MAX_STRING: u64 = 4096;
+const MAX_LINETABLE: u64 = 1 << 16;
+/// Bounds the cache across many processes and code objects.
+const MAX_CACHED_CODES: usize = 100_000;
+
+/// A code object's names and line table.
+#[derive(Debug)]
+pub struct CodeInfo {
+    pub qualname: String,
+    pub filename: String,
+    pub first_line: u32,
+    linetable: Vec<u8>,
+    code_address: u64,
+    code_adaptive: u64,
+}
+
+impl CodeInfo {
+    /// The line executing at `instr` (an address inside the code object's bytecode).
+    pub fn line(&self, instr: u64) -> u32 {
+        let start = self.code_address + self.code_adaptive;
+        instr
+            .checked_sub(start)
+            .and_then(|bytes| linetable::line_for(&self.linetable, self.first_line, bytes / 2))
+            .unwrap_or(self.first_line)
+    }
+}
+
+#[derive(Default)]
+pub struct CodeCache {
+    codes: HashMap<(u32, u64, u64), Option<Arc<CodeInfo>>>,
+}
+
+impl CodeCache {
+    /// The code object of `frame`, or `None` when it cannot be read or is not what the kernel saw.
+    pub fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
+        if self.codes.len() >= MAX_CACHED_CODES {
+            self.codes.clear();
+        }
+        self.codes
+            .entry((pid, frame.code, frame.code_key))
+            .or_insert_with(|| read_code(pid, interpreter, frame).map(Arc::new))
+            .clone()
+    }
+
+    pub fn forget_process(&mut self, pid: u32) {
+        self.codes.retain(|&(p, _, _), _| p != pid);
+    }
+}
+
+fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<CodeInfo> {
+    let layout = &interpreter.layouts.code;
+    let header = memory::read(pid, frame.code, layout.code_adaptive as usize).ok()?;
+    if let Some(code_type) = interpreter.code_type {
+        if u64_at(&header, 8)? != code_type {
+            return None;
+        }
+    }
+    let filename_ptr = u64_at(&header, layout.filename)?;
+    let name_ptr = u64_at(&header, layout.name)?;
+    if frame.code_key != 0 && filename_ptr ^ name_ptr != frame.code_key {
+        return None;
+    }
+    Some(CodeInfo {
+        qualname: read_string(pid, u64_at(&header, layout.qualname)?, layout)?,
+        filename: read_string(pid, filename_ptr, layout)?,
+        first_line: u32_at(&header, layout.firstlineno)?,
+        linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?).unwrap_or_default(),
+        code_address: frame.code,
+        code_adaptive: layout.code_adaptive,
+    })
+}
+
+/// Reads a `str` (compact PyUnicodeObject, as code object names always are).
+fn read_string(pid: u32, address: u64, layout: &CodeLayout) -> Option<String> {
+    let header = memory::read(pid, address, layout.compact_data as usize).ok()?;
+    let length = u64_at(&header, 16)?;
+    let state = u32_at(&header, 32)?;
+    let kind = (state >> 2) & 7;
+    let compact = state & (1 << 5) != 0;
+    let ascii = state & (1 << 6) != 0;
+    if !compact || length > MAX_STRING || !matches!(kind, 1 | 2 | 4) {
+        return None;
+    }
+    if ascii {
+        let bytes = memory::read(pid, address + layout.ascii_data, length as usize).ok()?;
+        return String::from_utf8(bytes).ok();
+    }
+    let bytes = memory::read(pid, address + layout.compact_data, (length * u64::from(kind)) as usize).ok()?;
+    let chars: Option<String> = match kind {
+        1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
+        _ => bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+    };
+    chars
+}
+
+/// Reads a `bytes` object: size at 16, data at 32 in every supported version.
+fn read_bytes_object(pid: u32, address: u64) -> Option<Vec<u8>> {
+    let header = memory::read(pid, address, 32).ok()?;
+    let size = u64_at(&header, 16)?;
+    if size > MAX_LINETABLE {
+        return None;
+    }
+    memory::read(pid, address + 32, size as usize).ok()
+}

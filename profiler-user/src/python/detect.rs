@@ -1,0 +1,141 @@
+//! Recognizes a CPython process: which module holds the interpreter (the executable for static builds,
+//! libpython for shared ones), where `_PyRuntime` is, and which version runs.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use memmap2::Mmap;
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use super::{
+    layout::{self, Layouts, Version},
+    memory,
+};
+use crate::unwind::{
+    elf::ElfFile,
+    maps,
+    process::{process_root, resolve_path},
+};
+
+/// A recognized interpreter.
+#[derive(Clone, Debug)]
+pub struct Interpreter {
+    pub version: Version,
+    /// Path of the interpreter module as the process maps it (frames in it are interpreter internals).
+    pub module_path: String,
+    pub layouts: Layouts,
+    /// Address of `PyCode_Type`: a code object's type pointer must equal it.
+    pub code_type: Option<u64>,
+}
+
+/// `Ok(None)`: not a Python process. `Err`: a Python process we cannot profile (the message says why).
+pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
+    let process_maps = maps::read(pid)?;
+    let root = process_root(pid);
+    let candidates: Vec<&maps::Mapping> = process_maps
+        .mappings
+        .iter()
+        .filter(|m| m.executable && m.is_file_backed() && looks_like_python(&m.path))
+        .collect();
+    // A shared build maps both `python3.X` and `libpython3.X.so`; the runtime lives in the library.
+    let Some(mapping) = candidates.iter().find(|m| file_name(&m.path).starts_with("libpython")).or(candidates.first())
+    else {
+        return Ok(None);
+    };
+    let path = resolve_path(&root, &mapping.path);
+    let symbols = Symbols::read(&path)?;
+    let elf = ElfFile::open(&path)?;
+    let bias = elf
+        .load_bias(mapping.start, mapping.file_offset, true)
+        .with_context(|| format!("cannot place {} in the memory of PID {pid}", mapping.path))?;
+    let Some(runtime_svma) = symbols.runtime else {
+        bail!("{} has no _PyRuntime symbol or .PyRuntime section", mapping.path);
+    };
+    let runtime = runtime_svma.wrapping_add(bias);
+
+    // 3.13+: the runtime starts with _Py_DebugOffsets, which carries the exact version.
+    let head = memory::read(pid, runtime, 1024).context("reading _PyRuntime")?;
+    let (version, debug_offsets) = if head.starts_with(b"xdebugpy") {
+        (Version::from_hex(memory::u64_at(&head, 8).unwrap_or(0)), Some(head.as_slice()))
+    } else if let Some(hex) = symbols.py_version {
+        (Version::from_hex(hex), None)
+    } else if let Some(version) = version_from_name(&mapping.path) {
+        (version, None)
+    } else {
+        bail!("cannot tell the Python version of {}", mapping.path);
+    };
+    let layouts = layout::for_version(version, runtime, debug_offsets)?;
+    Ok(Some(Interpreter {
+        version,
+        module_path: mapping.path.clone(),
+        layouts,
+        code_type: symbols.code_type.map(|svma| svma.wrapping_add(bias)),
+    }))
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn looks_like_python(path: &str) -> bool {
+    let name = file_name(path);
+    name.starts_with("libpython3") || (name.starts_with("python3") && !name.contains(".so"))
+}
+
+/// `python3.11`, `libpython3.12.so.1.0`, `python3.13d` → the version.
+fn version_from_name(path: &str) -> Option<Version> {
+    let name = file_name(path);
+    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python3.")?;
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some(Version { major: 3, minor: minor.parse().ok()? })
+}
+
+/// The interpreter's symbols we need, as file addresses (SVMA).
+struct Symbols {
+    runtime: Option<u64>,
+    code_type: Option<u64>,
+    /// Value of the `Py_Version` constant (3.11+).
+    py_version: Option<u64>,
+}
+
+impl Symbols {
+    fn read(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: read-only mapping of a file the target process has mapped too.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        let elf = object::File::parse(&map[..]).with_context(|| format!("reading ELF file {}", path.display()))?;
+        let find = |name: &str| {
+            elf.dynamic_symbols()
+                .chain(elf.symbols())
+                .find(|s| s.name() == Ok(name) && s.address() != 0)
+                .map(|s| s.address())
+        };
+        // Stripped builds without exported symbols still carry the section the runtime is placed in.
+        let runtime = find("_PyRuntime").or_else(|| elf.section_by_name(".PyRuntime").map(|s| s.address()));
+        let py_version = find("Py_Version").and_then(|svma| {
+            let offset = ElfFile::svma_to_offset_in(&elf, svma)?;
+            memory::u64_at(&map, offset).map(|v| v & 0xffff_ffff)
+        });
+        Ok(Self { runtime, code_type: find("PyCode_Type"), py_version })
+    }
+}
+
+/// The path of a process's interpreter executable, for messages.
+pub fn describe(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|_| PathBuf::from(format!("PID {pid}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_interpreter_file_names() {
+        assert!(looks_like_python("/usr/bin/python3.11"));
+        assert!(looks_like_python("/opt/lib/libpython3.12.so.1.0"));
+        assert!(!looks_like_python("/usr/lib/python3/dist-packages/lxml/etree.cpython-311-x86_64-linux-gnu.so"));
+        assert!(!looks_like_python("/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"));
+        assert_eq!(version_from_name("/usr/bin/python3.13"), Some(Version { major: 3, minor: 13 }));
+        assert_eq!(version_from_name("/x/libpython3.12.so.1.0"), Some(Version { major: 3, minor: 12 }));
+        assert_eq!(version_from_name("/usr/bin/python3"), None);
+    }
+}

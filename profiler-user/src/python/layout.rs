@@ -1,0 +1,297 @@
+//! Where CPython keeps threads, frames and code objects, per version.
+//!
+//! 3.11 and 3.12 come from tables (checked against the CPython headers; see shared/reference/cpython-layouts.md);
+//! 3.13+ from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
+//! this one. One `match` on the version, generic code after it.
+use anyhow::{Result, bail};
+use profiler_common::{
+    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PyLayout,
+};
+
+use super::memory::u64_at;
+
+/// What userspace needs to decode a code object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeLayout {
+    pub firstlineno: u64,
+    pub filename: u64,
+    pub name: u64,
+    pub qualname: u64,
+    pub linetable: u64,
+    pub code_adaptive: u64,
+    /// `sizeof(PyASCIIObject)`: where the characters of a compact ASCII string start.
+    pub ascii_data: u64,
+    /// `sizeof(PyCompactUnicodeObject)`: where the characters of a compact non-ASCII string start.
+    pub compact_data: u64,
+}
+
+/// The layout for the sampler and for code-object decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layouts {
+    pub kernel: PyLayout,
+    pub code: CodeLayout,
+}
+
+/// `PY_VERSION_HEX`'s major and minor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+}
+
+impl Version {
+    pub fn from_hex(hex: u64) -> Self {
+        Self { major: (hex >> 24) as u8, minor: (hex >> 16) as u8 }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Versions whose layout we know. 3.8–3.10 need the thread's pthread id (fs_base) to find its thread state in BPF,
+/// which is not wired yet.
+pub const SUPPORTED: &str = "3.11, 3.12, 3.13, 3.14";
+
+/// The layout for `version`; `debug_offsets` is the start of `_PyRuntime` (3.13+ only).
+pub fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
+    match (version.major, version.minor) {
+        (3, 11) => Ok(python_3_11(runtime)),
+        (3, 12) => Ok(python_3_12(runtime)),
+        (3, 13..=14) => {
+            let Some(bytes) = debug_offsets else { bail!("Python {version} without _Py_DebugOffsets") };
+            from_debug_offsets(version, runtime, bytes)
+        }
+        _ => bail!("Python {version} is not supported (supported: {SUPPORTED})"),
+    }
+}
+
+fn base(version: Version, runtime: u64) -> PyLayout {
+    PyLayout {
+        version: (u32::from(version.major) << 8) | u32::from(version.minor),
+        flags: 0,
+        runtime,
+        runtime_interpreters_head: 0,
+        interp_threads_head: 0,
+        tstate_next: 8,
+        tstate_native_thread_id: 0,
+        tstate_frame: 0,
+        cframe_current_frame: NO_OFFSET,
+        frame_code: 0,
+        frame_previous: 0,
+        frame_instr: 0,
+        frame_owner: 0,
+        code_filename: 112,
+        gil_mode: 0,
+        _pad: 0,
+        gil_ptr: NO_OFFSET,
+        gil_locked: 0,
+        gil_holder: 0,
+    }
+}
+
+fn python_3_11(runtime: u64) -> Layouts {
+    let kernel = PyLayout {
+        flags: PY_LAYOUT_IS_ENTRY_BYTE,
+        runtime_interpreters_head: 40,
+        interp_threads_head: 16,
+        tstate_native_thread_id: 160,
+        tstate_frame: 56,
+        cframe_current_frame: 8,
+        frame_code: 32,
+        frame_previous: 48,
+        frame_instr: 56,
+        frame_owner: 68,
+        gil_mode: GIL_RUNTIME_TSTATE,
+        gil_holder: 576,
+        ..base(Version { major: 3, minor: 11 }, runtime)
+    };
+    let code = CodeLayout {
+        firstlineno: 72,
+        filename: 112,
+        name: 120,
+        qualname: 128,
+        linetable: 136,
+        code_adaptive: 184,
+        ascii_data: 48,
+        compact_data: 72,
+    };
+    Layouts { kernel, code }
+}
+
+fn python_3_12(runtime: u64) -> Layouts {
+    let kernel = PyLayout {
+        runtime_interpreters_head: 40,
+        interp_threads_head: 72,
+        tstate_native_thread_id: 144,
+        tstate_frame: 56,
+        cframe_current_frame: 0,
+        frame_code: 0,
+        frame_previous: 8,
+        frame_instr: 56,
+        frame_owner: 70,
+        gil_mode: GIL_STRUCT,
+        gil_ptr: 384,
+        gil_locked: 16,
+        gil_holder: 8,
+        ..base(Version { major: 3, minor: 12 }, runtime)
+    };
+    let code = CodeLayout {
+        firstlineno: 68,
+        filename: 112,
+        name: 120,
+        qualname: 128,
+        linetable: 136,
+        code_adaptive: 192,
+        ascii_data: 40,
+        compact_data: 56,
+    };
+    Layouts { kernel, code }
+}
+
+/// Parses `_Py_DebugOffsets`. Its blocks grow between minor versions (3.14 added fields to the interpreter and
+/// frame blocks), so blocks are located by content rather than by fixed index: the thread-state block is the one
+/// whose `prev, next, interp` offsets are 0, 8, 16 (PyThreadState's first members in every version), and the
+/// code-object block the one whose `filename, name, qualname` are consecutive pointers.
+pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
+    if bytes.get(..8) != Some(b"xdebugpy") {
+        bail!("_PyRuntime does not start with the _Py_DebugOffsets cookie");
+    }
+    let words: Vec<u64> = (0..bytes.len() as u64 / 8).filter_map(|i| u64_at(bytes, i * 8)).collect();
+    let word = |i: usize| words.get(i).copied();
+    if word(2) != Some(0) {
+        bail!("free-threaded Python builds are not supported");
+    }
+    // cookie, version, free_threaded, then runtime_state {size, finalizing, interpreters_head}, then the
+    // interpreter block {size, id, next, threads_head, ...}.
+    let interpreters_head = word(5).unwrap_or(NO_OFFSET);
+    let threads_head = word(9).unwrap_or(NO_OFFSET);
+    let thread_block = (10..words.len().saturating_sub(9))
+        .find(|&i| words[i + 1] == 0 && words[i + 2] == 8 && words[i + 3] == 16)
+        .ok_or_else(|| anyhow::anyhow!("no thread-state block in _Py_DebugOffsets"))?;
+    let interp_block_len = thread_block - 6;
+    // The interpreter block ends with the GIL fields {.., locked, holder} (3.13, 3.14.0) or, when the 3.14
+    // free-threading fields follow them, {.., locked, holder, code_object_generation, tlbc_generation}.
+    let gil_end = if interp_block_len >= 16 { thread_block - 2 } else { thread_block };
+    let (gil_locked, gil_holder) = (word(gil_end - 2), word(gil_end - 1));
+    let frame_block = thread_block + 9;
+    let code_block = (frame_block + 6..words.len().saturating_sub(10))
+        .find(|&i| words[i + 2] == words[i + 1] + 8 && words[i + 3] == words[i + 2] + 8)
+        .ok_or_else(|| anyhow::anyhow!("no code-object block in _Py_DebugOffsets"))?;
+
+    let field = |i: usize| word(i).ok_or_else(|| anyhow::anyhow!("_Py_DebugOffsets is truncated"));
+    let kernel = PyLayout {
+        flags: if version.minor >= 14 { PY_LAYOUT_TAGGED_CODE } else { 0 },
+        runtime_interpreters_head: interpreters_head,
+        interp_threads_head: threads_head,
+        tstate_next: field(thread_block + 2)?,
+        tstate_frame: field(thread_block + 4)?,
+        tstate_native_thread_id: field(thread_block + 6)?,
+        frame_previous: field(frame_block + 1)?,
+        frame_code: field(frame_block + 2)?,
+        frame_instr: field(frame_block + 3)?,
+        frame_owner: field(frame_block + 5)?,
+        code_filename: field(code_block + 1)?,
+        gil_mode: GIL_STRUCT,
+        gil_ptr: NO_OFFSET,
+        gil_locked: gil_locked.unwrap_or(NO_OFFSET),
+        gil_holder: gil_holder.unwrap_or(NO_OFFSET),
+        ..base(version, runtime)
+    };
+    let code = CodeLayout {
+        filename: field(code_block + 1)?,
+        name: field(code_block + 2)?,
+        qualname: field(code_block + 3)?,
+        linetable: field(code_block + 4)?,
+        firstlineno: field(code_block + 5)?,
+        code_adaptive: field(code_block + 9)?,
+        ascii_data: 40,
+        compact_data: 56,
+    };
+    sanity_check(&kernel, &code)?;
+    Ok(Layouts { kernel, code })
+}
+
+/// Offsets far outside any CPython struct mean we misread the block: better no Python frames than wrong ones.
+fn sanity_check(kernel: &PyLayout, code: &CodeLayout) -> Result<()> {
+    let offsets = [
+        kernel.runtime_interpreters_head,
+        kernel.interp_threads_head,
+        kernel.tstate_frame,
+        kernel.tstate_native_thread_id,
+        kernel.frame_previous,
+        kernel.frame_code,
+        kernel.frame_instr,
+        kernel.frame_owner,
+        kernel.gil_locked,
+        kernel.gil_holder,
+        code.firstlineno,
+        code.linetable,
+        code.code_adaptive,
+    ];
+    if let Some(bad) = offsets.iter().find(|&&o| o > 1 << 20) {
+        bail!("implausible offset {bad:#x} in _Py_DebugOffsets");
+    }
+    if code.name != code.filename + 8 {
+        bail!("co_name does not follow co_filename");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 3.13 `_Py_DebugOffsets` as the 3.13 headers lay it out (73 words), with the x86_64 values.
+    fn debug_offsets_3_13() -> Vec<u8> {
+        let mut words: Vec<u64> = vec![0; 73];
+        words[0] = u64::from_le_bytes(*b"xdebugpy");
+        words[1] = 0x030d05f0;
+        words[2] = 0;
+        words[3..6].copy_from_slice(&[1000, 776, 632]); // runtime: size, finalizing, interpreters_head
+        words[6..19].copy_from_slice(&[9000, 8, 0, 7352, 9, 10, 11, 12, 13, 14, 0, 7400, 7408]); // interp
+        words[19..28].copy_from_slice(&[300, 0, 8, 16, 72, 152, 160, 200, 176]); // thread state
+        words[28..34].copy_from_slice(&[80, 8, 0, 56, 80, 70]); // frame
+        words[34..44].copy_from_slice(&[220, 112, 120, 128, 136, 68, 72, 96, 104, 200]); // code
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_the_3_13_debug_offsets() {
+        let layouts = from_debug_offsets(Version { major: 3, minor: 13 }, 0x1000, &debug_offsets_3_13()).unwrap();
+        let k = layouts.kernel;
+        assert_eq!((k.runtime_interpreters_head, k.interp_threads_head), (632, 7352));
+        assert_eq!((k.tstate_frame, k.tstate_native_thread_id, k.tstate_next), (72, 160, 8));
+        assert_eq!((k.frame_previous, k.frame_code, k.frame_instr, k.frame_owner), (8, 0, 56, 70));
+        assert_eq!((k.gil_mode, k.gil_locked, k.gil_holder), (GIL_STRUCT, 7400, 7408));
+        assert_eq!(k.flags, 0);
+        assert_eq!(layouts.code.code_adaptive, 200);
+        assert_eq!(layouts.code.firstlineno, 68);
+    }
+
+    #[test]
+    fn finds_blocks_when_a_later_version_adds_fields() {
+        // 3.14 inserts threads_main after threads_head and stackpointer at the end of the frame block.
+        let mut words: Vec<u64> =
+            debug_offsets_3_13().chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        words.insert(10, 7360);
+        words.insert(35, 64);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let layouts = from_debug_offsets(Version { major: 3, minor: 14 }, 0x1000, &bytes).unwrap();
+        assert_eq!(layouts.kernel.tstate_native_thread_id, 160);
+        assert_eq!(layouts.kernel.frame_owner, 70);
+        assert_eq!((layouts.kernel.gil_locked, layouts.kernel.gil_holder), (7400, 7408));
+        assert_eq!(layouts.code.qualname, 128);
+        assert_ne!(layouts.kernel.flags & PY_LAYOUT_TAGGED_CODE, 0);
+    }
+
+    #[test]
+    fn refuses_garbage_and_unknown_versions() {
+        assert!(from_debug_offsets(Version { major: 3, minor: 13 }, 0, &[0u8; 600]).is_err());
+        let err = for_version(Version { major: 3, minor: 9 }, 0, None).unwrap_err().to_string();
+        assert!(err.contains("3.9 is not supported"), "{err}");
+        assert!(for_version(Version { major: 3, minor: 11 }, 0, None).is_ok());
+    }
+}
