@@ -103,6 +103,49 @@ pub struct PyLayout {
     pub gil_holder: u64,
 }
 
+/// `TARGETS` value flag: also profile processes this one forks.
+pub const TARGET_FOLLOW_CHILDREN: u32 = 1 << 0;
+
+/// `LifecycleEvent::kind`: a target forked a process (already added to `TARGETS` by the kernel side).
+pub const EVENT_FORK: u32 = 1;
+/// `LifecycleEvent::kind`: a process exec'd (a target, or any process when exec reporting is on).
+pub const EVENT_EXEC: u32 = 2;
+/// `LifecycleEvent::kind`: the last thread of a target exited (already removed from `TARGETS`).
+pub const EVENT_EXIT: u32 = 3;
+
+/// A process lifecycle change, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub kind: u32,
+    pub pid: u32,
+    /// Fork: the parent; otherwise 0.
+    pub parent: u32,
+    pub _pad: u32,
+    pub time_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Where the fields the lifecycle programs read sit in their tracepoint records (read from tracefs formats at
+/// start, so a kernel that moves them is handled or refused, never misread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// Non-zero: send an `EVENT_EXEC` for every exec on the system (needed to match `--name` targets that
+    /// start later); otherwise only for targets.
+    pub report_all_execs: u32,
+    /// `task/task_newtask`: `pid` (the child) and `clone_flags`.
+    pub newtask_pid: u32,
+    pub newtask_clone_flags: u32,
+    /// `sched/sched_process_exit`: `pid` (the exiting thread) and `group_dead` (`NO_FIELD` if absent).
+    pub exit_pid: u32,
+    pub exit_group_dead: u32,
+    pub _reserved: u32,
+}
+
+/// A tracepoint field that this kernel does not have.
+pub const NO_FIELD: u32 = u32::MAX;
+
 /// Keys of the `TARGETS` map are tgids; the value says why the process is profiled (reserved for lifecycle
 /// tracking; any value means "sample it").
 pub type TargetFlags = u32;
@@ -164,4 +207,5 @@ mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays of integers, valid for any bit pattern.
     unsafe impl aya::Pod for super::SamplerConfig {}
     unsafe impl aya::Pod for super::PyLayout {}
+    unsafe impl aya::Pod for super::LifecycleConfig {}
 }

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod lifecycle;
 mod maps;
 mod python;
 mod sampler;

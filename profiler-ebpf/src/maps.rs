@@ -31,3 +31,11 @@ pub static PY_PROCESSES: HashMap<u32, PyLayout> = HashMap::with_max_entries(4096
 /// sample. Entries are checked against the thread state's own native thread id before use.
 #[map]
 pub static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Process lifecycle events (fork, exec, exit) to userspace: few and small, so a small buffer.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Lifecycle events that could not be sent (ring buffer full); userspace rescans /proc when it sees this grow.
+#[map]
+pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

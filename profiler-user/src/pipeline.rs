@@ -71,21 +71,21 @@ impl Pipeline {
         self.python.detect(pid).map(|interpreter| interpreter.layouts.kernel)
     }
 
-    pub fn process_record(&mut self, record: &[u8], sampler: &Sampler) {
-        let sample = match CpuSample::parse(record) {
-            Ok(sample) => sample,
+    /// Parses a ring-buffer record; a malformed one is counted (and reported once), never fatal.
+    pub fn parse_record<'r>(&mut self, record: &'r [u8]) -> Option<CpuSample<'r>> {
+        match CpuSample::parse(record) {
+            Ok(sample) => Some(sample),
             Err(err) => {
                 if self.stats.bad_records == 0 {
                     tracing::warn!("dropping malformed sample records: {err:#}");
                 }
                 self.stats.bad_records += 1;
-                return;
+                None
             }
-        };
-        self.process_sample(&sample, sampler);
+        }
     }
 
-    fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+    pub fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
         if self.options.gil_only && !sample.holds_gil() {
             self.stats.filtered_samples += 1;
             return;
@@ -125,10 +125,31 @@ impl Pipeline {
         self.stats.threads.insert(sample.tid);
     }
 
+    /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.
+    pub fn expect_new_image(&mut self, pid: u32, name: &str) {
+        self.unwinder.forget_process(pid);
+        self.python.expect_new_image(pid);
+        self.set_process_name(pid, name);
+    }
+
+    /// A target forked `child`: same name, same interpreter until it execs.
+    pub fn inherit(&mut self, child: u32, parent: u32) {
+        if let Some(name) = self.process_names.get(&parent).cloned() {
+            self.process_names.insert(child, name);
+        }
+        self.python.inherit(child, parent);
+    }
+
+    /// Interpreters found since the last call in processes that started or exec'd.
+    pub fn new_python_layouts(&mut self) -> Vec<(u32, PyLayout)> {
+        self.python.poll_pending()
+    }
+
     /// Frees what was kept for a process that exited.
     pub fn forget_process(&mut self, pid: u32) {
         self.unwinder.forget_process(pid);
         self.python.forget_process(pid);
+        self.process_names.remove(&pid);
     }
 
     /// The aggregated samples since the last call.

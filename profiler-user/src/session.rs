@@ -1,8 +1,12 @@
-//! A profiling session: the loaded sampler, its ring buffer and the pipeline, driven by one event loop.
+//! A profiling session: the loaded sampler, its ring buffers, the pipeline and the set of live targets, driven
+//! by one event loop.
 //!
 //! `record` and `run` differ only in what they do between wake-ups (status line, end conditions, upload
-//! windows), so the loop that feeds samples through the pipeline lives here once.
-use std::time::Duration;
+//! windows), so the loop that feeds samples through the pipeline and follows process lifecycles lives here once.
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{MapData, RingBuf};
@@ -14,8 +18,8 @@ use tokio::{
 
 use crate::{
     pipeline::{Pipeline, PipelineOptions},
-    sample::{Sampler, SamplerOptions},
-    target::Target,
+    sample::{Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
+    target::{self, Target, TargetSpec},
 };
 
 /// Why `wait` returned.
@@ -31,31 +35,50 @@ pub enum Wake {
 
 pub struct Session {
     sampler: Sampler,
-    ring: AsyncFd<RingBuf<MapData>>,
+    samples: AsyncFd<RingBuf<MapData>>,
+    events: AsyncFd<RingBuf<MapData>>,
     pub pipeline: Pipeline,
     tick: Interval,
     interrupt: Signal,
     terminate: Signal,
+    live: HashMap<u32, Target>,
+    /// Matches processes that start later (`--name`, `--match-cmdline`); `None` for `--pid` sessions.
+    matcher: Option<TargetSpec>,
+    follow_children: bool,
+    lost_events_seen: u64,
 }
 
 impl Session {
     /// Loads and attaches the sampler; must run inside the tokio runtime.
     pub fn start(options: &SamplerOptions, pipeline: PipelineOptions, tick_every: Duration) -> Result<Self> {
         let mut sampler = Sampler::load(options)?;
-        let ring = sampler.take_samples().context("the sampler's ring buffer was already taken")?;
-        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd is dropped.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| anyhow!("polling the ring buffer: {err}"))?;
+        let samples = register(sampler.take_samples().context("the sample ring buffer was already taken")?)?;
+        let events = register(sampler.take_events().context("the event ring buffer was already taken")?)?;
         let mut tick = interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
             sampler,
-            ring,
+            samples,
+            events,
             pipeline: Pipeline::new(1_000_000_000 / options.rate_hz, pipeline),
             tick,
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            live: HashMap::new(),
+            matcher: None,
+            follow_children: true,
+            lost_events_seen: 0,
         })
+    }
+
+    /// Whether processes forked by targets are profiled too (default: yes).
+    pub fn set_follow_children(&mut self, follow: bool) {
+        self.follow_children = follow;
+    }
+
+    /// Profiles processes that start later and match `spec` (needs `SamplerOptions::report_all_execs`).
+    pub fn follow_new_processes(&mut self, spec: &TargetSpec) {
+        self.matcher = spec.follows_new_processes().then(|| spec.clone());
     }
 
     pub fn add_target(&mut self, target: &Target) -> Result<()> {
@@ -63,39 +86,98 @@ impl Session {
         if let Some(layout) = self.pipeline.python_layout(target.pid) {
             self.sampler.set_python_layout(target.pid, &layout)?;
         }
-        self.sampler.add_target(target.pid)
+        self.sampler.add_target(target.pid, self.follow_children)?;
+        self.live.insert(target.pid, target.clone());
+        Ok(())
     }
 
     /// Stops sampling a process; its samples already queued are still processed.
     pub fn remove_target(&mut self, pid: u32) {
         self.sampler.remove_target(pid);
+        self.live.remove(&pid);
     }
 
-    /// Feeds samples through the pipeline until the next tick, the deadline or a stop signal.
+    /// The processes being profiled now.
+    pub fn live_targets(&self) -> impl Iterator<Item = &Target> {
+        self.live.values()
+    }
+
+    /// Feeds samples through the pipeline and follows lifecycle events until the next tick, the deadline or a
+    /// stop signal.
     pub async fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake> {
         loop {
             tokio::select! {
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard.context("waiting for samples")?;
-                    let ring = guard.get_inner_mut();
-                    while let Some(record) = ring.next() {
-                        self.pipeline.process_record(&record, &self.sampler);
-                    }
-                    guard.clear_ready();
+                guard = self.samples.readable_mut() => {
+                    guard.context("waiting for samples")?.clear_ready();
+                    self.drain();
+                }
+                guard = self.events.readable_mut() => {
+                    guard.context("waiting for lifecycle events")?.clear_ready();
+                    self.drain();
                 }
                 _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => return Ok(Wake::Deadline),
                 _ = self.interrupt.recv() => return Ok(Wake::Stop),
                 _ = self.terminate.recv() => return Ok(Wake::Stop),
-                _ = self.tick.tick() => return Ok(Wake::Tick),
+                _ = self.tick.tick() => {
+                    self.housekeeping();
+                    return Ok(Wake::Tick);
+                }
             }
         }
     }
 
-    /// Processes every record already in the ring buffer (at the end of a recording or window).
+    /// Processes every record in both ring buffers, samples and lifecycle events merged in time order: a sample
+    /// taken after an exec must be unwound with the new image's maps, and a process's last samples must be
+    /// processed before its exit frees its state.
     pub fn drain(&mut self) {
-        let ring = self.ring.get_mut();
+        let mut events: VecDeque<TimedLifecycle> = VecDeque::new();
+        let ring = self.events.get_mut();
         while let Some(record) = ring.next() {
-            self.pipeline.process_record(&record, &self.sampler);
+            match TimedLifecycle::parse(&record) {
+                Ok(event) => events.push_back(event),
+                Err(err) => tracing::warn!("dropping a malformed lifecycle event: {err:#}"),
+            }
+        }
+        let ring = self.samples.get_mut();
+        while let Some(record) = ring.next() {
+            let Some(sample) = self.pipeline.parse_record(&record) else { continue };
+            while events.front().is_some_and(|event| event.time_ns <= sample.time_ns) {
+                let event = events.pop_front().expect("front exists");
+                handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event.event);
+            }
+            self.pipeline.process_sample(&sample, &self.sampler);
+        }
+        for event in events {
+            handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event.event);
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        for (pid, layout) in self.pipeline.new_python_layouts() {
+            if let Err(err) = self.sampler.set_python_layout(pid, &layout) {
+                tracing::warn!("{err:#}");
+            }
+        }
+        // Exit events can be lost (ring full) and exits of processes we never got an event for (already dead
+        // when added) must not keep them "live".
+        let dead: Vec<u32> = self.live.values().filter(|t| !t.is_alive()).map(|t| t.pid).collect();
+        for pid in dead {
+            self.live.remove(&pid);
+            self.sampler.remove_target(pid);
+            self.pipeline.forget_process(pid);
+        }
+        let lost = self.sampler.lost_events();
+        if lost > self.lost_events_seen {
+            self.lost_events_seen = lost;
+            tracing::warn!("lifecycle events were lost; rescanning for target processes");
+            if let Some(found) = self.matcher.as_ref().and_then(|spec| target::resolve(spec).ok()) {
+                let new: Vec<Target> = found.into_iter().filter(|t| !self.live.contains_key(&t.pid)).collect();
+                for target in new {
+                    if let Err(err) = self.add_target(&target) {
+                        tracing::warn!("{err:#}");
+                    }
+                }
+            }
         }
     }
 
@@ -106,4 +188,65 @@ impl Session {
             0
         })
     }
+}
+
+fn handle_event(
+    pipeline: &mut Pipeline,
+    sampler: &mut Sampler,
+    live: &mut HashMap<u32, Target>,
+    matcher: Option<&TargetSpec>,
+    follow_children: bool,
+    event: Lifecycle,
+) {
+    tracing::trace!("lifecycle event {event:?}");
+    match event {
+        Lifecycle::Fork { pid, parent } => {
+            // The kernel already samples the child; a child that exited at once is simply not tracked.
+            if let Some(mut target) = target::read_target(pid) {
+                if let Some(parent_target) = live.get(&parent) {
+                    target.name = parent_target.name.clone();
+                }
+                pipeline.inherit(pid, parent);
+                tracing::debug!("following PID {pid}, forked by {parent}");
+                live.insert(pid, target);
+            }
+        }
+        Lifecycle::Exec { pid, comm } => {
+            if live.contains_key(&pid) {
+                start_tracking(pipeline, sampler, live, pid, &comm);
+            } else if matcher.is_some_and(|m| m.matches_new(pid, &comm)) {
+                if let Err(err) = sampler.add_target(pid, follow_children) {
+                    tracing::warn!("{err:#}");
+                    return;
+                }
+                tracing::info!("profiling PID {pid} ({comm}), which just started");
+                start_tracking(pipeline, sampler, live, pid, &comm);
+            }
+        }
+        Lifecycle::Exit { pid } => {
+            live.remove(&pid);
+            sampler.remove_target(pid);
+            pipeline.forget_process(pid);
+        }
+    }
+}
+
+/// A target (new, or one that replaced its image) whose interpreter is yet to be found.
+fn start_tracking(pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>, pid: u32, comm: &str) {
+    pipeline.expect_new_image(pid, comm);
+    match target::read_target(pid) {
+        Some(target) => {
+            live.insert(pid, target);
+        }
+        None => {
+            live.remove(&pid);
+            sampler.remove_target(pid);
+        }
+    }
+}
+
+fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| anyhow!("polling a ring buffer: {err}"))
 }

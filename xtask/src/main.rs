@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs (Debian packages, nightly rust-src, bpf-linker, tracefs mount); quick when
-    /// it is all there.
+    /// Install what the build and the tests need (Debian packages, nightly rust-src, bpf-linker, tracefs mount,
+    /// the Python virtualenv of examples/quake-monitor); quick when it is all there.
     Setup,
     /// Set up, then build the `profiler` binary with its embedded eBPF object.
     Build {
@@ -59,11 +59,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Profile a bundled workload and write a flame graph, a pprof profile and folded stacks to target/demo/.
+    /// Profile the bundled FastAPI app (examples/quake-monitor) under load and write a flame graph, a pprof
+    /// profile and folded stacks to target/demo/.
     Demo {
-        /// How long to profile (10s, 2m, ...).
-        #[arg(long, default_value = "10s")]
+        /// How long to profile (15s, 2m, ...).
+        #[arg(long, default_value = "15s")]
         duration: String,
+        /// Profile examples/native-burn instead: a C program whose profile is known by construction.
+        #[arg(long)]
+        native: bool,
     },
 }
 
@@ -123,19 +127,19 @@ fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let ws = Workspace::locate()?;
     match cli.task {
-        Task::Setup => setup::setup()?,
+        Task::Setup => setup::setup(&ws)?,
         Task::Build { release } => {
-            setup::setup()?;
+            setup::setup(&ws)?;
             ws.build_profiler(release)?;
         }
         Task::Run { release: _, debug, args } => {
-            setup::setup()?;
+            setup::setup(&ws)?;
             let profiler = ws.build_profiler(!debug)?;
             // exec: the profiler's exit status is ours, and Ctrl-C reaches it alone.
             return Err(cmd::exec(cmd::as_root(&profiler)?.args(args)));
         }
         Task::Test { args } => {
-            setup::setup()?;
+            setup::setup(&ws)?;
             if !cmd::is_root() {
                 eprintln!("warning: not root: the tests that load eBPF programs will fail");
             }
@@ -143,11 +147,14 @@ fn run() -> Result<ExitCode> {
             // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
             let mut test = ws.cargo();
             test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
-            cmd::run(test.env("PROFILER_BIN", &profiler))?;
+            // QUAKE_VENV: the tests find the demo app's interpreter where setup put it, whatever the target dir.
+            test.env("PROFILER_BIN", &profiler).env("QUAKE_VENV", setup::quake_venv_dir(&ws));
+            cmd::run(&mut test)?;
         }
-        Task::Demo { duration } => {
-            setup::setup()?;
-            demo::demo(&ws, &duration)?;
+        Task::Demo { duration, native } => {
+            setup::setup(&ws)?;
+            let workload = if native { demo::Workload::NativeBurn } else { demo::Workload::QuakeMonitor };
+            demo::demo(&ws, &duration, workload)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,18 +1,48 @@
 //! Installs what building and running the profiler needs, and does nothing (quickly) when it is all there.
 //!
-//! Every step first checks with a cheap query (dpkg-query, rustup, `bpf-linker --version`, /proc/self/mounts) and
-//! installs only what is missing, so every other task can start with it: a fresh Debian machine and a warm one
-//! take the same path.
-use std::{env, ffi::OsString, fs, process::Command};
+//! Every step first checks with a cheap query (dpkg-query, rustup, `bpf-linker --version`, /proc/self/mounts, a
+//! stamp file) and installs only what is missing, so every other task can start with it: a fresh Debian machine
+//! and a warm one take the same path.
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::cmd;
+use crate::{cmd, Workspace};
 
-/// Debian packages the build needs. LLVM 22 with Polly, zstd and zlib: bpf-linker links against them. gcc: the
-/// linker rustc drives, and the compiler of the native test workloads. g++: its libstdc++ development files,
-/// which bpf-linker links with (g++ pulls the version that matches the system's gcc).
-const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "gcc", "g++"];
+/// Debian packages the build and the tests need. LLVM 22 with Polly, zstd and zlib: bpf-linker links against
+/// them. gcc: the linker rustc drives, and the compiler of the native test workloads. g++: its libstdc++
+/// development files, which bpf-linker links with (g++ pulls the version that matches the system's gcc).
+/// python3-venv: the quake-monitor virtualenv (Debian splits `venv`'s ensurepip out of python3). python3-lxml,
+/// python3-numpy: the Python test workloads run on the system interpreter with its own C extensions, with no
+/// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "gcc",
+    "g++",
+    "python3-venv",
+    "python3-lxml",
+    "python3-numpy",
+    "debootstrap",
+];
+
+/// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11, the one DESIGN.md describes (the
+/// `python3` on PATH may be another build).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// The example app whose dependencies the virtualenv holds, relative to the workspace root.
+pub const QUAKE_MONITOR: &str = "examples/quake-monitor";
+
+/// In the virtualenv: records which requirements.txt it was made from.
+const VENV_STAMP: &str = ".requirements-stamp";
 
 /// Where Debian's llvm-22 puts `llvm-config`, which bpf-linker's build script finds LLVM through.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -25,12 +55,18 @@ const NIGHTLY: &str = "nightly";
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-pub fn setup() -> Result<()> {
+pub fn setup(ws: &Workspace) -> Result<()> {
     debian_packages()?;
     rust_src()?;
     bpf_linker()?;
     tracefs();
+    quake_venv(ws)?;
     Ok(())
+}
+
+/// The virtualenv with the quake-monitor app's dependencies (FastAPI, uvicorn, lxml, numpy).
+pub fn quake_venv_dir(ws: &Workspace) -> PathBuf {
+    ws.target_dir.join("quake-venv")
 }
 
 fn debian_packages() -> Result<()> {
@@ -40,7 +76,8 @@ fn debian_packages() -> Result<()> {
     let Some(query) = query else {
         eprintln!(
             "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
-             and Polly, zstd and zlib development files, gcc and g++"
+             and Polly, zstd and zlib development files, gcc and g++, Python 3 with venv, lxml and numpy, and \
+             debootstrap"
         );
         return Ok(());
     };
@@ -155,5 +192,55 @@ fn tracefs() {
     eprintln!("installing: tracefs mount at {TRACEFS}");
     if let Err(err) = cmd::run(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS])) {
         eprintln!("warning: {err:#}; tracepoints will not attach");
+    }
+}
+
+/// Makes the virtualenv from requirements.txt, again whenever that file changes: the stamp in it holds the hash of
+/// the file it was made from, so a warm run costs one small read and a hash.
+fn quake_venv(ws: &Workspace) -> Result<()> {
+    let requirements = ws.root.join(QUAKE_MONITOR).join("requirements.txt");
+    let venv = quake_venv_dir(ws);
+    let wanted = fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    // The venv's own path too: its scripts' #! lines name it, so a moved target directory needs a new venv.
+    let wanted = format!("fnv1a64 {:016x} of requirements.txt for {}\n", fnv1a64(&wanted), venv.display());
+    let stamp = venv.join(VENV_STAMP);
+    // `exists` follows the symlink: a venv whose interpreter went away (a Python upgrade) is made again.
+    if venv.join("bin/python").exists() && fs::read_to_string(&stamp).is_ok_and(|found| found == wanted) {
+        eprintln!("ok: Python virtualenv {}", venv.display());
+        return Ok(());
+    }
+    eprintln!("installing: Python virtualenv {} from {}", venv.display(), requirements.display());
+    make_venv(&venv, &requirements)?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+fn make_venv(venv: &Path, requirements: &Path) -> Result<()> {
+    // --clear: packages that requirements.txt no longer names must not linger from the previous install.
+    cmd::run(Command::new(SYSTEM_PYTHON).args(["-m", "venv", "--clear"]).arg(venv))?;
+    // Wheels only: building lxml or numpy from source would need compilers and headers that setup does not
+    // install, and would take minutes; a missing wheel should fail at once, naming the package.
+    cmd::run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"])
+            .arg("--requirement")
+            .arg(requirements),
+    )
+}
+
+/// FNV-1a, 64-bit: stable across Rust releases and machines (std's hashers promise neither), and plenty to tell
+/// two versions of a small file apart.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_known_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }

@@ -38,11 +38,20 @@ pub struct RecordArgs {
     /// Profile this process (all its threads); repeat for several processes.
     #[arg(long = "pid", value_name = "PID", group = "target")]
     pub pids: Vec<u32>,
-    /// Profile every running process with this name (as `ps -e -o comm` shows it).
+    /// Profile every process with this name (as `ps -e -o comm` shows it), including ones that start later.
     #[arg(long, value_name = "NAME", group = "target")]
     pub name: Option<String>,
+    /// Profile every process whose command line matches this regular expression, including later ones.
+    #[arg(long, value_name = "REGEX", group = "target")]
+    pub match_cmdline: Option<String>,
+    /// Also profile the processes the targets fork (worker processes, multiprocessing pools); the default.
+    #[arg(long, overrides_with = "no_children")]
+    pub children: bool,
+    /// Profile only the target processes themselves, not the processes they fork.
+    #[arg(long, overrides_with = "children")]
+    pub no_children: bool,
     /// Stop after this long (e.g. 30s, 2m, 500ms). Without it, record until Ctrl-C or until the --pid
-    /// targets exit.
+    /// targets (and their children) exit.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Samples per second for each busy thread.
@@ -67,6 +76,7 @@ pub struct RecordArgs {
 #[derive(Clone, Debug)]
 pub struct RecordConfig {
     pub target: TargetSpec,
+    pub follow_children: bool,
     pub duration: Option<Duration>,
     pub rate_hz: u64,
     pub kernel_stacks: bool,
@@ -76,11 +86,7 @@ pub struct RecordConfig {
 
 impl RecordArgs {
     pub fn resolve(self) -> Result<RecordConfig> {
-        let target = match (self.pids.is_empty(), self.name) {
-            (false, None) => TargetSpec::Pids(self.pids),
-            (true, Some(name)) => TargetSpec::Name(name),
-            _ => bail!("give either --pid or --name"),
-        };
+        let target = target_spec(self.pids, self.name, self.match_cmdline)?;
         let outputs = self
             .outputs
             .into_iter()
@@ -93,6 +99,7 @@ impl RecordArgs {
             PipelineOptions { native_python_internals: self.native_python_internals, gil_only: self.gil_only };
         Ok(RecordConfig {
             target,
+            follow_children: !self.no_children,
             duration: self.duration,
             rate_hz: self.rate,
             kernel_stacks: self.kernel,
@@ -121,6 +128,9 @@ pub struct RunArgs {
     /// Profile every process with this name (as `ps -e -o comm` shows it), including ones started later.
     #[arg(long, value_name = "NAME", group = "target")]
     pub name: Option<String>,
+    /// Profile every process whose command line matches this regular expression, including later ones.
+    #[arg(long, value_name = "REGEX", group = "target")]
+    pub match_cmdline: Option<String>,
     /// Base URL of the Pyroscope server or Grafana Alloy (https:// unless a scheme is given); overrides
     /// PYROSCOPE_SERVER_URL.
     #[arg(long, value_name = "URL")]
@@ -133,8 +143,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub app_name: Option<String>,
     /// Add a label to every profile, e.g. `--tag version=1.4.2 --tag region=eu-west-1`; repeatable.
-    #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = labels::parse_tag)]
-    pub tags: Vec<(String, String)>,
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
     /// Tenant for a self-hosted multi-tenant Pyroscope (sent as X-Scope-OrgID).
     #[arg(long, value_name = "ID")]
     pub tenant_id: Option<String>,
@@ -220,11 +230,7 @@ pub struct RunConfig {
 
 impl RunArgs {
     pub fn resolve(self, env: &RunEnv) -> Result<RunConfig> {
-        let target = match (self.pids.is_empty(), self.name) {
-            (false, None) => TargetSpec::Pids(self.pids),
-            (true, Some(name)) => TargetSpec::Name(name),
-            _ => bail!("give either --pid or --name"),
-        };
+        let target = target_spec(self.pids, self.name, self.match_cmdline)?;
         let Some(server_url) = self.server_url.or_else(|| env.server_url.clone()) else {
             bail!("no server to upload to: set PYROSCOPE_SERVER_URL or --server-url");
         };
@@ -247,7 +253,8 @@ impl RunArgs {
         let endpoint = Endpoint::parse(&server_url, credentials.is_some(), self.allow_insecure)?;
 
         let mut tags: Vec<(String, String)> = Vec::new();
-        for (name, value) in self.tags {
+        for text in &self.tags {
+            let (name, value) = labels::parse_tag(text).map_err(|err| anyhow::anyhow!("--tag: {err}"))?;
             if tags.iter().any(|(seen, _)| *seen == name) {
                 bail!("--tag {name}=... is given twice");
             }
@@ -323,6 +330,19 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     value.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// The one target selector given (clap's group guarantees at most one).
+fn target_spec(pids: Vec<u32>, name: Option<String>, cmdline: Option<String>) -> Result<TargetSpec> {
+    match (pids.is_empty(), name, cmdline) {
+        (false, None, None) => Ok(TargetSpec::Pids(pids)),
+        (true, Some(name), None) => Ok(TargetSpec::Name(name)),
+        (true, None, Some(pattern)) => {
+            regex::Regex::new(&pattern).map_err(|err| anyhow::anyhow!("--match-cmdline `{pattern}` is not a valid regular expression: {err}"))?;
+            Ok(TargetSpec::Cmdline(pattern))
+        }
+        _ => bail!("give one of --pid, --name or --match-cmdline"),
+    }
+}
+
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a plain number of seconds (`1.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -373,5 +393,97 @@ mod tests {
         let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.docx"]).unwrap();
         let Command::Record(args) = cli.command else { panic!("not record") };
         assert!(args.resolve().is_err());
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["profiler", "run"].iter().chain(args)).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        args
+    }
+
+    fn cloud_env() -> RunEnv {
+        RunEnv {
+            server_url: Some("profiles-prod-001.grafana.net".into()),
+            username: Some("123456".into()),
+            api_key: Some(Secret::new("glc_secret".into())),
+            profiling_enabled: None,
+            environment: Some("production".into()),
+        }
+    }
+
+    #[test]
+    fn resolves_run_settings_from_flags_and_environment() {
+        let config = run_args(&["--name", "uvicorn", "--tag", "region=eu", "--tenant-id", "t1"]).resolve(&cloud_env()).unwrap();
+        assert_eq!(config.target, TargetSpec::Name("uvicorn".into()));
+        assert_eq!(config.upload.endpoint.to_string(), "https://profiles-prod-001.grafana.net");
+        assert_eq!(config.upload.protocol, Protocol::Push);
+        assert_eq!(config.upload_interval, Duration::from_secs(15));
+        assert_eq!(config.status_interval, Duration::from_secs(60));
+        assert_eq!(config.upload.max_queue_bytes, 16 << 20);
+        assert_eq!(config.upload.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.upload.tenant_id.as_deref(), Some("t1"));
+        let tags: Vec<(&str, &str)> = config.upload.tags.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(tags, [("region", "eu"), ("environment", "production")]);
+        let credentials = config.credentials.clone().unwrap();
+        assert_eq!(credentials.username, "123456");
+        assert!(matches!(credentials.key, KeySource::Env(_)));
+        assert!(config.upload.credentials.is_none(), "loaded in a separate step");
+        assert!(!format!("{config:?}").contains("glc_secret"), "the key never shows in Debug output");
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let args = run_args(&[
+            "--pid", "1", "--server-url", "https://pyroscope.internal", "--tag", "environment=staging",
+            "--api-key-file", "/run/secrets/key",
+        ]);
+        let config = args.resolve(&cloud_env()).unwrap();
+        assert_eq!(config.upload.endpoint.to_string(), "https://pyroscope.internal");
+        assert_eq!(config.upload.tags, [("environment".to_owned(), "staging".to_owned())]);
+        assert!(matches!(config.credentials.unwrap().key, KeySource::File(path) if path.ends_with("key")));
+    }
+
+    #[test]
+    fn refuses_inconsistent_run_settings() {
+        let err = |args: &[&str], env: &RunEnv| run_args(args).resolve(env).unwrap_err().to_string();
+        let no_key = RunEnv { api_key: None, ..cloud_env() };
+        assert!(err(&["--pid", "1"], &no_key).contains("there is no API key"));
+        let no_user = RunEnv { username: None, ..cloud_env() };
+        assert!(err(&["--pid", "1"], &no_user).contains("PYROSCOPE_USERNAME is not set"));
+        assert!(err(&["--pid", "1"], &RunEnv::default()).contains("PYROSCOPE_SERVER_URL"));
+        assert!(err(&["--pid", "1", "--tag", "a=1", "--tag", "a=2"], &cloud_env()).contains("given twice"));
+        assert!(err(&["--pid", "1", "--tag", "service_name=x"], &cloud_env()).contains("--app-name"));
+        assert!(err(&["--pid", "1", "--tag", "otel.x=1", "--protocol", "ingest"], &cloud_env()).contains("ingest"));
+        assert!(err(&["--pid", "1", "--upload-interval", "100ms"], &cloud_env()).contains("--upload-interval"));
+        assert!(err(&["--pid", "1", "--max-queue-size", "1KiB"], &cloud_env()).contains("--max-queue-size"));
+        assert!(err(&["--pid", "1", "--tenant-id", "a b"], &cloud_env()).contains("--tenant-id"));
+        let plain = RunEnv { server_url: Some("http://10.1.2.3:4040".into()), ..cloud_env() };
+        assert!(err(&["--pid", "1"], &plain).contains("clear text"));
+        assert!(run_args(&["--pid", "1", "--allow-insecure"]).resolve(&plain).is_ok());
+        // There is no flag for the key itself.
+        assert!(Cli::try_parse_from(["profiler", "run", "--pid", "1", "--api-key", "x"]).is_err());
+    }
+
+    #[test]
+    fn profiling_enabled_is_a_strict_boolean() {
+        let with = |value: &str| RunEnv { profiling_enabled: Some(value.into()), ..RunEnv::default() };
+        for off in ["false", "0", "no", "off", "FALSE", " False "] {
+            assert_eq!(with(off).disabled_by().unwrap(), Some(off), "{off}");
+        }
+        for on in ["true", "1", "yes", "on", "TRUE"] {
+            assert_eq!(with(on).disabled_by().unwrap(), None, "{on}");
+        }
+        assert_eq!(RunEnv::default().disabled_by().unwrap(), None);
+        assert!(with("flase").disabled_by().unwrap_err().to_string().contains("not a boolean"));
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").unwrap_err().contains("unknown size unit"));
     }
 }

@@ -18,7 +18,11 @@ pub fn run(config: RecordConfig) -> Result<()> {
     for (path, _) in &config.outputs {
         output::check_writable(path)?;
     }
-    let targets = target::resolve(&config.target)?;
+    let mut targets = target::resolve(&config.target)?;
+    if config.follow_children {
+        let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
+        targets.extend(target::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)));
+    }
     for target in &targets {
         crate::unwind::process::check_readable(target.pid)?;
     }
@@ -27,8 +31,14 @@ pub fn run(config: RecordConfig) -> Result<()> {
 }
 
 async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()> {
-    let options = SamplerOptions { rate_hz: config.rate_hz, kernel_stacks: config.kernel_stacks };
+    let options = SamplerOptions {
+        rate_hz: config.rate_hz,
+        kernel_stacks: config.kernel_stacks,
+        report_all_execs: config.target.follows_new_processes(),
+    };
     let mut session = Session::start(&options, config.pipeline, Duration::from_millis(250))?;
+    session.set_follow_children(config.follow_children);
+    session.follow_new_processes(&config.target);
     for target in &targets {
         session.add_target(target)?;
     }
@@ -37,22 +47,15 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()
     let deadline = config.duration.map(|duration| started + duration);
     let ends_with_targets = config.duration.is_none() && matches!(config.target, TargetSpec::Pids(_));
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
-    let mut alive = targets.clone();
     while session.wait(deadline).await? == Wake::Tick {
-        alive.retain(|target| {
-            let running = target.is_alive();
-            if !running {
-                session.remove_target(target.pid);
-            }
-            running
-        });
-        if ends_with_targets && alive.is_empty() {
+        if ends_with_targets && session.live_targets().next().is_none() {
             break;
         }
         status.show(started.elapsed(), &session.pipeline.stats, session.lost_samples());
     }
-    for target in &targets {
-        session.remove_target(target.pid);
+    let live: Vec<u32> = session.live_targets().map(|t| t.pid).collect();
+    for pid in live {
+        session.remove_target(pid);
     }
     // Samples already in the ring buffer are part of the recording.
     session.drain();

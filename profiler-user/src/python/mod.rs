@@ -6,9 +6,13 @@ pub mod layout;
 pub mod linetable;
 pub mod memory;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyFrame};
+use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyFrame, PyLayout};
 
 pub use self::detect::Interpreter;
 use self::code::CodeCache;
@@ -28,7 +32,13 @@ enum ProcessState {
     Python(Arc<Interpreter>),
     /// Not Python, or a Python we cannot read (warned once).
     NativeOnly,
+    /// Just started or exec'd: the dynamic loader may not have mapped libpython yet, so detection is retried
+    /// for a while before the process is taken for native-only.
+    Pending { since: Instant },
 }
+
+/// How long a new process may take to map its interpreter.
+const DETECTION_GRACE: Duration = Duration::from_secs(3);
 
 /// Python state of every profiled process.
 #[derive(Default)]
@@ -38,33 +48,50 @@ pub struct Python {
 }
 
 impl Python {
-    /// Detects the interpreter of `pid` (once per process); `None` for native-only processes. An unsupported or
-    /// unreadable Python is warned about once, naming the reason, and then profiled natively.
+    /// Detects the interpreter of a running process (once per process); `None` for native-only processes. An
+    /// unsupported or unreadable Python is warned about once, naming the reason, and then profiled natively.
     pub fn detect(&mut self, pid: u32) -> Option<Arc<Interpreter>> {
-        let state = self.processes.entry(pid).or_insert_with(|| match detect::detect(pid) {
-            Ok(Some(interpreter)) => {
-                tracing::debug!("PID {pid}: Python {} in {}", interpreter.version, interpreter.module_path);
-                ProcessState::Python(Arc::new(interpreter))
-            }
-            Ok(None) => ProcessState::NativeOnly,
-            Err(err) => {
-                tracing::warn!(
-                    "PID {pid} ({}) runs Python but its Python frames cannot be read: {err:#}; showing native stacks only",
-                    detect::describe(pid).display()
-                );
-                ProcessState::NativeOnly
-            }
-        });
-        match state {
-            ProcessState::Python(interpreter) => Some(interpreter.clone()),
-            ProcessState::NativeOnly => None,
+        if !self.processes.contains_key(&pid) {
+            let state = settle(pid, detect::detect(pid));
+            self.processes.insert(pid, state);
         }
+        self.interpreter(pid).cloned()
+    }
+
+    /// A process started or exec'd: detect its interpreter over the next ticks (`poll_pending`).
+    pub fn expect_new_image(&mut self, pid: u32) {
+        self.codes.forget_process(pid);
+        self.processes.insert(pid, ProcessState::Pending { since: Instant::now() });
+    }
+
+    /// A forked child runs the parent's interpreter at the same addresses until it execs.
+    pub fn inherit(&mut self, child: u32, parent: u32) {
+        if let Some(interpreter) = self.interpreter(parent).cloned() {
+            self.processes.insert(child, ProcessState::Python(interpreter));
+        }
+    }
+
+    /// Retries detection of new processes; returns the layouts found, for the sampler.
+    pub fn poll_pending(&mut self) -> Vec<(u32, PyLayout)> {
+        let mut found = Vec::new();
+        for (&pid, state) in self.processes.iter_mut() {
+            let ProcessState::Pending { since } = *state else { continue };
+            let result = detect::detect(pid);
+            let settled = matches!(result, Ok(Some(_))) || since.elapsed() >= DETECTION_GRACE;
+            if settled {
+                *state = settle(pid, result);
+                if let ProcessState::Python(interpreter) = state {
+                    found.push((pid, interpreter.layouts.kernel));
+                }
+            }
+        }
+        found
     }
 
     pub fn interpreter(&self, pid: u32) -> Option<&Arc<Interpreter>> {
         match self.processes.get(&pid)? {
             ProcessState::Python(interpreter) => Some(interpreter),
-            ProcessState::NativeOnly => None,
+            ProcessState::NativeOnly | ProcessState::Pending { .. } => None,
         }
     }
 
@@ -92,6 +119,23 @@ impl Python {
     pub fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.codes.forget_process(pid);
+    }
+}
+
+fn settle(pid: u32, result: anyhow::Result<Option<Interpreter>>) -> ProcessState {
+    match result {
+        Ok(Some(interpreter)) => {
+            tracing::debug!("PID {pid}: Python {} in {}", interpreter.version, interpreter.module_path);
+            ProcessState::Python(Arc::new(interpreter))
+        }
+        Ok(None) => ProcessState::NativeOnly,
+        Err(err) => {
+            tracing::warn!(
+                "PID {pid} ({}) runs Python but its Python frames cannot be read: {err:#}; showing native stacks only",
+                detect::describe(pid).display()
+            );
+            ProcessState::NativeOnly
+        }
     }
 }
 

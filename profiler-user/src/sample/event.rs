@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, LifecycleEvent, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -82,6 +82,44 @@ impl<'a> CpuSample<'a> {
 
     pub fn holds_gil(&self) -> bool {
         self.py_flags & PY_GIL_HELD != 0
+    }
+}
+
+/// A process lifecycle change and when it happened (CLOCK_MONOTONIC ns, the clock of `CpuSample::time_ns`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedLifecycle {
+    pub time_ns: u64,
+    pub event: Lifecycle,
+}
+
+/// A process lifecycle change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// A target forked `pid`; the kernel already samples it.
+    Fork { pid: u32, parent: u32 },
+    /// `pid` exec'd a new image named `comm`.
+    Exec { pid: u32, comm: String },
+    /// The last thread of target `pid` exited; the kernel no longer samples it.
+    Exit { pid: u32 },
+}
+
+impl TimedLifecycle {
+    pub fn parse(record: &[u8]) -> Result<Self> {
+        if record.len() < size_of::<LifecycleEvent>() {
+            bail!("lifecycle event of {} bytes is too short", record.len());
+        }
+        // SAFETY: plain old data, length checked.
+        let event: LifecycleEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let comm_len = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+        let lifecycle = match event.kind {
+            EVENT_FORK => Lifecycle::Fork { pid: event.pid, parent: event.parent },
+            EVENT_EXEC => {
+                Lifecycle::Exec { pid: event.pid, comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned() }
+            }
+            EVENT_EXIT => Lifecycle::Exit { pid: event.pid },
+            kind => bail!("unknown lifecycle event kind {kind}"),
+        };
+        Ok(Self { time_ns: event.time_ns, event: lifecycle })
     }
 }
 

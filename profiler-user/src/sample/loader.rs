@@ -9,12 +9,14 @@ use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent, ProgramError,
+        PerfEvent, ProgramError, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
 };
-use profiler_common::{PyLayout, SamplerConfig, TargetFlags};
+use profiler_common::{PyLayout, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
+
+use super::tracefs;
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -25,6 +27,8 @@ pub struct SamplerOptions {
     pub rate_hz: u64,
     /// Also record the kernel stack of each sample.
     pub kernel_stacks: bool,
+    /// Report every exec on the system (to find processes by name that start later), not only targets'.
+    pub report_all_execs: bool,
 }
 
 /// The loaded and attached kernel programs and the maps userspace talks to.
@@ -35,14 +39,19 @@ pub struct Sampler {
     lost: PerCpuArray<MapData, u64>,
     kernel_stacks: StackTraceMap<MapData>,
     python_processes: HashMap<MapData, u32, PyLayout>,
+    lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
+    events: Option<RingBuf<MapData>>,
 }
 
 impl Sampler {
     pub fn load(options: &SamplerOptions) -> Result<Self> {
         let config = SamplerConfig { kernel_stacks: options.kernel_stacks.into(), _reserved: 0 };
+        tracefs::ensure_mounted()?;
+        let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("SAMPLER_CONFIG", &config, true)
+            .override_global("LIFECYCLE_CONFIG", &lifecycle, true)
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
 
@@ -63,17 +72,44 @@ impl Sampler {
                 .map_err(|err| describe_program_error(&format!("attaching the CPU sampler to CPU {cpu}"), err))?;
         }
 
+        for (program, category, name) in [
+            ("task_newtask", "task", "task_newtask"),
+            ("process_exec", "sched", "sched_process_exec"),
+            ("process_exit", "sched", "sched_process_exit"),
+        ] {
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("the embedded eBPF object has no `{program}` program"))?
+                .try_into()?;
+            tracepoint.load().map_err(|err| describe_program_error(&format!("loading {program}"), err))?;
+            tracepoint
+                .attach(category, name)
+                .map_err(|err| describe_program_error(&format!("attaching to the {category}/{name} tracepoint"), err))?;
+        }
+
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
         let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
         let python_processes = HashMap::try_from(take_map(&mut ebpf, "PY_PROCESSES")?)?;
+        let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
-        Ok(Self { _ebpf: ebpf, targets, lost, kernel_stacks, python_processes, samples: Some(samples) })
+        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            targets,
+            lost,
+            kernel_stacks,
+            python_processes,
+            lost_events,
+            samples: Some(samples),
+            events: Some(events),
+        })
     }
 
-    /// Starts sampling the threads of process `pid`.
-    pub fn add_target(&mut self, pid: u32) -> Result<()> {
-        self.targets.insert(pid, 1, 0).with_context(|| format!("adding PID {pid} to the TARGETS map"))
+    /// Starts sampling the threads of process `pid` (and, with `follow_children`, of the processes it forks).
+    pub fn add_target(&mut self, pid: u32, follow_children: bool) -> Result<()> {
+        let flags = if follow_children { TARGET_FOLLOW_CHILDREN } else { 0 };
+        self.targets.insert(pid, flags, 0).with_context(|| format!("adding PID {pid} to the TARGETS map"))
     }
 
     /// Stops sampling process `pid` (no error if it was not a target).
@@ -101,9 +137,19 @@ impl Sampler {
         Some(trace.frames().iter().map(|frame| frame.ip).filter(|&ip| ip != 0).collect())
     }
 
+    /// Lifecycle events the kernel could not send; non-zero means a rescan of /proc is due.
+    pub fn lost_events(&self) -> u64 {
+        self.lost_events.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+    }
+
     /// The ring buffer of sample records; the reader owns it (taken once).
     pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
         self.samples.take()
+    }
+
+    /// The ring buffer of lifecycle events; the reader owns it (taken once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 }
 

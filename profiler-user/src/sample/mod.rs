@@ -5,6 +5,7 @@
 pub mod event;
 pub mod loader;
 pub mod preflight;
+pub mod tracefs;
 
-pub use event::CpuSample;
+pub use event::{CpuSample, Lifecycle, TimedLifecycle};
 pub use loader::{Sampler, SamplerOptions};

@@ -20,6 +20,35 @@ pub struct Target {
 pub enum TargetSpec {
     Pids(Vec<u32>),
     Name(String),
+    /// A regular expression matched against the command line (arguments joined by spaces).
+    Cmdline(String),
+}
+
+impl TargetSpec {
+    /// Whether a process that just started (or exec'd) with this name is one to profile. `Pids` never matches
+    /// new processes (their children are followed by the kernel instead).
+    pub fn matches_new(&self, pid: u32, comm: &str) -> bool {
+        match self {
+            TargetSpec::Pids(_) => false,
+            TargetSpec::Name(name) => comm_matches(comm, name),
+            TargetSpec::Cmdline(pattern) => {
+                regex::Regex::new(pattern).is_ok_and(|re| read_cmdline(pid).is_some_and(|cmd| re.is_match(&cmd)))
+            }
+        }
+    }
+
+    /// True when new processes can match (`--name`, `--match-cmdline`).
+    pub fn follows_new_processes(&self) -> bool {
+        !matches!(self, TargetSpec::Pids(_))
+    }
+}
+
+/// The command line of a process, arguments joined by spaces.
+pub fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> =
+        raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    Some(args.join(" "))
 }
 
 /// Resolves the spec against the running processes; an empty result is an error that says what to check.
@@ -40,6 +69,18 @@ pub fn resolve(spec: &TargetSpec) -> Result<Vec<Target>> {
                     "no running process is named `{name}` (names are the first 15 bytes of the executable name, as \
                      `ps -e -o comm` shows them; try `pgrep -l {name}`)"
                 );
+            }
+            Ok(found)
+        }
+        TargetSpec::Cmdline(pattern) => {
+            let re = regex::Regex::new(pattern).map_err(|err| anyhow::anyhow!("--match-cmdline `{pattern}`: {err}"))?;
+            let me = std::process::id();
+            let found: Vec<Target> = list_pids()
+                .filter(|&pid| pid != me && read_cmdline(pid).is_some_and(|cmd| re.is_match(&cmd)))
+                .filter_map(read_target)
+                .collect();
+            if found.is_empty() {
+                bail!("no running process has a command line matching `{pattern}` (try `pgrep -af '{pattern}'`)");
             }
             Ok(found)
         }
@@ -74,7 +115,26 @@ fn list_pids() -> impl Iterator<Item = u32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
 
-fn read_target(pid: u32) -> Option<Target> {
+/// The running descendants of `roots` (children, grandchildren, ...), found through each process's parent pid.
+pub fn descendants(roots: &[u32]) -> Vec<Target> {
+    let parents: Vec<(u32, u32)> = list_pids().filter_map(|pid| Some((pid, read_parent(pid)?))).collect();
+    let mut found: Vec<u32> = roots.to_vec();
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(parents.iter().filter(|&&(_, ppid)| ppid == parent).map(|&(pid, _)| pid));
+        index += 1;
+    }
+    found.into_iter().skip(roots.len()).filter_map(read_target).collect()
+}
+
+fn read_parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process `pid` if it runs (not a zombie).
+pub fn read_target(pid: u32) -> Option<Target> {
     let stat = read_stat(pid)?;
     if stat.state == 'Z' {
         return None;
@@ -115,6 +175,15 @@ mod tests {
         assert_eq!(parsed.start_time, 987654);
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x) R 1 2").is_none());
+    }
+
+    #[test]
+    fn finds_descendants_of_this_process() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let found = descendants(&[std::process::id()]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.iter().any(|t| t.pid == child.id()), "{found:?}");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! Keeps the set of profiled processes current without polling: forks of targets are added before the child
+//! first runs (so it is sampled from its first tick), exits are removed, and execs are reported so userspace can
+//! match new processes by name and reload the memory map of a target that replaced its image.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use profiler_common::{
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, LifecycleConfig, LifecycleEvent, NO_FIELD, TARGET_FOLLOW_CHILDREN,
+};
+
+use crate::maps::{EVENTS, LOST_EVENTS, PY_PROCESSES, TARGETS};
+
+/// Written by userspace before load from the tracepoint formats.
+#[unsafe(no_mangle)]
+static LIFECYCLE_CONFIG: LifecycleConfig = LifecycleConfig {
+    report_all_execs: 0,
+    newtask_pid: 8,
+    newtask_clone_flags: 32,
+    exit_pid: 24,
+    exit_group_dead: 32,
+    _reserved: 0,
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+fn config() -> LifecycleConfig {
+    unsafe { core::ptr::read_volatile(&LIFECYCLE_CONFIG) }
+}
+
+/// task/task_newtask runs in the parent, before the child can be scheduled.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let config = config();
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(&flags) = (unsafe { TARGETS.get(&parent) }) else { return 0 };
+    if flags & TARGET_FOLLOW_CHILDREN == 0 {
+        return 0;
+    }
+    let (Ok(child), Ok(clone_flags)) = (unsafe { ctx.read_at::<i32>(config.newtask_pid as usize) }, unsafe {
+        ctx.read_at::<u64>(config.newtask_clone_flags as usize)
+    }) else {
+        return 0;
+    };
+    if clone_flags & CLONE_THREAD != 0 || child <= 0 {
+        return 0;
+    }
+    let child = child as u32;
+    let _ = TARGETS.insert(&child, &flags, 0);
+    // The child is a copy of the parent: same interpreter at the same addresses until it execs.
+    if let Some(layout) = unsafe { PY_PROCESSES.get(&parent) } {
+        let _ = PY_PROCESSES.insert(&child, layout, 0);
+    }
+    send(EVENT_FORK, child, parent);
+    0
+}
+
+/// sched/sched_process_exec runs in the new image: comm is already the new one.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let is_target = unsafe { TARGETS.get(&pid) }.is_some();
+    if is_target {
+        // The old interpreter layout describes the old image.
+        let _ = PY_PROCESSES.remove(&pid);
+    }
+    if is_target || config().report_all_execs != 0 {
+        send(EVENT_EXEC, pid, 0);
+    }
+    0
+}
+
+/// sched/sched_process_exit runs once per exiting thread; the process is gone when its last thread goes.
+#[tracepoint]
+pub fn process_exit(ctx: TracePointContext) -> u32 {
+    let config = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let group_dead = if config.exit_group_dead == NO_FIELD {
+        pid_tgid as u32 == tgid
+    } else {
+        matches!(unsafe { ctx.read_at::<u8>(config.exit_group_dead as usize) }, Ok(dead) if dead != 0)
+    };
+    if group_dead {
+        let _ = TARGETS.remove(&tgid);
+        let _ = PY_PROCESSES.remove(&tgid);
+        send(EVENT_EXIT, tgid, 0);
+    }
+    0
+}
+
+fn send(kind: u32, pid: u32, parent: u32) {
+    let event = LifecycleEvent {
+        kind,
+        pid,
+        parent,
+        _pad: 0,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if EVENTS.output::<LifecycleEvent>(&event, 0).is_err() {
+        if let Some(counter) = LOST_EVENTS.get_ptr_mut(0) {
+            unsafe { *counter += 1 };
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `profiler run`: the continuous profiling agent. Samples the targets as `record` does; at the end of every
+//! upload interval hands the window, one profile per service, to the uploader; logs a status line now and then;
+//! on SIGTERM or SIGINT sends the last window within a deadline and exits 0.
+//!
+//! The sampling loop only ever queues windows (see `upload`), so a slow or dead server never delays sampling.
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::time::Instant;
+
+use super::{RunArgs, RunConfig, RunEnv};
+use crate::{
+    aggregate::{Profile, StackCount},
+    sample::{SamplerOptions, preflight},
+    session::{Session, Wake},
+    target::{self, Target, TargetSpec},
+    upload::{Protocol, UploadStats, Uploader, config::PendingCredentials, labels, split},
+};
+
+/// How often the loop looks at the targets and whether a status line is due.
+const TICK: Duration = Duration::from_secs(1);
+/// Shutdown: the time the last windows get to reach the server (service managers give 10 s or more before
+/// SIGKILL).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(args: RunArgs, env: &RunEnv) -> Result<()> {
+    // The documented rollback switch: nothing is loaded, checked or contacted, so it works without privileges.
+    if let Some(value) = env.disabled_by()? {
+        tracing::info!("profiling is disabled (PROFILING_ENABLED={value})");
+        return Ok(());
+    }
+    let mut config = args.resolve(env)?;
+    config.upload.credentials = config.credentials.take().map(PendingCredentials::load).transpose()?;
+    preflight::check()?;
+    let initial = match &config.target {
+        TargetSpec::Pids(_) => target::resolve(&config.target)?,
+        // An agent may well start before the service it profiles: the session picks it up when it starts.
+        spec => target::resolve(spec).unwrap_or_default(),
+    };
+    for target in &initial {
+        crate::unwind::process::check_readable(target.pid)?;
+    }
+    // The sampling loop runs on this thread, uploads (network, TLS) on the runtime's worker.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("profiler-upload")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(agent(config, initial))
+}
+
+async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
+    let options = SamplerOptions {
+        rate_hz: config.rate_hz,
+        kernel_stacks: config.kernel_stacks,
+        report_all_execs: config.target.follows_new_processes(),
+    };
+    let mut session = Session::start(&options, config.pipeline, TICK)?;
+    session.follow_new_processes(&config.target);
+    let mut services = Services::new(&config);
+    for target in &initial {
+        session.add_target(target)?;
+    }
+    services.update(&session);
+    if initial.is_empty() {
+        tracing::warn!("no process matches {} yet: waiting for one to start", describe(&config.target));
+    }
+
+    let endpoint = config.upload.endpoint.clone();
+    if endpoint.is_plain_http() && config.upload.credentials.is_some() && !endpoint.is_loopback() {
+        tracing::warn!("sending credentials over plain http to {endpoint} (--allow-insecure)");
+    }
+    let uploader = Uploader::start(config.upload.clone(), labels::hostname())?;
+    tracing::info!(
+        "profiling at {} Hz; a profile per service every {:?} to {endpoint} ({} API)",
+        config.rate_hz,
+        config.upload_interval,
+        config.upload.protocol
+    );
+
+    let started = Instant::now();
+    let mut next_window = started + config.upload_interval;
+    let mut status = Status::new(started, config.status_interval);
+    let reason = loop {
+        match session.wait(Some(next_window)).await? {
+            Wake::Deadline => {
+                end_window(&mut session, &mut services, &uploader);
+                next_window += config.upload_interval;
+                // Fell behind (a suspended VM, say): start afresh rather than ending windows back to back.
+                if next_window <= Instant::now() {
+                    next_window = Instant::now() + config.upload_interval;
+                }
+            }
+            Wake::Tick => {
+                services.update(&session);
+                if matches!(config.target, TargetSpec::Pids(_)) && session.live_targets().next().is_none() {
+                    break "every target process exited";
+                }
+                status.maybe_log(&session, &uploader);
+            }
+            Wake::Stop => break "stopping on signal",
+        }
+    };
+
+    tracing::info!("{reason}: sending the last window (at most {FLUSH_TIMEOUT:?})");
+    end_window(&mut session, &mut services, &uploader);
+    let stats = uploader.finish(Instant::now() + FLUSH_TIMEOUT).await;
+    if stats.queued > 0 {
+        tracing::warn!(
+            "{} window(s) ({} bytes) could not be sent before the shutdown deadline and are lost",
+            stats.queued,
+            stats.queued_bytes
+        );
+    }
+    tracing::info!(
+        "stopped: {} windows sent, {} retries, {} dropped, {} rejected",
+        stats.sent,
+        stats.retries,
+        stats.dropped,
+        stats.rejected
+    );
+    Ok(())
+}
+
+fn describe(spec: &TargetSpec) -> String {
+    match spec {
+        TargetSpec::Pids(pids) => format!("the PIDs {pids:?}"),
+        TargetSpec::Name(name) => format!("the name `{name}`"),
+        TargetSpec::Cmdline(pattern) => format!("the command line pattern `{pattern}`"),
+    }
+}
+
+/// Ends the current window: its samples, split per service, go to the upload queue.
+fn end_window(session: &mut Session, services: &mut Services, uploader: &Uploader) {
+    // Samples and lifecycle events already in the ring buffers belong to the window that is ending.
+    session.drain();
+    services.update(session);
+    let profile = session.pipeline.take_profile();
+    if profile.stacks.is_empty() {
+        tracing::debug!("no samples in this window: nothing to upload");
+    } else {
+        for (service, profile) in split::by_service(profile, |profile, stack| services.of(profile, stack)) {
+            uploader.submit(&service, &profile);
+        }
+    }
+    services.forget_exited(session);
+}
+
+/// Which service each profiled process's samples go to.
+struct Services {
+    /// `--app-name`: one service for everything.
+    app_name: Option<String>,
+    protocol: Protocol,
+    /// Every process seen live during the current window, exited ones included until the window is taken.
+    by_pid: HashMap<u32, String>,
+}
+
+impl Services {
+    fn new(config: &RunConfig) -> Self {
+        Self { app_name: config.app_name.clone(), protocol: config.upload.protocol, by_pid: HashMap::new() }
+    }
+
+    /// Records the processes the session profiles now (targets found later, children they forked).
+    fn update(&mut self, session: &Session) {
+        for target in session.live_targets() {
+            if self.by_pid.get(&target.pid) != Some(&target.name) {
+                let service = self.app_name.clone().unwrap_or_else(|| labels::default_service_name(&target.name, self.protocol));
+                tracing::info!("profiling {} (PID {}) as service `{service}`", target.name, target.pid);
+                self.by_pid.insert(target.pid, target.name.clone());
+            }
+        }
+    }
+
+    /// The service of one stack: `--app-name`, else its process's name. A process that came and went between
+    /// two looks at the targets (a short-lived child) is named by the process frame the pipeline gave it.
+    fn of(&self, profile: &Profile, stack: &StackCount) -> String {
+        if let Some(app_name) = &self.app_name {
+            return app_name.clone();
+        }
+        let name = split::pid_of(stack)
+            .and_then(|pid| self.by_pid.get(&pid).map(String::as_str))
+            .or_else(|| split::process_name_of(profile, stack))
+            .unwrap_or("unknown");
+        labels::default_service_name(name, self.protocol)
+    }
+
+    /// After a window is taken: forgets processes that are gone.
+    fn forget_exited(&mut self, session: &Session) {
+        let live: std::collections::HashSet<u32> = session.live_targets().map(|t| t.pid).collect();
+        self.by_pid.retain(|pid, _| live.contains(pid));
+    }
+}
+
+/// The periodic one-line status in the log.
+struct Status {
+    every: Duration,
+    next: Instant,
+    last: Instant,
+    last_samples: u64,
+}
+
+impl Status {
+    fn new(started: Instant, every: Duration) -> Self {
+        Self { every, next: started + every, last: started, last_samples: 0 }
+    }
+
+    fn maybe_log(&mut self, session: &Session, uploader: &Uploader) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.every;
+        let samples = session.pipeline.stats.samples;
+        let rate = (samples - self.last_samples) as f64 / now.duration_since(self.last).as_secs_f64().max(1e-3);
+        self.last = now;
+        self.last_samples = samples;
+        let targets = session.live_targets().count();
+        tracing::info!("{}", status_line(rate, targets, &uploader.stats(), session.lost_samples()));
+    }
+}
+
+fn status_line(samples_per_s: f64, targets: usize, stats: &UploadStats, lost: u64) -> String {
+    format!(
+        "status: {samples_per_s:.1} samples/s, {targets} targets, {} windows sent, {} retries, {} dropped, {} rejected, \
+         queue {} windows / {} bytes, {lost} samples lost",
+        stats.sent, stats.retries, stats.dropped, stats.rejected, stats.queued, stats.queued_bytes
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_names_every_counter() {
+        let stats = UploadStats { sent: 12, retries: 3, dropped: 1, rejected: 0, queued: 2, queued_bytes: 4096 };
+        assert_eq!(
+            status_line(299.96, 2, &stats, 5),
+            "status: 300.0 samples/s, 2 targets, 12 windows sent, 3 retries, 1 dropped, 0 rejected, \
+             queue 2 windows / 4096 bytes, 5 samples lost"
+        );
+    }
+}
