@@ -15,6 +15,8 @@ pub const COMM_LEN: usize = 16;
 
 /// `SampleHeader::kind` of a timer (CPU) sample.
 pub const KIND_CPU: u32 = 1;
+/// `SampleHeader::kind` of a crash: the thread generated a fatal signal for itself (fault, abort).
+pub const KIND_CRASH: u32 = 2;
 
 /// `SampleHeader::flags`: the tick interrupted user mode (otherwise the thread was in the kernel and the registers
 /// are the ones it saved on kernel entry).
@@ -112,6 +114,8 @@ pub const EVENT_FORK: u32 = 1;
 pub const EVENT_EXEC: u32 = 2;
 /// `LifecycleEvent::kind`: the last thread of a target exited (already removed from `TARGETS`).
 pub const EVENT_EXIT: u32 = 3;
+/// `LifecycleEvent::kind`: another process sent a target a fatal signal (e.g. SIGKILL from the OOM killer).
+pub const EVENT_SIGNAL: u32 = 4;
 
 /// A process lifecycle change, sent through the `EVENTS` ring buffer.
 #[repr(C)]
@@ -119,9 +123,10 @@ pub const EVENT_EXIT: u32 = 3;
 pub struct LifecycleEvent {
     pub kind: u32,
     pub pid: u32,
-    /// Fork: the parent; otherwise 0.
+    /// Fork: the parent; signal: the sender; otherwise 0.
     pub parent: u32,
-    pub _pad: u32,
+    /// Signal: the signal number; otherwise 0.
+    pub signal: u32,
     pub time_ns: u64,
     pub comm: [u8; COMM_LEN],
 }
@@ -140,7 +145,9 @@ pub struct LifecycleConfig {
     /// `sched/sched_process_exit`: `pid` (the exiting thread) and `group_dead` (`NO_FIELD` if absent).
     pub exit_pid: u32,
     pub exit_group_dead: u32,
-    pub _reserved: u32,
+    /// `signal/signal_generate`: `sig` and `pid` (the receiving thread).
+    pub signal_sig: u32,
+    pub signal_pid: u32,
 }
 
 /// A tracepoint field that this kernel does not have.
@@ -183,6 +190,10 @@ pub struct SampleHeader {
     /// Valid entries of `SampleRecord::py_frames`, innermost first.
     pub py_frame_count: u32,
     pub py_flags: u32,
+    /// Crash samples: the signal, its `si_code` and (SIGSEGV, SIGBUS, SIGILL, SIGFPE) the fault address.
+    pub signal: u32,
+    pub si_code: i32,
+    pub fault_addr: u64,
 }
 
 /// One sample as it sits in the ring buffer: header, Python frames, then the copied user stack.

@@ -20,12 +20,13 @@ static LIFECYCLE_CONFIG: LifecycleConfig = LifecycleConfig {
     newtask_clone_flags: 32,
     exit_pid: 24,
     exit_group_dead: 32,
-    _reserved: 0,
+    signal_sig: 8,
+    signal_pid: 36,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 
-fn config() -> LifecycleConfig {
+pub fn config() -> LifecycleConfig {
     unsafe { core::ptr::read_volatile(&LIFECYCLE_CONFIG) }
 }
 
@@ -52,7 +53,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if let Some(layout) = unsafe { PY_PROCESSES.get(&parent) } {
         let _ = PY_PROCESSES.insert(&child, layout, 0);
     }
-    send(EVENT_FORK, child, parent);
+    send(EVENT_FORK, child, parent, 0);
     0
 }
 
@@ -66,7 +67,7 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
         let _ = PY_PROCESSES.remove(&pid);
     }
     if is_target || config().report_all_execs != 0 {
-        send(EVENT_EXEC, pid, 0);
+        send(EVENT_EXEC, pid, 0, 0);
     }
     0
 }
@@ -88,17 +89,17 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     if group_dead {
         let _ = TARGETS.remove(&tgid);
         let _ = PY_PROCESSES.remove(&tgid);
-        send(EVENT_EXIT, tgid, 0);
+        send(EVENT_EXIT, tgid, 0, 0);
     }
     0
 }
 
-fn send(kind: u32, pid: u32, parent: u32) {
+pub fn send(kind: u32, pid: u32, parent: u32, signal: u32) {
     let event = LifecycleEvent {
         kind,
         pid,
         parent,
-        _pad: 0,
+        signal,
         time_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };

@@ -5,6 +5,8 @@
 #![no_std]
 #![no_main]
 
+mod capture;
+mod crash;
 mod lifecycle;
 mod maps;
 mod python;

@@ -39,3 +39,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Lifecycle events that could not be sent (ring buffer full); userspace rescans /proc when it sees this grow.
 #[map]
 pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Crash samples: their own buffer, so a backlog of CPU samples can never cost us the crash.
+#[map]
+pub static CRASHES: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);

@@ -2,6 +2,7 @@
 //! target → sample → unwind → symbolize → merge → aggregate → output / pprof → upload.
 pub mod aggregate;
 pub mod cli;
+pub mod crash;
 pub mod merge;
 pub mod output;
 pub mod pipeline;

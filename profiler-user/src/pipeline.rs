@@ -8,7 +8,13 @@ use std::{
 use profiler_common::PyLayout;
 
 use crate::{
-    aggregate::{Aggregator, Label, LabelValue, Profile},
+    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile},
+    crash::{
+        Crash, CrashKind, CrashReport,
+        recent::RecentStacks,
+        report::{ReportFrame, signal_name},
+        rfc3339_now,
+    },
     merge::{PythonStack, SampleContext, merge},
     python::Python,
     sample::{CpuSample, Sampler},
@@ -23,6 +29,8 @@ pub struct PipelineOptions {
     pub native_python_internals: bool,
     /// Keep only samples of threads holding the GIL.
     pub gil_only: bool,
+    /// Seconds of each process's samples kept for crash reports (0: none).
+    pub crash_window_secs: u64,
 }
 
 /// Counters over the whole recording.
@@ -35,6 +43,7 @@ pub struct Stats {
     pub bad_records: u64,
     /// Samples left out by `--gil-only`.
     pub filtered_samples: u64,
+    pub crashes: u64,
     pub threads: HashSet<u32>,
 }
 
@@ -43,6 +52,8 @@ pub struct Pipeline {
     symbolizer: Symbolizer,
     aggregator: Aggregator,
     python: Python,
+    recent: RecentStacks,
+    crashes: Vec<Crash>,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
     pub stats: Stats,
@@ -55,10 +66,17 @@ impl Pipeline {
             symbolizer: Symbolizer::new(),
             aggregator: Aggregator::new(period_ns),
             python: Python::default(),
+            recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
+            crashes: Vec::new(),
             options,
             process_names: HashMap::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Prepares for samples of a process that is already running (its maps and unwind tables).
+    pub fn prepare_process(&mut self, pid: u32) {
+        self.unwinder.preload(pid);
     }
 
     /// Names the process in outputs (otherwise the sampled thread's name of its first sample is used).
@@ -86,10 +104,26 @@ impl Pipeline {
     }
 
     pub fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        if sample.crash.is_some() {
+            self.process_crash(sample, sampler);
+            return;
+        }
         if self.options.gil_only && !sample.holds_gil() {
             self.stats.filtered_samples += 1;
             return;
         }
+        let (frames, labels, complete) = self.stack_of(sample, sampler);
+        self.recent.add(sample.time_ns, sample.pid, &frames, &labels);
+        self.aggregator.add(&frames, labels);
+
+        self.stats.samples += 1;
+        self.stats.complete_stacks += u64::from(complete);
+        self.stats.threads.insert(sample.tid);
+    }
+
+    /// The merged stack of a sample (leaf first, context frames last), its labels, and whether native unwinding
+    /// reached the thread's root.
+    fn stack_of(&mut self, sample: &CpuSample, sampler: &Sampler) -> (Vec<Frame>, Vec<Label>, bool) {
         let native = self.unwinder.unwind(sample);
         let kernel: Vec<Arc<_>> = sample
             .kernel_stack_id
@@ -118,11 +152,68 @@ impl Pipeline {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
         }
-        self.aggregator.add(&frames, labels);
+        (frames, labels, native.truncation.is_none())
+    }
 
-        self.stats.samples += 1;
-        self.stats.complete_stacks += u64::from(native.truncation.is_none());
-        self.stats.threads.insert(sample.tid);
+    fn process_crash(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        let Some(signal) = sample.crash else { return };
+        let (frames, _, _) = self.stack_of(sample, sampler);
+        let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
+        let report = CrashReport {
+            kind: CrashKind::Fault,
+            time: rfc3339_now(),
+            pid: sample.pid,
+            tid: sample.tid,
+            process_name: self.process_name(sample.pid, &sample.comm),
+            thread_name: sample.comm.clone(),
+            signal: signal.signal,
+            signal_name: signal_name(signal.signal),
+            si_code: signal.si_code,
+            fault_address: signal.fault_addr.map(|a| format!("{a:#x}")),
+            python_version: self.python.interpreter(sample.pid).map(|i| i.version.to_string()),
+            stack,
+            window_samples: 0,
+            window_seconds: self.options.crash_window_secs as f64,
+        };
+        self.push_crash(report, sample.time_ns);
+    }
+
+    /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
+    pub fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
+        let name = self.process_name(pid, "?");
+        let report = CrashReport {
+            kind: CrashKind::Killed { sender_pid: sender },
+            time: rfc3339_now(),
+            pid,
+            tid: pid,
+            thread_name: name.clone(),
+            process_name: name,
+            signal,
+            signal_name: signal_name(signal),
+            si_code: 0,
+            fault_address: None,
+            python_version: self.python.interpreter(pid).map(|i| i.version.to_string()),
+            stack: Vec::new(),
+            window_samples: 0,
+            window_seconds: self.options.crash_window_secs as f64,
+        };
+        self.push_crash(report, time_ns);
+    }
+
+    fn push_crash(&mut self, mut report: CrashReport, time_ns: u64) {
+        let mut window = Aggregator::new(self.aggregator.period_ns());
+        report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+        self.stats.crashes += 1;
+        self.crashes.push(Crash { report, window: window.take() });
+    }
+
+    fn process_name(&self, pid: u32, fallback: &str) -> String {
+        self.process_names.get(&pid).cloned().unwrap_or_else(|| fallback.to_owned())
+    }
+
+    /// Crashes seen since the last call.
+    pub fn take_crashes(&mut self) -> Vec<Crash> {
+        std::mem::take(&mut self.crashes)
     }
 
     /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.
@@ -149,6 +240,7 @@ impl Pipeline {
     pub fn forget_process(&mut self, pid: u32) {
         self.unwinder.forget_process(pid);
         self.python.forget_process(pid);
+        self.recent.forget_process(pid);
         self.process_names.remove(&pid);
     }
 

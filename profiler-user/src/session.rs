@@ -37,6 +37,7 @@ pub struct Session {
     sampler: Sampler,
     samples: AsyncFd<RingBuf<MapData>>,
     events: AsyncFd<RingBuf<MapData>>,
+    crashes: AsyncFd<RingBuf<MapData>>,
     pub pipeline: Pipeline,
     tick: Interval,
     interrupt: Signal,
@@ -54,12 +55,14 @@ impl Session {
         let mut sampler = Sampler::load(options)?;
         let samples = register(sampler.take_samples().context("the sample ring buffer was already taken")?)?;
         let events = register(sampler.take_events().context("the event ring buffer was already taken")?)?;
+        let crashes = register(sampler.take_crashes().context("the crash ring buffer was already taken")?)?;
         let mut tick = interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
             sampler,
             samples,
             events,
+            crashes,
             pipeline: Pipeline::new(1_000_000_000 / options.rate_hz, pipeline),
             tick,
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
@@ -83,6 +86,7 @@ impl Session {
 
     pub fn add_target(&mut self, target: &Target) -> Result<()> {
         self.pipeline.set_process_name(target.pid, &target.name);
+        self.pipeline.prepare_process(target.pid);
         if let Some(layout) = self.pipeline.python_layout(target.pid) {
             self.sampler.set_python_layout(target.pid, &layout)?;
         }
@@ -115,10 +119,16 @@ impl Session {
                     guard.context("waiting for lifecycle events")?.clear_ready();
                     self.drain();
                 }
+                guard = self.crashes.readable_mut() => {
+                    guard.context("waiting for crashes")?.clear_ready();
+                    self.drain();
+                }
                 _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => return Ok(Wake::Deadline),
                 _ = self.interrupt.recv() => return Ok(Wake::Stop),
                 _ = self.terminate.recv() => return Ok(Wake::Stop),
                 _ = self.tick.tick() => {
+                    // Records already queued (a crash, a process's last samples) come before forgetting anyone.
+                    self.drain();
                     self.housekeeping();
                     return Ok(Wake::Tick);
                 }
@@ -130,6 +140,13 @@ impl Session {
     /// taken after an exec must be unwound with the new image's maps, and a process's last samples must be
     /// processed before its exit frees its state.
     pub fn drain(&mut self) {
+        // Crashes first: their report wants the process's state before its exit event frees it.
+        let ring = self.crashes.get_mut();
+        while let Some(record) = ring.next() {
+            if let Some(sample) = self.pipeline.parse_record(&record) {
+                self.pipeline.process_sample(&sample, &self.sampler);
+            }
+        }
         let mut events: VecDeque<TimedLifecycle> = VecDeque::new();
         let ring = self.events.get_mut();
         while let Some(record) = ring.next() {
@@ -143,12 +160,12 @@ impl Session {
             let Some(sample) = self.pipeline.parse_record(&record) else { continue };
             while events.front().is_some_and(|event| event.time_ns <= sample.time_ns) {
                 let event = events.pop_front().expect("front exists");
-                handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event.event);
+                handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event);
             }
             self.pipeline.process_sample(&sample, &self.sampler);
         }
         for event in events {
-            handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event.event);
+            handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event);
         }
     }
 
@@ -196,10 +213,10 @@ fn handle_event(
     live: &mut HashMap<u32, Target>,
     matcher: Option<&TargetSpec>,
     follow_children: bool,
-    event: Lifecycle,
+    timed: TimedLifecycle,
 ) {
-    tracing::trace!("lifecycle event {event:?}");
-    match event {
+    tracing::trace!("lifecycle event {timed:?}");
+    match timed.event {
         Lifecycle::Fork { pid, parent } => {
             // The kernel already samples the child; a child that exited at once is simply not tracked.
             if let Some(mut target) = target::read_target(pid) {
@@ -227,6 +244,9 @@ fn handle_event(
             live.remove(&pid);
             sampler.remove_target(pid);
             pipeline.forget_process(pid);
+        }
+        Lifecycle::Signal { pid, sender, signal } => {
+            pipeline.process_killed(pid, sender, signal, timed.time_ns);
         }
     }
 }

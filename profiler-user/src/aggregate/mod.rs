@@ -45,6 +45,10 @@ impl Aggregator {
         id
     }
 
+    pub fn period_ns(&self) -> u64 {
+        self.period_ns
+    }
+
     pub fn is_empty(&self) -> bool {
         self.stacks.is_empty()
     }

@@ -66,6 +66,12 @@ pub struct RecordArgs {
     /// Keep only samples of threads holding the Python GIL.
     #[arg(long)]
     pub gil_only: bool,
+    /// Where crash reports go (a target thread faulting or aborting, or a target killed by another process).
+    #[arg(long, value_name = "DIR", default_value = "crashes")]
+    pub crash_dir: PathBuf,
+    /// How much of a crashed process's profile before the crash its report includes.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub crash_window: Duration,
     /// Write the profile here; the extension picks the format: .svg (flame graph), .pb.gz (pprof),
     /// .folded (collapsed stacks). Repeat for several outputs.
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
@@ -76,6 +82,7 @@ pub struct RecordArgs {
 #[derive(Clone, Debug)]
 pub struct RecordConfig {
     pub target: TargetSpec,
+    pub crash_dir: PathBuf,
     pub follow_children: bool,
     pub duration: Option<Duration>,
     pub rate_hz: u64,
@@ -96,9 +103,14 @@ impl RecordArgs {
             bail!("--duration must be longer than zero");
         }
         let pipeline =
-            PipelineOptions { native_python_internals: self.native_python_internals, gil_only: self.gil_only };
+            PipelineOptions {
+                native_python_internals: self.native_python_internals,
+                gil_only: self.gil_only,
+                crash_window_secs: self.crash_window.as_secs().max(1),
+            };
         Ok(RecordConfig {
             target,
+            crash_dir: self.crash_dir,
             follow_children: !self.no_children,
             duration: self.duration,
             rate_hz: self.rate,
@@ -295,7 +307,7 @@ impl RunArgs {
             app_name: self.app_name,
             rate_hz: self.rate,
             kernel_stacks: self.kernel,
-            pipeline: PipelineOptions::default(),
+            pipeline: PipelineOptions { crash_window_secs: 30, ..PipelineOptions::default() },
             upload_interval: self.upload_interval,
             status_interval: self.status_interval,
             upload: UploadConfig {

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::{RecordConfig, status::StatusLine, summary};
 use crate::{
+    crash::CrashWriter,
     output,
     sample::{SamplerOptions, preflight},
     session::{Session, Wake},
@@ -18,6 +19,7 @@ pub fn run(config: RecordConfig) -> Result<()> {
     for (path, _) in &config.outputs {
         output::check_writable(path)?;
     }
+    let crash_writer = CrashWriter::new(&config.crash_dir)?;
     let mut targets = target::resolve(&config.target)?;
     if config.follow_children {
         let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
@@ -27,10 +29,10 @@ pub fn run(config: RecordConfig) -> Result<()> {
         crate::unwind::process::check_readable(target.pid)?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(record(config, targets))
+    runtime.block_on(record(config, targets, crash_writer))
 }
 
-async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()> {
+async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: CrashWriter) -> Result<()> {
     let options = SamplerOptions {
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
@@ -48,6 +50,7 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()
     let ends_with_targets = config.duration.is_none() && matches!(config.target, TargetSpec::Pids(_));
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
     while session.wait(deadline).await? == Wake::Tick {
+        write_crashes(&mut session, &crashes);
         if ends_with_targets && session.live_targets().next().is_none() {
             break;
         }
@@ -60,6 +63,7 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()
     // Samples already in the ring buffer are part of the recording.
     session.drain();
     status.clear();
+    write_crashes(&mut session, &crashes);
 
     let elapsed = started.elapsed();
     let profile = session.pipeline.take_profile();
@@ -71,4 +75,15 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>) -> Result<()
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Writes the reports of crashes seen since the last call and prints each to stderr.
+fn write_crashes(session: &mut Session, writer: &CrashWriter) {
+    for crash in session.pipeline.take_crashes() {
+        eprint!("{}", crash.report.to_text());
+        match writer.write(&crash) {
+            Ok(path) => eprintln!("crash report written to {}", path.display()),
+            Err(err) => tracing::error!("{err:#}"),
+        }
+    }
 }

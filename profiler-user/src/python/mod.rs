@@ -76,6 +76,11 @@ impl Python {
         let mut found = Vec::new();
         for (&pid, state) in self.processes.iter_mut() {
             let ProcessState::Pending { since } = *state else { continue };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                // Gone before its interpreter was found (a short-lived helper process): nothing to report.
+                *state = ProcessState::NativeOnly;
+                continue;
+            }
             let result = detect::detect(pid);
             let settled = matches!(result, Ok(Some(_))) || since.elapsed() >= DETECTION_GRACE;
             if settled {

@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, LifecycleEvent, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -28,6 +28,17 @@ pub struct CpuSample<'a> {
     pub py_frames: Vec<PyFrame>,
     /// `PY_*` flags of the sample (thread found, GIL held, truncated, read failed).
     pub py_flags: u32,
+    /// Set for crash samples.
+    pub crash: Option<CrashSignal>,
+}
+
+/// The fatal signal a thread generated for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashSignal {
+    pub signal: u32,
+    pub si_code: i32,
+    /// The faulting address for SIGSEGV/SIGBUS/SIGILL/SIGFPE, when the kernel gives one.
+    pub fault_addr: Option<u64>,
 }
 
 impl<'a> CpuSample<'a> {
@@ -40,7 +51,7 @@ impl<'a> CpuSample<'a> {
         }
         // SAFETY: SampleHeader is plain old data valid for any bit pattern; the length was checked.
         let header: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-        if header.kind != KIND_CPU {
+        if header.kind != KIND_CPU && header.kind != KIND_CRASH {
             bail!("unexpected sample record kind {}", header.kind);
         }
         let frames_len = size_of::<[PyFrame; PY_MAX_FRAMES]>();
@@ -72,6 +83,11 @@ impl<'a> CpuSample<'a> {
                 .then_some(header.kernel_stack_id as u32),
             py_frames,
             py_flags: header.py_flags,
+            crash: (header.kind == KIND_CRASH).then_some(CrashSignal {
+                signal: header.signal,
+                si_code: header.si_code,
+                fault_addr: (header.fault_addr != 0).then_some(header.fault_addr),
+            }),
         })
     }
 
@@ -101,6 +117,8 @@ pub enum Lifecycle {
     Exec { pid: u32, comm: String },
     /// The last thread of target `pid` exited; the kernel no longer samples it.
     Exit { pid: u32 },
+    /// Process `sender` sent target `pid` the fatal signal `signal`.
+    Signal { pid: u32, sender: u32, signal: u32 },
 }
 
 impl TimedLifecycle {
@@ -117,6 +135,7 @@ impl TimedLifecycle {
                 Lifecycle::Exec { pid: event.pid, comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned() }
             }
             EVENT_EXIT => Lifecycle::Exit { pid: event.pid },
+            EVENT_SIGNAL => Lifecycle::Signal { pid: event.pid, sender: event.parent, signal: event.signal },
             kind => bail!("unknown lifecycle event kind {kind}"),
         };
         Ok(Self { time_ns: event.time_ns, event: lifecycle })
@@ -146,6 +165,9 @@ mod tests {
             comm,
             py_frame_count: 2,
             py_flags: PY_THREAD_FOUND | PY_GIL_HELD,
+            signal: 0,
+            si_code: 0,
+            fault_addr: 0,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), header) };

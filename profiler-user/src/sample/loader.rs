@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent, ProgramError, TracePoint,
+        PerfEvent, ProgramError, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
@@ -42,6 +42,7 @@ pub struct Sampler {
     lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
     events: Option<RingBuf<MapData>>,
+    crashes: Option<RingBuf<MapData>>,
 }
 
 impl Sampler {
@@ -76,6 +77,7 @@ impl Sampler {
             ("task_newtask", "task", "task_newtask"),
             ("process_exec", "sched", "sched_process_exec"),
             ("process_exit", "sched", "sched_process_exit"),
+            ("signal_to_target", "signal", "signal_generate"),
         ] {
             let tracepoint: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -87,6 +89,15 @@ impl Sampler {
                 .map_err(|err| describe_program_error(&format!("attaching to the {category}/{name} tracepoint"), err))?;
         }
 
+        let crash: &mut RawTracePoint = ebpf
+            .program_mut("signal_generate")
+            .context("the embedded eBPF object has no `signal_generate` program")?
+            .try_into()?;
+        crash.load().map_err(|err| describe_program_error("loading the crash probe", err))?;
+        crash
+            .attach("signal_generate")
+            .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
+
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
         let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
@@ -94,6 +105,7 @@ impl Sampler {
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        let crashes = RingBuf::try_from(take_map(&mut ebpf, "CRASHES")?)?;
         Ok(Self {
             _ebpf: ebpf,
             targets,
@@ -103,6 +115,7 @@ impl Sampler {
             lost_events,
             samples: Some(samples),
             events: Some(events),
+            crashes: Some(crashes),
         })
     }
 
@@ -145,6 +158,11 @@ impl Sampler {
     /// The ring buffer of sample records; the reader owns it (taken once).
     pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
         self.samples.take()
+    }
+
+    /// The ring buffer of crash samples; the reader owns it (taken once).
+    pub fn take_crashes(&mut self) -> Option<RingBuf<MapData>> {
+        self.crashes.take()
     }
 
     /// The ring buffer of lifecycle events; the reader owns it (taken once).

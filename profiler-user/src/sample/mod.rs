@@ -7,5 +7,5 @@ pub mod loader;
 pub mod preflight;
 pub mod tracefs;
 
-pub use event::{CpuSample, Lifecycle, TimedLifecycle};
+pub use event::{CpuSample, CrashSignal, Lifecycle, TimedLifecycle};
 pub use loader::{Sampler, SamplerOptions};

@@ -44,6 +44,7 @@ fn read_format(category: &str, name: &str) -> Result<String> {
 pub fn lifecycle_config(report_all_execs: bool) -> Result<LifecycleConfig> {
     let newtask = read_format("task", "task_newtask")?;
     let exit = read_format("sched", "sched_process_exit")?;
+    let signal = read_format("signal", "signal_generate")?;
     let required = |format: &str, field: &str, tracepoint: &str| {
         field_offset(format, field)
             .with_context(|| format!("the {tracepoint} tracepoint of this kernel has no `{field}` field"))
@@ -54,7 +55,8 @@ pub fn lifecycle_config(report_all_execs: bool) -> Result<LifecycleConfig> {
         newtask_clone_flags: required(&newtask, "clone_flags", "task_newtask")?,
         exit_pid: required(&exit, "pid", "sched_process_exit")?,
         exit_group_dead: field_offset(&exit, "group_dead").unwrap_or(NO_FIELD),
-        _reserved: 0,
+        signal_sig: required(&signal, "sig", "signal_generate")?,
+        signal_pid: required(&signal, "pid", "signal_generate")?,
     })
 }
 

@@ -58,7 +58,8 @@ impl Unwinder {
     pub fn unwind(&mut self, sample: &CpuSample) -> NativeStack {
         let regs = sample.regs;
         let process = self.processes.entry(sample.pid).or_insert_with(|| ProcessModules::new(sample.pid));
-        if process.ensure_covers(regs.ip, &mut self.files).is_err() {
+        // A process that just exited (a crash) has no maps to read any more: unwind with the ones we had.
+        if process.ensure_covers(regs.ip, &mut self.files).is_err() && !process.has_modules() {
             return NativeStack { frames: vec![NativeFrame { address: regs.ip, file: None }], truncation: Some(Truncation::NoMaps) };
         }
 
@@ -100,6 +101,15 @@ impl Unwinder {
         NativeStack { frames, truncation }
     }
 
+    /// Reads a process's memory map and unwind tables now rather than at its first sample: a process that
+    /// crashes soon after must still be unwindable once it is gone.
+    pub fn preload(&mut self, pid: u32) {
+        let process = self.processes.entry(pid).or_insert_with(|| ProcessModules::new(pid));
+        if let Err(err) = process.ensure_covers(0, &mut self.files) {
+            tracing::debug!("PID {pid}: {err:#}");
+        }
+    }
+
     /// Forgets a process that exited (its files stay cached while another process maps them).
     pub fn forget_process(&mut self, pid: u32) {
         if self.processes.remove(&pid).is_some() {
@@ -134,6 +144,7 @@ mod tests {
             kernel_stack_id: None,
             py_frames: Vec::new(),
             py_flags: 0,
+            crash: None,
         };
         let stack = unwinder.unwind(&sample);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));

@@ -87,8 +87,9 @@ pub struct ProcessModules {
 }
 
 /// A process's maps are re-read at most this often when a sample hits an address outside every known module
-/// (a library loaded since), so a JIT or a bogus address cannot make us re-read maps on every sample.
-const MAPS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// (a library loaded since, or the dynamic loader still at work after an exec), so a JIT or a bogus address
+/// cannot make us re-read maps on every sample.
+const MAPS_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
 impl ProcessModules {
     pub fn new(pid: u32) -> Self {
@@ -121,6 +122,10 @@ impl ProcessModules {
             let avma = group.first().map_or(exec.start, |m| m.start)..group.last().map_or(exec.end, |m| m.end);
             modules.push(LoadedModule { avma, bias, file });
         }
+        if modules.is_empty() && !self.modules.is_empty() {
+            // An exiting process's maps read as empty: keep unwinding its last samples with what we had.
+            anyhow::bail!("PID {} has no mappings any more", self.pid);
+        }
         for old in &self.modules {
             self.unwinder.remove_module(old.avma.start);
         }
@@ -130,6 +135,10 @@ impl ProcessModules {
         modules.sort_by_key(|m| m.avma.start);
         self.modules = modules;
         Ok(())
+    }
+
+    pub fn has_modules(&self) -> bool {
+        !self.modules.is_empty()
     }
 
     pub fn module_at(&self, address: u64) -> Option<&LoadedModule> {

@@ -1,0 +1,71 @@
+//! Fills a sample record for the current thread: user registers, a copy of the top of its user stack, its Python
+//! frames. Shared by the CPU sampler and the crash probe, so a crash carries the same payload as a CPU sample.
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_user_buf,
+        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_task_pt_regs},
+    },
+};
+use profiler_common::{STACK_CHUNK, STACK_CHUNKS, SampleRecord, UserRegs};
+
+/// What the caller knows that the capture does not.
+pub struct CaptureInfo {
+    pub kind: u32,
+    pub flags: u32,
+    pub kernel_stack_id: i64,
+    pub signal: u32,
+    pub si_code: i32,
+    pub fault_addr: u64,
+}
+
+/// Fills `record` (reserved in a ring buffer) for the current thread of process `tgid`.
+#[inline(always)]
+pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
+    // The task's saved user registers: on kernel entry (tick, syscall, fault) they are saved at the top of its
+    // kernel stack, so they are the user ones whatever the current context.
+    let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let regs = unsafe {
+        UserRegs {
+            ip: bpf_probe_read_kernel(&(*user_regs).rip).unwrap_or(0),
+            sp: bpf_probe_read_kernel(&(*user_regs).rsp).unwrap_or(0),
+            bp: bpf_probe_read_kernel(&(*user_regs).rbp).unwrap_or(0),
+        }
+    };
+
+    // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length
+    // reads); the first unreadable page is the end of the stack mapping.
+    let stack_base = regs.sp & !(STACK_CHUNK as u64 - 1);
+    let mut stack_len = 0u32;
+    unsafe {
+        let stack = &mut (*record).stack;
+        for chunk in 0..STACK_CHUNKS {
+            let offset = chunk * STACK_CHUNK;
+            let dst = &mut stack[offset..offset + STACK_CHUNK];
+            let src = (stack_base + offset as u64) as *const u8;
+            if regs.sp == 0 || bpf_probe_read_user_buf(src, dst).is_err() {
+                break;
+            }
+            stack_len += STACK_CHUNK as u32;
+        }
+        let (py_frame_count, py_flags) = crate::python::capture(tgid, tid, &mut (*record).py_frames);
+
+        let header = &mut (*record).header;
+        header.kind = info.kind;
+        header.cpu = bpf_get_smp_processor_id();
+        header.pid = tgid;
+        header.tid = tid;
+        header.time_ns = bpf_ktime_get_ns();
+        header.regs = regs;
+        header.stack_base = stack_base;
+        header.stack_len = stack_len;
+        header.flags = info.flags;
+        header.kernel_stack_id = info.kernel_stack_id;
+        header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        header.py_frame_count = py_frame_count;
+        header.py_flags = py_flags;
+        header.signal = info.signal;
+        header.si_code = info.si_code;
+        header.fault_addr = info.fault_addr;
+    }
+}

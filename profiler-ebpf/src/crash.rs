@@ -1,0 +1,94 @@
+//! Crash capture: when a profiled thread generates SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT for itself (a fault
+//! or `abort()`), take the same payload as a CPU sample, at the moment the signal is generated: before any
+//! handler (faulthandler, the app's own) runs and before the process dies.
+//!
+//! Signals sent to a target by another process (SIGKILL from the OOM killer, `kill -SEGV`) carry no stack of the
+//! target; they are reported as lifecycle events so the report can say how the process ended.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use profiler_common::{EVENT_SIGNAL, KIND_CRASH, SampleRecord};
+
+use crate::{
+    capture::{CaptureInfo, fill},
+    lifecycle::{config, send},
+    maps::{CRASHES, LOST_SAMPLES, TARGETS},
+};
+
+const SIGILL: i32 = 4;
+const SIGABRT: i32 = 6;
+const SIGBUS: i32 = 7;
+const SIGFPE: i32 = 8;
+const SIGKILL: i32 = 9;
+const SIGSEGV: i32 = 11;
+
+fn is_crash_signal(sig: i32) -> bool {
+    matches!(sig, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGABRT)
+}
+
+/// raw_tracepoint/signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+/// int result): the raw form gives the siginfo (si_code, fault address) that the formatted tracepoint lacks.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
+    let sig: i32 = ctx.arg::<u64>(0) as i32;
+    if !is_crash_signal(sig) {
+        return 0;
+    }
+    // Only a thread signalling itself (a fault, abort) is the thread whose stack explains the crash.
+    let task: u64 = ctx.arg(2);
+    if task != unsafe { bpf_get_current_task() } {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let Some(mut entry) = CRASHES.reserve::<SampleRecord>(0) else {
+        if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
+            unsafe { *counter += 1 };
+        }
+        return 0;
+    };
+    // SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are markers, not pointers. kernel_siginfo: si_signo, si_errno,
+    // si_code (ints), then the union, whose fault variant starts with the address (8-byte aligned: offset 16).
+    let siginfo: u64 = ctx.arg(1);
+    let (si_code, fault_addr) = if siginfo > 1 {
+        let code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
+        let addr = if sig == SIGABRT { 0 } else { unsafe { bpf_probe_read_kernel((siginfo + 16) as *const u64) }.unwrap_or(0) };
+        (code, addr)
+    } else {
+        (0, 0)
+    };
+    // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
+    // for every crash; the user stack is what explains it.
+    let info = CaptureInfo { kind: KIND_CRASH, flags: 0, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
+    fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info);
+    entry.submit(0);
+    0
+}
+
+/// signal/signal_generate (formatted): fatal signals another process sends to a target.
+#[tracepoint]
+pub fn signal_to_target(ctx: TracePointContext) -> u32 {
+    let config = config();
+    let (Ok(sig), Ok(pid)) = (unsafe { ctx.read_at::<i32>(config.signal_sig as usize) }, unsafe {
+        ctx.read_at::<i32>(config.signal_pid as usize)
+    }) else {
+        return 0;
+    };
+    if !(sig == SIGKILL || is_crash_signal(sig)) || pid <= 0 {
+        return 0;
+    }
+    let sender = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Self-sent crash signals are captured with their stack by `signal_generate`.
+    if sender == pid as u32 && sig != SIGKILL {
+        return 0;
+    }
+    if unsafe { TARGETS.get(&(pid as u32)) }.is_some() {
+        send(EVENT_SIGNAL, pid as u32, sender, sig as u32);
+    }
+    0
+}

@@ -1,0 +1,87 @@
+//! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
+//! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
+pub mod recent;
+pub mod report;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+
+pub use self::report::{CrashKind, CrashReport};
+use crate::{aggregate::Profile, output};
+
+/// A crash as the pipeline hands it over: the report and the profile of the window before it.
+pub struct Crash {
+    pub report: CrashReport,
+    pub window: Profile,
+}
+
+/// Writes crash reports into one directory.
+pub struct CrashWriter {
+    dir: PathBuf,
+}
+
+impl CrashWriter {
+    /// Creates the directory if needed and checks it is writable, so a crash is never lost for want of a place.
+    pub fn new(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create the crash directory {}", dir.display()))?;
+        output::check_writable(&dir.join("probe.json"))?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Writes the report files; returns the path of the text report.
+    pub fn write(&self, crash: &Crash) -> Result<PathBuf> {
+        let report = &crash.report;
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let base = self.dir.join(format!("crash-{}-{}-{stamp}", report.pid, report.signal_name));
+        let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
+        write_file(&base.with_extension("json"), json.as_bytes())?;
+        let text_path = base.with_extension("txt");
+        write_file(&text_path, report.to_text().as_bytes())?;
+        if crash.window.total_samples() > 0 {
+            let title = format!("{} {} ({}): the {:.0} s before the crash", report.signal_name, report.process_name, report.pid, report.window_seconds);
+            for (extension, format) in [("svg", output::OutputFormat::FlameGraphSvg), ("pb.gz", output::OutputFormat::Pprof)] {
+                let path = PathBuf::from(format!("{}.{extension}", base.display()));
+                output::write_profile(&crash.window, &path, format, &title)?;
+            }
+        }
+        Ok(text_path)
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).with_context(|| format!("writing the crash report {}", path.display()))
+}
+
+/// Now as RFC 3339 UTC (no date crate needed for one format).
+pub fn rfc3339_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_time_as_rfc3339() {
+        let now = rfc3339_now();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.starts_with("20") && now.ends_with('Z'));
+    }
+}

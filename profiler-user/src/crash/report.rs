@@ -1,0 +1,157 @@
+//! A crash report: what a person needs to start debugging, as JSON (for tools) and text (for people).
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::aggregate::{Frame, FrameKind};
+
+/// How the crash was observed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashKind {
+    /// The thread faulted or aborted: the stack is the one at the signal.
+    Fault,
+    /// Another process killed the target (e.g. the OOM killer's SIGKILL): no stack of the target exists.
+    Killed { sender_pid: u32 },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashReport {
+    pub kind: CrashKind,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: String,
+    pub thread_name: String,
+    pub signal: u32,
+    pub signal_name: String,
+    pub si_code: i32,
+    pub fault_address: Option<String>,
+    pub python_version: Option<String>,
+    /// Innermost first.
+    pub stack: Vec<ReportFrame>,
+    /// Samples of the process in the window before the crash (in the flame graph and pprof next to the report).
+    pub window_samples: u64,
+    pub window_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportFrame {
+    pub kind: &'static str,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    pub build_id: Option<String>,
+    pub inlined: bool,
+}
+
+impl ReportFrame {
+    pub fn from_frame(frame: &Frame) -> Self {
+        Self {
+            kind: match frame.kind {
+                FrameKind::Native => "native",
+                FrameKind::Kernel => "kernel",
+                FrameKind::Python => "python",
+                FrameKind::Truncated => "truncated",
+                FrameKind::Context => "context",
+            },
+            function: frame.function.clone(),
+            file: frame.file.clone(),
+            line: frame.line,
+            module: frame.module.as_ref().map(|m| m.path.clone()),
+            build_id: frame.module.as_ref().and_then(|m| m.build_id.clone()),
+            inlined: frame.inlined,
+        }
+    }
+}
+
+/// `SIGSEGV`-style names for the signals we report.
+pub fn signal_name(signal: u32) -> String {
+    match signal {
+        4 => "SIGILL".into(),
+        6 => "SIGABRT".into(),
+        7 => "SIGBUS".into(),
+        8 => "SIGFPE".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+impl CrashReport {
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        let _ = write!(text, "crash: {} ({} {}) ", self.signal_name, self.process_name, self.pid);
+        let _ = writeln!(text, "in thread {} ({}) at {}", self.thread_name, self.tid, self.time);
+        match &self.kind {
+            CrashKind::Fault => {
+                if let Some(address) = &self.fault_address {
+                    let _ = writeln!(text, "fault address: {address} (si_code {})", self.si_code);
+                }
+            }
+            CrashKind::Killed { sender_pid } => {
+                let _ = writeln!(text, "killed by PID {sender_pid}; a killed process has no stack of its own");
+            }
+        }
+        if let Some(version) = &self.python_version {
+            let _ = writeln!(text, "python: {version}");
+        }
+        if !self.stack.is_empty() {
+            let _ = writeln!(text, "stack (innermost first):");
+        }
+        for (index, frame) in self.stack.iter().enumerate() {
+            let location = match (&frame.file, frame.line) {
+                (Some(file), Some(line)) => format!(" at {file}:{line}"),
+                (Some(file), None) => format!(" at {file}"),
+                _ => String::new(),
+            };
+            let module = match (&frame.module, frame.kind) {
+                (Some(module), _) => format!(" [{module}]"),
+                (None, "python") => " [python]".into(),
+                _ => String::new(),
+            };
+            let inlined = if frame.inlined { " (inlined)" } else { "" };
+            let _ = writeln!(text, "  #{index:<3} {}{location}{module}{inlined}", frame.function);
+        }
+        let _ = writeln!(text, "{} samples in the {:.0} s before the crash", self.window_samples, self.window_seconds);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_names_signal_address_and_frames() {
+        let report = CrashReport {
+            kind: CrashKind::Fault,
+            time: "2026-11-22T02:00:00Z".into(),
+            pid: 42,
+            tid: 43,
+            process_name: "python3".into(),
+            thread_name: "worker".into(),
+            signal: 11,
+            signal_name: signal_name(11),
+            si_code: 1,
+            fault_address: Some("0x0".into()),
+            python_version: Some("3.11".into()),
+            stack: vec![
+                ReportFrame { kind: "native", function: "crash_here".into(), file: Some("crash.c".into()), line: Some(7), module: Some("/tmp/libcrash.so".into()), build_id: None, inlined: false },
+                ReportFrame { kind: "python", function: "handler".into(), file: Some("app.py".into()), line: Some(12), module: None, build_id: None, inlined: false },
+            ],
+            window_samples: 5,
+            window_seconds: 30.0,
+        };
+        let text = report.to_text();
+        assert!(text.starts_with("crash: SIGSEGV (python3 42) in thread worker (43)"), "{text}");
+        assert!(text.contains("fault address: 0x0"), "{text}");
+        assert!(text.contains("#0   crash_here at crash.c:7 [/tmp/libcrash.so]"), "{text}");
+        assert!(text.contains("#1   handler at app.py:12 [python]"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["signal_name"], "SIGSEGV");
+        assert_eq!(json["stack"][1]["line"], 12);
+    }
+}
