@@ -54,6 +54,9 @@ pub struct Pipeline {
     python: Python,
     recent: RecentStacks,
     crashes: Vec<Crash>,
+    /// (pid, tid, signal, time) of the last crash: a handler that re-raises the signal after logging
+    /// (faulthandler does) generates it a second time, which is the same crash, not a new one.
+    last_crash: Option<(u32, u32, u32, u64)>,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
     pub stats: Stats,
@@ -68,6 +71,7 @@ impl Pipeline {
             python: Python::default(),
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
             crashes: Vec::new(),
+            last_crash: None,
             options,
             process_names: HashMap::new(),
             stats: Stats::default(),
@@ -157,6 +161,13 @@ impl Pipeline {
 
     fn process_crash(&mut self, sample: &CpuSample, sampler: &Sampler) {
         let Some(signal) = sample.crash else { return };
+        const RERAISE_WINDOW_NS: u64 = 5_000_000_000;
+        if let Some((pid, tid, sig, time)) = self.last_crash {
+            if (pid, tid, sig) == (sample.pid, sample.tid, signal.signal) && sample.time_ns.saturating_sub(time) < RERAISE_WINDOW_NS {
+                return;
+            }
+        }
+        self.last_crash = Some((sample.pid, sample.tid, signal.signal, sample.time_ns));
         let (frames, _, _) = self.stack_of(sample, sampler);
         let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
         let report = CrashReport {
