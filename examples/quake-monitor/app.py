@@ -47,6 +47,10 @@ class Snapshot:
         with self._lock:
             return {"refreshes": self.refreshes, "refreshed_at": self.refreshed_at}
 
+    def latest(self) -> dict:
+        with self._lock:
+            return {"refreshed_at": self.refreshed_at, "earthquakes": self.earthquakes, "weather": self.weather}
+
 
 def name_os_thread(name: str) -> None:
     """Gives the calling thread an OS-level name (what `ps -L` and the profiler show).
@@ -102,6 +106,12 @@ weather_requests = itertools.count()
 @app.get("/health")
 async def health() -> dict:
     return {"status": "ok", **snapshot.status()}
+
+
+@app.get("/latest")
+async def latest() -> dict:
+    """What the scheduler computed last: the cheap path, as a dashboard would poll it."""
+    return snapshot.latest()
 
 
 # A plain `def`: FastAPI runs it in its worker thread pool, as the real service does with its blocking work.

@@ -60,7 +60,7 @@ class Results:
 
 
 def worker(host: str, port: int, schedule: Schedule, results: Results) -> None:
-    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection = http.client.HTTPConnection(host, port, timeout=10)
     while (endpoint := schedule.take()) is not None:
         started = time.monotonic()
         try:
@@ -71,7 +71,7 @@ def worker(host: str, port: int, schedule: Schedule, results: Results) -> None:
         except (OSError, http.client.HTTPException):
             # A fresh connection next time: the old one may be half-closed.
             connection.close()
-            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection = http.client.HTTPConnection(host, port, timeout=10)
             ok = False
         results.record(endpoint, time.monotonic() - started if ok else None)
     connection.close()
