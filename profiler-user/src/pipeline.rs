@@ -8,13 +8,8 @@ use std::{
 use profiler_common::PyLayout;
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile},
-    crash::{
-        Crash, CrashKind, CrashReport,
-        recent::RecentStacks,
-        report::{ReportFrame, signal_name},
-        rfc3339_now,
-    },
+    aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
+    crash::{Crash, CrashReport, Crashed, Reraises, recent::RecentStacks},
     merge::{PythonStack, SampleContext, merge},
     python::Python,
     sample::{CpuSample, Sampler},
@@ -54,9 +49,7 @@ pub struct Pipeline {
     python: Python,
     recent: RecentStacks,
     crashes: Vec<Crash>,
-    /// (pid, tid, signal, time) of the last crash: a handler that re-raises the signal after logging
-    /// (faulthandler does) generates it a second time, which is the same crash, not a new one.
-    last_crash: Option<(u32, u32, u32, u64)>,
+    reraises: Reraises,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
     pub stats: Stats,
@@ -71,7 +64,7 @@ impl Pipeline {
             python: Python::default(),
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
             crashes: Vec::new(),
-            last_crash: None,
+            reraises: Reraises::default(),
             options,
             process_names: HashMap::new(),
             stats: Stats::default(),
@@ -161,54 +154,31 @@ impl Pipeline {
 
     fn process_crash(&mut self, sample: &CpuSample, sampler: &Sampler) {
         let Some(signal) = sample.crash else { return };
-        const RERAISE_WINDOW_NS: u64 = 5_000_000_000;
-        if let Some((pid, tid, sig, time)) = self.last_crash {
-            if (pid, tid, sig) == (sample.pid, sample.tid, signal.signal) && sample.time_ns.saturating_sub(time) < RERAISE_WINDOW_NS {
-                return;
-            }
+        if self.reraises.is_reraise(sample.pid, sample.tid, signal.signal, sample.time_ns) {
+            return;
         }
-        self.last_crash = Some((sample.pid, sample.tid, signal.signal, sample.time_ns));
         let (frames, _, _) = self.stack_of(sample, sampler);
-        let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
-        let report = CrashReport {
-            kind: CrashKind::Fault,
-            time: rfc3339_now(),
-            pid: sample.pid,
-            tid: sample.tid,
-            process_name: self.process_name(sample.pid, &sample.comm),
-            thread_name: sample.comm.clone(),
-            signal: signal.signal,
-            signal_name: signal_name(signal.signal),
-            si_code: signal.si_code,
-            fault_address: signal.fault_addr.map(|a| format!("{a:#x}")),
-            python_version: self.python.interpreter(sample.pid).map(|i| i.version.to_string()),
-            stack,
-            window_samples: 0,
-            window_seconds: self.options.crash_window_secs as f64,
-        };
+        let process_name = self.process_name(sample.pid, &sample.comm);
+        let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
         self.push_crash(report, sample.time_ns);
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
     pub fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
-        let report = CrashReport {
-            kind: CrashKind::Killed { sender_pid: sender },
-            time: rfc3339_now(),
-            pid,
-            tid: pid,
-            thread_name: name.clone(),
-            process_name: name,
-            signal,
-            signal_name: signal_name(signal),
-            si_code: 0,
-            fault_address: None,
-            python_version: self.python.interpreter(pid).map(|i| i.version.to_string()),
-            stack: Vec::new(),
-            window_samples: 0,
-            window_seconds: self.options.crash_window_secs as f64,
-        };
+        let report = self.crashed(pid, pid, &name, &name).killed(sender, signal);
         self.push_crash(report, time_ns);
+    }
+
+    fn crashed<'a>(&self, pid: u32, tid: u32, process_name: &'a str, thread_name: &'a str) -> Crashed<'a> {
+        Crashed {
+            pid,
+            tid,
+            process_name,
+            thread_name,
+            python_version: self.python.interpreter(pid).map(|i| i.version.to_string()),
+            window_secs: self.options.crash_window_secs,
+        }
     }
 
     fn push_crash(&mut self, mut report: CrashReport, time_ns: u64) {

@@ -12,7 +12,76 @@ use std::{
 use anyhow::{Context as _, Result};
 
 pub use self::report::{CrashKind, CrashReport};
-use crate::{aggregate::Profile, output};
+use self::report::{ReportFrame, signal_name};
+use crate::{
+    aggregate::{Frame, FrameKind, Profile},
+    output,
+    sample::CrashSignal,
+};
+
+/// Who crashed, as the pipeline knows it.
+pub struct Crashed<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: &'a str,
+    pub thread_name: &'a str,
+    pub python_version: Option<String>,
+    pub window_secs: u64,
+}
+
+impl Crashed<'_> {
+    /// The report of a thread that faulted or aborted, with its merged stack (leaf first).
+    pub fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
+        let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
+        self.report(CrashKind::Fault, signal.signal, signal.si_code, signal.fault_addr, stack)
+    }
+
+    /// The report of a process another process killed: no stack of its own exists.
+    pub fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
+        self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new())
+    }
+
+    fn report(self, kind: CrashKind, signal: u32, si_code: i32, fault: Option<u64>, stack: Vec<ReportFrame>) -> CrashReport {
+        CrashReport {
+            kind,
+            time: rfc3339_now(),
+            pid: self.pid,
+            tid: self.tid,
+            process_name: self.process_name.to_owned(),
+            thread_name: self.thread_name.to_owned(),
+            signal,
+            signal_name: signal_name(signal),
+            si_code,
+            fault_address: fault.map(|a| format!("{a:#x}")),
+            python_version: self.python_version,
+            stack,
+            window_samples: 0,
+            window_seconds: self.window_secs as f64,
+        }
+    }
+}
+
+/// Tells a new crash from the same one raised again: a handler that logs and re-raises (faulthandler does)
+/// generates the signal a second time in the same thread.
+#[derive(Default)]
+pub struct Reraises {
+    last: Option<(u32, u32, u32, u64)>,
+}
+
+impl Reraises {
+    const WINDOW_NS: u64 = 5_000_000_000;
+
+    /// True when this (pid, tid, signal) was reported less than five seconds before `time_ns`.
+    pub fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
+        if let Some((p, t, s, at)) = self.last {
+            if (p, t, s) == (pid, tid, signal) && time_ns.saturating_sub(at) < Self::WINDOW_NS {
+                return true;
+            }
+        }
+        self.last = Some((pid, tid, signal, time_ns));
+        false
+    }
+}
 
 /// A crash as the pipeline hands it over: the report and the profile of the window before it.
 pub struct Crash {
@@ -77,6 +146,15 @@ pub fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reraise_within_seconds_is_the_same_crash() {
+        let mut reraises = Reraises::default();
+        assert!(!reraises.is_reraise(1, 2, 11, 0));
+        assert!(reraises.is_reraise(1, 2, 11, 1_000_000_000));
+        assert!(!reraises.is_reraise(1, 3, 11, 1_000_000_000));
+        assert!(!reraises.is_reraise(1, 3, 11, 10_000_000_000));
+    }
 
     #[test]
     fn formats_time_as_rfc3339() {
