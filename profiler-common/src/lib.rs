@@ -23,6 +23,8 @@ pub const KIND_CRASH: u32 = 2;
 pub const FLAG_USER_MODE: u32 = 1 << 0;
 /// `SampleHeader::flags`: `kernel_stack_id` is valid.
 pub const FLAG_KERNEL_STACK: u32 = 1 << 1;
+/// `SampleHeader::flags`: `fault_addr` holds the faulting address (which may be 0: a NULL dereference).
+pub const FLAG_FAULT_ADDR: u32 = 1 << 2;
 
 /// Python frames walked per sample; deeper stacks keep their innermost frames and are marked truncated.
 pub const PY_MAX_FRAMES: usize = 128;

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use profiler_common::{EVENT_SIGNAL, KIND_CRASH, SampleRecord};
+use profiler_common::{EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, SampleRecord};
 
 use crate::{
     capture::{CaptureInfo, fill},
@@ -55,16 +55,21 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     // SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are markers, not pointers. kernel_siginfo: si_signo, si_errno,
     // si_code (ints), then the union, whose fault variant starts with the address (8-byte aligned: offset 16).
     let siginfo: u64 = ctx.arg(1);
-    let (si_code, fault_addr) = if siginfo > 1 {
-        let code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
-        let addr = if sig == SIGABRT { 0 } else { unsafe { bpf_probe_read_kernel((siginfo + 16) as *const u64) }.unwrap_or(0) };
-        (code, addr)
-    } else {
-        (0, 0)
-    };
+    let mut flags = 0;
+    let (mut si_code, mut fault_addr) = (0, 0);
+    if siginfo > 1 {
+        si_code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
+        // Only faults carry an address; abort() is a plain signal. The address may well be 0 (NULL).
+        if sig != SIGABRT {
+            if let Ok(address) = unsafe { bpf_probe_read_kernel((siginfo + 16) as *const u64) } {
+                fault_addr = address;
+                flags |= FLAG_FAULT_ADDR;
+            }
+        }
+    }
     // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
     // for every crash; the user stack is what explains it.
-    let info = CaptureInfo { kind: KIND_CRASH, flags: 0, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
+    let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
     fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info);
     entry.submit(0);
     0

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     pipeline::{Pipeline, PipelineOptions},
-    sample::{Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
+    sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
     target::{self, Target, TargetSpec},
 };
 
@@ -136,36 +136,51 @@ impl Session {
         }
     }
 
-    /// Processes every record in both ring buffers, samples and lifecycle events merged in time order: a sample
-    /// taken after an exec must be unwound with the new image's maps, and a process's last samples must be
-    /// processed before its exit frees its state.
+    /// Processes every record in the ring buffers, samples, crashes and lifecycle events merged in time order:
+    /// a sample taken after an exec must be unwound with the new image's maps, a crash report's window must hold
+    /// the samples taken before it, and a process's last samples and crash come before its exit frees its state.
     pub fn drain(&mut self) {
-        // Crashes first: their report wants the process's state before its exit event frees it.
-        let ring = self.crashes.get_mut();
+        // Disjoint borrows: the sample ring is read while the pipeline and target set change.
+        let Session { samples, events, crashes, pipeline, sampler, live, matcher, follow_children, .. } = self;
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let ring = crashes.get_mut();
         while let Some(record) = ring.next() {
-            if let Some(sample) = self.pipeline.parse_record(&record) {
-                self.pipeline.process_sample(&sample, &self.sampler);
-            }
+            // Copied out: the ring's items borrow it, and crashes are rare.
+            let record = record.to_vec();
+            let time_ns = CpuSample::parse(&record).map(|s| s.time_ns).unwrap_or(0);
+            pending.push_back(Pending::Crash { time_ns, record });
         }
-        let mut events: VecDeque<TimedLifecycle> = VecDeque::new();
-        let ring = self.events.get_mut();
+        let ring = events.get_mut();
         while let Some(record) = ring.next() {
             match TimedLifecycle::parse(&record) {
-                Ok(event) => events.push_back(event),
+                Ok(event) => pending.push_back(Pending::Event(event)),
                 Err(err) => tracing::warn!("dropping a malformed lifecycle event: {err:#}"),
             }
         }
-        let ring = self.samples.get_mut();
-        while let Some(record) = ring.next() {
-            let Some(sample) = self.pipeline.parse_record(&record) else { continue };
-            while events.front().is_some_and(|event| event.time_ns <= sample.time_ns) {
-                let event = events.pop_front().expect("front exists");
-                handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event);
+        // Crashes before events at the same instant: a crash precedes the exit it causes.
+        pending.make_contiguous().sort_by_key(|p| (p.time_ns(), matches!(p, Pending::Event(_))));
+        let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>| {
+            match pending {
+                Pending::Crash { record, .. } => {
+                    if let Some(sample) = pipeline.parse_record(&record) {
+                        pipeline.process_sample(&sample, sampler);
+                    }
+                }
+                Pending::Event(event) => {
+                    handle_event(pipeline, sampler, live, matcher.as_ref(), *follow_children, event)
+                }
             }
-            self.pipeline.process_sample(&sample, &self.sampler);
+        };
+        let ring = samples.get_mut();
+        while let Some(record) = ring.next() {
+            let Some(sample) = pipeline.parse_record(&record) else { continue };
+            while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns) {
+                handle(pending.pop_front().expect("front exists"), pipeline, sampler, live);
+            }
+            pipeline.process_sample(&sample, sampler);
         }
-        for event in events {
-            handle_event(&mut self.pipeline, &mut self.sampler, &mut self.live, self.matcher.as_ref(), self.follow_children, event);
+        for next in pending {
+            handle(next, pipeline, sampler, live);
         }
     }
 
@@ -204,6 +219,21 @@ impl Session {
             tracing::warn!("{err:#}");
             0
         })
+    }
+}
+
+/// A crash record or lifecycle event waiting for its turn among the samples.
+enum Pending {
+    Crash { time_ns: u64, record: Vec<u8> },
+    Event(TimedLifecycle),
+}
+
+impl Pending {
+    fn time_ns(&self) -> u64 {
+        match self {
+            Pending::Crash { time_ns, .. } => *time_ns,
+            Pending::Event(event) => event.time_ns,
+        }
     }
 }
 

@@ -160,7 +160,7 @@ pub struct RunArgs {
     /// Tenant for a self-hosted multi-tenant Pyroscope (sent as X-Scope-OrgID).
     #[arg(long, value_name = "ID")]
     pub tenant_id: Option<String>,
-    /// Upload API: `push` (/push.v1.PusherService/Push, what current SDKs use) or `ingest` (legacy /ingest).
+    /// Which upload API to use.
     #[arg(long, value_enum, default_value_t = Protocol::Push)]
     pub protocol: Protocol,
     /// Allow sending credentials over plain http to a host that is not loopback.
@@ -299,8 +299,10 @@ impl RunArgs {
                 bail!("{flag} must be at least {min:?}");
             }
         }
-        if self.max_queue_size < 64 * 1024 {
-            bail!("--max-queue-size must be at least 64KiB (one window of a busy service can be that large)");
+        // Below this, many windows would not fit at all (a window of one busy native process is 1–2 KiB, of a
+        // large Python service tens of KiB).
+        if self.max_queue_size < 4 * 1024 {
+            bail!("--max-queue-size must be at least 4KiB");
         }
         Ok(RunConfig {
             target,

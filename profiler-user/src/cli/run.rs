@@ -165,7 +165,8 @@ impl Services {
     fn update(&mut self, session: &Session) {
         for target in session.live_targets() {
             if self.by_pid.get(&target.pid) != Some(&target.name) {
-                let service = self.app_name.clone().unwrap_or_else(|| labels::default_service_name(&target.name, self.protocol));
+                let service =
+                    self.app_name.clone().unwrap_or_else(|| labels::default_service_name(&target.name, self.protocol));
                 tracing::info!("profiling {} (PID {}) as service `{service}`", target.name, target.pid);
                 self.by_pid.insert(target.pid, target.name.clone());
             }

@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -86,7 +86,7 @@ impl<'a> CpuSample<'a> {
             crash: (header.kind == KIND_CRASH).then_some(CrashSignal {
                 signal: header.signal,
                 si_code: header.si_code,
-                fault_addr: (header.fault_addr != 0).then_some(header.fault_addr),
+                fault_addr: (header.flags & FLAG_FAULT_ADDR != 0).then_some(header.fault_addr),
             }),
         })
     }

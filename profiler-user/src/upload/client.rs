@@ -23,11 +23,20 @@ const MAX_ERROR_BODY: usize = 4096;
 pub enum Outcome {
     Delivered,
     /// Worth another attempt: the server is down, slow, overloaded or asked us to come back later.
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     /// 401 or 403: the username or key is wrong.
-    Unauthorized { status: u16, message: String },
+    Unauthorized {
+        status: u16,
+        message: String,
+    },
     /// Any other 4xx (or a redirect): sending the same request again cannot succeed.
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+    },
 }
 
 pub struct Client {
@@ -107,7 +116,8 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, message: String, 
                 location.as_deref().unwrap_or("another URL")
             ),
         },
-        404 => Outcome::Rejected {
+        // Not a Pyroscope (or Alloy) at that URL.
+        404 | 405 => Outcome::Rejected {
             status: code,
             message: "no such endpoint: check the server URL and --protocol".to_owned(),
         },
@@ -307,7 +317,8 @@ mod tests {
         assert!(matches!(retry(403), Outcome::Unauthorized { status: 403, .. }));
         assert!(matches!(retry(400), Outcome::Rejected { status: 400, .. }));
         assert!(matches!(retry(413), Outcome::Rejected { status: 413, .. }));
-        let Outcome::Rejected { message, .. } = classify(StatusCode::FOUND, None, String::new(), Some("https://x/".into()))
+        let Outcome::Rejected { message, .. } =
+            classify(StatusCode::FOUND, None, String::new(), Some("https://x/".into()))
         else {
             panic!()
         };
@@ -316,7 +327,10 @@ mod tests {
 
     #[test]
     fn error_bodies_become_one_line() {
-        assert_eq!(summarize_body(r#"{"code":"invalid_argument","message":"invalid labels\n 'x'"}"#), "invalid labels 'x'");
+        assert_eq!(
+            summarize_body(r#"{"code":"invalid_argument","message":"invalid labels\n 'x'"}"#),
+            "invalid labels 'x'"
+        );
         assert_eq!(summarize_body("line one\nline   two"), "line one line two");
         assert!(summarize_body(&"x".repeat(1000)).chars().count() <= 301);
     }

@@ -133,7 +133,9 @@ impl Endpoint {
         }
         match url.scheme() {
             "https" | "http" => {}
-            other => bail!("the server URL `{text}` has the scheme `{other}`: use https:// (or http:// for a local Alloy)"),
+            other => {
+                bail!("the server URL `{text}` has the scheme `{other}`: use https:// (or http:// for a local Alloy)")
+            }
         }
         if url.host().is_none() {
             bail!("the server URL `{text}` has no host");
@@ -226,7 +228,10 @@ mod tests {
         let e = Endpoint::parse("  https://example.com/prefix/ ", true, false).unwrap();
         assert_eq!(e.join("/ingest").as_str(), "https://example.com/prefix/ingest");
         let e = Endpoint::parse("example.com:4040", false, false).unwrap();
-        assert_eq!(e.join("/push.v1.PusherService/Push").as_str(), "https://example.com:4040/push.v1.PusherService/Push");
+        assert_eq!(
+            e.join("/push.v1.PusherService/Push").as_str(),
+            "https://example.com:4040/push.v1.PusherService/Push"
+        );
     }
 
     #[test]

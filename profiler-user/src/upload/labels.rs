@@ -29,8 +29,7 @@ pub fn parse_tag(text: &str) -> Result<(String, String), String> {
 pub fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || name.len() > MAX_NAME_LEN
-    {
+    if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || name.len() > MAX_NAME_LEN {
         return Err(format!(
             "invalid tag name `{name}`: use letters, digits, `_` and `.`, starting with a letter or `_`"
         ));
@@ -64,7 +63,9 @@ pub fn check_for_protocol(name: &str, value: &str, protocol: Protocol) -> Result
         return Err(format!("the tag name `{name}` has a `.`, which --protocol ingest does not allow"));
     }
     if value.contains(['{', '}', ',', '=']) {
-        return Err(format!("the value of the tag `{name}` contains one of `{{}},=`, which --protocol ingest cannot encode"));
+        return Err(format!(
+            "the value of the tag `{name}` contains one of `{{}},=`, which --protocol ingest cannot encode"
+        ));
     }
     Ok(())
 }

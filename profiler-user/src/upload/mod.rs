@@ -25,14 +25,14 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-pub use self::{
-    config::{Credentials, Endpoint, KeySource, Secret, UploadConfig},
-    protocol::Protocol,
-};
 use self::{
     client::{Backoff, Client, Outcome},
     protocol::RequestBuilder,
     queue::{Queue, Upload},
+};
+pub use self::{
+    config::{Credentials, Endpoint, KeySource, Secret, UploadConfig},
+    protocol::Protocol,
 };
 use crate::aggregate::Profile;
 
@@ -104,7 +104,8 @@ impl Uploader {
             work: Notify::new(),
             flush: Notify::new(),
         });
-        let task = tokio::spawn(upload_loop(shared.clone(), client, config.endpoint.to_string(), config.request_timeout));
+        let task =
+            tokio::spawn(upload_loop(shared.clone(), client, config.endpoint.to_string(), config.request_timeout));
         Ok(Self { shared, builder, max_queue_bytes: config.max_queue_bytes, task })
     }
 
@@ -164,6 +165,8 @@ async fn upload_loop(shared: Arc<Shared>, client: Client, endpoint: String, time
     // Failed attempts since the last success: the first of a run is logged, the rest only counted.
     let mut failures_in_a_row = 0u64;
     let mut auth_reported = false;
+    // A refusal (a wrong URL, say) would repeat for every window: each status is logged once, then counted.
+    let mut refusals_reported: Vec<u16> = Vec::new();
     loop {
         let (next, flush_by) = {
             let mut state = shared.lock();
@@ -192,7 +195,9 @@ async fn upload_loop(shared: Arc<Shared>, client: Client, endpoint: String, time
                         state.sent += 1;
                     }
                     if failures_in_a_row > 0 {
-                        tracing::info!("uploads to {endpoint} go through again (after {failures_in_a_row} failed attempts)");
+                        tracing::info!(
+                            "uploads to {endpoint} go through again (after {failures_in_a_row} failed attempts)"
+                        );
                     }
                     failures_in_a_row = 0;
                     auth_reported = false;
@@ -205,10 +210,18 @@ async fn upload_loop(shared: Arc<Shared>, client: Client, endpoint: String, time
                         state.queue.finish(id);
                         state.rejected += 1;
                     }
-                    tracing::error!(
-                        "the server refused the window of {} ({status}): {message}; the window is dropped",
-                        upload.service
-                    );
+                    let why =
+                        if message.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {message}") };
+                    if refusals_reported.contains(&status) {
+                        tracing::debug!("the server refused the window of {} ({why})", upload.service);
+                    } else {
+                        refusals_reported.push(status);
+                        tracing::error!(
+                            "the server refused the window of {} ({why}); it is dropped, as are later windows it \
+                             refuses (counted as rejected in the status line)",
+                            upload.service
+                        );
+                    }
                     break;
                 }
                 Outcome::Unauthorized { status, message } => {

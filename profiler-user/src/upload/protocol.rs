@@ -276,7 +276,10 @@ mod tests {
 
     #[test]
     fn push_request_carries_labels_and_the_gzipped_pprof() {
-        let builder = RequestBuilder::new(&config(Protocol::Push, &[("region", "eu"), ("environment", "prod")]), Some("box".into()));
+        let builder = RequestBuilder::new(
+            &config(Protocol::Push, &[("region", "eu"), ("environment", "prod")]),
+            Some("box".into()),
+        );
         let request = builder.build("quake", &profile()).unwrap();
         assert_eq!(request.url.as_str(), "https://profiles.example.com/base/push.v1.PusherService/Push");
         assert_eq!(request.content_type, "application/proto");

@@ -73,7 +73,11 @@ mod tests {
     }
 
     fn names(profile: &Profile) -> Vec<Vec<&str>> {
-        profile.stacks.iter().map(|s| s.frames.iter().map(|&id| profile.frame(id).function.as_str()).collect()).collect()
+        profile
+            .stacks
+            .iter()
+            .map(|s| s.frames.iter().map(|&id| profile.frame(id).function.as_str()).collect())
+            .collect()
     }
 
     fn by_pid(services: &HashMap<u32, String>) -> impl Fn(&Profile, &StackCount) -> String + '_ {
@@ -90,8 +94,11 @@ mod tests {
         let mut aggregator = Aggregator::new(10_000_000);
         let native = |name| frame(FrameKind::Native, name);
         let (main, web, job, shared) = (native("main"), native("web"), native("job"), native("libc_hot"));
-        let (web_proc, job_proc, forked) =
-            (frame(FrameKind::Context, "web"), frame(FrameKind::Context, "worker"), frame(FrameKind::Context, "worker"));
+        let (web_proc, job_proc, forked) = (
+            frame(FrameKind::Context, "web"),
+            frame(FrameKind::Context, "worker"),
+            frame(FrameKind::Context, "worker"),
+        );
         aggregator.add([&web, &main, &web_proc], pid(10));
         aggregator.add([&shared, &web, &main, &web_proc], pid(11));
         aggregator.add([&job, &main, &job_proc], pid(20));
