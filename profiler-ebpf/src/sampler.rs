@@ -47,8 +47,18 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     }
     let info = CaptureInfo { kind: KIND_CPU, flags, kernel_stack_id, signal: 0, si_code: 0, fault_addr: 0 };
     fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info);
-    entry.submit(0);
+    // Waking the reader for every sample would preempt the sampled thread on its own CPU, once per tick, and
+    // bias the very thing being measured; userspace drains on its own timer, and is woken early only when the
+    // buffer fills up.
+    let wakeup = if SAMPLES.query(BPF_RB_AVAIL_DATA) > WAKEUP_THRESHOLD { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    entry.submit(wakeup);
 }
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// A quarter of the 16 MiB ring: about a hundred records, a fraction of a second even for many busy threads.
+const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
 
 fn count_lost() {
     if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {

@@ -36,13 +36,22 @@ pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
         .iter()
         .filter(|m| m.executable && m.is_file_backed() && looks_like_python(&m.path))
         .collect();
-    // A shared build maps both `python3.X` and `libpython3.X.so`; the runtime lives in the library.
-    let Some(mapping) = candidates.iter().find(|m| file_name(&m.path).starts_with("libpython")).or(candidates.first())
-    else {
-        return Ok(None);
+    // A shared build maps both `python3.X` and `libpython3.X.so`; the runtime lives in the library. An
+    // interpreter under another name (a copied or embedding executable) is recognized by its `_PyRuntime`.
+    let named = candidates.iter().find(|m| file_name(&m.path).starts_with("libpython")).or(candidates.first()).copied();
+    let (mapping, symbols) = match named {
+        Some(mapping) => (mapping, Symbols::read(&resolve_path(&root, &mapping.path))?),
+        None => {
+            let Some(exe) = process_maps.mappings.iter().find(|m| m.executable && m.is_file_backed()) else {
+                return Ok(None);
+            };
+            match Symbols::read(&resolve_path(&root, &exe.path)) {
+                Ok(symbols) if symbols.runtime.is_some() => (exe, symbols),
+                _ => return Ok(None),
+            }
+        }
     };
     let path = resolve_path(&root, &mapping.path);
-    let symbols = Symbols::read(&path)?;
     let elf = ElfFile::open(&path)?;
     let bias = elf
         .load_bias(mapping.start, mapping.file_offset, true)

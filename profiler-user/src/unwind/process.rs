@@ -48,6 +48,12 @@ impl FileCache {
             .entry((mapping.dev, mapping.inode))
             .or_insert_with(|| match load_file(pid, mapping, root) {
                 Ok(file) => Some(Arc::new(file)),
+                // Executable memory that is not an ELF file (libffi's trampolines in a memfd, JIT code) has no
+                // unwind tables to read: nothing to warn about.
+                Err(err) if mapping.path.starts_with("/memfd:") || !looks_like_elf(pid, mapping, root) => {
+                    tracing::debug!("not unwinding through {}: {err:#}", mapping.path);
+                    None
+                }
                 Err(err) => {
                     tracing::warn!("cannot unwind through {}: {err:#}", mapping.path);
                     None
@@ -60,6 +66,13 @@ impl FileCache {
     pub fn retain_used(&mut self) {
         self.files.retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
     }
+}
+
+fn looks_like_elf(pid: u32, mapping: &Mapping, root: &Path) -> bool {
+    let path = resolve_path(root, &mapping.path);
+    let path = if path.exists() { path } else { PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)) };
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
 fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
