@@ -24,6 +24,8 @@ pub struct PythonStack<'a> {
     pub frames: &'a [PythonFrame],
     /// Path of the module holding the interpreter (its frames are interpreter internals).
     pub interpreter_module: &'a str,
+    /// File offsets of evaluation-loop code without the `_PyEval_EvalFrameDefault` name.
+    pub eval_ranges: &'a [std::ops::Range<u64>],
     /// Keep interpreter-internal native frames (`--native-python-internals`).
     pub keep_internals: bool,
 }
@@ -52,7 +54,7 @@ fn merge_python(out: &mut Vec<Frame>, native: &[Arc<[Frame]>], python: &PythonSt
     let mut remaining = python.frames;
     for group in native {
         let Some(outer) = group.last() else { continue };
-        if is_eval_frame(outer) {
+        if is_eval_frame(outer, python) {
             let (run, rest) = split_run(remaining);
             out.extend(run.iter().filter(|f| !f.shim).map(|f| f.frame.clone()));
             remaining = rest;
@@ -74,8 +76,11 @@ fn split_run(frames: &[PythonFrame]) -> (&[PythonFrame], &[PythonFrame]) {
     frames.split_at(end)
 }
 
-fn is_eval_frame(frame: &Frame) -> bool {
-    frame.kind == FrameKind::Native && frame.function.starts_with("_PyEval_EvalFrameDefault")
+fn is_eval_frame(frame: &Frame, python: &PythonStack) -> bool {
+    frame.kind == FrameKind::Native
+        && (frame.function.starts_with("_PyEval_EvalFrameDefault")
+            || (in_module(frame, python.interpreter_module)
+                && python.eval_ranges.iter().any(|range| range.contains(&frame.address))))
 }
 
 fn in_module(frame: &Frame, module_path: &str) -> bool {
@@ -147,7 +152,7 @@ mod tests {
             native("__libc_start_call_main", "/libc"),
         ];
         let python = [py("callback", true), py("parse", false), py("handler", false), py("<module>", true)];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: false };
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
         assert_eq!(
             names(&frames),
@@ -164,16 +169,29 @@ mod tests {
             native("_PyEval_EvalFrameDefault", PYTHON),
         ];
         let python = [py("inner", false), shim(), py("compute", false), py("<module>", false), shim()];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: false };
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
         assert_eq!(names(&frames), ["inner", "numpy_op", "compute", "<module>", "worker", "app"]);
+    }
+
+    /// A split evaluation loop: its unnamed part (known by address) is an evaluation loop too.
+    #[test]
+    fn unnamed_eval_code_is_recognized_by_address() {
+        let mut body = native("[python3.14+0x43fb60]", PYTHON);
+        Arc::get_mut(&mut body).unwrap()[0].address = 0x3fb60;
+        let native_stack = [body, native("main", PYTHON)];
+        let python = [py("leaf", false), py("<module>", false), shim()];
+        let ranges = [0x3fb58..0x5451f];
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &ranges, keep_internals: false };
+        let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
+        assert_eq!(names(&frames), ["leaf", "<module>", "worker", "app"]);
     }
 
     #[test]
     fn keeps_internals_on_request_and_python_frames_past_a_truncated_native_stack() {
         let native_stack = [native("_PyEval_EvalFrameDefault", PYTHON), native("PyObject_Call", PYTHON)];
         let python = [py("f", true), py("<module>", true)];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, keep_internals: true };
+        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: true };
         let frames = merge(&[], &native_stack, Some(Truncation::StackCopyEnd), Some(&stack), &CONTEXT);
         assert_eq!(
             names(&frames),

@@ -137,6 +137,7 @@ impl Pipeline {
         let python = interpreter.map(|interpreter| PythonStack {
             frames: &python_frames,
             interpreter_module: &interpreter.module_path,
+            eval_ranges: &interpreter.eval_ranges,
             keep_internals: self.options.native_python_internals,
         });
         let frames = merge(&kernel, &native_frames, native.truncation, python.as_ref(), &context);

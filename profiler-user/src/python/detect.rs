@@ -7,6 +7,7 @@ use memmap2::Mmap;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use super::{
+    eval_ranges,
     layout::{self, Layouts, Version},
     memory,
 };
@@ -25,6 +26,8 @@ pub struct Interpreter {
     pub layouts: Layouts,
     /// Address of `PyCode_Type`: a code object's type pointer must equal it.
     pub code_type: Option<u64>,
+    /// File offsets of evaluation-loop code that has no `_PyEval_EvalFrameDefault` name (see `eval_ranges`).
+    pub eval_ranges: Vec<std::ops::Range<u64>>,
 }
 
 /// `Ok(None)`: not a Python process. `Err`: a Python process we cannot profile (the message says why).
@@ -78,6 +81,7 @@ pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
         module_path: mapping.path.clone(),
         layouts,
         code_type: symbols.code_type.map(|svma| svma.wrapping_add(bias)),
+        eval_ranges: symbols.eval_ranges,
     }))
 }
 
@@ -104,6 +108,8 @@ struct Symbols {
     code_type: Option<u64>,
     /// Value of the `Py_Version` constant (3.11+).
     py_version: Option<u64>,
+    /// Unnamed parts of the evaluation loop, as file offsets.
+    eval_ranges: Vec<std::ops::Range<u64>>,
 }
 
 impl Symbols {
@@ -124,8 +130,39 @@ impl Symbols {
             let offset = ElfFile::svma_to_offset_in(&elf, svma)?;
             memory::u64_at(&map, offset).map(|v| v & 0xffff_ffff)
         });
-        Ok(Self { runtime, code_type: find("PyCode_Type"), py_version })
+        Ok(Self { runtime, code_type: find("PyCode_Type"), py_version, eval_ranges: unnamed_eval_code(&elf, &map) })
     }
+}
+
+/// The unnamed parts of `_PyEval_EvalFrameDefault`, as file offsets (frames carry file offsets).
+fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>> {
+    let Some(eval) = elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .find(|s| s.name() == Ok("_PyEval_EvalFrameDefault") && s.address() != 0 && s.size() != 0)
+    else {
+        return Vec::new();
+    };
+    let (Some(code_offset), Some(hdr)) = (ElfFile::svma_to_offset_in(elf, eval.address()), elf.section_by_name(".eh_frame_hdr"))
+    else {
+        return Vec::new();
+    };
+    let (Some(code), Ok(hdr_bytes)) = (map.get(code_offset as usize..(code_offset + eval.size()) as usize), hdr.data()) else {
+        return Vec::new();
+    };
+    let named: Vec<u64> = elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
+        .map(|s| s.address())
+        .collect();
+    eval_ranges::find(eval.address(), code, hdr_bytes, hdr.address(), &named)
+        .into_iter()
+        .filter_map(|range| {
+            let start = ElfFile::svma_to_offset_in(elf, range.start)?;
+            Some(start..start + (range.end - range.start))
+        })
+        .collect()
 }
 
 /// The path of a process's interpreter executable, for messages.

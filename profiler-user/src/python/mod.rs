@@ -2,6 +2,7 @@
 //! code object addresses the sampler sends into Python frames (function, file, line).
 pub mod code;
 pub mod detect;
+pub mod eval_ranges;
 pub mod layout;
 pub mod linetable;
 pub mod memory;
