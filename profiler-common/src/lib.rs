@@ -105,6 +105,12 @@ pub struct PyLayout {
     pub gil_ptr: u64,
     pub gil_locked: u64,
     pub gil_holder: u64,
+    /// For crash captures, which copy names while the process still exists: `co_qualname`, `co_firstlineno`,
+    /// `co_linetable`, and where a compact ASCII string's characters start.
+    pub code_qualname: u64,
+    pub code_firstlineno: u64,
+    pub code_linetable: u64,
+    pub unicode_ascii_data: u64,
 }
 
 /// `TARGETS` value flag: also profile processes this one forks.
@@ -204,6 +210,34 @@ pub struct SampleRecord {
     pub header: SampleHeader,
     pub py_frames: [PyFrame; PY_MAX_FRAMES],
     pub stack: [u8; STACK_COPY_MAX],
+}
+
+/// Python frames whose names a crash record carries (innermost first).
+pub const CRASH_CODE_COPIES: usize = 16;
+pub const CRASH_QUALNAME_LEN: usize = 64;
+pub const CRASH_FILENAME_LEN: usize = 128;
+pub const CRASH_LINETABLE_LEN: usize = 256;
+
+/// A code object's names and line table, copied at crash time: the crashed process is gone by the time
+/// userspace could read them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PyCodeCopy {
+    pub code: u64,
+    pub first_line: u32,
+    /// Bytes of `linetable` that hold the table (0: not copied).
+    pub linetable_len: u32,
+    /// NUL-terminated ASCII (empty: not copied).
+    pub qualname: [u8; CRASH_QUALNAME_LEN],
+    pub filename: [u8; CRASH_FILENAME_LEN],
+    pub linetable: [u8; CRASH_LINETABLE_LEN],
+}
+
+/// A crash as it sits in the crash ring buffer: a sample plus the names of its innermost Python frames.
+#[repr(C)]
+pub struct CrashRecord {
+    pub sample: SampleRecord,
+    pub codes: [PyCodeCopy; CRASH_CODE_COPIES],
 }
 
 /// Settings userspace writes into the kernel programs' read-only data before loading them.

@@ -9,12 +9,16 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use profiler_common::{EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, SampleRecord};
+use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
+use profiler_common::{
+    CRASH_CODE_COPIES, CRASH_LINETABLE_LEN, CrashRecord, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
+    PyCodeCopy, PyLayout,
+};
 
 use crate::{
     capture::{CaptureInfo, fill},
     lifecycle::{config, send},
-    maps::{CRASHES, LOST_SAMPLES, TARGETS},
+    maps::{CRASHES, LOST_SAMPLES, PY_PROCESSES, TARGETS},
 };
 
 const SIGILL: i32 = 4;
@@ -46,7 +50,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return 0;
     }
-    let Some(mut entry) = CRASHES.reserve::<SampleRecord>(0) else {
+    let Some(mut entry) = CRASHES.reserve::<CrashRecord>(0) else {
         if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
             unsafe { *counter += 1 };
         }
@@ -70,9 +74,61 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
     // for every crash; the user stack is what explains it.
     let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
-    fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info);
+    let record = entry.as_mut_ptr();
+    unsafe {
+        fill(&raw mut (*record).sample, tgid, pid_tgid as u32, info);
+        copy_code_names(record, tgid);
+    }
     entry.submit(0);
     0
+}
+
+/// Copies the names and line tables of the innermost Python frames' code objects: userspace reads code objects
+/// lazily, and a crashed process is gone before it gets to them.
+unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
+    let codes = unsafe { &mut (*record).codes };
+    for copy in codes.iter_mut() {
+        copy.code = 0;
+    }
+    let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else { return };
+    let count = unsafe { (*record).sample.header.py_frame_count } as usize;
+    let frames = unsafe { &(*record).sample.py_frames };
+    for index in 0..CRASH_CODE_COPIES {
+        if index >= count {
+            break;
+        }
+        let frame = &frames[index];
+        if frame.code == 0 || frame.flags & PY_FRAME_SHIM != 0 {
+            continue;
+        }
+        copy_code(&mut codes[index], frame.code, layout);
+    }
+}
+
+fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
+    copy.code = code;
+    copy.first_line = read::<u32>(code + layout.code_firstlineno).unwrap_or(0);
+    copy.qualname[0] = 0;
+    copy.filename[0] = 0;
+    copy.linetable_len = 0;
+    if let Some(name) = read::<u64>(code + layout.code_qualname) {
+        let _ = unsafe { bpf_probe_read_user_str_bytes((name + layout.unicode_ascii_data) as *const u8, &mut copy.qualname) };
+    }
+    if let Some(name) = read::<u64>(code + layout.code_filename) {
+        let _ = unsafe { bpf_probe_read_user_str_bytes((name + layout.unicode_ascii_data) as *const u8, &mut copy.filename) };
+    }
+    // A bytes object: size at 16, data at 32 in every supported version. The read is fixed-size (the verifier
+    // wants it so); a table shorter than the buffer leaves harmless trailing bytes that `linetable_len` excludes.
+    if let Some(table) = read::<u64>(code + layout.code_linetable) {
+        let size = read::<u64>(table + 16).unwrap_or(0);
+        if unsafe { bpf_probe_read_user_buf((table + 32) as *const u8, &mut copy.linetable) }.is_ok() {
+            copy.linetable_len = if size > CRASH_LINETABLE_LEN as u64 { CRASH_LINETABLE_LEN as u32 } else { size as u32 };
+        }
+    }
+}
+
+fn read<T>(address: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(address as *const T) }.ok()
 }
 
 /// signal/signal_generate (formatted): fatal signals another process sends to a target.

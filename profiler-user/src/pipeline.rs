@@ -132,7 +132,7 @@ impl Pipeline {
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
         let context = SampleContext { process_name, thread_name: &sample.comm };
-        let python_frames = self.python.frames(sample.pid, &sample.py_frames);
+        let python_frames = self.python.frames(sample.pid, &sample.py_frames, &sample.code_copies);
         let interpreter = self.python.interpreter(sample.pid);
         let python = interpreter.map(|interpreter| PythonStack {
             frames: &python_frames,

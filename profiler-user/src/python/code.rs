@@ -5,7 +5,7 @@
 //! different key, so a reused address never yields a stale name.
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::PyFrame;
+use profiler_common::{PyCodeCopy, PyFrame};
 
 use super::{
     detect::Interpreter,
@@ -32,6 +32,23 @@ pub struct CodeInfo {
 }
 
 impl CodeInfo {
+    /// From the names the crash probe copied (ASCII, NUL-terminated), when the process can no longer be read.
+    pub fn from_copy(copy: &PyCodeCopy, code_adaptive: u64) -> Option<Self> {
+        let text = |bytes: &[u8]| {
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
+        };
+        let table_len = (copy.linetable_len as usize).min(copy.linetable.len());
+        Some(Self {
+            qualname: text(&copy.qualname)?,
+            filename: text(&copy.filename).unwrap_or_else(|| "?".into()),
+            first_line: copy.first_line,
+            linetable: copy.linetable[..table_len].to_vec(),
+            code_address: copy.code,
+            code_adaptive,
+        })
+    }
+
     /// The line executing at `instr` (an address inside the code object's bytecode).
     pub fn line(&self, instr: u64) -> u32 {
         let start = self.code_address + self.code_adaptive;

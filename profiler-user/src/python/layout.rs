@@ -89,7 +89,20 @@ fn base(version: Version, runtime: u64) -> PyLayout {
         gil_ptr: NO_OFFSET,
         gil_locked: 0,
         gil_holder: 0,
+        code_qualname: 0,
+        code_firstlineno: 0,
+        code_linetable: 0,
+        unicode_ascii_data: 0,
     }
+}
+
+/// Copies the code-object offsets the crash probe needs into the kernel layout.
+fn with_code(mut kernel: PyLayout, code: &CodeLayout) -> Layouts {
+    kernel.code_qualname = code.qualname;
+    kernel.code_firstlineno = code.firstlineno;
+    kernel.code_linetable = code.linetable;
+    kernel.unicode_ascii_data = code.ascii_data;
+    Layouts { kernel, code: *code }
 }
 
 fn python_3_11(runtime: u64) -> Layouts {
@@ -118,7 +131,7 @@ fn python_3_11(runtime: u64) -> Layouts {
         ascii_data: 48,
         compact_data: 72,
     };
-    Layouts { kernel, code }
+    with_code(kernel, &code)
 }
 
 fn python_3_12(runtime: u64) -> Layouts {
@@ -148,7 +161,7 @@ fn python_3_12(runtime: u64) -> Layouts {
         ascii_data: 40,
         compact_data: 56,
     };
-    Layouts { kernel, code }
+    with_code(kernel, &code)
 }
 
 /// Parses `_Py_DebugOffsets`. Its blocks grow between minor versions (3.14 added fields to the interpreter and
@@ -211,7 +224,7 @@ pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Resul
         compact_data: 56,
     };
     sanity_check(&kernel, &code)?;
-    Ok(Layouts { kernel, code })
+    Ok(with_code(kernel, &code))
 }
 
 /// Offsets far outside any CPython struct mean we misread the block: better no Python frames than wrong ones.

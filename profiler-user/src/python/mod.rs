@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyFrame, PyLayout};
+use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyCodeCopy, PyFrame, PyLayout};
 
 pub use self::detect::Interpreter;
 use self::code::CodeCache;
@@ -103,7 +103,9 @@ impl Python {
 
     /// Resolves the sampled frames (innermost first). A frame whose code object cannot be read becomes
     /// `[unknown Python frame]` rather than disappearing, so the stack keeps its shape.
-    pub fn frames(&mut self, pid: u32, sampled: &[PyFrame]) -> Vec<PythonFrame> {
+    /// `copies` (crash samples only) are names the kernel copied at the crash; they are used for the frames
+    /// whose code object can no longer be read.
+    pub fn frames(&mut self, pid: u32, sampled: &[PyFrame], copies: &[PyCodeCopy]) -> Vec<PythonFrame> {
         let Some(interpreter) = self.interpreter(pid).cloned() else { return Vec::new() };
         sampled
             .iter()
@@ -112,7 +114,11 @@ impl Python {
                 let frame = if shim || raw.code == 0 {
                     python_frame("[python shim]".into(), None, None)
                 } else {
-                    match self.codes.resolve(pid, &interpreter, raw) {
+                    let copied = || {
+                        let copy = copies.iter().find(|c| c.code == raw.code)?;
+                        code::CodeInfo::from_copy(copy, interpreter.layouts.code.code_adaptive).map(Arc::new)
+                    };
+                    match self.codes.resolve(pid, &interpreter, raw).or_else(copied) {
                         Some(code) => python_frame(code.qualname.clone(), Some(code.filename.clone()), Some(code.line(raw.instr))),
                         None => python_frame("[unknown Python frame]".into(), None, None),
                     }

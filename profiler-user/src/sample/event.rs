@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -30,6 +30,8 @@ pub struct CpuSample<'a> {
     pub py_flags: u32,
     /// Set for crash samples.
     pub crash: Option<CrashSignal>,
+    /// Crash samples: names and line tables of the innermost Python frames' code objects, copied at the crash.
+    pub code_copies: Vec<PyCodeCopy>,
 }
 
 /// The fatal signal a thread generated for itself.
@@ -67,7 +69,20 @@ impl<'a> CpuSample<'a> {
             })
             .collect();
         let stack_area = &record[header_len + frames_len..];
-        let stack_len = (header.stack_len as usize).min(stack_area.len());
+        let stack_len = (header.stack_len as usize).min(STACK_COPY_MAX).min(stack_area.len());
+        let code_copies = if header.kind == KIND_CRASH && record.len() >= size_of::<CrashRecord>() {
+            let at = size_of::<SampleRecord>();
+            (0..CRASH_CODE_COPIES)
+                .map(|i| {
+                    let copy = record[at + i * size_of::<PyCodeCopy>()..].as_ptr();
+                    // SAFETY: plain old data; the record holds CRASH_CODE_COPIES of them after the sample.
+                    unsafe { std::ptr::read_unaligned(copy.cast::<PyCodeCopy>()) }
+                })
+                .filter(|copy| copy.code != 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
         Ok(Self {
             pid: header.pid,
@@ -88,6 +103,7 @@ impl<'a> CpuSample<'a> {
                 si_code: header.si_code,
                 fault_addr: (header.flags & FLAG_FAULT_ADDR != 0).then_some(header.fault_addr),
             }),
+            code_copies,
         })
     }
 

@@ -145,6 +145,7 @@ mod tests {
             py_frames: Vec::new(),
             py_flags: 0,
             crash: None,
+            code_copies: Vec::new(),
         };
         let stack = unwinder.unwind(&sample);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));
