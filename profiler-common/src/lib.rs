@@ -124,6 +124,8 @@ pub const EVENT_EXEC: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
 /// `LifecycleEvent::kind`: another process sent a target a fatal signal (e.g. SIGKILL from the OOM killer).
 pub const EVENT_SIGNAL: u32 = 4;
+/// `LifecycleEvent::kind`: a target is mapping a file executable (loading a library): its maps are stale.
+pub const EVENT_MMAP_EXEC: u32 = 5;
 
 /// A process lifecycle change, sent through the `EVENTS` ring buffer.
 #[repr(C)]

@@ -7,10 +7,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use profiler_common::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, LifecycleConfig, LifecycleEvent, NO_FIELD, TARGET_FOLLOW_CHILDREN,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, LifecycleConfig, LifecycleEvent, NO_FIELD, TARGET_FOLLOW_CHILDREN,
 };
 
-use crate::maps::{EVENTS, LOST_EVENTS, PY_PROCESSES, TARGETS};
+use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, TARGETS};
 
 /// Written by userspace before load from the tracepoint formats.
 #[unsafe(no_mangle)]
@@ -90,6 +90,38 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
         let _ = TARGETS.remove(&tgid);
         let _ = PY_PROCESSES.remove(&tgid);
         send(EVENT_EXIT, tgid, 0, 0);
+    }
+    0
+}
+
+/// syscalls/sys_enter_mmap: a target mapping a file executable is loading code (dlopen of a C extension); its
+/// memory map must be re-read before a crash in that code leaves nothing to read. The event goes out when the
+/// call returns (`mmap_done`), once the mapping exists.
+#[tracepoint]
+pub fn mmap_exec(ctx: TracePointContext) -> u32 {
+    const PROT_EXEC: u64 = 4;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+        return 0;
+    }
+    // The record layout of syscall-entry tracepoints is fixed: args start at 16, 8 bytes each.
+    let (Ok(prot), Ok(fd)) = (unsafe { ctx.read_at::<u64>(32) }, unsafe { ctx.read_at::<i64>(48) }) else {
+        return 0;
+    };
+    if prot & PROT_EXEC != 0 && fd >= 0 {
+        let _ = PENDING_MMAPS.insert(&(pid_tgid as u32), &1, 0);
+    }
+    0
+}
+
+/// syscalls/sys_exit_mmap: the executable mapping of a target now exists.
+#[tracepoint]
+pub fn mmap_done(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if unsafe { PENDING_MMAPS.get(&tid) }.is_some() {
+        let _ = PENDING_MMAPS.remove(&tid);
+        send(EVENT_MMAP_EXEC, (pid_tgid >> 32) as u32, 0, 0);
     }
     0
 }

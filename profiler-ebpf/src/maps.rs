@@ -43,3 +43,7 @@ pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Crash samples: their own buffer, so a backlog of CPU samples can never cost us the crash.
 #[map]
 pub static CRASHES: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Threads of targets inside an executable file mmap (entered, not yet returned).
+#[map]
+pub static PENDING_MMAPS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4096, 0);

@@ -76,6 +76,16 @@ impl Pipeline {
         self.unwinder.preload(pid);
     }
 
+    /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
+    pub fn maps_changed(&mut self, pid: u32) {
+        self.unwinder.mark_stale(pid);
+    }
+
+    /// Re-reads the maps of processes that loaded code since the last call.
+    pub fn refresh_changed_maps(&mut self) {
+        self.unwinder.refresh_stale();
+    }
+
     /// Names the process in outputs (otherwise the sampled thread's name of its first sample is used).
     pub fn set_process_name(&mut self, pid: u32, name: &str) {
         self.process_names.insert(pid, name.to_owned());

@@ -185,6 +185,7 @@ impl Session {
     }
 
     fn housekeeping(&mut self) {
+        self.pipeline.refresh_changed_maps();
         for (pid, layout) in self.pipeline.new_python_layouts() {
             if let Err(err) = self.sampler.set_python_layout(pid, &layout) {
                 tracing::warn!("{err:#}");
@@ -278,6 +279,7 @@ fn handle_event(
         Lifecycle::Signal { pid, sender, signal } => {
             pipeline.process_killed(pid, sender, signal, timed.time_ns);
         }
+        Lifecycle::MapsChanged { pid } => pipeline.maps_changed(pid),
     }
 }
 

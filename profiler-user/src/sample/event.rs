@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -135,6 +135,8 @@ pub enum Lifecycle {
     Exit { pid: u32 },
     /// Process `sender` sent target `pid` the fatal signal `signal`.
     Signal { pid: u32, sender: u32, signal: u32 },
+    /// Target `pid` is mapping a file executable: its memory map is about to change.
+    MapsChanged { pid: u32 },
 }
 
 impl TimedLifecycle {
@@ -152,6 +154,7 @@ impl TimedLifecycle {
             }
             EVENT_EXIT => Lifecycle::Exit { pid: event.pid },
             EVENT_SIGNAL => Lifecycle::Signal { pid: event.pid, sender: event.parent, signal: event.signal },
+            EVENT_MMAP_EXEC => Lifecycle::MapsChanged { pid: event.pid },
             kind => bail!("unknown lifecycle event kind {kind}"),
         };
         Ok(Self { time_ns: event.time_ns, event: lifecycle })

@@ -89,6 +89,22 @@ impl Sampler {
                 .map_err(|err| describe_program_error(&format!("attaching to the {category}/{name} tracepoint"), err))?;
         }
 
+        // Optional: kernels without syscall tracepoints only lose the early maps refresh after a dlopen.
+        let mmap: &mut TracePoint = ebpf
+            .program_mut("mmap_exec")
+            .context("the embedded eBPF object has no `mmap_exec` program")?
+            .try_into()?;
+        if let Err(err) = mmap.load().and_then(|()| mmap.attach("syscalls", "sys_enter_mmap").map(drop)) {
+            tracing::debug!("not watching mmap: {err}");
+        }
+        let mmap_done: &mut TracePoint = ebpf
+            .program_mut("mmap_done")
+            .context("the embedded eBPF object has no `mmap_done` program")?
+            .try_into()?;
+        if let Err(err) = mmap_done.load().and_then(|()| mmap_done.attach("syscalls", "sys_exit_mmap").map(drop)) {
+            tracing::debug!("not watching mmap: {err}");
+        }
+
         let crash: &mut RawTracePoint = ebpf
             .program_mut("signal_generate")
             .context("the embedded eBPF object has no `signal_generate` program")?

@@ -110,6 +110,26 @@ impl Unwinder {
         }
     }
 
+    /// The process is changing its executable mappings: re-read them now (a crash may follow at once) and
+    /// again at the next refresh (the mapping may not be complete yet).
+    pub fn mark_stale(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            if let Err(err) = process.refresh(&mut self.files) {
+                tracing::debug!("PID {pid}: {err:#}");
+            }
+            process.mark_stale();
+        }
+    }
+
+    /// Re-reads the maps of processes marked stale, while they still exist.
+    pub fn refresh_stale(&mut self) {
+        for (pid, process) in self.processes.iter_mut().filter(|(_, p)| p.is_stale()) {
+            if let Err(err) = process.refresh(&mut self.files) {
+                tracing::debug!("PID {pid}: {err:#}");
+            }
+        }
+    }
+
     /// Forgets a process that exited (its files stay cached while another process maps them).
     pub fn forget_process(&mut self, pid: u32) {
         if self.processes.remove(&pid).is_some() {

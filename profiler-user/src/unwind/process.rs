@@ -96,6 +96,8 @@ pub struct ProcessModules {
     pub unwinder: UnwinderX86_64<SectionBytes>,
     modules: Vec<LoadedModule>,
     loaded_at: Option<Instant>,
+    /// Set when the process maps new code: the next lookup re-reads the maps whatever the interval.
+    stale: bool,
     pub malformed_map_lines: usize,
 }
 
@@ -106,7 +108,14 @@ const MAPS_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
 impl ProcessModules {
     pub fn new(pid: u32) -> Self {
-        Self { pid, unwinder: UnwinderX86_64::new(), modules: Vec::new(), loaded_at: None, malformed_map_lines: 0 }
+        Self {
+            pid,
+            unwinder: UnwinderX86_64::new(),
+            modules: Vec::new(),
+            loaded_at: None,
+            stale: false,
+            malformed_map_lines: 0,
+        }
     }
 
     /// Re-reads the maps if they were never read, or if `address` is outside every known module and the last
@@ -114,7 +123,7 @@ impl ProcessModules {
     pub fn ensure_covers(&mut self, address: u64, files: &mut FileCache) -> Result<()> {
         let stale = match self.loaded_at {
             None => true,
-            Some(at) => self.module_at(address).is_none() && at.elapsed() >= MAPS_REFRESH_INTERVAL,
+            Some(at) => self.module_at(address).is_none() && (self.stale || at.elapsed() >= MAPS_REFRESH_INTERVAL),
         };
         if stale {
             self.reload(files)?;
@@ -122,8 +131,22 @@ impl ProcessModules {
         Ok(())
     }
 
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Re-reads the maps now.
+    pub fn refresh(&mut self, files: &mut FileCache) -> Result<()> {
+        self.reload(files)
+    }
+
     fn reload(&mut self, files: &mut FileCache) -> Result<()> {
         self.loaded_at = Some(Instant::now());
+        self.stale = false;
         let maps = maps::read(self.pid)?;
         self.malformed_map_lines = maps.malformed_lines;
         let root = process_root(self.pid);
