@@ -1,0 +1,505 @@
+//! Python interpreters for the Python tests, made ready once and cached outside the repository, and readers for
+//! what the profiler wrote about Python processes.
+//!
+//! The interpreters the tests cover:
+//! - Debian's `/usr/bin/python3` (3.11, libpython linked in statically, non-PIE), with Debian's lxml and numpy;
+//! - the other `python3` on PATH (here pyenv's 3.11: shared libpython, PIE), with lxml and numpy from PyPI in a
+//!   virtualenv under [`CACHE_DIR`];
+//! - CPython 3.13 and 3.14 inside Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with
+//!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root);
+//! - CPython 3.9 inside a Debian bullseye root: a version the profiler does not support.
+//!
+//! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
+//! a lock file (two test binaries may race) into a temporary name and renamed (or stamped) when complete, so a
+//! half-made one is never used.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    os::unix::io::AsRawFd,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    thread,
+};
+
+use profiler::pprof::proto;
+
+use crate::{scratch_root, workspace_root};
+
+/// Where the Debian roots are cached: `ROOTS_DIR/<suite>`.
+pub const ROOTS_DIR: &str = "/var/cache/profiler-roots";
+/// Where other test environments (virtualenvs) are cached.
+pub const CACHE_DIR: &str = "/var/cache/profiler-tests";
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Environment for every Python workload: numerical libraries must compute in the calling thread (a BLAS thread
+/// pool would move the time the tests measure to other threads), and no bytecode caches are written.
+const WORKLOAD_ENV: [(&str, &str); 5] = [
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+    ("PYTHONUNBUFFERED", "1"),
+];
+
+/// How to start an interpreter.
+#[derive(Clone, Debug)]
+enum Launch {
+    /// A Python of this machine.
+    Host { python: PathBuf },
+    /// `chroot ROOT PYTHON`: files it sees at `/x` are at `ROOT/x` here.
+    Chroot { root: PathBuf, python: String },
+}
+
+/// One CPython the tests run workloads under.
+#[derive(Clone, Debug)]
+pub struct Interpreter {
+    /// Short and unique, for messages and file names: `debian-3.11`, `path-3.11`, `trixie-3.13`, `sid-3.14`.
+    pub name: String,
+    /// (major, minor), as the interpreter reports it.
+    pub version: (u32, u32),
+    launch: Launch,
+}
+
+impl Interpreter {
+    /// Copies the Python workloads (tests/workloads/python/*.py) where this interpreter can read them, next to a
+    /// place for the files they write.
+    pub fn stage(&self, label: &str) -> Stage {
+        let leaf = format!("{label}-{}", self.name);
+        let (host, inside) = match &self.launch {
+            Launch::Host { .. } => {
+                let dir = scratch_root().join(&leaf);
+                (dir.clone(), dir)
+            }
+            Launch::Chroot { root, .. } => {
+                let inside = PathBuf::from(format!("/tmp/profiler-tests.{}", std::process::id())).join(&leaf);
+                (root.join(inside.strip_prefix("/").expect("absolute")), inside)
+            }
+        };
+        let _ = fs::remove_dir_all(&host);
+        fs::create_dir_all(&host).unwrap_or_else(|err| panic!("creating {}: {err}", host.display()));
+        let sources = workspace_root().join("tests/workloads/python");
+        for entry in fs::read_dir(&sources).unwrap_or_else(|err| panic!("reading {}: {err}", sources.display())) {
+            let path = entry.expect("listing the Python workloads").path();
+            if path.extension().is_some_and(|ext| ext == "py") {
+                let to = host.join(path.file_name().expect("a file name"));
+                fs::copy(&path, &to)
+                    .unwrap_or_else(|err| panic!("copying {} to {}: {err}", path.display(), to.display()));
+            }
+        }
+        Stage { host, inside, in_root: matches!(self.launch, Launch::Chroot { .. }) }
+    }
+
+    /// A command running `script` (a path as the interpreter sees it) with `args`.
+    pub fn command(&self, script: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.python();
+        cmd.arg(script).args(args);
+        cmd
+    }
+
+    /// The interpreter, with the workloads' environment.
+    fn python(&self) -> Command {
+        let mut cmd = match &self.launch {
+            Launch::Host { python } => Command::new(python),
+            Launch::Chroot { root, python } => {
+                let mut cmd = Command::new("chroot");
+                cmd.arg(root).arg(python);
+                cmd
+            }
+        };
+        cmd.envs(WORKLOAD_ENV);
+        cmd
+    }
+
+    /// Runs a short snippet to its end and returns its stdout; panics, showing stderr, when it fails.
+    fn eval(&self, code: &str) -> String {
+        let mut cmd = self.python();
+        let output = cmd.args(["-c", code]).output();
+        let output = output.unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        assert!(
+            output.status.success(),
+            "{cmd:?} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn with_version(name_prefix: &str, launch: Launch) -> Interpreter {
+        let mut interpreter = Interpreter { name: String::new(), version: (0, 0), launch };
+        let version = interpreter.eval("import sys; print(*sys.version_info[:2])");
+        let mut numbers = version.split_whitespace().map(|n| n.parse::<u32>().expect("a version number"));
+        interpreter.version = (numbers.next().expect("major"), numbers.next().expect("minor"));
+        interpreter.name = format!("{name_prefix}-{}.{}", interpreter.version.0, interpreter.version.1);
+        interpreter
+    }
+
+    /// Panics unless lxml and numpy import, with what to do about it.
+    fn require_lxml_and_numpy(&self, remedy: &str) {
+        let mut cmd = self.python();
+        let output = cmd.args(["-c", "import lxml.etree, numpy"]).output();
+        let output = output.unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        assert!(
+            output.status.success(),
+            "{}: lxml and numpy do not import ({remedy}):\n{}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The workloads copied where an interpreter can read them. A copy inside a Debian root is removed afterwards
+/// unless the test failed.
+pub struct Stage {
+    host: PathBuf,
+    inside: PathBuf,
+    in_root: bool,
+}
+
+impl Stage {
+    /// `name` as this machine sees it.
+    pub fn host(&self, name: &str) -> PathBuf {
+        self.host.join(name)
+    }
+
+    /// `name` as the interpreter sees it (and so as the profiler reports its Python files).
+    pub fn inside(&self, name: &str) -> PathBuf {
+        self.inside.join(name)
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("keeping the workload's files: {}", self.host.display());
+        } else if self.in_root {
+            let _ = fs::remove_dir_all(&self.host);
+            // The per-run parent, when this was its last test.
+            if let Some(parent) = self.host.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The interpreters
+
+/// Debian's `/usr/bin/python3` with Debian's lxml and numpy.
+pub fn debian_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let python = PathBuf::from("/usr/bin/python3");
+        assert!(python.is_file(), "no {}: this machine is not the Debian the tests expect", python.display());
+        let interpreter = Interpreter::with_version("debian", Launch::Host { python });
+        interpreter.require_lxml_and_numpy(
+            "install Debian's python3-lxml and python3-numpy: `cargo xtask setup`, or \
+             `apt-get install python3-lxml python3-numpy`",
+        );
+        interpreter
+    })
+}
+
+/// The first `python3` on PATH that is not Debian's `/usr/bin/python3` (pyenv's shims resolved by asking the
+/// interpreter for `sys.executable`), run from a virtualenv with lxml and numpy from PyPI. `None` (after saying
+/// so) when there is none, except under `CI=true`, where that fails the test.
+pub fn path_python() -> Option<&'static Interpreter> {
+    static PYTHON: OnceLock<Option<Interpreter>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let Some(python) = other_python_on_path() else {
+                let why = "no python3 on PATH other than Debian's /usr/bin/python3";
+                assert!(!ci(), "{why}, and CI=true does not allow skipping it: put the second Python 3.11 on PATH");
+                eprintln!("skipping the second Python on PATH: {why}");
+                return None;
+            };
+            let base = Interpreter::with_version("path", Launch::Host { python: python.clone() });
+            let (major, minor) = base.version;
+            let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"));
+            let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
+            interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
+            Some(interpreter)
+        })
+        .as_ref()
+}
+
+/// CPython 3.13 (`python3`) in a Debian trixie root, with Debian's lxml and numpy.
+pub fn trixie_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = ensure_debian_root("trixie", &["python3", "python3-lxml", "python3-numpy"]);
+        let interpreter =
+            Interpreter::with_version("trixie", Launch::Chroot { root: root.clone(), python: "python3".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
+/// CPython 3.14 (`python3.14`) in a Debian sid root, with Debian's lxml and numpy (built for 3.14 there too).
+pub fn sid_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = ensure_debian_root("sid", &["python3", "python3.14", "python3-lxml", "python3-numpy"]);
+        let interpreter =
+            Interpreter::with_version("sid", Launch::Chroot { root: root.clone(), python: "python3.14".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
+/// CPython 3.9 in a Debian bullseye root: a Python the profiler does not support.
+pub fn bullseye_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = ensure_debian_root("bullseye", &["python3"]);
+        Interpreter::with_version("bullseye", Launch::Chroot { root, python: "python3".into() })
+    })
+}
+
+/// Every interpreter with lxml and numpy that the Python tests cover, in a fixed order.
+pub fn python_interpreters() -> Vec<&'static Interpreter> {
+    let mut all = vec![debian_python()];
+    all.extend(path_python());
+    all.push(trixie_python());
+    all.push(sid_python());
+    all
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+fn other_python_on_path() -> Option<PathBuf> {
+    let debian = fs::canonicalize("/usr/bin/python3").ok();
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("python3");
+        if !candidate.is_file() {
+            continue;
+        }
+        // A pyenv shim is a shell script: only the interpreter knows which executable it is.
+        let Ok(output) = Command::new(&candidate).args(["-c", "import sys; print(sys.executable)"]).output() else {
+            continue;
+        };
+        if !output.status.success() {
+            continue;
+        }
+        let executable = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let Ok(real) = fs::canonicalize(&executable) else { continue };
+        if Some(&real) != debian.as_ref() {
+            return Some(executable);
+        }
+    }
+    None
+}
+
+/// A virtualenv of `python` with lxml and numpy from PyPI at `CACHE_DIR/name`, made once: its stamp file, written
+/// last, names the interpreter it was made from.
+fn ensure_venv(python: &Path, name: &str) -> PathBuf {
+    let cache = Path::new(CACHE_DIR);
+    fs::create_dir_all(cache).unwrap_or_else(|err| panic!("creating {}: {err}", cache.display()));
+    let venv = cache.join(name);
+    let stamp = venv.join(".profiler-tests-ready");
+    let wanted = format!("{}\nlxml numpy\n", python.display());
+    if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
+        return venv;
+    }
+    let _lock = FileLock::acquire(&cache.join(format!("{name}.lock")));
+    if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
+        return venv;
+    }
+    eprintln!("making the virtualenv {} (lxml and numpy from PyPI)", venv.display());
+    let _ = fs::remove_dir_all(&venv);
+    run_logged(Command::new(python).args(["-m", "venv"]).arg(&venv));
+    run_logged(Command::new(venv.join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "lxml",
+        "numpy",
+    ]));
+    fs::write(&stamp, wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
+    venv
+}
+
+/// The Debian `suite` root at `ROOTS_DIR/suite`, made with `debootstrap --variant=minbase --include=PACKAGES` when
+/// missing (into `suite.partial`, renamed when complete), installing debootstrap first if needed.
+pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
+    let roots = Path::new(ROOTS_DIR);
+    let root = roots.join(suite);
+    if root.join("usr/bin/python3").exists() {
+        return root;
+    }
+    fs::create_dir_all(roots).unwrap_or_else(|err| panic!("creating {}: {err}", roots.display()));
+    let _lock = FileLock::acquire(&roots.join(format!("{suite}.lock")));
+    if root.join("usr/bin/python3").exists() {
+        return root;
+    }
+    assert!(!root.exists(), "{} exists but has no usr/bin/python3: remove it to have it made again", root.display());
+    if Command::new("debootstrap").arg("--version").output().is_err() {
+        eprintln!("installing debootstrap");
+        run_logged(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "debootstrap",
+        ]));
+    }
+    // Ours alone while we hold the lock: whatever is there is left from a run that was killed.
+    let partial = roots.join(format!("{suite}.partial"));
+    let _ = fs::remove_dir_all(&partial);
+    let log = roots.join(format!("{suite}.log"));
+    eprintln!("making the Debian {suite} root {} (takes minutes; log in {})", root.display(), log.display());
+    let log_file = fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
+    let status = Command::new("debootstrap")
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", packages.join(",")))
+        .arg(suite)
+        .arg(&partial)
+        .arg(DEBIAN_MIRROR)
+        .stdout(log_file.try_clone().expect("cloning a file handle"))
+        .stderr(log_file)
+        .status()
+        .unwrap_or_else(|err| panic!("could not start debootstrap: {err}"));
+    if !status.success() {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("debootstrap of {suite} failed ({status}); the end of {}:\n{}", log.display(), tail.join("\n"));
+    }
+    fs::rename(&partial, &root)
+        .unwrap_or_else(|err| panic!("renaming {} to {}: {err}", partial.display(), root.display()));
+    root
+}
+
+fn run_logged(cmd: &mut Command) {
+    let output = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// An exclusive `flock` on a file, held until dropped (and released by the kernel if the process dies).
+struct FileLock(fs::File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> FileLock {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|err| panic!("opening the lock file {}: {err}", path.display()));
+        // SAFETY: flock on a descriptor we own; it has no memory-safety preconditions.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "locking {}: {}", path.display(), std::io::Error::last_os_error());
+        FileLock(file)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading pprof
+
+/// One frame of a pprof sample, inlined frames expanded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PprofFrame {
+    /// Empty when the profiler left the name to the server (no `Line` on the location).
+    pub function: String,
+    /// The function's file (a Python frame's source file).
+    pub file: String,
+    pub line: i64,
+    /// The mapping's file name: a module's path, or `[python]` and the like for frames of no module.
+    pub mapping: String,
+}
+
+impl PprofFrame {
+    pub fn is_python(&self) -> bool {
+        self.mapping == "[python]"
+    }
+}
+
+/// A pprof sample in the shape the tests want: frames root first, labels as strings, a sample count.
+#[derive(Clone, Debug)]
+pub struct PprofSample {
+    pub frames: Vec<PprofFrame>,
+    pub labels: BTreeMap<String, String>,
+    pub count: u64,
+}
+
+impl PprofSample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// The samples of a profile. Panics if its tables do not hold together.
+pub fn pprof_samples(profile: &proto::Profile) -> Vec<PprofSample> {
+    let s = |index: i64| -> String {
+        profile.string_table.get(usize::try_from(index).expect("string index")).cloned().expect("string index in range")
+    };
+    let period = profile.period.max(1);
+    let locations: HashMap<u64, &proto::Location> = profile.location.iter().map(|l| (l.id, l)).collect();
+    let functions: HashMap<u64, &proto::Function> = profile.function.iter().map(|f| (f.id, f)).collect();
+    let mappings: HashMap<u64, &proto::Mapping> = profile.mapping.iter().map(|m| (m.id, m)).collect();
+    profile
+        .sample
+        .iter()
+        .map(|sample| {
+            let mut frames = Vec::new();
+            // location_id is leaf first; within a location, line[0] is the innermost inlined frame.
+            for &id in sample.location_id.iter().rev() {
+                let location = locations.get(&id).unwrap_or_else(|| panic!("no location with id {id}"));
+                let mapping = if location.mapping_id == 0 {
+                    String::new()
+                } else {
+                    s(mappings.get(&location.mapping_id).expect("the location's mapping").filename)
+                };
+                if location.line.is_empty() {
+                    frames.push(PprofFrame { function: String::new(), file: String::new(), line: 0, mapping });
+                    continue;
+                }
+                for line in location.line.iter().rev() {
+                    let function = functions.get(&line.function_id).expect("the line's function");
+                    frames.push(PprofFrame {
+                        function: s(function.name),
+                        file: s(function.filename),
+                        line: line.line,
+                        mapping: mapping.clone(),
+                    });
+                }
+            }
+            let labels = sample
+                .label
+                .iter()
+                .map(|label| {
+                    let value = if label.str != 0 { s(label.str) } else { label.num.to_string() };
+                    (s(label.key), value)
+                })
+                .collect();
+            let value = sample.value.first().copied().unwrap_or(0);
+            PprofSample { frames, labels, count: u64::try_from(value / period).expect("a non-negative value") }
+        })
+        .collect()
+}
+
+/// The 1-based number of the only line of `file` containing `marker`.
+pub fn marked_line(file: &Path, marker: &str) -> i64 {
+    let text = fs::read_to_string(file).unwrap_or_else(|err| panic!("reading {}: {err}", file.display()));
+    let lines: Vec<usize> =
+        text.lines().enumerate().filter(|(_, line)| line.contains(marker)).map(|(i, _)| i + 1).collect();
+    assert_eq!(lines.len(), 1, "{} should have exactly one line marked {marker}", file.display());
+    lines[0] as i64
+}

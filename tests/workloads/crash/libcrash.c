@@ -1,0 +1,51 @@
+/* Ways to crash, called through ctypes by the Python crash workloads next to this file.
+ *
+ * Every function is noinline, and a caller does work after its call, so caller and callee both stay on the stack
+ * (no inlining, no tail call). The marked lines are the ones the tests expect at the top of the crash stack. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CRASHER __attribute__((noinline, visibility("default")))
+
+/* SIGSEGV: `p` comes from the caller (NULL from Python), so the compiler cannot see the fault coming. */
+CRASHER int crash_here(int *p) {
+    *p = 42; /* SEGV-LINE */
+    return *p;
+}
+
+CRASHER int do_crash(int *p) {
+    int stored = crash_here(p);
+    return stored + 1;
+}
+
+/* SIGABRT: abort() raises it from inside libc. */
+CRASHER void call_abort(void) {
+    abort();
+}
+
+/* SIGFPE: volatile operands force a real idiv (no constant folding, no trap removed as undefined behaviour). */
+CRASHER int divide(int a, int b) {
+    volatile int dividend = a, divisor = b;
+    return dividend / divisor; /* FPE-LINE */
+}
+
+/* SIGBUS: a shared mapping two pages long over a file truncated to nothing; the first page has no file behind it
+ * any more. The address is printed first so the test can compare it with the report's fault address. */
+CRASHER int touch_truncated(const char *path) {
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, page) != 0)
+        return -1;
+    volatile char *map = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED)
+        return -2;
+    if (ftruncate(fd, 0) != 0)
+        return -3;
+    fprintf(stderr, "touch_truncated: mapping at %p\n", (void *)map);
+    fflush(stderr);
+    map[0] = 1; /* BUS-LINE */
+    return map[0];
+}
