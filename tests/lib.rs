@@ -50,7 +50,9 @@ pub fn profiler_bin() -> PathBuf {
 /// A `profiler` command with nothing inherited that could change its behaviour between machines.
 pub fn profiler() -> Command {
     let mut cmd = Command::new(profiler_bin());
-    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    // Run outside the source tree: the default crash directory (./crashes) is relative to the working directory,
+    // and a test's killed workload there would leave reports in the checkout.
+    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE").current_dir(std::env::temp_dir());
     cmd
 }
 
