@@ -168,17 +168,19 @@ impl Pipeline {
         if self.reraises.is_reraise(sample.pid, sample.tid, signal.signal, sample.time_ns) {
             return;
         }
-        let (frames, _, _) = self.stack_of(sample, sampler);
+        let (frames, labels, _) = self.stack_of(sample, sampler);
         let process_name = self.process_name(sample.pid, &sample.comm);
         let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
-        self.push_crash(report, sample.time_ns);
+        let mut stack = Aggregator::new(self.aggregator.period_ns());
+        stack.add(&frames, labels);
+        self.push_crash(report, sample.time_ns, stack.take());
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
     pub fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
         let report = self.crashed(pid, pid, &name, &name).killed(sender, signal);
-        self.push_crash(report, time_ns);
+        self.push_crash(report, time_ns, Profile::default());
     }
 
     fn crashed<'a>(&self, pid: u32, tid: u32, process_name: &'a str, thread_name: &'a str) -> Crashed<'a> {
@@ -192,11 +194,11 @@ impl Pipeline {
         }
     }
 
-    fn push_crash(&mut self, mut report: CrashReport, time_ns: u64) {
+    fn push_crash(&mut self, mut report: CrashReport, time_ns: u64, stack: Profile) {
         let mut window = Aggregator::new(self.aggregator.period_ns());
         report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
         self.stats.crashes += 1;
-        self.crashes.push(Crash { report, window: window.take() });
+        self.crashes.push(Crash { report, window: window.take(), stack });
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {

@@ -187,6 +187,13 @@ pub struct RunArgs {
     /// Give up on an upload attempt (and retry later) after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub upload_timeout: Duration,
+    /// Where crash reports go; each crash is also uploaded at once (its last window, and its stack labelled
+    /// `crash=SIGNAL`).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/profiler/crashes")]
+    pub crash_dir: PathBuf,
+    /// How much of a crashed process's profile before the crash its report includes.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub crash_window: Duration,
 }
 
 /// The environment variables `run` reads, captured once so that resolving is a pure function of its inputs.
@@ -228,6 +235,7 @@ impl RunEnv {
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub target: TargetSpec,
+    pub crash_dir: PathBuf,
     /// `service_name` for every target; `None`: each process's name.
     pub app_name: Option<String>,
     pub rate_hz: u64,
@@ -309,7 +317,11 @@ impl RunArgs {
             app_name: self.app_name,
             rate_hz: self.rate,
             kernel_stacks: self.kernel,
-            pipeline: PipelineOptions { crash_window_secs: 30, ..PipelineOptions::default() },
+            pipeline: PipelineOptions {
+                crash_window_secs: self.crash_window.as_secs().max(1),
+                ..PipelineOptions::default()
+            },
+            crash_dir: self.crash_dir,
             upload_interval: self.upload_interval,
             status_interval: self.status_interval,
             upload: UploadConfig {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{RunArgs, RunConfig, RunEnv};
 use crate::{
+    crash::CrashWriter,
     aggregate::{Profile, StackCount},
     sample::{SamplerOptions, preflight},
     session::{Session, Wake},
@@ -56,6 +57,7 @@ async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
         kernel_stacks: config.kernel_stacks,
         report_all_execs: config.target.follows_new_processes(),
     };
+    let crashes = CrashWriter::new(&config.crash_dir)?;
     let mut session = Session::start(&options, config.pipeline, TICK)?;
     session.follow_new_processes(&config.target);
     let mut services = Services::new(&config);
@@ -83,7 +85,12 @@ async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
     let mut next_window = started + config.upload_interval;
     let mut status = Status::new(started, config.status_interval);
     let reason = loop {
-        match session.wait(Some(next_window)).await? {
+        let wake = session.wait(Some(next_window)).await?;
+        if report_crashes(&mut session, &mut services, &uploader, &crashes) {
+            // The crashed process's samples went up with its crash; the window starts afresh.
+            next_window = Instant::now() + config.upload_interval;
+        }
+        match wake {
             Wake::Deadline => {
                 end_window(&mut session, &mut services, &uploader);
                 next_window += config.upload_interval;
@@ -129,6 +136,30 @@ fn describe(spec: &TargetSpec) -> String {
         TargetSpec::Name(name) => format!("the name `{name}`"),
         TargetSpec::Cmdline(pattern) => format!("the command line pattern `{pattern}`"),
     }
+}
+
+/// Writes and uploads the crashes seen since the last wake-up: the window so far (so the crashed process's last
+/// samples are not lost with it) and the crash stack as its own profile labelled `crash=SIGNAL`. True when a
+/// window was ended.
+fn report_crashes(session: &mut Session, services: &mut Services, uploader: &Uploader, writer: &CrashWriter) -> bool {
+    let crashes = session.pipeline.take_crashes();
+    if crashes.is_empty() {
+        return false;
+    }
+    end_window(session, services, uploader);
+    for crash in crashes {
+        let report = &crash.report;
+        tracing::error!("{}", report.to_text().trim_end());
+        match writer.write(&crash) {
+            Ok(path) => tracing::info!("crash report written to {}", path.display()),
+            Err(err) => tracing::error!("{err:#}"),
+        }
+        if crash.stack.total_samples() > 0 {
+            let service = services.named(&report.process_name, report.pid);
+            uploader.submit_labelled(&service, &crash.stack, &[("crash", &report.signal_name)]);
+        }
+    }
+    true
 }
 
 /// Ends the current window: its samples, split per service, go to the upload queue.
@@ -183,6 +214,15 @@ impl Services {
             .and_then(|pid| self.by_pid.get(&pid).map(String::as_str))
             .or_else(|| split::process_name_of(profile, stack))
             .unwrap_or("unknown");
+        labels::default_service_name(name, self.protocol)
+    }
+
+    /// The service of process `pid` (named `name` when it is not known any more).
+    fn named(&self, name: &str, pid: u32) -> String {
+        if let Some(app_name) = &self.app_name {
+            return app_name.clone();
+        }
+        let name = self.by_pid.get(&pid).map_or(name, String::as_str);
         labels::default_service_name(name, self.protocol)
     }
 

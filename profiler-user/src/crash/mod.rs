@@ -83,10 +83,12 @@ impl Reraises {
     }
 }
 
-/// A crash as the pipeline hands it over: the report and the profile of the window before it.
+/// A crash as the pipeline hands it over: the report, the profile of the window before it, and the stack at
+/// the crash as a one-sample profile (empty for a killed process), which `run` uploads on its own.
 pub struct Crash {
     pub report: CrashReport,
     pub window: Profile,
+    pub stack: Profile,
 }
 
 /// Writes crash reports into one directory.

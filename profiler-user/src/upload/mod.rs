@@ -111,7 +111,12 @@ impl Uploader {
 
     /// Queues `profile` as the service `service`; never waits for the network.
     pub fn submit(&self, service: &str, profile: &Profile) {
-        let request = match self.builder.build(service, profile) {
+        self.submit_labelled(service, profile, &[]);
+    }
+
+    /// Like `submit`, with labels that mark this one profile (a crash's stack: `crash=SIGSEGV`).
+    pub fn submit_labelled(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) {
+        let request = match self.builder.build(service, profile, extra) {
             Ok(request) => request,
             Err(err) => {
                 tracing::warn!("dropping the window of {service}: {err:#}");

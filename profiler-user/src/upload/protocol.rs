@@ -132,28 +132,30 @@ impl RequestBuilder {
     }
 
     /// The request that uploads `profile` as the service `service`.
-    pub fn build(&self, service: &str, profile: &Profile) -> Result<Request> {
+    /// `extra` labels mark a particular profile of the service (e.g. `crash=SIGSEGV`).
+    pub fn build(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) -> Result<Request> {
         let pprof = crate::pprof::encode_gzip(profile)?;
         match self.protocol {
-            Protocol::Push => Ok(self.push(service, pprof)),
-            Protocol::Ingest => self.ingest(service, profile, pprof),
+            Protocol::Push => Ok(self.push(service, pprof, extra)),
+            Protocol::Ingest => self.ingest(service, profile, pprof, extra),
         }
     }
 
-    /// Series labels: `__name__`, `service_name`, then the rest by name.
-    pub fn series_labels(&self, service: &str) -> Vec<LabelPair> {
+    /// Series labels: `__name__`, `service_name`, then the rest by name, then `extra`.
+    pub fn series_labels(&self, service: &str, extra: &[(&str, &str)]) -> Vec<LabelPair> {
         let fixed = [(PROFILE_NAME_LABEL, PROFILE_NAME), (SERVICE_NAME, service)];
         fixed
             .into_iter()
             .chain(self.labels.iter().map(|(name, value)| (name.as_str(), value.as_str())))
+            .chain(extra.iter().copied())
             .map(|(name, value)| LabelPair { name: name.to_owned(), value: value.to_owned() })
             .collect()
     }
 
-    fn push(&self, service: &str, pprof: Vec<u8>) -> Request {
+    fn push(&self, service: &str, pprof: Vec<u8>, extra: &[(&str, &str)]) -> Request {
         let message = PushRequest {
             series: vec![RawProfileSeries {
-                labels: self.series_labels(service),
+                labels: self.series_labels(service, extra),
                 samples: vec![RawSample { raw_profile: pprof, id: upload_id() }],
             }],
         };
@@ -164,8 +166,14 @@ impl RequestBuilder {
         }
     }
 
-    fn ingest(&self, service: &str, profile: &Profile, pprof: Vec<u8>) -> Result<Request> {
-        let tags: Vec<String> = self.labels.iter().map(|(name, value)| format!("{name}={value}")).collect();
+    fn ingest(&self, service: &str, profile: &Profile, pprof: Vec<u8>, extra: &[(&str, &str)]) -> Result<Request> {
+        let tags: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(extra.iter().copied())
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         let name = format!("{service}{{{}}}", tags.join(","));
         let from = profile.start_unix_ns / 1_000_000_000;
         let until = (profile.start_unix_ns + profile.duration_ns).div_ceil(1_000_000_000).max(from + 1);
@@ -280,7 +288,7 @@ mod tests {
             &config(Protocol::Push, &[("region", "eu"), ("environment", "prod")]),
             Some("box".into()),
         );
-        let request = builder.build("quake", &profile()).unwrap();
+        let request = builder.build("quake", &profile(), &[]).unwrap();
         assert_eq!(request.url.as_str(), "https://profiles.example.com/base/push.v1.PusherService/Push");
         assert_eq!(request.content_type, "application/proto");
 
@@ -337,15 +345,17 @@ mod tests {
     #[test]
     fn hostname_tag_overrides_the_machines() {
         let builder = RequestBuilder::new(&config(Protocol::Push, &[("hostname", "pod-7")]), Some("node".into()));
-        let labels = builder.series_labels("svc");
+        let labels = builder.series_labels("svc", &[("crash", "SIGSEGV")]);
         let hosts: Vec<_> = labels.iter().filter(|l| l.name == "hostname").map(|l| l.value.as_str()).collect();
         assert_eq!(hosts, ["pod-7"]);
+        let last = labels.last().unwrap();
+        assert_eq!((last.name.as_str(), last.value.as_str()), ("crash", "SIGSEGV"));
     }
 
     #[test]
     fn ingest_request_is_a_multipart_pprof_with_the_key_in_the_query() {
         let builder = RequestBuilder::new(&config(Protocol::Ingest, &[("region", "eu")]), Some("box".into()));
-        let request = builder.build("quake", &profile()).unwrap();
+        let request = builder.build("quake", &profile(), &[]).unwrap();
         assert_eq!(request.url.path(), "/base/ingest");
         let query: Vec<(String, String)> = request.url.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
         let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap();
