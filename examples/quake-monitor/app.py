@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import itertools
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -125,3 +126,17 @@ def earthquakes(min_magnitude: float = 0.0) -> dict:
 @app.get("/weather")
 async def weather_report() -> dict:
     return weather.report(seed=next(weather_requests) % 16)
+
+
+# The kind of crash the real service has now and then: a C call handed a bad pointer, from a worker thread. Only
+# when the app is started with QUAKE_CRASH_ENDPOINT=1 (the demo and the crash tests do), so it is never exposed
+# by accident.
+if os.environ.get("QUAKE_CRASH_ENDPOINT") == "1":
+
+    @app.get("/crash")
+    def crash() -> dict:
+        return {"read": read_sensor_buffer(0)}
+
+
+def read_sensor_buffer(address: int) -> bytes:
+    return ctypes.string_at(address, 16)  # CRASH-LINE: dereferences `address` in C
