@@ -5,7 +5,10 @@ use clap::Parser as _;
 use profiler::cli::{Cli, Command, RunEnv, record, run as run_command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     // The agent's status line is at info level: an operator should see it without setting RUST_LOG.
     init_logging(match cli.command {
         Command::Run(_) => "warn,profiler=info",
@@ -18,6 +21,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version go to stdout as clap writes them; a usage mistake is one line, like every other error.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    // clap's message spans lines (what is missing, then usage and tips): keep the message, on one line.
+    let rendered = err.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .map(|line| line.trim().trim_start_matches("error: "))
+        .collect();
+    eprintln!("error: {} (see `profiler --help`)", message.join(" "));
+    ExitCode::from(2)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
