@@ -11,8 +11,8 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock,
     },
     thread,
     time::{Duration, Instant},
@@ -122,7 +122,9 @@ impl Facts {
                 let mut words = line.split_whitespace();
                 let key = words.next().expect("a non-empty line has a word").to_owned();
                 let values = words
-                    .map(|w| w.parse().unwrap_or_else(|_| panic!("{}: `{line}` is not `key numbers...`", path.display())))
+                    .map(|w| {
+                        w.parse().unwrap_or_else(|_| panic!("{}: `{line}` is not `key numbers...`", path.display()))
+                    })
                     .collect();
                 (key, values)
             })
@@ -186,7 +188,11 @@ pub fn comm(pid: u32) -> String {
 /// The command line of `pid`, arguments joined by spaces.
 pub fn cmdline(pid: u32) -> String {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The PIDs of the running children of `pid`.
@@ -246,9 +252,8 @@ impl Drop for ProcessGroup {
 
 /// The quake-monitor virtualenv: `QUAKE_VENV` (set by `cargo xtask test`), else `<workspace>/target/quake-venv`.
 pub fn quake_venv() -> PathBuf {
-    let venv = std::env::var_os("QUAKE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/quake-venv"));
+    let venv =
+        std::env::var_os("QUAKE_VENV").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/quake-venv"));
     assert!(
         venv.join("bin/uvicorn").is_file(),
         "no uvicorn in the quake-monitor virtualenv {} (QUAKE_VENV or the default): make it with `cargo xtask setup`",

@@ -135,8 +135,9 @@ if os.environ.get("QUAKE_CRASH_ENDPOINT") == "1":
 
     @app.get("/crash")
     def crash() -> dict:
-        return {"read": read_sensor_buffer(0)}
+        return {"read": read_sensor_buffer(0).hex()}
 
 
 def read_sensor_buffer(address: int) -> bytes:
-    return ctypes.string_at(address, 16)  # CRASH-LINE: dereferences `address` in C
+    # Without a size, string_at runs strlen() on `address` in C: NULL faults there, as a bad buffer would.
+    return ctypes.string_at(address)  # CRASH-LINE

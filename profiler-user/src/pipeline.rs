@@ -223,6 +223,7 @@ impl Pipeline {
             self.process_names.insert(child, name);
         }
         self.python.inherit(child, parent);
+        self.unwinder.inherit(child, parent);
     }
 
     /// Interpreters found since the last call in processes that started or exec'd.

@@ -47,7 +47,12 @@ pub struct Session {
     matcher: Option<TargetSpec>,
     follow_children: bool,
     lost_events_seen: u64,
+    /// When the targets were last checked for liveness and pending interpreters: not on every (short) tick.
+    last_scan: Option<Instant>,
 }
+
+/// How often `housekeeping` looks at /proc for every target.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
 
 impl Session {
     /// Loads and attaches the sampler; must run inside the tokio runtime.
@@ -71,6 +76,7 @@ impl Session {
             matcher: None,
             follow_children: true,
             lost_events_seen: 0,
+            last_scan: None,
         })
     }
 
@@ -143,22 +149,7 @@ impl Session {
         // Disjoint borrows: the sample ring is read while the pipeline and target set change.
         let Session { samples, events, crashes, pipeline, sampler, live, matcher, follow_children, .. } = self;
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        let ring = crashes.get_mut();
-        while let Some(record) = ring.next() {
-            // Copied out: the ring's items borrow it, and crashes are rare.
-            let record = record.to_vec();
-            let time_ns = CpuSample::parse(&record).map(|s| s.time_ns).unwrap_or(0);
-            pending.push_back(Pending::Crash { time_ns, record });
-        }
-        let ring = events.get_mut();
-        while let Some(record) = ring.next() {
-            match TimedLifecycle::parse(&record) {
-                Ok(event) => pending.push_back(Pending::Event(event)),
-                Err(err) => tracing::warn!("dropping a malformed lifecycle event: {err:#}"),
-            }
-        }
-        // Crashes before events at the same instant: a crash precedes the exit it causes.
-        pending.make_contiguous().sort_by_key(|p| (p.time_ns(), matches!(p, Pending::Event(_))));
+        let mut read_until = read_pending(crashes, events, &mut pending);
         let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>| {
             match pending {
                 Pending::Crash { record, .. } => {
@@ -174,6 +165,11 @@ impl Session {
         let ring = samples.get_mut();
         while let Some(record) = ring.next() {
             let Some(sample) = pipeline.parse_record(&record) else { continue };
+            // Samples keep arriving while we work: one newer than the last look at the other rings may come after
+            // an event we have not read yet (an exec whose new maps it needs).
+            if sample.time_ns > read_until {
+                read_until = read_pending(crashes, events, &mut pending);
+            }
             while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns) {
                 handle(pending.pop_front().expect("front exists"), pipeline, sampler, live);
             }
@@ -186,6 +182,10 @@ impl Session {
 
     fn housekeeping(&mut self) {
         self.pipeline.refresh_changed_maps();
+        if self.last_scan.is_some_and(|at| at.elapsed() < SCAN_EVERY) {
+            return;
+        }
+        self.last_scan = Some(Instant::now());
         for (pid, layout) in self.pipeline.new_python_layouts() {
             if let Err(err) = self.sampler.set_python_layout(pid, &layout) {
                 tracing::warn!("{err:#}");
@@ -223,6 +223,41 @@ impl Session {
     }
 }
 
+/// Moves the crash records and lifecycle events in their rings into `pending`, kept in time order, and returns the
+/// time up to which `pending` is complete.
+fn read_pending(
+    crashes: &mut AsyncFd<RingBuf<MapData>>,
+    events: &mut AsyncFd<RingBuf<MapData>>,
+    pending: &mut VecDeque<Pending>,
+) -> u64 {
+    let now = monotonic_ns();
+    let ring = crashes.get_mut();
+    while let Some(record) = ring.next() {
+        // Copied out: the ring's items borrow it, and crashes are rare.
+        let record = record.to_vec();
+        let time_ns = CpuSample::parse(&record).map(|s| s.time_ns).unwrap_or(0);
+        pending.push_back(Pending::Crash { time_ns, record });
+    }
+    let ring = events.get_mut();
+    while let Some(record) = ring.next() {
+        match TimedLifecycle::parse(&record) {
+            Ok(event) => pending.push_back(Pending::Event(event)),
+            Err(err) => tracing::warn!("dropping a malformed lifecycle event: {err:#}"),
+        }
+    }
+    // Crashes before events at the same instant: a crash precedes the exit it causes.
+    pending.make_contiguous().sort_by_key(|p| (p.time_ns(), matches!(p, Pending::Event(_))));
+    now
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's `bpf_ktime_get_ns` timestamps.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// A crash record or lifecycle event waiting for its turn among the samples.
 enum Pending {
     Crash { time_ns: u64, record: Vec<u8> },
@@ -249,13 +284,14 @@ fn handle_event(
     tracing::trace!("lifecycle event {timed:?}");
     match timed.event {
         Lifecycle::Fork { pid, parent } => {
-            // The kernel already samples the child; a child that exited at once is simply not tracked.
+            // The kernel samples the child from its first tick; its samples may be processed after it is gone
+            // (a short-lived child), so it inherits the parent's state whether or not it still runs.
+            pipeline.inherit(pid, parent);
+            tracing::debug!("following PID {pid}, forked by {parent}");
             if let Some(mut target) = target::read_target(pid) {
                 if let Some(parent_target) = live.get(&parent) {
                     target.name = parent_target.name.clone();
                 }
-                pipeline.inherit(pid, parent);
-                tracing::debug!("following PID {pid}, forked by {parent}");
                 live.insert(pid, target);
             }
         }

@@ -1,7 +1,9 @@
 //! Following processes through their lives (issue 5): uvicorn's master and its spawned workers by `--name` and by
-//! `--pid`, a `--name` (and `--match-cmdline`) target that is killed and started again, a fork storm that must
-//! not crash the agent or grow it, multiprocessing pools started with fork and with spawn, and `record --pid`
-//! without `--duration` ending when the target and its children are gone.
+//! `--pid`; targets killed with SIGKILL and started again (a native program by `--name`, a Python script by
+//! `--match-cmdline`, the whole app by `--name uvicorn`), picked up within 1 s; a PID reused by another program
+//! without mixing the two; a fork storm that must not crash the agent or grow it; multiprocessing pools started
+//! with fork and with spawn; `record --pid` without `--duration` ending when the target and its children are gone
+//! (and with `--no-children`, when the target is); a child forked while the profiler starts.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -14,14 +16,20 @@ use std::{
 use profiler_tests::{
     exclusive_cpu,
     lifecycle_support::{
-        comm, count_with_frame, expected_samples, lifecycle_workloads, monotonic_ns, process_cpu, python,
-        sample_pid, samples_by_pid, samples_of, stage_python, wait_for_file, Facts, QuakeMonitor, RssWatch,
-        RESTART_NAME,
+        comm, count_with_frame, expected_samples, lifecycle_workloads, monotonic_ns, process_cpu, python, sample_pid,
+        samples_by_pid, samples_of, stage_python, wait_for_file, Facts, QuakeMonitor, RssWatch, RESTART_NAME,
     },
     profiler,
     python_support::{pprof_samples, PprofFrame, PprofSample},
     read_pprof, require_root, run, send_signal, Folded, Process, Recorder, Run, TestDir,
 };
+
+/// `profiler record` with its crash reports (a target killed with SIGKILL is one) kept in the test's directory.
+fn record_in(dir: &Path) -> Command {
+    let mut cmd = profiler();
+    cmd.arg("record").arg("--crash-dir").arg(dir.join("crashes"));
+    cmd
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // uvicorn with two workers
@@ -64,10 +72,7 @@ fn uvicorn_master_and_workers_by_name_and_by_master_pid() {
         "uvicorn: master {master} named `{}`, workers {workers:?} named {:?}; all children of the master: {:?}",
         comm(master),
         workers.iter().map(|&w| comm(w)).collect::<Vec<_>>(),
-        profiler_tests::lifecycle_support::children(master)
-            .iter()
-            .map(|&p| (p, comm(p)))
-            .collect::<Vec<_>>()
+        profiler_tests::lifecycle_support::children(master).iter().map(|&p| (p, comm(p))).collect::<Vec<_>>()
     );
     let _load = app.load(20, 300);
     // Past the first requests (imports, caches).
@@ -79,12 +84,12 @@ fn uvicorn_master_and_workers_by_name_and_by_master_pid() {
         [("--name uvicorn", vec!["--name", "uvicorn"]), ("--pid MASTER", vec!["--pid", master_pid.as_str()])];
     for (mode, target) in modes {
         let tag = mode.replace(' ', "-").replace("--", "");
-        let (folded_path, pprof_path) = (dir.join(&format!("{tag}.folded")), dir.join(&format!("{tag}.pb.gz")));
+        let (folded_path, pprof_path) = (dir.join(format!("{tag}.folded")), dir.join(format!("{tag}.pb.gz")));
         let roles: Vec<(&str, u32)> =
             [("master", master)].into_iter().chain(workers.iter().map(|&w| ("worker", w))).collect();
         let before: Vec<_> = roles.iter().map(|&(_, pid)| process_cpu(pid)).collect();
-        let mut record = profiler();
-        record.arg("record").args(&target);
+        let mut record = record_in(dir.path());
+        record.args(&target);
         record.args(["--duration", &format!("{UVICORN_SECONDS}s"), "--rate", &UVICORN_RATE.to_string()]);
         record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
         let run = run(&mut record, Duration::from_secs(120));
@@ -196,8 +201,8 @@ fn restarted_app_is_profiled_by_name_from_its_start() {
     let first = QuakeMonitor::start(2, dir.join("uvicorn-1.log"));
     let first_pids: Vec<u32> = [first.master()].into_iter().chain(first.workers()).collect();
     let first_load = first.load(20, 300);
-    let mut record = profiler();
-    record.args(["record", "--name", "uvicorn", "--duration", &format!("{}s", DURATION.as_secs())]);
+    let mut record = record_in(dir.path());
+    record.args(["--name", "uvicorn", "--duration", &format!("{}s", DURATION.as_secs())]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let recording_started = Instant::now();
     let mut recorder = Recorder::start(&mut record);
@@ -279,13 +284,16 @@ fn restarted_app_is_profiled_by_name_from_its_start() {
 // ---------------------------------------------------------------------------------------------------------------
 // A restarted target
 
+/// Makes the command of a restart workload that writes its report to OUT and burns SLICES slices.
+type StartWorkload = Box<dyn Fn(&Path, u32) -> Command>;
+
 /// How the restart test starts its workload and finds it.
 struct RestartCase {
     label: &'static str,
     /// The profiler's target arguments.
     target: Vec<String>,
     /// The workload writing its report to OUT and burning SLICES slices of 100 ms of CPU.
-    start: Box<dyn Fn(&Path, u32) -> Command>,
+    start: StartWorkload,
     /// The process name the folded output must show for every sample (the same before and after the restart).
     name: String,
     /// Whether a slice frame must be a Python frame (the Python workload) or a native one.
@@ -317,8 +325,8 @@ fn restart(case: RestartCase) -> Vec<String> {
 
     let a = Process::start(&mut (case.start)(&out_a, 10_000));
     let a_pid = a.pid();
-    let mut record = profiler();
-    record.arg("record").args(&case.target).args(["--duration", &format!("{}s", DURATION.as_secs())]);
+    let mut record = record_in(dir.path());
+    record.args(&case.target).args(["--duration", &format!("{}s", DURATION.as_secs())]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let recording_started = Instant::now();
     let mut recorder = Recorder::start(&mut record);
@@ -334,7 +342,8 @@ fn restart(case: RestartCase) -> Vec<String> {
     let b_done = Instant::now();
     let run = recorder.finish(DURATION + Duration::from_secs(60), "the profiler");
     if !run.status.success() {
-        failures.push(format!("{label}: the profiler did not keep running to exit 0 ({}):\n{}", run.status, run.stderr));
+        failures
+            .push(format!("{label}: the profiler did not keep running to exit 0 ({}):\n{}", run.status, run.stderr));
         return failures;
     }
     assert!(b_status.success(), "{label}: the restarted workload failed ({b_status})");
@@ -505,8 +514,8 @@ fn fork_storm_neither_crashes_nor_grows_the_agent() {
             .arg(STORM_WARMUP.to_string()),
     );
     let parent_pid = parent.pid();
-    let mut record = profiler();
-    record.args(["record", "--pid", &parent_pid.to_string(), "--duration", "300s"]);
+    let mut record = record_in(dir.path());
+    record.args(["--pid", &parent_pid.to_string(), "--duration", "300s"]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let mut recorder = Recorder::start(&mut record);
     recorder.wait_until_recording();
@@ -555,12 +564,14 @@ fn fork_storm_neither_crashes_nor_grows_the_agent() {
     assert_eq!(facts.get("failed"), 0, "some children of the storm failed");
 
     let samples = pprof_samples(&read_pprof(&pprof_path));
-    let children: Vec<&PprofSample> = samples.iter().filter(|s| sample_pid(s).is_some_and(|p| p != parent_pid)).collect();
+    let children: Vec<&PprofSample> =
+        samples.iter().filter(|s| sample_pid(s).is_some_and(|p| p != parent_pid)).collect();
     let child_samples: u64 = children.iter().map(|s| s.count).sum();
     let child_pids: BTreeSet<u32> = children.iter().filter_map(|s| sample_pid(s)).collect();
     let in_child_burn = count_with_frame(&children, |f| f.function == "child_burn");
     // The warm-up's children are in the profile too.
-    let cpu_of_all_children = children_cpu.mul_f64(f64::from(STORM_CHILDREN + STORM_WARMUP) / f64::from(STORM_CHILDREN));
+    let cpu_of_all_children =
+        children_cpu.mul_f64(f64::from(STORM_CHILDREN + STORM_WARMUP) / f64::from(STORM_CHILDREN));
     let expected = expected_samples(cpu_of_all_children, 100);
     eprintln!(
         "fork storm: {child_samples} samples of {} distinct children ({in_child_burn} in child_burn) for about \
@@ -625,8 +636,8 @@ fn pool(method: &str) -> Vec<String> {
     let (folded_path, pprof_path) = (dir.join("x.folded"), dir.join("x.pb.gz"));
     let mut parent = Process::start(&mut python(&script, &[method, BURN_SECONDS, out.to_str().expect("UTF-8")]));
     let parent_pid = parent.pid();
-    let mut record = profiler();
-    record.args(["record", "--pid", &parent_pid.to_string(), "--duration", "300s"]);
+    let mut record = record_in(dir.path());
+    record.args(["--pid", &parent_pid.to_string(), "--duration", "300s"]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let mut recorder = Recorder::start(&mut record);
     recorder.wait_until_recording();
@@ -722,8 +733,8 @@ fn record_family(label: &str, extra: &[&str]) -> Family {
             .arg(FAMILY_CHILD_MS.to_string()),
     );
     let parent = family.pid();
-    let mut record = profiler();
-    record.args(["record", "--pid", &parent.to_string()]).args(extra);
+    let mut record = record_in(dir.path());
+    record.args(["--pid", &parent.to_string()]).args(extra);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let mut recorder = Recorder::start(&mut record);
     recorder.wait_until_recording();
@@ -801,7 +812,10 @@ fn record_pid_with_no_children_ignores_the_child_and_ends_with_the_parent() {
     );
     assert!(by_pid.get(&f.parent).is_some_and(|&n| n > 0), "no samples of the parent: {by_pid:?}");
     assert!(!by_pid.contains_key(&f.child), "samples of the child despite --no-children: {by_pid:?}");
-    assert!(before_child > 0.5, "the recording did not end with the parent: it ended {before_child:.2} s before the child");
+    assert!(
+        before_child > 0.5,
+        "the recording did not end with the parent: it ended {before_child:.2} s before the child"
+    );
 }
 
 /// A child forked by the `--pid` target while the profiler is still starting (after it listed the target's
@@ -819,8 +833,8 @@ fn child_forked_while_the_profiler_starts_is_followed() {
     let (folded_path, pprof_path) = (dir.join("x.folded"), dir.join("x.pb.gz"));
     let mut family = Process::start(Command::new(&lifecycle_workloads().family).arg(&out).args(["4000", "6000"]));
     let parent = family.pid();
-    let mut record = profiler();
-    record.args(["record", "--pid", &parent.to_string()]);
+    let mut record = record_in(dir.path());
+    record.args(["--pid", &parent.to_string()]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let recorder = Recorder::start(&mut record);
     thread::sleep(Duration::from_millis(100));
@@ -906,8 +920,8 @@ fn reused_pid_does_not_mix_two_processes() {
 
     let a = Process::start(Command::new(&native).arg(work.join("a.out")).args(["10000", "100"]));
     let pid = a.pid();
-    let mut record = profiler();
-    record.args(["record", "--match-cmdline", "pid-reuse-marker/", "--duration", "120s"]);
+    let mut record = record_in(dir.path());
+    record.args(["--match-cmdline", "pid-reuse-marker/", "--duration", "120s"]);
     record.arg("-o").arg(&folded_path).arg("-o").arg(&pprof_path);
     let mut recorder = Recorder::start(&mut record);
     recorder.wait_until_recording();
@@ -936,8 +950,11 @@ fn reused_pid_does_not_mix_two_processes() {
         *names.entry(format!("{:?}", s.label("thread_name"))).or_insert(0) += s.count;
         names
     });
-    let first_named_second: u64 =
-        own.iter().filter(|s| in_native_image(s) && s.label("thread_name") != Some(RESTART_NAME)).map(|s| s.count).sum();
+    let first_named_second: u64 = own
+        .iter()
+        .filter(|s| in_native_image(s) && s.label("thread_name") != Some(RESTART_NAME))
+        .map(|s| s.count)
+        .sum();
     let folded = Folded::read(&folded_path);
     let python_roots: BTreeMap<&str, u64> = folded
         .stacks
@@ -957,7 +974,8 @@ fn reused_pid_does_not_mix_two_processes() {
         failures.push("no samples of the first process in its own image".to_owned());
     }
     if second < 150 {
-        failures.push(format!("only {second} samples of the second process in its Python slice functions (want ≥ 150)"));
+        failures
+            .push(format!("only {second} samples of the second process in its Python slice functions (want ≥ 150)"));
     }
     if mixed > 0 || first_named_second > 0 {
         failures.push(format!(
@@ -966,7 +984,8 @@ fn reused_pid_does_not_mix_two_processes() {
         ));
     }
     if python_roots.keys().any(|&root| root != "python3") {
-        failures.push(format!("the second process's stacks are named {python_roots:?} in the folded output, not python3"));
+        failures
+            .push(format!("the second process's stacks are named {python_roots:?} in the folded output, not python3"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -20,11 +20,7 @@ pub fn run(config: RecordConfig) -> Result<()> {
         output::check_writable(path)?;
     }
     let crash_writer = CrashWriter::new(&config.crash_dir)?;
-    let mut targets = target::resolve(&config.target)?;
-    if config.follow_children {
-        let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
-        targets.extend(target::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)));
-    }
+    let targets = target::resolve(&config.target)?;
     for target in &targets {
         crate::unwind::process::check_readable(target.pid)?;
     }
@@ -38,11 +34,21 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: Cra
         kernel_stacks: config.kernel_stacks,
         report_all_execs: config.target.follows_new_processes(),
     };
-    let mut session = Session::start(&options, config.pipeline, Duration::from_millis(250))?;
+    // Userspace drains on this tick rather than being woken per sample (which would bias what it measures), so
+    // the tick bounds how stale processing is: short, so names are read while short-lived processes still exist.
+    let mut session = Session::start(&options, config.pipeline, Duration::from_millis(50))?;
     session.set_follow_children(config.follow_children);
     session.follow_new_processes(&config.target);
     for target in &targets {
         session.add_target(target)?;
+    }
+    // Listed only now that the targets are in the kernel's map: from here on their forks are followed there, and
+    // this catches the children forked before (while the programs were loading, say).
+    if config.follow_children {
+        let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
+        for child in target::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)) {
+            session.add_target(&child)?;
+        }
     }
 
     let started = Instant::now();

@@ -18,8 +18,9 @@ use crate::{
     upload::{Protocol, UploadStats, Uploader, config::PendingCredentials, labels, split},
 };
 
-/// How often the loop looks at the targets and whether a status line is due.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the loop drains the ring buffers (the kernel wakes it early only when they fill up), looks at the
+/// targets and checks whether a status line is due.
+const TICK: Duration = Duration::from_millis(100);
 /// Shutdown: the time the last windows get to reach the server (service managers give 10 s or more before
 /// SIGKILL).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,17 +6,22 @@ use crate::pipeline::Stats;
 pub struct StatusLine {
     enabled: bool,
     shown: bool,
+    last: Option<Duration>,
 }
+
+/// Redrawing faster than this only flickers.
+const REDRAW_EVERY: Duration = Duration::from_millis(250);
 
 impl StatusLine {
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, shown: false }
+        Self { enabled, shown: false, last: None }
     }
 
     pub fn show(&mut self, elapsed: Duration, stats: &Stats, lost: u64) {
-        if !self.enabled {
+        if !self.enabled || self.last.is_some_and(|last| elapsed < last + REDRAW_EVERY) {
             return;
         }
+        self.last = Some(elapsed);
         let mut stderr = std::io::stderr().lock();
         let _ = write!(
             stderr,

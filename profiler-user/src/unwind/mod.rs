@@ -110,6 +110,14 @@ impl Unwinder {
         }
     }
 
+    /// `child` was forked by `parent`: it starts with the parent's mappings.
+    pub fn inherit(&mut self, child: u32, parent: u32) {
+        if let Some(parent) = self.processes.get(&parent) {
+            let modules = ProcessModules::fork_of(parent, child);
+            self.processes.insert(child, modules);
+        }
+    }
+
     /// The process is changing its executable mappings: re-read them now (a crash may follow at once) and
     /// again at the next refresh (the mapping may not be complete yet).
     pub fn mark_stale(&mut self, pid: u32) {

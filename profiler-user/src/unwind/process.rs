@@ -131,6 +131,18 @@ impl ProcessModules {
         Ok(())
     }
 
+    /// A forked child: the same mappings as its parent (fork copies them), ready before its first sample is
+    /// processed, which may be after the child is gone.
+    pub fn fork_of(parent: &ProcessModules, pid: u32) -> Self {
+        let mut child = Self::new(pid);
+        for module in &parent.modules {
+            child.unwinder.add_module(framehop_module(module));
+        }
+        child.modules = parent.modules.clone();
+        child.loaded_at = parent.loaded_at;
+        child
+    }
+
     pub fn mark_stale(&mut self) {
         self.stale = true;
     }
