@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{collect_output, scratch_root, wait_for_sigint_handler, wait_with_limit, workspace_root, Process, Run};
+use crate::{
+    collect_output, compile_c, scratch_root, wait_for_sigint_handler, wait_with_limit, workspace_root, Process, Run,
+};
 
 /// The Python every crash workload runs under: Debian's 3.11.
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -28,7 +30,7 @@ pub fn libcrash() -> &'static Path {
         let out = scratch_root().join("crash-workloads");
         fs::create_dir_all(&out).unwrap_or_else(|err| panic!("creating {}: {err}", out.display()));
         let lib = out.join("libcrash.so");
-        compile(&["-shared", "-fPIC"], &crash_sources().join("libcrash.c"), &lib);
+        compile_c(&["-shared", "-fPIC"], &crash_sources().join("libcrash.c"), &lib);
         fs::canonicalize(&lib).unwrap_or_else(|err| panic!("the build left no {}: {err}", lib.display()))
     })
 }
@@ -40,21 +42,8 @@ pub fn build_crash_by_name(name: &str) -> PathBuf {
     let out = scratch_root().join("crash-workloads");
     fs::create_dir_all(&out).unwrap_or_else(|err| panic!("creating {}: {err}", out.display()));
     let exe = out.join(name);
-    compile(&[], &crash_sources().join("crash-by-name.c"), &exe);
+    compile_c(&[], &crash_sources().join("crash-by-name.c"), &exe);
     fs::canonicalize(&exe).unwrap_or_else(|err| panic!("the build left no {}: {err}", exe.display()))
-}
-
-fn compile(flags: &[&str], source: &Path, output: &Path) {
-    let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()));
-    cmd.args(["-O2", "-g", "-Wall", "-Wextra", "-Wl,--build-id"]).args(flags).arg("-o").arg(output).arg(source);
-    let result = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-    assert!(
-        result.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        result.status,
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
 }
 
 /// Copies the Python crash workloads into `dir`; returns where `script` is now (as the interpreter will name it).

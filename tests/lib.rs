@@ -163,12 +163,7 @@ pub fn workloads() -> &'static Workloads {
         let out = scratch_root().join("workloads");
         run_to_success(Command::new("bash").arg(root.join("examples/native-burn/build.sh")).arg(&out));
         let one_busy_thread = out.join("one-busy-thread");
-        run_to_success(
-            Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()))
-                .args(["-O2", "-g", "-fomit-frame-pointer", "-Wall", "-Wextra", "-Wl,--build-id", "-o"])
-                .arg(&one_busy_thread)
-                .arg(root.join("tests/workloads/one-busy-thread.c")),
-        );
+        compile_c(&["-fomit-frame-pointer"], &root.join("tests/workloads/one-busy-thread.c"), &one_busy_thread);
         // Canonical, as /proc/PID/maps and so the profiler's mappings name them.
         let canonical = |path: PathBuf| {
             fs::canonicalize(&path).unwrap_or_else(|err| panic!("the build left no {}: {err}", path.display()))
@@ -181,7 +176,15 @@ pub fn workloads() -> &'static Workloads {
     })
 }
 
-fn run_to_success(cmd: &mut Command) {
+/// Compiles a C workload with `gcc -O2 -g` (or `$CC`), a build-id, and `flags`; panics with the compiler's output.
+pub fn compile_c(flags: &[&str], source: &Path, output: &Path) {
+    let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()));
+    cmd.args(["-O2", "-g", "-Wall", "-Wextra", "-Wl,--build-id"]).args(flags).arg("-o").arg(output).arg(source);
+    run_to_success(&mut cmd);
+}
+
+/// Runs `cmd` to completion; panics with its output unless it succeeds.
+pub fn run_to_success(cmd: &mut Command) {
     let output = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
     assert!(
         output.status.success(),

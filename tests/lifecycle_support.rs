@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{python_support::PprofSample, scratch_root, workspace_root, Process};
+use crate::{compile_c, python_support::PprofSample, scratch_root, workspace_root, Process};
 
 /// The Python the lifecycle workloads run under: Debian's 3.11 (multiprocessing's default start method there is
 /// fork).
@@ -61,20 +61,7 @@ pub fn lifecycle_workloads() -> &'static LifecycleWorkloads {
 /// `gcc -O2 -g` without frame pointers (the profiler unwinds with DWARF CFI) and without sibling calls, so every
 /// function the tests look for by name stays a frame of its own.
 fn compile(source: &Path, output: &Path) {
-    let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()));
-    cmd.args(["-O2", "-g", "-fomit-frame-pointer", "-fno-optimize-sibling-calls", "-Wall", "-Wextra"])
-        .arg("-Wl,--build-id")
-        .arg("-o")
-        .arg(output)
-        .arg(source);
-    let result = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-    assert!(
-        result.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        result.status,
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
+    compile_c(&["-fomit-frame-pointer", "-fno-optimize-sibling-calls"], source, output);
 }
 
 /// Copies the Python lifecycle workload `script` into `dir` and returns its path there (as the interpreter, and so

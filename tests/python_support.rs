@@ -24,7 +24,7 @@ use std::{
 
 use profiler::pprof::proto;
 
-use crate::{scratch_root, workspace_root};
+use crate::{run_to_success, scratch_root, workspace_root};
 
 /// Where the Debian roots are cached: `ROOTS_DIR/<suite>`.
 pub const ROOTS_DIR: &str = "/var/cache/profiler-roots";
@@ -310,8 +310,8 @@ fn ensure_venv(python: &Path, name: &str) -> PathBuf {
     }
     eprintln!("making the virtualenv {} (lxml and numpy from PyPI)", venv.display());
     let _ = fs::remove_dir_all(&venv);
-    run_logged(Command::new(python).args(["-m", "venv"]).arg(&venv));
-    run_logged(Command::new(venv.join("bin/python")).args([
+    run_to_success(Command::new(python).args(["-m", "venv"]).arg(&venv));
+    run_to_success(Command::new(venv.join("bin/python")).args([
         "-m",
         "pip",
         "install",
@@ -341,7 +341,7 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
     assert!(!root.exists(), "{} exists but has no usr/bin/python3: remove it to have it made again", root.display());
     if Command::new("debootstrap").arg("--version").output().is_err() {
         eprintln!("installing debootstrap");
-        run_logged(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+        run_to_success(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
             "install",
             "-y",
             "--no-install-recommends",
@@ -372,17 +372,6 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
     fs::rename(&partial, &root)
         .unwrap_or_else(|err| panic!("renaming {} to {}: {err}", partial.display(), root.display()));
     root
-}
-
-fn run_logged(cmd: &mut Command) {
-    let output = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// An exclusive `flock` on a file, held until dropped (and released by the kernel if the process dies).

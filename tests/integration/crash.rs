@@ -502,27 +502,6 @@ fn crash_python_caller_is_named_when_the_profiler_reads_late() {
     );
 }
 
-/// segv_thread.py with the profiler reading the crash only once the process is gone (as above): the samples of the
-/// 2 s of Python work before the crash were taken before it, so the report's window must hold them, even though
-/// the profiler reads them after the crash record.
-#[test]
-fn crash_window_holds_samples_the_profiler_reads_late() {
-    if !require_root() {
-        return;
-    }
-    let crash = crash_python("crash-window-late", "segv_thread.py", Reading::AfterTheProcessIsGone);
-    crash.ended.assert_killed_by(libc::SIGSEGV);
-    let report = crash.only_report();
-    assert_eq!(report.json.get("pid").i64(), i64::from(crash.pid), "pid; {}", report.text);
-    let summary = crash.run.summary();
-    eprintln!(
-        "crash-window-late: {} samples in the recording, {} in the report's window",
-        summary.samples,
-        report.json.get("window_samples").i64()
-    );
-    check_window(report, "busy_python_work", 50);
-}
-
 /// A NULL dereference in libcrash loaded by ctypes after the recording started, half a second before the crash,
 /// with no sample in it before: the report must still show crash_here ← do_crash from libcrash.so, then the
 /// Python caller. The profiler learns of the new mapping from the mmap itself (not from a sample in it) and re-reads
