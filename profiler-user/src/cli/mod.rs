@@ -32,18 +32,42 @@ pub enum Command {
     Run(RunArgs),
 }
 
+/// Which processes to profile: the same choice for `record` and `run`.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true))]
-pub struct RecordArgs {
-    /// Profile this process (all its threads); repeat for several processes.
-    #[arg(long = "pid", value_name = "PID", group = "target")]
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Profile this process (all its threads); repeat for several processes. With `record` and no --duration, or
+    /// with `run`, profiling stops when they (and their children) have all exited.
+    #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Profile every process with this name (as `ps -e -o comm` shows it), including ones that start later.
-    #[arg(long, value_name = "NAME", group = "target")]
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Profile every process whose command line matches this regular expression, including later ones.
-    #[arg(long, value_name = "REGEX", group = "target")]
+    #[arg(long, value_name = "REGEX")]
     pub match_cmdline: Option<String>,
+}
+
+impl TargetArgs {
+    fn resolve(self) -> Result<TargetSpec> {
+        match (self.pids.is_empty(), self.name, self.match_cmdline) {
+            (false, None, None) => Ok(TargetSpec::Pids(self.pids)),
+            (true, Some(name), None) => Ok(TargetSpec::Name(name)),
+            (true, None, Some(pattern)) => {
+                regex::Regex::new(&pattern).map_err(|err| {
+                    anyhow::anyhow!("--match-cmdline `{pattern}` is not a valid regular expression: {err}")
+                })?;
+                Ok(TargetSpec::Cmdline(pattern))
+            }
+            _ => bail!("give one of --pid, --name or --match-cmdline"),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Also profile the processes the targets fork (worker processes, multiprocessing pools); the default.
     #[arg(long, overrides_with = "no_children")]
     pub children: bool,
@@ -93,7 +117,7 @@ pub struct RecordConfig {
 
 impl RecordArgs {
     pub fn resolve(self) -> Result<RecordConfig> {
-        let target = target_spec(self.pids, self.name, self.match_cmdline)?;
+        let target = self.target.resolve()?;
         let outputs = self
             .outputs
             .into_iter()
@@ -131,18 +155,9 @@ Environment:
   RUST_LOG              log filter (default: warnings, and info from the profiler: the status line)";
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true))]
 pub struct RunArgs {
-    /// Profile this process (all its threads); repeat for several processes. The agent stops when they have all
-    /// exited.
-    #[arg(long = "pid", value_name = "PID", group = "target")]
-    pub pids: Vec<u32>,
-    /// Profile every process with this name (as `ps -e -o comm` shows it), including ones started later.
-    #[arg(long, value_name = "NAME", group = "target")]
-    pub name: Option<String>,
-    /// Profile every process whose command line matches this regular expression, including later ones.
-    #[arg(long, value_name = "REGEX", group = "target")]
-    pub match_cmdline: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Base URL of the Pyroscope server or Grafana Alloy (https:// unless a scheme is given); overrides
     /// PYROSCOPE_SERVER_URL.
     #[arg(long, value_name = "URL")]
@@ -250,7 +265,7 @@ pub struct RunConfig {
 
 impl RunArgs {
     pub fn resolve(self, env: &RunEnv) -> Result<RunConfig> {
-        let target = target_spec(self.pids, self.name, self.match_cmdline)?;
+        let target = self.target.resolve()?;
         let Some(server_url) = self.server_url.or_else(|| env.server_url.clone()) else {
             bail!("no server to upload to: set PYROSCOPE_SERVER_URL or --server-url");
         };
@@ -354,19 +369,6 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
     };
     value.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
-}
-
-/// The one target selector given (clap's group guarantees at most one).
-fn target_spec(pids: Vec<u32>, name: Option<String>, cmdline: Option<String>) -> Result<TargetSpec> {
-    match (pids.is_empty(), name, cmdline) {
-        (false, None, None) => Ok(TargetSpec::Pids(pids)),
-        (true, Some(name), None) => Ok(TargetSpec::Name(name)),
-        (true, None, Some(pattern)) => {
-            regex::Regex::new(&pattern).map_err(|err| anyhow::anyhow!("--match-cmdline `{pattern}` is not a valid regular expression: {err}"))?;
-            Ok(TargetSpec::Cmdline(pattern))
-        }
-        _ => bail!("give one of --pid, --name or --match-cmdline"),
-    }
 }
 
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a plain number of seconds (`1.5`).
