@@ -38,19 +38,19 @@ pub fn merge(
     context: &SampleContext,
 ) -> Vec<Frame> {
     let mut frames: Vec<Frame> = kernel.iter().flat_map(|f| f.iter().cloned()).collect();
+    let marker = truncation.map(|t| synthetic(FrameKind::Truncated, truncation_name(t)));
     match python.filter(|p| !p.frames.is_empty()) {
-        Some(python) => merge_python(&mut frames, native, python),
-        None => frames.extend(native.iter().flat_map(|f| f.iter().cloned())),
-    }
-    if let Some(truncation) = truncation {
-        frames.push(synthetic(FrameKind::Truncated, truncation_name(truncation)));
+        Some(python) => merge_python(&mut frames, native, python, marker),
+        None => frames.extend(native.iter().flat_map(|f| f.iter().cloned()).chain(marker)),
     }
     frames.push(synthetic(FrameKind::Context, context.thread_name));
     frames.push(synthetic(FrameKind::Context, context.process_name));
     frames
 }
 
-fn merge_python(out: &mut Vec<Frame>, native: &[Arc<[Frame]>], python: &PythonStack) {
+/// `marker` (the native stack was cut short) goes where the native frames end: between them and the Python
+/// frames of the outer evaluation loops unwinding did not reach, so the gap shows where it is.
+fn merge_python(out: &mut Vec<Frame>, native: &[Arc<[Frame]>], python: &PythonStack, marker: Option<Frame>) {
     let mut remaining = python.frames;
     for group in native {
         let Some(outer) = group.last() else { continue };
@@ -66,6 +66,7 @@ fn merge_python(out: &mut Vec<Frame>, native: &[Arc<[Frame]>], python: &PythonSt
         }
     }
     // Native unwinding stopped before the outer evaluation loops: their Python frames still go at the root.
+    out.extend(marker);
     out.extend(remaining.iter().filter(|f| !f.shim).map(|f| f.frame.clone()));
 }
 
@@ -195,7 +196,7 @@ mod tests {
         let frames = merge(&[], &native_stack, Some(Truncation::StackCopyEnd), Some(&stack), &CONTEXT);
         assert_eq!(
             names(&frames),
-            ["f", "_PyEval_EvalFrameDefault", "PyObject_Call", "<module>", "[truncated: stack deeper than the copy]", "worker", "app"]
+            ["f", "_PyEval_EvalFrameDefault", "PyObject_Call", "[truncated: stack deeper than the copy]", "<module>", "worker", "app"]
         );
     }
 }

@@ -88,6 +88,14 @@ impl Unwinder {
                 Err(_) => break Some(Truncation::UnwindError),
             }
         };
+        // A caller outside every known module means the unwinder lost track (a frame it could not describe, such
+        // as a stack-realigning function whose CFA is a DWARF expression): what follows would be guesses. The
+        // stack ends there, visibly truncated, rather than with made-up frames.
+        let mut truncation = truncation;
+        if let Some(lost) = frames.iter().skip(1).position(|&address| process.module_at(address).is_none()) {
+            frames.truncate(lost + 1);
+            truncation = Some(Truncation::UnwindError);
+        }
         let frames = frames
             .into_iter()
             .map(|address| {
