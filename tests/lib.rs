@@ -4,6 +4,7 @@
 //!
 //! Everything here panics on failure, with a message that says what to look at: these are test helpers.
 
+pub mod agent_support;
 pub mod crash_support;
 pub mod lifecycle_support;
 pub mod python_support;

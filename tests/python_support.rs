@@ -5,9 +5,10 @@
 //! - Debian's `/usr/bin/python3` (3.11, libpython linked in statically, non-PIE), with Debian's lxml and numpy;
 //! - the other `python3` on PATH (here pyenv's 3.11: shared libpython, PIE), with lxml and numpy from PyPI in a
 //!   virtualenv under [`CACHE_DIR`];
-//! - CPython 3.13 and 3.14 inside Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with
-//!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root);
-//! - CPython 3.9 inside a Debian bullseye root: a version the profiler does not support.
+//! - CPython 3.8, 3.9, 3.10, 3.13 and 3.14 inside Ubuntu focal, Debian bullseye, Ubuntu jammy, Debian trixie and
+//!   sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in for a container: the
+//!   profiler must resolve their files through /proc/PID/root), with their distribution's lxml and numpy;
+//! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
 //! a lock file (two test binaries may race) into a temporary name and renamed (or stamped) when complete, so a
@@ -30,7 +31,29 @@ use crate::{run_to_success, scratch_root, workspace_root};
 pub const ROOTS_DIR: &str = "/var/cache/profiler-roots";
 /// Where other test environments (virtualenvs) are cached.
 pub const CACHE_DIR: &str = "/var/cache/profiler-tests";
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// A distribution debootstrap can make roots of.
+#[derive(Clone, Copy, Debug)]
+pub enum Distribution {
+    Debian,
+    Ubuntu,
+}
+
+impl Distribution {
+    fn mirror(self) -> &'static str {
+        match self {
+            Distribution::Debian => "http://deb.debian.org/debian",
+            Distribution::Ubuntu => "http://archive.ubuntu.com/ubuntu",
+        }
+    }
+}
+
+/// Ubuntu's archive keyring, which Debian does not ship: taken from Ubuntu's `ubuntu-keyring` package and checked
+/// against this digest (of `ubuntu-archive-keyring.gpg` in version 2021.03.26, whose 2018 key F6ECB376 2474EDA9
+/// D21B7022 871920D1 991BC93C signs focal and jammy), so debootstrap verifies the suites with a key this
+/// repository vouches for.
+const UBUNTU_KEYRING_DEB: &str = "pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb";
+const UBUNTU_KEYRING_SHA256: &str = "1a4dd63e5c76728960a2edddae22e2e0fc53df8e8b87806deb971030ac704eb0";
 
 /// Environment for every Python workload: numerical libraries must compute in the calling thread (a BLAS thread
 /// pool would move the time the tests measure to other threads), and no bytecode caches are written.
@@ -127,7 +150,8 @@ impl Interpreter {
 
     fn with_version(name_prefix: &str, launch: Launch) -> Interpreter {
         let mut interpreter = Interpreter { name: String::new(), version: (0, 0), launch };
-        let version = interpreter.eval("import sys; print(*sys.version_info[:2])");
+        // Python 2 and 3 alike.
+        let version = interpreter.eval("import sys; sys.stdout.write('%d %d' % sys.version_info[:2])");
         let mut numbers = version.split_whitespace().map(|n| n.parse::<u32>().expect("a version number"));
         interpreter.version = (numbers.next().expect("major"), numbers.next().expect("minor"));
         interpreter.name = format!("{name_prefix}-{}.{}", interpreter.version.0, interpreter.version.1);
@@ -247,12 +271,52 @@ pub fn sid_python() -> &'static Interpreter {
     })
 }
 
-/// CPython 3.9 in a Debian bullseye root: a Python the profiler does not support.
+/// The Ubuntu focal root: CPython 3.8 with Ubuntu's lxml and numpy, and Python 2.7.
+fn focal_root() -> PathBuf {
+    ensure_root(Distribution::Ubuntu, "focal", &["python3", "python3-lxml", "python3-numpy", "python2.7-minimal"])
+}
+
+/// CPython 3.8 (`python3`) in an Ubuntu focal root.
+pub fn focal_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = focal_root();
+        let interpreter =
+            Interpreter::with_version("focal", Launch::Chroot { root: root.clone(), python: "python3".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
+/// CPython 3.9 (`python3`) in a Debian bullseye root.
 pub fn bullseye_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let root = ensure_debian_root("bullseye", &["python3"]);
-        Interpreter::with_version("bullseye", Launch::Chroot { root, python: "python3".into() })
+        let root = ensure_debian_root("bullseye", &["python3", "python3-lxml", "python3-numpy"]);
+        let interpreter =
+            Interpreter::with_version("bullseye", Launch::Chroot { root: root.clone(), python: "python3".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
+/// CPython 3.10 (`python3`) in an Ubuntu jammy root.
+pub fn jammy_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = ensure_root(Distribution::Ubuntu, "jammy", &["python3", "python3-lxml", "python3-numpy"]);
+        let interpreter =
+            Interpreter::with_version("jammy", Launch::Chroot { root: root.clone(), python: "python3".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
+/// Python 2.7 in the focal root: a Python the profiler does not support.
+pub fn python_2_7() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        Interpreter::with_version("focal", Launch::Chroot { root: focal_root(), python: "python2.7".into() })
     })
 }
 
@@ -260,6 +324,9 @@ pub fn bullseye_python() -> &'static Interpreter {
 pub fn python_interpreters() -> Vec<&'static Interpreter> {
     let mut all = vec![debian_python()];
     all.extend(path_python());
+    all.push(focal_python());
+    all.push(bullseye_python());
+    all.push(jammy_python());
     all.push(trixie_python());
     all.push(sid_python());
     all
@@ -325,20 +392,33 @@ fn ensure_venv(python: &Path, name: &str) -> PathBuf {
     venv
 }
 
-/// The Debian `suite` root at `ROOTS_DIR/suite`, made with `debootstrap --variant=minbase --include=PACKAGES` when
-/// missing (into `suite.partial`, renamed when complete), installing debootstrap first if needed.
+/// The Debian `suite` root (see [`ensure_root`]).
 pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
+    ensure_root(Distribution::Debian, suite, packages)
+}
+
+/// The `suite` root at `ROOTS_DIR/suite`, made with `debootstrap --variant=minbase --include=PACKAGES` when missing
+/// or made with other packages (`suite.packages` records the list), into `suite.partial`, renamed when complete;
+/// installs debootstrap first if needed.
+pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -> PathBuf {
     let roots = Path::new(ROOTS_DIR);
     let root = roots.join(suite);
-    if root.join("usr/bin/python3").exists() {
+    let stamp = roots.join(format!("{suite}.packages"));
+    let wanted = packages.join(",");
+    let ready = || root.join("usr/bin/python3").exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted);
+    if ready() {
         return root;
     }
     fs::create_dir_all(roots).unwrap_or_else(|err| panic!("creating {}: {err}", roots.display()));
     let _lock = FileLock::acquire(&roots.join(format!("{suite}.lock")));
-    if root.join("usr/bin/python3").exists() {
+    if ready() {
         return root;
     }
-    assert!(!root.exists(), "{} exists but has no usr/bin/python3: remove it to have it made again", root.display());
+    if root.exists() {
+        eprintln!("{} was made with other packages than {wanted}: making it again", root.display());
+        let _ = Command::new("umount").arg(root.join("proc")).output();
+        fs::remove_dir_all(&root).unwrap_or_else(|err| panic!("removing {}: {err}", root.display()));
+    }
     if Command::new("debootstrap").arg("--version").output().is_err() {
         eprintln!("installing debootstrap");
         run_to_success(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
@@ -352,14 +432,17 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
     let partial = roots.join(format!("{suite}.partial"));
     let _ = fs::remove_dir_all(&partial);
     let log = roots.join(format!("{suite}.log"));
-    eprintln!("making the Debian {suite} root {} (takes minutes; log in {})", root.display(), log.display());
+    eprintln!("making the {distribution:?} {suite} root {} (takes minutes; log in {})", root.display(), log.display());
     let log_file = fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
-    let status = Command::new("debootstrap")
-        .arg("--variant=minbase")
-        .arg(format!("--include={}", packages.join(",")))
+    let mut debootstrap = Command::new("debootstrap");
+    debootstrap.arg("--variant=minbase").arg(format!("--include={wanted}"));
+    if let Distribution::Ubuntu = distribution {
+        debootstrap.arg("--components=main,universe").arg(format!("--keyring={}", ubuntu_keyring().display()));
+    }
+    let status = debootstrap
         .arg(suite)
         .arg(&partial)
-        .arg(DEBIAN_MIRROR)
+        .arg(distribution.mirror())
         .stdout(log_file.try_clone().expect("cloning a file handle"))
         .stderr(log_file)
         .status()
@@ -371,7 +454,30 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
     }
     fs::rename(&partial, &root)
         .unwrap_or_else(|err| panic!("renaming {} to {}: {err}", partial.display(), root.display()));
+    fs::write(&stamp, &wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     root
+}
+
+/// Ubuntu's archive keyring under `ROOTS_DIR`, fetched from Ubuntu's mirror once and checked against
+/// [`UBUNTU_KEYRING_SHA256`].
+fn ubuntu_keyring() -> PathBuf {
+    let dir = Path::new(ROOTS_DIR).join("ubuntu-keyring");
+    let keyring = dir.join("usr/share/keyrings/ubuntu-archive-keyring.gpg");
+    if !keyring.exists() {
+        let deb = Path::new(ROOTS_DIR).join("ubuntu-keyring.deb");
+        let url = format!("{}/{UBUNTU_KEYRING_DEB}", Distribution::Ubuntu.mirror());
+        run_to_success(Command::new("curl").args(["-fsSL", "--retry", "3", "-o"]).arg(&deb).arg(&url));
+        run_to_success(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
+    }
+    let output = Command::new("sha256sum").arg(&keyring).output().expect("running sha256sum");
+    let digest = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        digest.split_whitespace().next() == Some(UBUNTU_KEYRING_SHA256),
+        "{} does not have the expected SHA-256 ({UBUNTU_KEYRING_SHA256}): {digest}; remove {} to fetch it again",
+        keyring.display(),
+        dir.display()
+    );
+    keyring
 }
 
 /// An exclusive `flock` on a file, held until dropped (and released by the kernel if the process dies).

@@ -40,7 +40,8 @@ pub const PY_FRAMES_TRUNCATED: u32 = 1 << 2;
 /// `SampleHeader::py_flags`: a read of the interpreter's memory failed midway.
 pub const PY_READ_FAILED: u32 = 1 << 3;
 
-/// `PyFrame::flags`: (3.11) the last Python frame run by its `_PyEval_EvalFrameDefault` call.
+/// `PyFrame::flags`: the last Python frame run by its `_PyEval_EvalFrameDefault` call (3.11's `is_entry`; every
+/// frame in 3.8–3.10, where each frame object is evaluated by a call of its own).
 pub const PY_FRAME_ENTRY: u32 = 1 << 0;
 /// `PyFrame::flags`: (3.12+) a C-stack shim frame that separates two `_PyEval_EvalFrameDefault` calls; it is not
 /// a Python function.
@@ -52,7 +53,9 @@ pub const PY_FRAME_SHIM: u32 = 1 << 1;
 pub struct PyFrame {
     /// Address of the code object.
     pub code: u64,
-    /// Address of the instruction (3.11–3.12 the last executed one, 3.13+ the current one).
+    /// Address of the instruction (3.11–3.12 the last executed one, 3.13+ the current one); 3.8–3.10: the eight
+    /// bytes at `f_lasti`, whose low 32 bits are the last instruction's offset (bytes up to 3.9, code units in
+    /// 3.10; -1 before the first).
     pub instr: u64,
     /// `co_filename ^ co_name` pointers of the code object at sample time: lets userspace tell a reused code
     /// object address from the one that was sampled.
@@ -76,6 +79,10 @@ pub const NO_OFFSET: u64 = u64::MAX;
 pub const PY_LAYOUT_IS_ENTRY_BYTE: u32 = 1 << 0;
 /// `PyLayout::flags`: the frame's code pointer is a tagged stack reference (3.14): clear the low bits.
 pub const PY_LAYOUT_TAGGED_CODE: u32 = 1 << 1;
+/// `PyLayout::flags` (3.8–3.10): frames are `PyFrameObject`s, each evaluated by its own `_PyEval_EvalFrameDefault`
+/// call (every frame is an entry frame), and threads are known by their pthread id (`thread_id` at
+/// `tstate_native_thread_id`), which is the thread's TLS base (fs_base on x86_64), not its kernel TID.
+pub const PY_LAYOUT_FRAME_OBJECTS: u32 = 1 << 2;
 
 /// Where things are in one CPython process's memory: written by userspace per process, read by the sampler.
 #[repr(C)]
@@ -139,6 +146,10 @@ pub struct LifecycleEvent {
     pub signal: u32,
     pub time_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// Exit: the kernel's `exit_code` of the last thread (wait-status encoding: `status << 8`, or the killing
+    /// signal with 0x80 for a core dump); `NO_FIELD` when this kernel's BTF does not say where it is.
+    pub exit_code: u32,
+    pub _pad: u32,
 }
 
 /// Where the fields the lifecycle programs read sit in their tracepoint records (read from tracefs formats at
@@ -251,10 +262,27 @@ pub struct SamplerConfig {
     pub _reserved: u32,
 }
 
+/// Where fields of this kernel's `task_struct` sit, found by userspace in the kernel's BTF and written before
+/// load (the layout differs per build and config, and these are not in any tracepoint record). `NO_FIELD` when
+/// absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.exit_code` (int).
+    pub exit_code: u32,
+    /// `task_struct.thread.fsbase` (unsigned long): the thread's TLS base, which glibc's `pthread_self()` returns.
+    pub fsbase: u32,
+}
+
+impl TaskOffsets {
+    pub const UNKNOWN: Self = Self { exit_code: NO_FIELD, fsbase: NO_FIELD };
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays of integers, valid for any bit pattern.
     unsafe impl aya::Pod for super::SamplerConfig {}
     unsafe impl aya::Pod for super::PyLayout {}
     unsafe impl aya::Pod for super::LifecycleConfig {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
 }

@@ -89,7 +89,9 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     if group_dead {
         let _ = TARGETS.remove(&tgid);
         let _ = PY_PROCESSES.remove(&tgid);
-        send(EVENT_EXIT, tgid, 0, 0);
+        // The last thread's exit_code is the process's: exit_group() and fatal signals give every thread the
+        // group's code.
+        send_exit(tgid, crate::task::current_exit_code());
     }
     0
 }
@@ -127,14 +129,32 @@ pub fn mmap_done(_ctx: TracePointContext) -> u32 {
 }
 
 pub fn send(kind: u32, pid: u32, parent: u32, signal: u32) {
-    let event = LifecycleEvent {
+    output(LifecycleEvent {
         kind,
         pid,
         parent,
         signal,
         time_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
+        exit_code: NO_FIELD,
+        _pad: 0,
+    });
+}
+
+fn send_exit(pid: u32, exit_code: u32) {
+    output(LifecycleEvent {
+        kind: EVENT_EXIT,
+        pid,
+        parent: 0,
+        signal: 0,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        exit_code,
+        _pad: 0,
+    });
+}
+
+fn output(event: LifecycleEvent) {
     if EVENTS.output::<LifecycleEvent>(&event, 0).is_err() {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(0) {
             unsafe { *counter += 1 };

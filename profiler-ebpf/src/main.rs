@@ -11,6 +11,7 @@ mod lifecycle;
 mod maps;
 mod python;
 mod sampler;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,12 +2,13 @@
 //!
 //! The frames live on the interpreter's own data stack and are gone by the time userspace could read them, so the
 //! chain is walked here, at sample time: thread → PyThreadState (from the interpreter's thread list, matched on
-//! the native thread id; `_Py_tss_tstate` is cleared while the GIL is released) → current frame → previous ...
+//! the native thread id, or for 3.8–3.10 on the pthread id, which is the thread's TLS base; `_Py_tss_tstate` is
+//! cleared while the GIL is released) → current frame → previous ...
 //! Only code object addresses are sent; userspace turns them into names.
 use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
     GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_FRAMES_TRUNCATED, PY_GIL_HELD,
-    PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PY_MAX_FRAMES, PY_MAX_THREADS, PY_READ_FAILED, PY_THREAD_FOUND,
+    PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PY_MAX_FRAMES, PY_MAX_THREADS, PY_READ_FAILED, PY_THREAD_FOUND,
     PyFrame, PyLayout,
 };
 
@@ -23,7 +24,16 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
     let Some(interp) = read_u64(layout.runtime.wrapping_add(layout.runtime_interpreters_head)) else {
         return (0, PY_READ_FAILED);
     };
-    let Some(tstate) = find_thread_state(layout, interp, tid) else {
+    let frame_objects = layout.flags & PY_LAYOUT_FRAME_OBJECTS != 0;
+    let thread_key = if frame_objects {
+        match crate::task::current_fsbase() {
+            Some(fsbase) => fsbase,
+            None => return (0, 0),
+        }
+    } else {
+        u64::from(tid)
+    };
+    let Some(tstate) = find_thread_state(layout, interp, tid, thread_key) else {
         return (0, 0);
     };
     let mut flags = PY_THREAD_FOUND;
@@ -46,15 +56,24 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
         if frame == 0 {
             break;
         }
-        let (Some(code), Some(instr), Some(owner)) = (
-            read_u64(frame.wrapping_add(layout.frame_code)),
-            read_u64(frame.wrapping_add(layout.frame_instr)),
-            read_u8(frame.wrapping_add(layout.frame_owner)),
-        ) else {
+        let (Some(code), Some(instr)) =
+            (read_u64(frame.wrapping_add(layout.frame_code)), read_u64(frame.wrapping_add(layout.frame_instr)))
+        else {
             return (count, flags | PY_READ_FAILED);
         };
+        // Frame objects have no owner byte: each is the only frame of its evaluation call.
+        let owner = if frame_objects {
+            0
+        } else {
+            match read_u8(frame.wrapping_add(layout.frame_owner)) {
+                Some(owner) => owner,
+                None => return (count, flags | PY_READ_FAILED),
+            }
+        };
         let code = code & code_mask;
-        let frame_flags = if layout.flags & PY_LAYOUT_IS_ENTRY_BYTE != 0 {
+        let frame_flags = if frame_objects {
+            PY_FRAME_ENTRY
+        } else if layout.flags & PY_LAYOUT_IS_ENTRY_BYTE != 0 {
             if owner != 0 { PY_FRAME_ENTRY } else { 0 }
         } else if owner >= 3 {
             PY_FRAME_SHIM
@@ -82,9 +101,11 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
     (count, flags)
 }
 
-fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32) -> Option<u64> {
+/// The PyThreadState whose thread id field (native TID, or pthread id for 3.8–3.10) is `key`; cached per `tid`
+/// and re-validated, since thread states are freed and reused.
+fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32, key: u64) -> Option<u64> {
     if let Some(&cached) = unsafe { PY_THREADS.get(&tid) } {
-        if read_u64(cached.wrapping_add(layout.tstate_native_thread_id)) == Some(tid as u64) {
+        if read_u64(cached.wrapping_add(layout.tstate_native_thread_id)) == Some(key) {
             return Some(cached);
         }
     }
@@ -93,7 +114,7 @@ fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32) -> Option<u64> {
         if tstate == 0 {
             return None;
         }
-        if read_u64(tstate.wrapping_add(layout.tstate_native_thread_id))? == tid as u64 {
+        if read_u64(tstate.wrapping_add(layout.tstate_native_thread_id))? == key {
             let _ = PY_THREADS.insert(&tid, &tstate, 0);
             return Some(tstate);
         }

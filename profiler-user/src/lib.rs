@@ -3,10 +3,13 @@
 pub mod aggregate;
 pub mod cli;
 pub mod crash;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod merge;
 pub mod output;
 pub mod pipeline;
 pub mod pprof;
+pub mod privilege;
 pub mod python;
 pub mod sample;
 pub mod session;

@@ -3,6 +3,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use profiler_common::PyLayout;
@@ -12,10 +13,14 @@ use crate::{
     crash::{Crash, CrashReport, Crashed, Reraises, recent::RecentStacks},
     merge::{PythonStack, SampleContext, merge},
     python::Python,
-    sample::{CpuSample, Sampler},
+    sample::{CpuSample, ExitStatus, Sampler},
     symbolize::Symbolizer,
     unwind::Unwinder,
 };
+
+/// How long a crash report waits for the exit of its process (which says how it ended) before it is written
+/// anyway: the exit follows within milliseconds unless a handler survives the signal or a core dump is slow.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Choices that change what a sample becomes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,6 +45,61 @@ pub struct Stats {
     pub filtered_samples: u64,
     pub crashes: u64,
     pub threads: HashSet<u32>,
+    /// Where the userspace time of each process's first `COLD_SAMPLES` samples went (caches filling: maps and
+    /// unwind tables read, DWARF parsed, code objects read), and of the samples after them.
+    pub cold: StageTimes,
+    pub warm: StageTimes,
+    /// Samples seen per process so far, to tell its cold samples from its warm ones.
+    pub process_samples: HashMap<u32, u64>,
+}
+
+/// A process's first this many samples count as cold in [`Stats`].
+pub const COLD_SAMPLES: u64 = 100;
+
+/// Userspace time spent per pipeline stage over some samples: two `Instant` reads per stage and sample (tens of
+/// nanoseconds), so it is always on and `--stats-json` can report it from any recording.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    pub samples: u64,
+    /// Native unwinding of the stack copy (framehop), maps and unwind tables included.
+    pub unwind: Duration,
+    /// Code objects → Python function, file and line.
+    pub python: Duration,
+    /// Native and kernel addresses → functions (blazesym behind the per-address cache).
+    pub symbolize: Duration,
+    /// Native and Python frames → one stack, and its labels.
+    pub merge: Duration,
+    /// The stack counted in the profile and kept in the crash window.
+    pub aggregate: Duration,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> Duration {
+        self.unwind + self.python + self.symbolize + self.merge + self.aggregate
+    }
+
+    fn add(&mut self, other: &StageTimes) {
+        self.samples += other.samples;
+        self.unwind += other.unwind;
+        self.python += other.python;
+        self.symbolize += other.symbolize;
+        self.merge += other.merge;
+        self.aggregate += other.aggregate;
+    }
+}
+
+/// Hands out the time since the previous lap: one stage's share.
+struct Lap(Instant);
+
+impl Lap {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        now.duration_since(std::mem::replace(&mut self.0, now))
+    }
 }
 
 pub struct Pipeline {
@@ -48,7 +108,8 @@ pub struct Pipeline {
     aggregator: Aggregator,
     python: Python,
     recent: RecentStacks,
-    crashes: Vec<Crash>,
+    /// Crashes not handed out yet, each held until its process's exit says how it ended (or `EXIT_WAIT`).
+    crashes: Vec<(Instant, Crash)>,
     reraises: Reraises,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
@@ -119,9 +180,15 @@ impl Pipeline {
             self.stats.filtered_samples += 1;
             return;
         }
-        let (frames, labels, complete) = self.stack_of(sample, sampler);
+        let mut times = StageTimes { samples: 1, ..StageTimes::default() };
+        let (frames, labels, complete) = self.stack_of(sample, sampler, &mut times);
+        let mut lap = Lap::start();
         self.recent.add(sample.time_ns, sample.pid, &frames, &labels);
         self.aggregator.add(&frames, labels);
+        times.aggregate = lap.lap();
+        let seen = self.stats.process_samples.entry(sample.pid).or_default();
+        *seen += 1;
+        if *seen <= COLD_SAMPLES { self.stats.cold.add(&times) } else { self.stats.warm.add(&times) }
 
         self.stats.samples += 1;
         self.stats.complete_stacks += u64::from(complete);
@@ -130,8 +197,16 @@ impl Pipeline {
 
     /// The merged stack of a sample (leaf first, context frames last), its labels, and whether native unwinding
     /// reached the thread's root.
-    fn stack_of(&mut self, sample: &CpuSample, sampler: &Sampler) -> (Vec<Frame>, Vec<Label>, bool) {
+    /// `times` gets the time each stage took.
+    fn stack_of(
+        &mut self,
+        sample: &CpuSample,
+        sampler: &Sampler,
+        times: &mut StageTimes,
+    ) -> (Vec<Frame>, Vec<Label>, bool) {
+        let mut lap = Lap::start();
         let native = self.unwinder.unwind(sample);
+        times.unwind = lap.lap();
         let kernel: Vec<Arc<_>> = sample
             .kernel_stack_id
             .and_then(|id| sampler.kernel_stack(id))
@@ -140,9 +215,11 @@ impl Pipeline {
             .map(|address| self.symbolizer.kernel(address))
             .collect();
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
+        times.symbolize = lap.lap();
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
         let context = SampleContext { process_name, thread_name: &sample.comm };
         let python_frames = self.python.frames(sample.pid, &sample.py_frames, &sample.code_copies);
+        times.python = lap.lap();
         let interpreter = self.python.interpreter(sample.pid);
         let python = interpreter.map(|interpreter| PythonStack {
             frames: &python_frames,
@@ -160,6 +237,7 @@ impl Pipeline {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
         }
+        times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
     }
 
@@ -168,7 +246,7 @@ impl Pipeline {
         if self.reraises.is_reraise(sample.pid, sample.tid, signal.signal, sample.time_ns) {
             return;
         }
-        let (frames, labels, _) = self.stack_of(sample, sampler);
+        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
         let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
         let mut stack = Aggregator::new(self.aggregator.period_ns());
@@ -198,16 +276,40 @@ impl Pipeline {
         let mut window = Aggregator::new(self.aggregator.period_ns());
         report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
         self.stats.crashes += 1;
-        self.crashes.push(Crash { report, window: window.take(), stack });
+        self.crashes.push((Instant::now(), Crash { report, window: window.take(), stack }));
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {
         self.process_names.get(&pid).cloned().unwrap_or_else(|| fallback.to_owned())
     }
 
-    /// Crashes seen since the last call.
+    /// Crashes whose report is complete: the process's exit was seen, or `EXIT_WAIT` passed without it.
     pub fn take_crashes(&mut self) -> Vec<Crash> {
-        std::mem::take(&mut self.crashes)
+        let (ready, held) = std::mem::take(&mut self.crashes)
+            .into_iter()
+            .partition(|(since, crash)| crash.report.exit.is_some() || since.elapsed() >= EXIT_WAIT);
+        self.crashes = held;
+        ready.into_iter().map(|(_, crash)| crash).collect()
+    }
+
+    /// Every crash not handed out yet (at the end of a session).
+    pub fn take_all_crashes(&mut self) -> Vec<Crash> {
+        std::mem::take(&mut self.crashes).into_iter().map(|(_, crash)| crash).collect()
+    }
+
+    /// The last thread of `pid` exited: completes its crash reports and logs how it ended (a clean exit only at
+    /// debug level: a fork storm would otherwise flood the log).
+    pub fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>) {
+        let Some(status) = status else { return };
+        for (_, crash) in self.crashes.iter_mut().filter(|(_, c)| c.report.pid == pid) {
+            crash.report.exit = Some(status);
+        }
+        let name = self.process_name(pid, "?");
+        if status == (ExitStatus::Exited { code: 0 }) {
+            tracing::debug!("PID {pid} ({name}) {status}");
+        } else {
+            tracing::info!("PID {pid} ({name}) {status}");
+        }
     }
 
     /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.

@@ -307,7 +307,8 @@ fn handle_event(
                 start_tracking(pipeline, sampler, live, pid, &comm);
             }
         }
-        Lifecycle::Exit { pid } => {
+        Lifecycle::Exit { pid, status } => {
+            pipeline.process_exited(pid, status);
             live.remove(&pid);
             sampler.remove_target(pid);
             pipeline.forget_process(pid);

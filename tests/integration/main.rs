@@ -4,10 +4,12 @@
 //! `--test-threads` says: the shares and rates they measure depend on the CPU the workloads get.
 mod crash;
 mod demo_crash;
+mod deploy;
 mod errors;
 mod interrupt;
 mod lifecycle;
 mod native;
 mod python;
 mod rate;
+mod unwind;
 mod upload;

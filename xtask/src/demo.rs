@@ -145,7 +145,7 @@ fn start_native_burn(ws: &Workspace, out: &Path, lifetime: Duration) -> Result<R
 
 /// Starts a helper process of the demo, in its own process group (Ctrl-C is for the profiler), and with SIGTERM as
 /// its parent-death signal: xtask's guards cannot run when xtask is killed outright, the kernel's signal can.
-fn spawn_background(command: &mut Command) -> Result<KillOnDrop> {
+pub(crate) fn spawn_background(command: &mut Command) -> Result<KillOnDrop> {
     command.process_group(0);
     // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls are allowed: prctl is
     // one, and the closure allocates nothing.
@@ -166,14 +166,14 @@ fn spawn_background(command: &mut Command) -> Result<KillOnDrop> {
 
 /// A loopback port nobody listens on now. Another process could take it before uvicorn binds it; then uvicorn
 /// exits saying so and the demo fails with its log, which is rare enough for a demo.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free loopback port")?;
     Ok(listener.local_addr().context("reading the port the kernel chose")?.port())
 }
 
 /// Polls the app's health endpoint until it answers 200: uvicorn listens only once the app has started, but a
 /// request is the one check that covers the app too.
-fn wait_until_serving(server: &mut Child, port: u16, log: &Path) -> Result<()> {
+pub(crate) fn wait_until_serving(server: &mut Child, port: u16, log: &Path) -> Result<()> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         if let Some(status) = server.try_wait().context("waiting for uvicorn")? {
@@ -253,7 +253,7 @@ fn run_through_ctrl_c(cmd: &mut Command) -> Result<ExitStatus> {
 }
 
 /// Kills the child on every path out of the demo, errors included.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

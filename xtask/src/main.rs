@@ -1,10 +1,11 @@
-//! The project's developer tasks: `cargo xtask setup | build | run | test | demo`.
+//! The project's developer tasks: `cargo xtask setup | build | run | test | demo | bench`.
 //!
 //! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
 //! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
 //! every entry point goes through (a newcomer's first `cargo xtask demo`, CI's `cargo xtask test`) installs all
 //! of that the same idempotent way and needs nothing but cargo to start, where a Makefile or shell scripts would
 //! need their own tools and would drift apart.
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -68,6 +69,13 @@ enum Task {
         /// Profile examples/native-burn instead: a C program whose profile is known by construction.
         #[arg(long)]
         native: bool,
+    },
+    /// Measure the profiler beside py-spy and perf (target slowdown, agent CPU and memory, sampling rate, cost per
+    /// pipeline stage, fidelity) and write the table to bench/RESULTS.md; needs root, takes about 8 minutes.
+    Bench {
+        /// Rounds of each interleaved comparison; the tables give medians over them.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -155,6 +163,10 @@ fn run() -> Result<ExitCode> {
             setup::setup(&ws)?;
             let workload = if native { demo::Workload::NativeBurn } else { demo::Workload::QuakeMonitor };
             demo::demo(&ws, &duration, workload)?;
+        }
+        Task::Bench { rounds } => {
+            setup::setup(&ws)?;
+            bench::bench(&ws, &bench::Options { rounds })?;
         }
     }
     Ok(ExitCode::SUCCESS)

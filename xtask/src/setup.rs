@@ -20,7 +20,9 @@ use crate::{cmd, Workspace};
 /// development files, which bpf-linker links with (g++ pulls the version that matches the system's gcc).
 /// python3-venv: the quake-monitor virtualenv (Debian splits `venv`'s ensurepip out of python3). python3-lxml,
 /// python3-numpy: the Python test workloads run on the system interpreter with its own C extensions, with no
-/// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile.
+/// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile. linux-perf:
+/// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
+/// service unit in deploy/.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -32,6 +34,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-lxml",
     "python3-numpy",
     "debootstrap",
+    "linux-perf",
+    "systemd",
 ];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11, the one DESIGN.md describes (the
@@ -61,6 +65,8 @@ pub fn setup(ws: &Workspace) -> Result<()> {
     bpf_linker()?;
     tracefs();
     quake_venv(ws)?;
+    validate_venv(ws)?;
+    cargo_fuzz()?;
     Ok(())
 }
 
@@ -198,8 +204,12 @@ fn tracefs() {
 /// Makes the virtualenv from requirements.txt, again whenever that file changes: the stamp in it holds the hash of
 /// the file it was made from, so a warm run costs one small read and a hash.
 fn quake_venv(ws: &Workspace) -> Result<()> {
-    let requirements = ws.root.join(QUAKE_MONITOR).join("requirements.txt");
-    let venv = quake_venv_dir(ws);
+    ensure_venv(&quake_venv_dir(ws), &ws.root.join(QUAKE_MONITOR).join("requirements.txt"))
+}
+
+/// A virtualenv of Debian's Python at `venv` with the packages of `requirements`, made again whenever that file
+/// changes.
+pub fn ensure_venv(venv: &Path, requirements: &Path) -> Result<()> {
     let wanted = fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
     // The venv's own path too: its scripts' #! lines name it, so a moved target directory needs a new venv.
     let wanted = format!("fnv1a64 {:016x} of requirements.txt for {}\n", fnv1a64(&wanted), venv.display());
@@ -210,7 +220,7 @@ fn quake_venv(ws: &Workspace) -> Result<()> {
         return Ok(());
     }
     eprintln!("installing: Python virtualenv {} from {}", venv.display(), requirements.display());
-    make_venv(&venv, &requirements)?;
+    make_venv(venv, requirements)?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
@@ -225,6 +235,47 @@ fn make_venv(venv: &Path, requirements: &Path) -> Result<()> {
             .arg("--requirement")
             .arg(requirements),
     )
+}
+
+/// The offline validators of deploy/: kubernetes-validate (the Kubernetes OpenAPI schemas of many releases, so no
+/// cluster is needed), pinned so that a new release cannot change what the tests accept.
+const VALIDATE_REQUIREMENTS: &str = "kubernetes-validate==1.37.0\n";
+
+/// The virtualenv with the validators of deploy/ (tests/integration/deploy.rs).
+pub fn validate_venv_dir(ws: &Workspace) -> PathBuf {
+    ws.target_dir.join("validate-venv")
+}
+
+fn validate_venv(ws: &Workspace) -> Result<()> {
+    let venv = validate_venv_dir(ws);
+    let wanted = format!("fnv1a64 {:016x} for {}\n", fnv1a64(VALIDATE_REQUIREMENTS.as_bytes()), venv.display());
+    let stamp = venv.join(VENV_STAMP);
+    if venv.join("bin/kubernetes-validate").exists() && fs::read_to_string(&stamp).is_ok_and(|found| found == wanted) {
+        eprintln!("ok: validators in {}", venv.display());
+        return Ok(());
+    }
+    eprintln!("installing: validators ({}) in {}", VALIDATE_REQUIREMENTS.trim(), venv.display());
+    fs::create_dir_all(&ws.target_dir).with_context(|| format!("creating {}", ws.target_dir.display()))?;
+    let requirements = ws.target_dir.join("validate-requirements.txt");
+    fs::write(&requirements, VALIDATE_REQUIREMENTS).with_context(|| format!("writing {}", requirements.display()))?;
+    make_venv(&venv, &requirements)?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// cargo-fuzz builds and runs the fuzz targets in fuzz/, on the nightly toolchain the eBPF build already needs.
+const CARGO_FUZZ_SERIES: &str = "0.13";
+
+fn cargo_fuzz() -> Result<()> {
+    let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let version = cmd::probe(cargo().args(["fuzz", "--version"]))?
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    if let Some(version) = version.as_deref().filter(|v| v.starts_with(&format!("cargo-fuzz {CARGO_FUZZ_SERIES}."))) {
+        eprintln!("ok: {version}");
+        return Ok(());
+    }
+    eprintln!("installing: cargo-fuzz {CARGO_FUZZ_SERIES} (compiles for a minute)");
+    cmd::run(cargo().args(["install", "cargo-fuzz", "--version", &format!("~{CARGO_FUZZ_SERIES}"), "--locked"]))
 }
 
 /// FNV-1a, 64-bit: stable across Rust releases and machines (std's hashers promise neither), and plenty to tell

@@ -100,6 +100,11 @@ pub struct RecordArgs {
     /// .folded (collapsed stacks). Repeat for several outputs.
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
     pub outputs: Vec<PathBuf>,
+    /// Also write the recording's own counters to this JSON file: samples, lost samples, complete stacks, and
+    /// the profiler's userspace time per stage (unwind, Python, symbolize, merge, aggregate), cold (each
+    /// process's first 100 samples) and warm. `cargo xtask bench` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
 }
 
 /// Everything `record` needs, checked for consistency.
@@ -113,6 +118,7 @@ pub struct RecordConfig {
     pub kernel_stacks: bool,
     pub pipeline: PipelineOptions,
     pub outputs: Vec<(PathBuf, OutputFormat)>,
+    pub stats_json: Option<PathBuf>,
 }
 
 impl RecordArgs {
@@ -141,6 +147,7 @@ impl RecordArgs {
             kernel_stacks: self.kernel,
             pipeline,
             outputs,
+            stats_json: self.stats_json,
         })
     }
 }

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::{RecordConfig, status::StatusLine, summary};
 use crate::{
-    crash::CrashWriter,
-    output,
+    crash::{Crash, CrashWriter},
+    output, privilege,
     sample::{SamplerOptions, preflight},
     session::{Session, Wake},
     target::{self, TargetSpec},
@@ -16,7 +16,7 @@ use crate::{
 
 pub fn run(config: RecordConfig) -> Result<()> {
     preflight::check()?;
-    for (path, _) in &config.outputs {
+    for path in config.outputs.iter().map(|(path, _)| path).chain(&config.stats_json) {
         output::check_writable(path)?;
     }
     let crash_writer = CrashWriter::new(&config.crash_dir)?;
@@ -24,11 +24,17 @@ pub fn run(config: RecordConfig) -> Result<()> {
     for target in &targets {
         crate::unwind::process::check_readable(target.pid)?;
     }
+    let privileges = privilege::before_loading(privilege::Needs { kernel_symbols: config.kernel_stacks, write_as_caller: true })?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(record(config, targets, crash_writer))
+    runtime.block_on(record(config, targets, crash_writer, privileges))
 }
 
-async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: CrashWriter) -> Result<()> {
+async fn record(
+    config: RecordConfig,
+    targets: Vec<target::Target>,
+    crashes: CrashWriter,
+    privileges: privilege::Plan,
+) -> Result<()> {
     let options = SamplerOptions {
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
@@ -37,6 +43,9 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: Cra
     // Userspace drains on this tick rather than being woken per sample (which would bias what it measures), so
     // the tick bounds how stale processing is: short, so names are read while short-lived processes still exist.
     let mut session = Session::start(&options, config.pipeline, Duration::from_millis(50))?;
+    // One thread (a current-thread runtime): it is the only one to narrow.
+    privilege::after_attach(&privileges)?;
+    privilege::verify_threads(&privileges)?;
     session.set_follow_children(config.follow_children);
     session.follow_new_processes(&config.target);
     for target in &targets {
@@ -56,7 +65,7 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: Cra
     let ends_with_targets = config.duration.is_none() && matches!(config.target, TargetSpec::Pids(_));
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
     while session.wait(deadline).await? == Wake::Tick {
-        write_crashes(&mut session, &crashes);
+        write_crashes(session.pipeline.take_crashes(), &crashes);
         if ends_with_targets && session.live_targets().next().is_none() {
             break;
         }
@@ -69,11 +78,14 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: Cra
     // Samples already in the ring buffer are part of the recording.
     session.drain();
     status.clear();
-    write_crashes(&mut session, &crashes);
+    write_crashes(session.pipeline.take_all_crashes(), &crashes);
 
     let elapsed = started.elapsed();
     let profile = session.pipeline.take_profile();
     summary::print(&mut std::io::stderr(), &profile, &session.pipeline.stats, session.lost_samples(), elapsed)?;
+    if let Some(path) = &config.stats_json {
+        summary::write_json(path, &session.pipeline.stats, session.lost_samples(), elapsed)?;
+    }
     let names: Vec<String> = targets.iter().map(|t| format!("{} ({})", t.name, t.pid)).collect();
     let title = format!("profiler record: {}", names.join(", "));
     for (path, format) in &config.outputs {
@@ -83,9 +95,9 @@ async fn record(config: RecordConfig, targets: Vec<target::Target>, crashes: Cra
     Ok(())
 }
 
-/// Writes the reports of crashes seen since the last call and prints each to stderr.
-fn write_crashes(session: &mut Session, writer: &CrashWriter) {
-    for crash in session.pipeline.take_crashes() {
+/// Writes the reports of `crashes` and prints each to stderr.
+fn write_crashes(crashes: Vec<Crash>, writer: &CrashWriter) {
+    for crash in crashes {
         eprint!("{}", crash.report.to_text());
         match writer.write(&crash) {
             Ok(path) => eprintln!("crash report written to {}", path.display()),

@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use super::{RunArgs, RunConfig, RunEnv};
 use crate::{
-    crash::CrashWriter,
+    crash::{Crash, CrashWriter},
     aggregate::{Profile, StackCount},
+    privilege,
     sample::{SamplerOptions, preflight},
     session::{Session, Wake},
     target::{self, Target, TargetSpec},
@@ -42,6 +43,8 @@ pub fn run(args: RunArgs, env: &RunEnv) -> Result<()> {
     for target in &initial {
         crate::unwind::process::check_readable(target.pid)?;
     }
+    // Before the runtime starts its threads, so that they inherit the narrowed sets.
+    let privileges = privilege::before_loading(privilege::Needs { kernel_symbols: config.kernel_stacks, write_as_caller: false })?;
     // The sampling loop runs on this thread, uploads (network, TLS) on the runtime's worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -49,10 +52,10 @@ pub fn run(args: RunArgs, env: &RunEnv) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(agent(config, initial))
+    runtime.block_on(agent(config, initial, privileges))
 }
 
-async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
+async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::Plan) -> Result<()> {
     let options = SamplerOptions {
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
@@ -60,6 +63,11 @@ async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
     };
     let crashes = CrashWriter::new(&config.crash_dir)?;
     let mut session = Session::start(&options, config.pipeline, TICK)?;
+    // Capabilities are per thread: this one samples, the runtime's worker (the only one so far) will upload.
+    privilege::after_attach(&privileges)?;
+    let worker = privileges.clone();
+    tokio::spawn(async move { privilege::after_attach(&worker) }).await.context("dropping capabilities on the upload thread")??;
+    privilege::verify_threads(&privileges)?;
     session.follow_new_processes(&config.target);
     let mut services = Services::new(&config);
     for target in &initial {
@@ -87,7 +95,8 @@ async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
     let mut status = Status::new(started, config.status_interval);
     let reason = loop {
         let wake = session.wait(Some(next_window)).await?;
-        if report_crashes(&mut session, &mut services, &uploader, &crashes) {
+        let ready = session.pipeline.take_crashes();
+        if report_crashes(ready, &mut session, &mut services, &uploader, &crashes) {
             // The crashed process's samples went up with its crash; the window starts afresh.
             next_window = Instant::now() + config.upload_interval;
         }
@@ -112,6 +121,9 @@ async fn agent(config: RunConfig, initial: Vec<Target>) -> Result<()> {
     };
 
     tracing::info!("{reason}: sending the last window (at most {FLUSH_TIMEOUT:?})");
+    session.drain();
+    let last = session.pipeline.take_all_crashes();
+    report_crashes(last, &mut session, &mut services, &uploader, &crashes);
     end_window(&mut session, &mut services, &uploader);
     let stats = uploader.finish(Instant::now() + FLUSH_TIMEOUT).await;
     if stats.queued > 0 {
@@ -139,11 +151,15 @@ fn describe(spec: &TargetSpec) -> String {
     }
 }
 
-/// Writes and uploads the crashes seen since the last wake-up: the window so far (so the crashed process's last
-/// samples are not lost with it) and the crash stack as its own profile labelled `crash=SIGNAL`. True when a
-/// window was ended.
-fn report_crashes(session: &mut Session, services: &mut Services, uploader: &Uploader, writer: &CrashWriter) -> bool {
-    let crashes = session.pipeline.take_crashes();
+/// Writes and uploads `crashes`: the window so far (so the crashed process's last samples are not lost with it)
+/// and the crash stack as its own profile labelled `crash=SIGNAL`. True when a window was ended.
+fn report_crashes(
+    crashes: Vec<Crash>,
+    session: &mut Session,
+    services: &mut Services,
+    uploader: &Uploader,
+    writer: &CrashWriter,
+) -> bool {
     if crashes.is_empty() {
         return false;
     }

@@ -1,13 +1,19 @@
-//! The end-of-recording summary: counts, unwind quality, and the top functions by self and total time.
+//! The end-of-recording summary: counts, unwind quality, and the top functions by self and total time; and the
+//! same counters with the per-stage userspace cost as JSON (`--stats-json`), for benchmarks.
 use std::{
     collections::{HashMap, HashSet},
+    fs,
     io::{self, Write},
+    path::Path,
     time::Duration,
 };
 
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
 use crate::{
     aggregate::{FrameKind, Profile},
-    pipeline::Stats,
+    pipeline::{COLD_SAMPLES, StageTimes, Stats},
 };
 
 const TOP: usize = 10;
@@ -49,6 +55,55 @@ pub fn print(
         }
     }
     Ok(())
+}
+
+/// Writes the recording's counters as JSON: `samples`, `lost_samples`, `complete_stacks`, `threads`,
+/// `elapsed_s`, the profiler's own `cpu_user_s`, `cpu_system_s` and `max_rss_kib` so far (getrusage), and
+/// `stages.cold` / `stages.warm`: per stage the total nanoseconds and over how many samples.
+pub fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duration) -> anyhow::Result<()> {
+    let usage = own_usage();
+    let value = json!({
+        "samples": stats.samples,
+        "lost_samples": lost,
+        "complete_stacks": stats.complete_stacks,
+        "filtered_samples": stats.filtered_samples,
+        "bad_records": stats.bad_records,
+        "threads": stats.threads.len(),
+        "processes": stats.process_samples.len(),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "cpu_user_s": usage.map(|u| timeval_secs(u.ru_utime)),
+        "cpu_system_s": usage.map(|u| timeval_secs(u.ru_stime)),
+        "max_rss_kib": usage.map(|u| u.ru_maxrss),
+        "cold_samples_per_process": COLD_SAMPLES,
+        "stages": { "cold": stage_json(&stats.cold), "warm": stage_json(&stats.warm) },
+    });
+    let text = serde_json::to_string_pretty(&value).context("encoding the stats")?;
+    fs::write(path, text + "\n").with_context(|| format!("could not write the stats to {}", path.display()))
+}
+
+fn stage_json(times: &StageTimes) -> Value {
+    let ns = |d: Duration| d.as_nanos() as u64;
+    json!({
+        "samples": times.samples,
+        "unwind_ns": ns(times.unwind),
+        "python_ns": ns(times.python),
+        "symbolize_ns": ns(times.symbolize),
+        "merge_ns": ns(times.merge),
+        "aggregate_ns": ns(times.aggregate),
+        "total_ns": ns(times.total()),
+    })
+}
+
+/// This process's CPU time and peak RSS so far; `None` if getrusage failed (it does not on Linux).
+fn own_usage() -> Option<libc::rusage> {
+    // SAFETY: getrusage only writes the rusage we own; an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0).then_some(usage)
+}
+
+fn timeval_secs(time: libc::timeval) -> f64 {
+    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
 }
 
 /// Per function: samples where it is the leaf (self) and samples where it is anywhere on the stack (total,

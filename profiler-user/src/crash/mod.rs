@@ -57,6 +57,7 @@ impl Crashed<'_> {
             stack,
             window_samples: 0,
             window_seconds: self.window_secs as f64,
+            exit: None,
         }
     }
 }

@@ -3,7 +3,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::aggregate::{Frame, FrameKind};
+pub use crate::sample::signal_name;
+use crate::{
+    aggregate::{Frame, FrameKind},
+    sample::ExitStatus,
+};
 
 /// How the crash was observed.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -34,6 +38,9 @@ pub struct CrashReport {
     /// Samples of the process in the window before the crash (in the flame graph and pprof next to the report).
     pub window_samples: u64,
     pub window_seconds: f64,
+    /// How the process ended (exit code or signal, from the kernel's exit record); `None` when it had not ended
+    /// by the time the report was written (a handler that survived the signal, or a slow core dump).
+    pub exit: Option<ExitStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -67,19 +74,6 @@ impl ReportFrame {
     }
 }
 
-/// `SIGSEGV`-style names for the signals we report.
-pub fn signal_name(signal: u32) -> String {
-    match signal {
-        4 => "SIGILL".into(),
-        6 => "SIGABRT".into(),
-        7 => "SIGBUS".into(),
-        8 => "SIGFPE".into(),
-        9 => "SIGKILL".into(),
-        11 => "SIGSEGV".into(),
-        other => format!("signal {other}"),
-    }
-}
-
 impl CrashReport {
     pub fn to_text(&self) -> String {
         let mut text = String::new();
@@ -97,6 +91,14 @@ impl CrashReport {
         }
         if let Some(version) = &self.python_version {
             let _ = writeln!(text, "python: {version}");
+        }
+        match &self.exit {
+            Some(exit) => {
+                let _ = writeln!(text, "the process {exit}");
+            }
+            None => {
+                let _ = writeln!(text, "the process had not ended when this report was written");
+            }
         }
         if !self.stack.is_empty() {
             let _ = writeln!(text, "stack (innermost first):");
@@ -144,14 +146,17 @@ mod tests {
             ],
             window_samples: 5,
             window_seconds: 30.0,
+            exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
         };
         let text = report.to_text();
         assert!(text.starts_with("crash: SIGSEGV (python3 42) in thread worker (43)"), "{text}");
         assert!(text.contains("fault address: 0x0"), "{text}");
         assert!(text.contains("#0   crash_here at crash.c:7 [/tmp/libcrash.so]"), "{text}");
         assert!(text.contains("#1   handler at app.py:12 [python]"), "{text}");
+        assert!(text.contains("the process was ended by SIGSEGV\n"), "{text}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["signal_name"], "SIGSEGV");
         assert_eq!(json["stack"][1]["line"], 12);
+        assert_eq!(json["exit"]["killed"]["signal"], 11);
     }
 }

@@ -9,7 +9,7 @@ use profiler_common::{PyCodeCopy, PyFrame};
 
 use super::{
     detect::Interpreter,
-    layout::CodeLayout,
+    layout::{CodeLayout, LineFormat},
     linetable,
     memory::{self, u32_at, u64_at},
 };
@@ -29,11 +29,12 @@ pub struct CodeInfo {
     linetable: Vec<u8>,
     code_address: u64,
     code_adaptive: u64,
+    lines: LineFormat,
 }
 
 impl CodeInfo {
     /// From the names the crash probe copied (ASCII, NUL-terminated), when the process can no longer be read.
-    pub fn from_copy(copy: &PyCodeCopy, code_adaptive: u64) -> Option<Self> {
+    pub fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
         let text = |bytes: &[u8]| {
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
@@ -45,17 +46,25 @@ impl CodeInfo {
             first_line: copy.first_line,
             linetable: copy.linetable[..table_len].to_vec(),
             code_address: copy.code,
-            code_adaptive,
+            code_adaptive: layout.code_adaptive,
+            lines: layout.lines,
         })
     }
 
-    /// The line executing at `instr` (an address inside the code object's bytecode).
+    /// The line executing at `instr` (`PyFrame::instr`: an address inside the code object's bytecode, or for
+    /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits).
     pub fn line(&self, instr: u64) -> u32 {
-        let start = self.code_address + self.code_adaptive;
-        instr
-            .checked_sub(start)
-            .and_then(|bytes| linetable::line_for(&self.linetable, self.first_line, bytes / 2))
-            .unwrap_or(self.first_line)
+        let lasti = instr as u32 as i32;
+        let line = match self.lines {
+            LineFormat::Locations => instr
+                .checked_sub(self.code_address + self.code_adaptive)
+                .and_then(|bytes| linetable::line_for(&self.linetable, self.first_line, bytes / 2)),
+            // Before the first instruction (-1) the frame is at its first line.
+            _ if lasti < 0 => None,
+            LineFormat::Lnotab => linetable::lnotab_line(&self.linetable, self.first_line, lasti as u64),
+            LineFormat::LineTable310 => linetable::line_table_310_line(&self.linetable, self.first_line, lasti as u64 * 2),
+        };
+        line.unwrap_or(self.first_line)
     }
 }
 
@@ -83,7 +92,7 @@ impl CodeCache {
 
 fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<CodeInfo> {
     let layout = &interpreter.layouts.code;
-    let header = memory::read(pid, frame.code, layout.code_adaptive as usize).ok()?;
+    let header = memory::read(pid, frame.code, layout.header_len()).ok()?;
     if let Some(code_type) = interpreter.code_type {
         if u64_at(&header, 8)? != code_type {
             return None;
@@ -101,6 +110,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?).unwrap_or_default(),
         code_address: frame.code,
         code_adaptive: layout.code_adaptive,
+        lines: layout.lines,
     })
 }
 

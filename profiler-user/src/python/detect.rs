@@ -60,6 +60,10 @@ pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
         .load_bias(mapping.start, mapping.file_offset, true)
         .with_context(|| format!("cannot place {} in the memory of PID {pid}", mapping.path))?;
     let Some(runtime_svma) = symbols.runtime else {
+        // Before 3.7 there was no _PyRuntime: say which version that is rather than what it lacks.
+        if let Some(version) = version_from_name(&mapping.path) {
+            layout::for_version(version, 0, None)?;
+        }
         bail!("{} has no _PyRuntime symbol or .PyRuntime section", mapping.path);
     };
     let runtime = runtime_svma.wrapping_add(bias);
@@ -91,15 +95,20 @@ fn file_name(path: &str) -> &str {
 
 fn looks_like_python(path: &str) -> bool {
     let name = file_name(path);
-    name.starts_with("libpython3") || (name.starts_with("python3") && !name.contains(".so"))
+    let major = |rest: &str| rest.starts_with('3') || rest.starts_with('2');
+    match name.strip_prefix("libpython") {
+        Some(library) => major(library),
+        None => name.strip_prefix("python").is_some_and(major) && !name.contains(".so"),
+    }
 }
 
-/// `python3.11`, `libpython3.12.so.1.0`, `python3.13d` → the version.
+/// `python3.11`, `libpython3.12.so.1.0`, `python3.13d`, `python2.7` → the version.
 fn version_from_name(path: &str) -> Option<Version> {
     let name = file_name(path);
-    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python3.")?;
+    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python")?;
+    let (major, rest) = rest.split_once('.')?;
     let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some(Version { major: 3, minor: minor.parse().ok()? })
+    Some(Version { major: major.parse().ok()?, minor: minor.parse().ok()? })
 }
 
 /// The interpreter's symbols we need, as file addresses (SVMA).
@@ -183,5 +192,8 @@ mod tests {
         assert_eq!(version_from_name("/usr/bin/python3.13"), Some(Version { major: 3, minor: 13 }));
         assert_eq!(version_from_name("/x/libpython3.12.so.1.0"), Some(Version { major: 3, minor: 12 }));
         assert_eq!(version_from_name("/usr/bin/python3"), None);
+        assert!(looks_like_python("/usr/bin/python2.7"));
+        assert!(looks_like_python("/usr/lib/x86_64-linux-gnu/libpython2.7.so.1.0"));
+        assert_eq!(version_from_name("/usr/bin/python2.7"), Some(Version { major: 2, minor: 7 }));
     }
 }

@@ -1,11 +1,16 @@
 //! Where CPython keeps threads, frames and code objects, per version.
 //!
-//! 3.11 and 3.12 come from tables (checked against the CPython headers; see shared/reference/cpython-layouts.md);
+//! 3.8–3.12 come from tables (checked against the CPython headers; see shared/reference/cpython-layouts.md);
 //! 3.13+ from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
 //! this one. One `match` on the version, generic code after it.
+//!
+//! 3.8–3.10 differ in kind, not only in offsets: frames are heap `PyFrameObject`s, each run by its own
+//! `_PyEval_EvalFrameDefault` call; threads are known by their pthread id; the instruction is an offset
+//! (`f_lasti`) and the line table an older format.
 use anyhow::{Result, bail};
 use profiler_common::{
-    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PyLayout,
+    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE,
+    PyLayout,
 };
 
 use super::memory::u64_at;
@@ -23,6 +28,27 @@ pub struct CodeLayout {
     pub ascii_data: u64,
     /// `sizeof(PyCompactUnicodeObject)`: where the characters of a compact non-ASCII string start.
     pub compact_data: u64,
+    /// How the sampled instruction and the line table are encoded.
+    pub lines: LineFormat,
+}
+
+impl CodeLayout {
+    /// Bytes of a code object to read to reach every field used (the bytecode itself is not read).
+    pub fn header_len(&self) -> usize {
+        let last = [self.firstlineno + 4, self.filename, self.name, self.qualname, self.linetable].into_iter().max();
+        (last.unwrap_or(0) + 8).max(self.code_adaptive) as usize
+    }
+}
+
+/// How a frame's instruction maps to a source line, per version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// 3.8–3.9: `f_lasti` in bytes, `co_lnotab`.
+    Lnotab,
+    /// 3.10: `f_lasti` in code units, `co_linetable` of (byte delta, line delta) pairs.
+    LineTable310,
+    /// 3.11+: an instruction pointer into `co_code_adaptive`, the location table.
+    Locations,
 }
 
 /// The layout for the sampler and for code-object decoding.
@@ -51,13 +77,13 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Versions whose layout we know. 3.8–3.10 need the thread's pthread id (fs_base) to find its thread state in BPF,
-/// which is not wired yet.
-pub const SUPPORTED: &str = "3.11, 3.12, 3.13, 3.14";
+/// Versions whose layout we know.
+pub const SUPPORTED: &str = "3.8 to 3.14";
 
 /// The layout for `version`; `debug_offsets` is the start of `_PyRuntime` (3.13+ only).
 pub fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
     match (version.major, version.minor) {
+        (3, 8..=10) => Ok(frame_objects(version, runtime)),
         (3, 11) => Ok(python_3_11(runtime)),
         (3, 12) => Ok(python_3_12(runtime)),
         (3, 13..=14) => {
@@ -105,6 +131,43 @@ fn with_code(mut kernel: PyLayout, code: &CodeLayout) -> Layouts {
     Layouts { kernel, code: *code }
 }
 
+/// 3.8–3.10. `thread_id` (the pthread id) stands where later versions have `native_thread_id`; the GIL holder is
+/// `_PyRuntime.gilstate.tstate_current`, which is cleared when the GIL is released.
+fn frame_objects(version: Version, runtime: u64) -> Layouts {
+    let (lasti, tstate_current, lines) = match version.minor {
+        8 => (104, 1368, LineFormat::Lnotab),
+        9 => (104, 568, LineFormat::Lnotab),
+        _ => (96, 568, LineFormat::LineTable310),
+    };
+    let kernel = PyLayout {
+        flags: PY_LAYOUT_FRAME_OBJECTS,
+        runtime_interpreters_head: 32,
+        interp_threads_head: 8,
+        tstate_native_thread_id: 176,
+        tstate_frame: 24,
+        frame_code: 32,
+        frame_previous: 24,
+        frame_instr: lasti,
+        code_filename: 104,
+        gil_mode: GIL_RUNTIME_TSTATE,
+        gil_holder: tstate_current,
+        ..base(version, runtime)
+    };
+    // No co_qualname before 3.11: functions are named by co_name.
+    let code = CodeLayout {
+        firstlineno: 40,
+        filename: 104,
+        name: 112,
+        qualname: 112,
+        linetable: 120,
+        code_adaptive: 0,
+        ascii_data: 48,
+        compact_data: 72,
+        lines,
+    };
+    with_code(kernel, &code)
+}
+
 fn python_3_11(runtime: u64) -> Layouts {
     let kernel = PyLayout {
         flags: PY_LAYOUT_IS_ENTRY_BYTE,
@@ -130,6 +193,7 @@ fn python_3_11(runtime: u64) -> Layouts {
         code_adaptive: 184,
         ascii_data: 48,
         compact_data: 72,
+        lines: LineFormat::Locations,
     };
     with_code(kernel, &code)
 }
@@ -160,6 +224,7 @@ fn python_3_12(runtime: u64) -> Layouts {
         code_adaptive: 192,
         ascii_data: 40,
         compact_data: 56,
+        lines: LineFormat::Locations,
     };
     with_code(kernel, &code)
 }
@@ -222,6 +287,7 @@ pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Resul
         code_adaptive: field(code_block + 9)?,
         ascii_data: 40,
         compact_data: 56,
+        lines: LineFormat::Locations,
     };
     sanity_check(&kernel, &code)?;
     Ok(with_code(kernel, &code))
@@ -303,8 +369,13 @@ mod tests {
     #[test]
     fn refuses_garbage_and_unknown_versions() {
         assert!(from_debug_offsets(Version { major: 3, minor: 13 }, 0, &[0u8; 600]).is_err());
-        let err = for_version(Version { major: 3, minor: 9 }, 0, None).unwrap_err().to_string();
-        assert!(err.contains("3.9 is not supported"), "{err}");
+        let err = for_version(Version { major: 3, minor: 7 }, 0, None).unwrap_err().to_string();
+        assert!(err.contains("3.7 is not supported"), "{err}");
+        let err = for_version(Version { major: 2, minor: 7 }, 0, None).unwrap_err().to_string();
+        assert!(err.contains("2.7 is not supported (supported: 3.8 to 3.14)"), "{err}");
+        let legacy = for_version(Version { major: 3, minor: 10 }, 0, None).unwrap();
+        assert_ne!(legacy.kernel.flags & PY_LAYOUT_FRAME_OBJECTS, 0);
+        assert_eq!(legacy.code.lines, LineFormat::LineTable310);
         assert!(for_version(Version { major: 3, minor: 11 }, 0, None).is_ok());
     }
 }

@@ -1,5 +1,8 @@
-//! Decodes CPython 3.11+ `co_linetable` (the "location table") to find the source line of an instruction.
+//! Decodes CPython's line tables to find the source line of an instruction: the 3.11+ `co_linetable` (the
+//! "location table"), 3.10's `co_linetable` and 3.8–3.9's `co_lnotab` (both documented in CPython's
+//! Objects/lnotab_notes.txt of their version).
 //!
+//! 3.11+:
 //! Format (Objects/locations.md in CPython): a sequence of entries, each starting with a byte whose bit 7 is set;
 //! the entry covers `(b & 7) + 1` code units; its code `(b >> 3) & 15` says how the line changes: 0–9 short form
 //! (same line, one more byte), 10–12 one-line form (line += code − 10, two more bytes), 13 no column info (signed
@@ -45,6 +48,44 @@ pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
             return entry_line.and_then(|l| u32::try_from(l).ok());
         }
         unit += length;
+    }
+    None
+}
+
+/// 3.8–3.9 `co_lnotab`: (bytecode offset increment, signed line increment) byte pairs; the line of the
+/// instruction at byte offset `offset` is the line after the last pair whose cumulative offset is ≤ `offset`.
+pub fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+    let mut line = i64::from(first_line);
+    let mut address = 0u64;
+    for pair in table.chunks_exact(2) {
+        address += u64::from(pair[0]);
+        if address > offset {
+            break;
+        }
+        line += i64::from(pair[1] as i8);
+    }
+    u32::try_from(line).ok()
+}
+
+/// 3.10 `co_linetable`: (byte length, signed line delta) pairs, each a range of bytecode starting where the
+/// previous ended; a delta of -128 means the range has no line (the running line is not changed), and empty
+/// ranges only carry line changes.
+pub fn line_table_310_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+    let mut line = i64::from(first_line);
+    let mut end = 0u64;
+    for pair in table.chunks_exact(2) {
+        let start = end;
+        end += u64::from(pair[0]);
+        let delta = pair[1] as i8;
+        let range_line = if delta == -128 {
+            None
+        } else {
+            line += i64::from(delta);
+            Some(line)
+        };
+        if (start..end).contains(&offset) {
+            return range_line.and_then(|l| u32::try_from(l).ok());
+        }
     }
     None
 }
@@ -121,6 +162,36 @@ mod tests {
         // delta +100 = raw 200 = 0b11_001000 → bytes 0x48 (8 | more), 0x03
         let table = [entry(13, 1), 0x48, 0x03];
         assert_eq!(line_for(&table, 1, 0), Some(101));
+    }
+
+    #[test]
+    fn lnotab_pairs_accumulate_until_past_the_offset() {
+        // def f():        line 1
+        //     a = 1       line 2: bytes 0–3
+        //     b = 2       line 3: bytes 4–7
+        //     (300 lines later, as two pairs since a delta fits in a signed byte) bytes 8–
+        let table = [0, 1, 4, 1, 4, 127, 0, 127, 0, 46];
+        assert_eq!(lnotab_line(&table, 1, 0), Some(2));
+        assert_eq!(lnotab_line(&table, 1, 3), Some(2));
+        assert_eq!(lnotab_line(&table, 1, 4), Some(3));
+        assert_eq!(lnotab_line(&table, 1, 8), Some(303));
+        assert_eq!(lnotab_line(&table, 1, 1000), Some(303));
+        // A negative increment (a loop's condition on an earlier line).
+        assert_eq!(lnotab_line(&[0, 5, 10, 0xfd], 1, 10), Some(3));
+        assert_eq!(lnotab_line(&[], 7, 0), Some(7));
+    }
+
+    #[test]
+    fn line_table_310_ranges_and_lines_without_a_number() {
+        // First line 10: bytes 0–1 line 11, 2–5 line 12, 6–7 no line, 8–9 line 13 (the -128 range did not move
+        // the running line), an empty range that moves it by 2, then bytes 10–11 on line 15.
+        let table = [2, 1, 4, 1, 2, 0x80, 2, 1, 0, 2, 2, 0];
+        assert_eq!(line_table_310_line(&table, 10, 0), Some(11));
+        assert_eq!(line_table_310_line(&table, 10, 5), Some(12));
+        assert_eq!(line_table_310_line(&table, 10, 6), None);
+        assert_eq!(line_table_310_line(&table, 10, 9), Some(13));
+        assert_eq!(line_table_310_line(&table, 10, 10), Some(15));
+        assert_eq!(line_table_310_line(&table, 10, 12), None);
     }
 
     #[test]

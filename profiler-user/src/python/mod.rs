@@ -23,7 +23,8 @@ use crate::aggregate::{Frame, FrameKind};
 #[derive(Clone, Debug)]
 pub struct PythonFrame {
     pub frame: Frame,
-    /// (3.11) this frame is the first one its `_PyEval_EvalFrameDefault` call ran.
+    /// This frame is the first one its `_PyEval_EvalFrameDefault` call ran (3.11+ mark it; in 3.8–3.10 every
+    /// frame is).
     pub entry: bool,
     /// (3.12+) a C-stack shim separating two `_PyEval_EvalFrameDefault` calls; carries no function.
     pub shim: bool,
@@ -116,7 +117,7 @@ impl Python {
                 } else {
                     let copied = || {
                         let copy = copies.iter().find(|c| c.code == raw.code)?;
-                        code::CodeInfo::from_copy(copy, interpreter.layouts.code.code_adaptive).map(Arc::new)
+                        code::CodeInfo::from_copy(copy, &interpreter.layouts.code).map(Arc::new)
                     };
                     match self.codes.resolve(pid, &interpreter, raw).or_else(copied) {
                         Some(code) => python_frame(code.qualname.clone(), Some(code.filename.clone()), Some(code.line(raw.instr))),

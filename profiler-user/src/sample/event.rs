@@ -3,7 +3,7 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
+    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, NO_FIELD, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
     UserRegs,
 };
 
@@ -131,12 +131,70 @@ pub enum Lifecycle {
     Fork { pid: u32, parent: u32 },
     /// `pid` exec'd a new image named `comm`.
     Exec { pid: u32, comm: String },
-    /// The last thread of target `pid` exited; the kernel no longer samples it.
-    Exit { pid: u32 },
+    /// The last thread of target `pid` exited; the kernel no longer samples it. `status` is `None` when this
+    /// kernel's BTF did not say where the exit code is.
+    Exit { pid: u32, status: Option<ExitStatus> },
     /// Process `sender` sent target `pid` the fatal signal `signal`.
     Signal { pid: u32, sender: u32, signal: u32 },
     /// Target `pid` is mapping a file executable: its memory map is about to change.
     MapsChanged { pid: u32 },
+}
+
+/// How a process ended, decoded from the kernel's `exit_code` (the wait status `waitpid` would give its parent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It called `exit(code)` (or returned from `main`).
+    Exited { code: u8 },
+    /// A signal ended it.
+    Killed { signal: u32, core_dumped: bool },
+}
+
+impl ExitStatus {
+    pub fn from_kernel(exit_code: u32) -> Self {
+        match exit_code & 0x7f {
+            0 => Self::Exited { code: (exit_code >> 8) as u8 },
+            signal => Self::Killed { signal, core_dumped: exit_code & 0x80 != 0 },
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Exited { code } => write!(f, "exited with code {code}"),
+            Self::Killed { signal, core_dumped } => {
+                write!(f, "was ended by {}", signal_name(signal))?;
+                if core_dumped { write!(f, " (core dumped)") } else { Ok(()) }
+            }
+        }
+    }
+}
+
+/// `SIGSEGV`-style names of the signals that end processes.
+pub fn signal_name(signal: u32) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        other => return format!("signal {other}"),
+    };
+    name.into()
 }
 
 impl TimedLifecycle {
@@ -152,7 +210,10 @@ impl TimedLifecycle {
             EVENT_EXEC => {
                 Lifecycle::Exec { pid: event.pid, comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned() }
             }
-            EVENT_EXIT => Lifecycle::Exit { pid: event.pid },
+            EVENT_EXIT => Lifecycle::Exit {
+                pid: event.pid,
+                status: (event.exit_code != NO_FIELD).then(|| ExitStatus::from_kernel(event.exit_code)),
+            },
             EVENT_SIGNAL => Lifecycle::Signal { pid: event.pid, sender: event.parent, signal: event.signal },
             EVENT_MMAP_EXEC => Lifecycle::MapsChanged { pid: event.pid },
             kind => bail!("unknown lifecycle event kind {kind}"),
@@ -216,6 +277,16 @@ mod tests {
         assert_eq!(sample.stack.len(), STACK_COPY_MAX);
         assert_eq!(sample.kernel_stack_id, None);
         assert!(!sample.user_mode);
+    }
+
+    #[test]
+    fn decodes_exit_statuses() {
+        assert_eq!(ExitStatus::from_kernel(0), ExitStatus::Exited { code: 0 });
+        assert_eq!(ExitStatus::from_kernel(3 << 8), ExitStatus::Exited { code: 3 });
+        assert_eq!(ExitStatus::from_kernel(9), ExitStatus::Killed { signal: 9, core_dumped: false });
+        assert_eq!(ExitStatus::from_kernel(11 | 0x80), ExitStatus::Killed { signal: 11, core_dumped: true });
+        assert_eq!(ExitStatus::from_kernel(3 << 8).to_string(), "exited with code 3");
+        assert_eq!(ExitStatus::from_kernel(11 | 0x80).to_string(), "was ended by SIGSEGV (core dumped)");
     }
 
     #[test]

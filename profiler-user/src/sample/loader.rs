@@ -16,7 +16,7 @@ use aya::{
 };
 use profiler_common::{PyLayout, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
 
-use super::tracefs;
+use super::{btf, tracefs};
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -50,9 +50,11 @@ impl Sampler {
         let config = SamplerConfig { kernel_stacks: options.kernel_stacks.into(), _reserved: 0 };
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
+        let task_offsets = btf::task_offsets();
         let mut ebpf = EbpfLoader::new()
             .override_global("SAMPLER_CONFIG", &config, true)
             .override_global("LIFECYCLE_CONFIG", &lifecycle, true)
+            .override_global("TASK_OFFSETS", &task_offsets, true)
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
 

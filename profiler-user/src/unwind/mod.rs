@@ -1,8 +1,11 @@
 //! Native unwinding: stack copy + user registers → the thread's native frame addresses, leaf first.
 //!
 //! The kernel sends a copy of the top of the user stack; framehop walks it with each module's DWARF CFI
-//! (`.eh_frame`, `.debug_frame`), so targets need no frame pointers. Capture is separate from unwinding: a
-//! failure here ends the stack with a visible truncation, never an error for the whole sample.
+//! (`.eh_frame`, `.debug_frame`), so targets need no frame pointers. The frames framehop cannot compute a CFA for
+//! (stack-realigning code, whose CFA is a DWARF expression) are unwound by `cfa` and framehop resumes at their
+//! caller. Capture is separate from unwinding: a failure here ends the stack with a visible truncation, never an
+//! error for the whole sample.
+pub mod cfa;
 pub mod elf;
 pub mod maps;
 pub mod process;
@@ -10,6 +13,7 @@ pub mod process;
 use std::{collections::HashMap, sync::Arc};
 
 use framehop::{FrameAddress, Unwinder as _, x86_64::{CacheX86_64, UnwindRegsX86_64}};
+use gimli::UnwindContext;
 
 pub use self::process::LoadedFile;
 use self::process::{FileCache, ProcessModules};
@@ -31,7 +35,7 @@ pub struct NativeFrame {
 pub enum Truncation {
     /// A caller's frame lies beyond the copied part of the stack.
     StackCopyEnd,
-    /// No unwind information or a bad read (framehop's error).
+    /// No unwind information, a caller outside every module, or a CFI rule that needs what a sample does not hold.
     UnwindError,
     /// More than `MAX_FRAMES` frames.
     TooDeep,
@@ -52,6 +56,8 @@ pub struct Unwinder {
     processes: HashMap<u32, ProcessModules>,
     files: FileCache,
     cache: CacheX86_64,
+    /// gimli's row-evaluation state for `cfa`, reused across frames.
+    cfi_context: UnwindContext<usize>,
 }
 
 impl Unwinder {
@@ -70,32 +76,47 @@ impl Unwinder {
             let bytes = stack.get(offset..offset.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
+        let mut unwind_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+        let mut address = FrameAddress::from_instruction_pointer(regs.ip);
         let mut frames = Vec::new();
-        let mut iter = process.unwinder.iter_frames(
-            regs.ip,
-            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
-            &mut self.cache,
-            &mut read_stack,
-        );
         let truncation = loop {
+            let lookup = address.address_for_lookup();
+            frames.push(lookup);
             if frames.len() >= MAX_FRAMES {
                 break Some(Truncation::TooDeep);
             }
-            match iter.next() {
-                Ok(Some(address)) => frames.push(lookup_address(address)),
+            // framehop cannot be asked whether it understood a frame's CFI (on failure it silently falls back to
+            // frame pointers), so the frames it would get wrong are recognized up front, by their FDE.
+            let expression_fde = process.module_at(lookup).and_then(|module| {
+                let svma = lookup.wrapping_sub(module.bias);
+                Some((module, svma, module.file.cfa_expressions().fde_at(svma)?))
+            });
+            let caller = match expression_fde {
+                Some((module, svma, fde)) => {
+                    let first = !address.is_return_address();
+                    let elf = &module.file.elf;
+                    let context = &mut self.cfi_context;
+                    from_cfa(cfa::unwind_frame(elf, fde, svma, first, &mut unwind_regs, context, &mut read_stack))
+                }
+                None => from_framehop(process.unwinder.unwind_frame(
+                    address,
+                    &mut unwind_regs,
+                    &mut self.cache,
+                    &mut read_stack,
+                )),
+            };
+            match caller {
+                // A caller outside every known module means the unwinder lost track (a frame it could not
+                // describe): what follows would be guesses. The stack ends there, visibly truncated, rather than
+                // with made-up frames.
+                Ok(Some(caller)) if process.module_at(caller.address_for_lookup()).is_none() => {
+                    break Some(Truncation::UnwindError);
+                }
+                Ok(Some(caller)) => address = caller,
                 Ok(None) => break None,
-                Err(framehop::Error::CouldNotReadStack(_)) => break Some(Truncation::StackCopyEnd),
-                Err(_) => break Some(Truncation::UnwindError),
+                Err(truncation) => break Some(truncation),
             }
         };
-        // A caller outside every known module means the unwinder lost track (a frame it could not describe, such
-        // as a stack-realigning function whose CFA is a DWARF expression): what follows would be guesses. The
-        // stack ends there, visibly truncated, rather than with made-up frames.
-        let mut truncation = truncation;
-        if let Some(lost) = frames.iter().skip(1).position(|&address| process.module_at(address).is_none()) {
-            frames.truncate(lost + 1);
-            truncation = Some(Truncation::UnwindError);
-        }
         let frames = frames
             .into_iter()
             .map(|address| {
@@ -154,8 +175,35 @@ impl Unwinder {
     }
 }
 
-fn lookup_address(address: FrameAddress) -> u64 {
-    address.address_for_lookup()
+/// framehop's answer for one frame: the caller's address, `None` at the thread's root, or why the stack ends.
+fn from_framehop(result: Result<Option<u64>, framehop::Error>) -> Result<Option<FrameAddress>, Truncation> {
+    match result {
+        Ok(Some(return_address)) => {
+            FrameAddress::from_return_address(return_address).map(Some).ok_or(Truncation::UnwindError)
+        }
+        Ok(None) => Ok(None),
+        Err(framehop::Error::CouldNotReadStack(_)) => Err(Truncation::StackCopyEnd),
+        Err(_) => Err(Truncation::UnwindError),
+    }
+}
+
+/// The same for a frame unwound by its CFA rule.
+fn from_cfa(result: Result<cfa::Unwound, cfa::CfaError>) -> Result<Option<FrameAddress>, Truncation> {
+    match result {
+        // The caller of a signal trampoline was interrupted there, not called: its address is not one past a call.
+        Ok(cfa::Unwound::Caller { address, interrupted: true }) => {
+            Ok(Some(FrameAddress::from_instruction_pointer(address)))
+        }
+        Ok(cfa::Unwound::Caller { address, interrupted: false }) => {
+            FrameAddress::from_return_address(address).map(Some).ok_or(Truncation::UnwindError)
+        }
+        Ok(cfa::Unwound::Root) => Ok(None),
+        Err(cfa::CfaError::StackRead(_)) => Err(Truncation::StackCopyEnd),
+        Err(err) => {
+            tracing::trace!("cannot unwind a frame by its CFA rule: {err:?}");
+            Err(Truncation::UnwindError)
+        }
+    }
 }
 
 #[cfg(test)]

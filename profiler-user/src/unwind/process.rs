@@ -3,7 +3,7 @@ use std::{
     collections::HashMap,
     ops::Range,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result};
 use framehop::{ExplicitModuleSectionInfo, Module as FramehopModule, Unwinder as _, x86_64::UnwinderX86_64};
 
 use super::{
+    cfa::CfaExpressionIndex,
     elf::{ElfFile, SectionBytes},
     maps::{self, Mapping},
 };
@@ -25,6 +26,21 @@ pub struct LoadedFile {
     /// Where we can open it from this (the profiler's) mount namespace.
     pub open_path: PathBuf,
     pub elf: ElfFile,
+    cfa_expressions: OnceLock<CfaExpressionIndex>,
+}
+
+impl LoadedFile {
+    /// The FDEs that unwind/cfa.rs evaluates instead of framehop. Found when a frame first falls in the file, so
+    /// the many files mapped but never on a sampled stack are not scanned (a scan takes a few milliseconds).
+    pub fn cfa_expressions(&self) -> &CfaExpressionIndex {
+        self.cfa_expressions.get_or_init(|| {
+            let started = Instant::now();
+            let index = CfaExpressionIndex::build(&self.elf);
+            let (path, took) = (&self.module.path, started.elapsed());
+            tracing::debug!("{path}: {} FDEs to unwind by their CFA rule (scan took {took:?})", index.len());
+            index
+        })
+    }
 }
 
 /// One mapping of a file into a process.
@@ -87,7 +103,7 @@ fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
     let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(LoadedFile { id, module, open_path, elf })
+    Ok(LoadedFile { id, module, open_path, elf, cfa_expressions: OnceLock::new() })
 }
 
 /// framehop's view of one process plus the module table used to name frames.

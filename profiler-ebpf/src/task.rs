@@ -1,0 +1,39 @@
+//! Reads of the current task's `task_struct` at offsets userspace found in this kernel's BTF.
+//!
+//! aya-ebpf has no CO-RE field relocations for Rust programs, so the two fields we need that no tracepoint
+//! carries (a thread's TLS base, an exiting process's exit code) are read at offsets written before load.
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use profiler_common::{NO_FIELD, TaskOffsets};
+
+/// Written by userspace before load.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets::UNKNOWN;
+
+fn offsets() -> TaskOffsets {
+    unsafe { core::ptr::read_volatile(&TASK_OFFSETS) }
+}
+
+/// The current thread's TLS base (what glibc's `pthread_self()` returns), if this kernel's layout is known.
+#[inline(always)]
+pub fn current_fsbase() -> Option<u64> {
+    let offset = offsets().fsbase;
+    if offset == NO_FIELD {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.ok()
+}
+
+/// The current (exiting) thread's `exit_code`, or `NO_FIELD` when unknown.
+#[inline(always)]
+pub fn current_exit_code() -> u32 {
+    let offset = offsets().exit_code;
+    if offset == NO_FIELD {
+        return NO_FIELD;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    match unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const i32) } {
+        Ok(code) => code as u32,
+        Err(_) => NO_FIELD,
+    }
+}

@@ -1,0 +1,293 @@
+//! Entry points for the fuzz targets in `fuzz/`: each takes the fuzzer's bytes, feeds them to one parser the
+//! project owns, and checks what the parser promises about its output, so that a wrong answer fails as loudly
+//! as a panic.
+//!
+//! The parsers read what other processes control: /proc/PID/maps of a process mid-mmap, ELF files a target maps
+//! (truncated, hand-made, being rewritten), line tables and names copied from a Python process's memory, which
+//! may hold anything. Kept here, thin and in one place, rather than widening visibility across the crate.
+use std::{
+    fs::File,
+    io::{Seek as _, Write as _},
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+};
+
+use prost::Message as _;
+use profiler_common::PyCodeCopy;
+
+use crate::{
+    aggregate::{Frame, FrameKind, Label, LabelValue, Module, Profile, StackCount},
+    pprof::{self, proto},
+    python::{
+        code::CodeInfo,
+        layout::{CodeLayout, LineFormat},
+        linetable,
+    },
+    unwind::{elf::ElfFile, maps},
+};
+
+/// `/proc/PID/maps` text: every line is either a mapping or counted as malformed, and every mapping is a
+/// non-empty address range.
+pub fn maps(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = maps::parse(&text);
+    let lines = text.lines().filter(|line| !line.trim().is_empty()).count();
+    assert_eq!(parsed.mappings.len() + parsed.malformed_lines, lines, "a line was lost or counted twice");
+    for mapping in &parsed.mappings {
+        assert!(mapping.start < mapping.end, "empty or inverted range: {mapping:?}");
+        assert!(!mapping.path.starts_with(' '), "path keeps the column padding: {mapping:?}");
+    }
+}
+
+/// An ELF file as the unwinder opens it (memory-mapped from a real file descriptor): section views stay inside
+/// the file, and the address helpers never overflow.
+pub fn elf(data: &[u8]) {
+    thread_local! {
+        // One in-memory file per fuzzing thread, rewritten for every input: ElfFile::open maps a path.
+        static MEMFD: (File, PathBuf) = {
+            let name = c"profiler-fuzz-elf";
+            // SAFETY: a valid NUL-terminated name and flags; the descriptor is owned by the File from here on.
+            let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+            assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+            // SAFETY: `fd` was just created and nothing else owns it.
+            let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            (file, path)
+        };
+    }
+    MEMFD.with(|(file, path)| {
+        let mut file = file;
+        file.set_len(0).unwrap();
+        file.rewind().unwrap();
+        file.write_all(data).unwrap();
+        let Ok(elf) = ElfFile::open(path) else { return };
+        for section in [&elf.text, &elf.eh_frame, &elf.eh_frame_hdr, &elf.debug_frame].into_iter().flatten() {
+            // Dereferencing checks the view lies inside the mapping (a slice index out of range panics).
+            let bytes: &[u8] = &section.bytes;
+            std::hint::black_box(bytes.iter().fold(0u8, |x, b| x ^ b));
+        }
+        let probe = data.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+        for segment in &elf.segments {
+            std::hint::black_box(elf.load_bias(probe, segment.file_offset, segment.executable));
+            std::hint::black_box(elf.svma_to_file_offset(segment.vaddr.wrapping_add(probe % 4096)));
+        }
+    });
+}
+
+/// Python line tables of every supported format, with any first line and any instruction offset: decoding
+/// ends (no loop on a corrupt table) and never panics.
+pub fn line_tables(data: &[u8]) {
+    let mut input = Input(data);
+    let first_line = input.u32();
+    let offset = input.u64() % (1 << 20);
+    let table = input.rest();
+    std::hint::black_box(linetable::line_for(table, first_line, offset / 2));
+    std::hint::black_box(linetable::lnotab_line(table, first_line, offset));
+    std::hint::black_box(linetable::line_table_310_line(table, first_line, offset));
+}
+
+/// A code object's names and line table as the crash probe copies them from a crashing process: any bytes give
+/// a name that is the copied text (or nothing), and a line for any instruction.
+pub fn code_copy(data: &[u8]) {
+    let mut input = Input(data);
+    let lines = match input.u8() % 3 {
+        0 => LineFormat::Lnotab,
+        1 => LineFormat::LineTable310,
+        _ => LineFormat::Locations,
+    };
+    let layout = CodeLayout {
+        firstlineno: 0,
+        filename: 0,
+        name: 0,
+        qualname: 0,
+        linetable: 0,
+        code_adaptive: u64::from(input.u16()),
+        ascii_data: 0,
+        compact_data: 0,
+        lines,
+    };
+    let instr = input.u64();
+    let mut raw = [0u8; size_of::<PyCodeCopy>()];
+    let rest = input.rest();
+    let n = rest.len().min(raw.len());
+    raw[..n].copy_from_slice(&rest[..n]);
+    // SAFETY: PyCodeCopy is a repr(C) struct of integers and byte arrays: every bit pattern is a valid value.
+    let copy: PyCodeCopy = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let Some(info) = CodeInfo::from_copy(&copy, &layout) else {
+        assert_eq!(copy.qualname[0], 0, "a copied qualname was refused");
+        return;
+    };
+    assert!(!info.qualname.is_empty() && !info.qualname.contains('\0'), "bad name {:?}", info.qualname);
+    std::hint::black_box(info.line(instr));
+    std::hint::black_box(info.line(copy.code.wrapping_add(layout.code_adaptive).wrapping_add(instr % 4096)));
+}
+
+/// A profile of any shape → pprof: the message decodes back to itself, every id it refers to exists, and the
+/// sample values add up to the profile's CPU time.
+pub fn pprof(data: &[u8]) {
+    let profile = profile_from(&mut Input(data));
+    let message = pprof::to_proto(&profile);
+    let bytes = pprof::encode(&profile);
+    let decoded = proto::Profile::decode(bytes.as_slice()).expect("our own encoding decodes");
+    assert!(decoded == message, "the encoding does not decode to the message");
+    check_references(&decoded);
+    assert_eq!(decoded.sample.len(), profile.stacks.len());
+    for (sample, stack) in decoded.sample.iter().zip(&profile.stacks) {
+        let ns = stack.count.saturating_mul(profile.period_ns);
+        assert_eq!(sample.value, [i64::try_from(ns).unwrap_or(i64::MAX)]);
+        let shown = stack.frames.iter().filter(|&&id| profile.frame(id).kind != FrameKind::Context).count();
+        let lines: usize = sample.location_id.iter().map(|&id| decoded.location[id as usize - 1].line.len().max(1)).sum();
+        assert_eq!(lines, shown, "a frame was lost or invented");
+    }
+    pprof::encode_gzip(&profile).expect("gzip into memory");
+}
+
+fn check_references(p: &proto::Profile) {
+    assert_eq!(p.string_table.first().map(String::as_str), Some(""), "string 0 must be empty");
+    let string = |index: i64| {
+        assert!(usize::try_from(index).is_ok_and(|i| i < p.string_table.len()), "string index {index} out of range")
+    };
+    for (i, mapping) in p.mapping.iter().enumerate() {
+        assert_eq!(mapping.id, i as u64 + 1);
+        string(mapping.filename);
+        string(mapping.build_id);
+    }
+    for (i, function) in p.function.iter().enumerate() {
+        assert_eq!(function.id, i as u64 + 1);
+        string(function.name);
+        string(function.filename);
+    }
+    for (i, location) in p.location.iter().enumerate() {
+        assert_eq!(location.id, i as u64 + 1);
+        assert!((1..=p.mapping.len() as u64).contains(&location.mapping_id), "location without a mapping");
+        for line in &location.line {
+            assert!((1..=p.function.len() as u64).contains(&line.function_id), "line without a function");
+        }
+    }
+    for sample in &p.sample {
+        for &id in &sample.location_id {
+            assert!((1..=p.location.len() as u64).contains(&id), "sample refers to no location");
+        }
+        for label in &sample.label {
+            string(label.key);
+            string(label.str);
+        }
+    }
+}
+
+fn profile_from(input: &mut Input) -> Profile {
+    const KINDS: [FrameKind; 5] =
+        [FrameKind::Native, FrameKind::Kernel, FrameKind::Python, FrameKind::Truncated, FrameKind::Context];
+    const LABEL_KEYS: [&str; 4] = ["pid", "thread_id", "thread_name", "gil"];
+    let mut profile = Profile {
+        period_ns: input.u64() >> (input.u8() % 64),
+        start_unix_ns: input.u64(),
+        duration_ns: input.u64(),
+        ..Profile::default()
+    };
+    for _ in 0..input.u8() % 16 {
+        let flags = input.u8();
+        let function = match flags % 4 {
+            // The placeholder a server symbolizes from the build-id.
+            0 => format!("[{}+0x{:x}]", input.text(8), input.u16()),
+            _ => input.text(12),
+        };
+        let module = (flags & 4 != 0).then(|| Module {
+            path: input.text(8),
+            build_id: (flags & 8 != 0).then(|| input.text(8)),
+        });
+        profile.frames.push(Frame {
+            kind: KINDS[usize::from(input.u8()) % KINDS.len()],
+            function,
+            file: (flags & 16 != 0).then(|| input.text(8)),
+            line: (flags & 32 != 0).then(|| input.u32()),
+            module,
+            address: input.u64(),
+            inlined: flags & 64 != 0,
+        });
+    }
+    if profile.frames.is_empty() {
+        return profile;
+    }
+    for _ in 0..input.u8() % 16 {
+        let depth = input.u8() % 24;
+        let frames = (0..depth).map(|_| u32::from(input.u8()) % profile.frames.len() as u32).collect();
+        let labels = (0..input.u8() % 4)
+            .map(|_| {
+                let key = LABEL_KEYS[usize::from(input.u8()) % LABEL_KEYS.len()];
+                let value = if input.u8() & 1 == 0 { LabelValue::Num(input.u64() as i64) } else { LabelValue::Str(input.text(6)) };
+                Label { key, value }
+            })
+            .collect();
+        profile.stacks.push(StackCount { frames, labels, count: input.u64() >> (input.u8() % 64) });
+    }
+    profile
+}
+
+/// Reads fixed-size values off the fuzzer's bytes, zeros once they run out.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        let n = self.0.len().min(N);
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        out
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+
+    fn text(&mut self, max: u8) -> String {
+        let len = usize::from(self.u8() % (max + 1)).min(self.0.len());
+        let (text, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8_lossy(text).into_owned()
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The fuzz targets run under `cargo xtask test`; these keep the entry points honest in the unit tests too.
+    #[test]
+    fn entry_points_accept_empty_and_typical_input() {
+        for data in [&b""[..], b"\x01\x02\x03", &[0xff; 64]] {
+            maps(data);
+            elf(data);
+            line_tables(data);
+            code_copy(data);
+            pprof(data);
+        }
+        maps(b"7f0000000000-7f0000001000 r-xp 00000000 08:01 1234   /usr/lib/libc.so.6\n");
+        elf(&std::fs::read("/proc/self/exe").unwrap());
+    }
+
+    #[test]
+    fn pprof_check_counts_every_frame() {
+        let mut bytes = vec![0u8; 512];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i * 37 % 251) as u8;
+        }
+        pprof(&bytes);
+    }
+}
