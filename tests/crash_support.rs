@@ -86,6 +86,27 @@ pub struct Ended {
 }
 
 impl Ended {
+    /// Panics unless the report's `exit` says what `waitpid` told the test, the workload's parent: the exit code,
+    /// or the signal and whether a core was dumped.
+    pub fn assert_reported_in(&self, report: &Report) {
+        use std::os::unix::process::ExitStatusExt as _;
+        let exit = report.json.get("exit");
+        let shown = format!("the workload ended with {}; the report:\n{}", self.status, report.text);
+        match (self.status.code(), self.status.signal()) {
+            (Some(code), _) => {
+                assert_eq!(exit.get("exited").get("code").i64(), i64::from(code), "exit.exited.code; {shown}");
+                assert!(report.text.contains(&format!("the process exited with code {code}\n")), "{shown}");
+            }
+            (None, Some(signal)) => {
+                let killed = exit.get("killed");
+                assert_eq!(killed.get("signal").i64(), i64::from(signal), "exit.killed.signal; {shown}");
+                assert_eq!(killed.get("core_dumped").bool(), self.status.core_dumped(), "exit.killed.core_dumped; {shown}");
+                assert!(report.text.contains("the process was ended by SIG"), "{shown}");
+            }
+            (None, None) => panic!("the workload neither exited nor was killed: {}", self.status),
+        }
+    }
+
     /// Panics unless the workload was killed by `signal`.
     pub fn assert_killed_by(&self, signal: i32) {
         assert_eq!(

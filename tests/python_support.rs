@@ -5,8 +5,8 @@
 //! - Debian's `/usr/bin/python3` (3.11, libpython linked in statically, non-PIE), with Debian's lxml and numpy;
 //! - the other `python3` on PATH (here pyenv's 3.11: shared libpython, PIE), with lxml and numpy from PyPI in a
 //!   virtualenv under [`CACHE_DIR`];
-//! - CPython 3.8, 3.9, 3.10, 3.13 and 3.14 inside Ubuntu focal, Debian bullseye, Ubuntu jammy, Debian trixie and
-//!   sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in for a container: the
+//! - CPython 3.8, 3.9, 3.10, 3.12, 3.13 and 3.14 inside Ubuntu focal, Debian bullseye, Ubuntu jammy and noble,
+//!   Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in for a container: the
 //!   profiler must resolve their files through /proc/PID/root), with their distribution's lxml and numpy;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
@@ -312,6 +312,18 @@ pub fn jammy_python() -> &'static Interpreter {
     })
 }
 
+/// CPython 3.12 (`python3`) in an Ubuntu noble root.
+pub fn noble_python() -> &'static Interpreter {
+    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = ensure_root(Distribution::Ubuntu, "noble", &["python3", "python3-lxml", "python3-numpy"]);
+        let interpreter =
+            Interpreter::with_version("noble", Launch::Chroot { root: root.clone(), python: "python3".into() });
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
+    })
+}
+
 /// Python 2.7 in the focal root: a Python the profiler does not support.
 pub fn python_2_7() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
@@ -327,6 +339,7 @@ pub fn python_interpreters() -> Vec<&'static Interpreter> {
     all.push(focal_python());
     all.push(bullseye_python());
     all.push(jammy_python());
+    all.push(noble_python());
     all.push(trixie_python());
     all.push(sid_python());
     all
@@ -439,10 +452,13 @@ pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -
     if let Distribution::Ubuntu = distribution {
         debootstrap.arg("--components=main,universe").arg(format!("--keyring={}", ubuntu_keyring().display()));
     }
+    debootstrap.arg(suite).arg(&partial).arg(distribution.mirror());
+    if let Distribution::Ubuntu = distribution {
+        // Every Ubuntu suite since 7.10 is made the same way; naming the script lets an older debootstrap make
+        // suites newer than itself (bookworm's knows no noble).
+        debootstrap.arg("/usr/share/debootstrap/scripts/gutsy");
+    }
     let status = debootstrap
-        .arg(suite)
-        .arg(&partial)
-        .arg(distribution.mirror())
         .stdout(log_file.try_clone().expect("cloning a file handle"))
         .stderr(log_file)
         .status()

@@ -1,8 +1,8 @@
 """A fixed amount of CPU-bound work, pure Python and C extensions (lxml, numpy), whose wall time the benchmark
 compares with and without a profiler attached.
 
-The work starts at SIGUSR1, so the profiler can attach first and its start-up is not part of what is timed; it
-prints the wall time of the work in seconds and exits.
+The work starts at SIGUSR1, so the profiler can attach first and its start-up is not part of what is timed. It
+prints `ready` once it waits for the signal, then the wall time of the work in seconds, and exits.
 
 Usage: python3 fixed_work.py ROUNDS
 """
@@ -52,6 +52,7 @@ def work():
 
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+print("ready", flush=True)
 signal.sigwait({signal.SIGUSR1})
 start = time.perf_counter()
 work()

@@ -9,11 +9,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
-    // The agent's status line is at info level: an operator should see it without setting RUST_LOG.
-    init_logging(match cli.command {
-        Command::Run(_) => "warn,profiler=info",
-        _ => "warn",
-    });
+    // The agent's status line and what happens to the targets (started, ended and how) are at info level: an
+    // operator should see them without setting RUST_LOG.
+    init_logging("warn,profiler=info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

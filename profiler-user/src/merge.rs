@@ -37,7 +37,11 @@ pub fn merge(
     python: Option<&PythonStack>,
     context: &SampleContext,
 ) -> Vec<Frame> {
-    let mut frames: Vec<Frame> = kernel.iter().flat_map(|f| f.iter().cloned()).collect();
+    // Sized once: a Python stack is a few dozen frames, each clone a few small strings.
+    let capacity =
+        kernel.iter().chain(native).map(|f| f.len()).sum::<usize>() + python.map_or(0, |p| p.frames.len()) + 3;
+    let mut frames: Vec<Frame> = Vec::with_capacity(capacity);
+    frames.extend(kernel.iter().flat_map(|f| f.iter().cloned()));
     let marker = truncation.map(|t| synthetic(FrameKind::Truncated, truncation_name(t)));
     match python.filter(|p| !p.frames.is_empty()) {
         Some(python) => merge_python(&mut frames, native, python, marker),

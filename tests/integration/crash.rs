@@ -166,6 +166,7 @@ fn check_python_fault<'c>(crash: &'c PythonCrash, want: &Expected) -> &'c Report
     assert_eq!(json.get("python_version").opt_str(), Some("3.11"), "python_version; {shown}");
     check_time(json.get("time").str());
     assert_eq!(json.get("window_seconds").f64(), DEFAULT_WINDOW_SECONDS, "window_seconds; {shown}");
+    crash.ended.assert_reported_in(report);
 
     // The C function(s) at the top.
     let lib = libcrash();
@@ -559,6 +560,7 @@ fn crash_sigkill_by_another_process() {
     eprintln!("crash-sigkill: the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
     ended.assert_killed_by(libc::SIGKILL);
+    ended.assert_reported_in(&read_reports(&crash_dir)[0]);
 
     let reports = read_reports(&crash_dir);
     assert_eq!(reports.len(), 1, "expected one report in {}: {:?}", crash_dir.display(), file_names(&crash_dir));
@@ -605,10 +607,12 @@ fn crash_in_process_followed_by_name() {
     record.arg("-o").arg(dir.join("x.folded"));
     let mut recorder = Recorder::start(&mut record);
     fs::write(&go, "").expect("writing the go file");
-    first.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let first_ended = first.wait_exit(Duration::from_secs(30));
+    first_ended.assert_killed_by(libc::SIGSEGV);
     // Started after the profiler: it spins 1.5 s before crashing, time enough to be picked up by its name.
     let mut second = Workload::start(std::process::Command::new(&exe).arg(&go).arg("1500"));
-    second.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let second_ended = second.wait_exit(Duration::from_secs(30));
+    second_ended.assert_killed_by(libc::SIGSEGV);
     let run = recorder.finish(Duration::from_secs(60));
     eprintln!("crash-by-name: the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
@@ -623,7 +627,8 @@ fn crash_in_process_followed_by_name() {
         file_names(&crash_dir)
     );
     let source = crash_sources().join("crash-by-name.c");
-    for (report, pid) in reports.iter().zip(pids) {
+    for ((report, pid), ended) in reports.iter().zip(pids).zip([&first_ended, &second_ended]) {
+        ended.assert_reported_in(report);
         let json = &report.json;
         let shown = format!("the report:\n{}", report.text);
         assert_eq!(json.get("kind"), &Json::String("fault".into()), "kind; {shown}");
@@ -647,6 +652,32 @@ fn crash_in_process_followed_by_name() {
         assert!(report.json.get("window_samples").i64() > 0, "no samples before the crash of {pid}; {shown}");
         assert_eq!(json.get("fault_address").opt_str(), Some("0x0"), "fault_address; {shown}");
     }
+}
+
+/// A target that ends normally with an exit code gets no report, but the log says how it ended (with `record --pid`,
+/// the recording ends with it).
+#[test]
+fn exit_code_of_a_target_is_logged() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("exit-code");
+    let crash_dir = dir.join("crashes");
+    let busy_then_exit = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nraise SystemExit(3)\n";
+    let mut workload = Workload::start(std::process::Command::new("/usr/bin/python3").args(["-c", busy_then_exit]));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    let ended = workload.wait_exit(Duration::from_secs(30));
+    assert_eq!(ended.status.code(), Some(3), "the workload: {}", ended.stderr);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    let line = format!("PID {pid} (python3) exited with code 3");
+    assert!(run.stderr.contains(&line), "the profiler's stderr does not say `{line}`:\n{}", run.stderr);
+    assert!(read_reports(&crash_dir).is_empty(), "a normal exit is not a crash: {:?}", file_names(&crash_dir));
 }
 
 /// Waits until process `pid` carries the name `name` (it has exec'd).

@@ -378,7 +378,8 @@ fn the_alloy_checker_rejects_what_alloy_would() {
         (good.replace("grafana_cloud.receiver", "grafana_cloud.exports"), "exports"),
         (good.replace("sys.env(\"GRAFANA_CLOUD_PROFILES_URL\")", "sys.environ(\"X\")"), "sys.environ"),
         (good.replace("listen_port    = 4040", "listen_port    = true"), "listen_port"),
-        (good.replace("url = sys.env", "uri = sys.env"), "url"),
+        (good.replace("url = sys.env", "uri = sys.env"), "uri"),
+        (good.replace("url = sys.env(\"GRAFANA_CLOUD_PROFILES_URL\")", ""), "required attribute `url`"),
         (good.replace("basic_auth {", "basic_authentication {"), "basic_authentication"),
         (good.replacen('}', "", 1), "end of file"),
         (good.replace("pyroscope.write \"grafana_cloud\"", "pyroscope.writer \"grafana_cloud\""), "pyroscope.writer"),
@@ -428,6 +429,7 @@ mod alloy {
     }
 
     /// A component of the config as checked.
+    #[derive(Debug)]
     pub struct Component {
         pub kind: String,
         pub label: String,

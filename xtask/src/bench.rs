@@ -19,7 +19,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs,
-    io::{self, Read as _},
+    io::{self, BufRead as _, Read as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -43,8 +43,9 @@ const MAX_ERROR_PP: f64 = 3.0;
 /// fixed_work.py's rounds: about 3 s of work on this machine, long next to a profiler's attach and short enough to
 /// repeat.
 const FIXED_WORK_ROUNDS: &str = "100";
-/// The demo app's load: far more than it can serve, so requests/s is what the app can do, not what was asked.
-const SATURATING_RATE: &str = "1000";
+/// The demo app's load: closed-loop connections, each sending its next request when the last is answered, so
+/// requests/s is what the app can serve.
+const LOAD_CONNECTIONS: &str = "4";
 const LOAD_SECONDS: u64 = 5;
 /// Sampling window of the agent-cost runs, and of each fidelity recording.
 const COST_WINDOW: Duration = Duration::from_secs(6);
@@ -171,6 +172,10 @@ struct CostRun {
     bpf_map_rss_mib: f64,
     lost: Option<u64>,
     stages: Option<StageCosts>,
+    /// Ours only: the time our sampling program ran in the kernel over the window (kernel.bpf_stats_enabled),
+    /// per target sample, and against the target's CPU time: a slowdown measured without the noise of wall time.
+    bpf_us_per_sample: Option<f64>,
+    bpf_target_share: Option<f64>,
 }
 
 /// Our userspace cost per sample and stage, in microseconds, from `--stats-json`.
@@ -188,17 +193,42 @@ const STAGES: [&str; 6] = ["unwind", "python", "symbolize", "merge", "aggregate"
 /// same stretch, and the share of samples whose stack reached the thread's root.
 #[derive(Clone, Debug, Default)]
 struct FidelityRun {
-    /// (function, truth, measured), shares in percent.
-    shares: Vec<(String, f64, f64)>,
+    shares: Vec<Share>,
     complete: f64,
     samples: u64,
     stages: Option<StageCosts>,
 }
 
-impl FidelityRun {
-    fn max_error(&self) -> f64 {
-        self.shares.iter().map(|(_, truth, measured)| (truth - measured).abs()).fold(0.0, f64::max)
-    }
+/// One function's share in one recording: the truth as a fraction (`truth_part` of `truth_whole`: units of work,
+/// or nanoseconds of the thread's CPU time) and the samples that hit it of the thread's samples. Kept as counts,
+/// so rounds pool into one estimate with more samples than any round alone.
+#[derive(Clone, Debug, Default)]
+struct Share {
+    function: String,
+    truth_part: f64,
+    truth_whole: f64,
+    hits: u64,
+    samples: u64,
+}
+
+/// Shares of the rounds of one tool pooled: (function, truth %, measured %, binomial standard error of the
+/// measured share in percentage points: the part of the error that sampling alone explains).
+fn pooled_shares(runs: &[FidelityRun]) -> Vec<(String, f64, f64, f64)> {
+    let Some(first) = runs.first() else { return Vec::new() };
+    (0..first.shares.len())
+        .map(|i| {
+            let sum = |f: fn(&Share) -> f64| runs.iter().map(|r| f(&r.shares[i])).sum::<f64>();
+            let truth = 100.0 * sum(|s| s.truth_part) / sum(|s| s.truth_whole);
+            let samples = sum(|s| s.samples as f64);
+            let p = sum(|s| s.hits as f64) / samples;
+            (first.shares[i].function.clone(), truth, 100.0 * p, 100.0 * (p * (1.0 - p) / samples).sqrt())
+        })
+        .collect()
+}
+
+/// The largest error of any function, pooled over the rounds, in percentage points.
+fn worst_error(runs: &[FidelityRun]) -> f64 {
+    pooled_shares(runs).iter().map(|(_, truth, measured, _)| (truth - measured).abs()).fold(f64::NAN, f64::max)
 }
 
 impl Bench {
@@ -224,17 +254,20 @@ impl Bench {
                 start.arg(self.workload("fixed_work.py")).arg(FIXED_WORK_ROUNDS).stdout(Stdio::piped());
                 let mut workload = demo::spawn_background(&mut start)?;
                 let pid = workload.0.id();
-                wait_for_sigwait(pid)?;
+                let mut stdout = io::BufReader::new(workload.0.stdout.take().context("fixed_work.py's stdout")?);
+                let mut line = String::new();
+                stdout.read_line(&mut line)?;
+                ensure!(line.trim() == "ready", "fixed_work.py did not get ready: `{}`", line.trim());
                 let dir = self.run_dir("script", tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?;
                 thread::sleep(SETTLE);
                 signal(pid, libc::SIGUSR1);
-                let mut stdout = String::new();
-                workload.0.stdout.take().context("fixed_work.py's stdout")?.read_to_string(&mut stdout)?;
+                let mut seconds = String::new();
+                stdout.read_to_string(&mut seconds)?;
                 let status = workload.0.wait()?;
                 ensure!(status.success(), "fixed_work.py failed ({status})");
                 let seconds: f64 =
-                    stdout.trim().parse().with_context(|| format!("fixed_work.py printed `{}`", stdout.trim()))?;
+                    seconds.trim().parse().with_context(|| format!("fixed_work.py printed `{}`", seconds.trim()))?;
                 if let Some(agent) = agent {
                     // Each profiler ends by itself when its only target exits.
                     agent.finish_after_target()?;
@@ -260,7 +293,7 @@ impl Bench {
         let pid = server.0.id();
         let url = format!("http://127.0.0.1:{port}");
         // A first load warms the app (imports on first request, the feed cache) outside every measurement.
-        self.load(&app, &url, 2)?;
+        self.load(&url, 2)?;
 
         let mut throughput = PerTool::new();
         for round in 0..rounds {
@@ -268,7 +301,7 @@ impl Bench {
                 let dir = self.run_dir("app", tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?;
                 thread::sleep(SETTLE);
-                let rate = self.load(&app, &url, LOAD_SECONDS)?;
+                let rate = self.load(&url, LOAD_SECONDS)?;
                 if let Some(agent) = agent {
                     agent.stop()?;
                 }
@@ -280,28 +313,25 @@ impl Bench {
         Ok(throughput)
     }
 
-    /// Runs loadgen.py against the app for `seconds` and returns the requests/s it reports.
-    fn load(&self, app: &Path, url: &str, seconds: u64) -> Result<f64> {
-        let mut load = Command::new(self.quake_venv.join("bin/python"));
-        load.current_dir(app).env("PYTHONDONTWRITEBYTECODE", "1").arg("loadgen.py");
-        load.args(["--url", url, "--rate", SATURATING_RATE, "--duration", &seconds.to_string()]);
-        load.args(["--concurrency", "4"]);
+    /// Runs bench/workloads/saturate.py against the app for `seconds` and returns the requests/s it reports.
+    fn load(&self, url: &str, seconds: u64) -> Result<f64> {
+        let mut load = Command::new(PYTHON);
+        load.arg(self.workload("saturate.py")).args([url, &seconds.to_string(), LOAD_CONNECTIONS]);
         let output = load.output().with_context(|| format!("running `{}`", cmd::display(&load)))?;
         let text = String::from_utf8_lossy(&output.stdout);
         ensure!(output.status.success(), "`{}` failed: {text}", cmd::display(&load));
-        // "loadgen: N requests in T s = R requests/s, E errors; ..."
-        let rate = text
-            .split(" = ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
+        // "R requests/s, E errors"
+        text.split_whitespace()
+            .next()
             .and_then(|number| number.parse().ok())
-            .with_context(|| format!("no requests/s in loadgen.py's summary: {text}"))?;
-        Ok(rate)
+            .with_context(|| format!("no requests/s in saturate.py's output: {text}"))
     }
 
     /// 2. and 3. A fresh busy_threads.py per run; the profiler's CPU and the target's CPU over the marked window.
     fn agent_cost(&mut self, threads: usize, rounds: usize) -> Result<PerTool<CostRun>> {
         let mut costs = PerTool::new();
+        let bpf_stats_guard = BpfStats::enable();
+        let bpf_stats = bpf_stats_guard.is_some();
         for round in 0..rounds {
             for tool in [Tool::Ours, Tool::PySpy, Tool::Perf] {
                 let lifetime = (COST_WINDOW + Duration::from_secs(60)).as_secs();
@@ -313,11 +343,15 @@ impl Bench {
                 let dir = self.run_dir(&format!("cost{threads}"), tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?.context("a profiler")?;
                 thread::sleep(SETTLE);
+                let bpf_before = bpf_run_times(agent.pid());
                 let (agent_before, target_before, clock_before) = (agent.cpu_ns(), process_cpu_ns(pid), monotonic());
                 signal(pid, libc::SIGUSR1);
                 thread::sleep(COST_WINDOW);
                 signal(pid, libc::SIGUSR1);
                 let (agent_after, target_after, clock_after) = (agent.cpu_ns(), process_cpu_ns(pid), monotonic());
+                let bpf_after = bpf_run_times(agent.pid());
+                let sampler_ns = bpf_after.get(&BPF_PROG_TYPE_PERF_EVENT).map(|a| a.0).unwrap_or(0)
+                    .saturating_sub(bpf_before.get(&BPF_PROG_TYPE_PERF_EVENT).map(|b| b.0).unwrap_or(0));
                 let bpf_map_rss = bpf_map_rss_kib(agent.pid());
                 // Samples of the window's last ticks still travel through ring buffers and queues.
                 thread::sleep(Duration::from_millis(300));
@@ -341,6 +375,9 @@ impl Bench {
                     bpf_map_rss_mib: bpf_map_rss as f64 / 1024.0,
                     lost: finished.lost()?,
                     stages: finished.stage_costs()?,
+                    bpf_us_per_sample: (bpf_stats && tool == Tool::Ours && samples > 0)
+                        .then(|| sampler_ns as f64 / 1e3 / samples as f64),
+                    bpf_target_share: (bpf_stats && tool == Tool::Ours).then(|| sampler_ns as f64 / 1e9 / target_s),
                 };
                 eprintln!(
                     "  round {}: {:<24} target {:.2} CPU-s, {samples} samples = {:.1} Hz/busy thread; agent \
@@ -385,19 +422,22 @@ impl Bench {
                     .iter()
                     .map(|(thread, function, truth)| {
                         let of_thread: Vec<&Stack> = stacks.iter().filter(|s| s.thread == *thread).collect();
-                        (format!("{function} ({thread})"), *truth, percent(&of_thread, |s| s.leaf() == *function))
+                        let (hits, samples) = count(&of_thread, |s| s.leaf() == *function);
+                        let function = format!("{function} ({thread})");
+                        Share { function, truth_part: *truth, truth_whole: 100.0, hits, samples }
                     })
                     .collect();
                 let all: Vec<&Stack> = stacks.iter().collect();
-                let complete = percent(&all, |s| s.root().is_some_and(|root| ["_start", "clone3", "clone"].contains(&root)));
+                let complete =
+                    percent(&all, |s| s.root().is_some_and(|root| ["_start", "clone3", "__clone3", "clone"].contains(&root)));
                 let samples = all.iter().map(|s| s.count).sum();
                 let run = FidelityRun { shares, complete, samples, stages: finished.stage_costs()? };
                 eprintln!(
-                    "  round {}: {:<24} {} samples, max error {:.1} pp, {:.1}% complete",
+                    "  round {}: {:<24} {} samples, worst error {:.1} pp, {:.1}% complete",
                     round + 1,
                     tool.name(),
                     run.samples,
-                    run.max_error(),
+                    worst_error(std::slice::from_ref(&run)),
                     run.complete
                 );
                 runs.entry(tool).or_insert_with(Vec::new).push(run);
@@ -443,19 +483,19 @@ impl Bench {
                 let shares = FUNCTIONS
                     .iter()
                     .map(|f| {
-                        let truth = 100.0 * (after[*f] - before[*f]) / cpu;
-                        (f.to_string(), truth, percent(&all, |s| s.has(f)))
+                        let (hits, samples) = count(&all, |s| s.has(f));
+                        Share { function: f.to_string(), truth_part: after[*f] - before[*f], truth_whole: cpu, hits, samples }
                     })
                     .collect();
                 let complete = percent(&all, |s| s.has("<module>"));
                 let samples = all.iter().map(|s| s.count).sum();
                 let run = FidelityRun { shares, complete, samples, stages: finished.stage_costs()? };
                 eprintln!(
-                    "  round {}: {:<24} {} samples, max error {:.1} pp, {:.1}% reach <module>",
+                    "  round {}: {:<24} {} samples, worst error {:.1} pp, {:.1}% reach <module>",
                     round + 1,
                     tool.name(),
                     run.samples,
-                    run.max_error(),
+                    worst_error(std::slice::from_ref(&run)),
                     run.complete
                 );
                 runs.entry(tool).or_insert_with(Vec::new).push(run);
@@ -466,10 +506,15 @@ impl Bench {
     }
 }
 
+/// The samples of `stacks` that `matches`, and all the samples of `stacks`.
+fn count(stacks: &[&Stack], matches: impl Fn(&Stack) -> bool) -> (u64, u64) {
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    (stacks.iter().filter(|s| matches(s)).map(|s| s.count).sum(), total)
+}
+
 /// Percentage of the samples of `stacks` that `matches`.
 fn percent(stacks: &[&Stack], matches: impl Fn(&Stack) -> bool) -> f64 {
-    let total: u64 = stacks.iter().map(|s| s.count).sum();
-    let hit: u64 = stacks.iter().filter(|s| matches(s)).map(|s| s.count).sum();
+    let (hit, total) = count(stacks, matches);
     if total == 0 { f64::NAN } else { 100.0 * hit as f64 / total as f64 }
 }
 
@@ -781,6 +826,56 @@ fn number_after(text: &str, marker: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------------------------
 // Processes, from /proc
 
+/// `prog_type` of perf-event BPF programs (our sampler), in fdinfo.
+const BPF_PROG_TYPE_PERF_EVENT: u32 = 7;
+const BPF_STATS_SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The kernel's run-time accounting of BPF programs, on while this lives (it costs two clock reads per program
+/// run, so it is off by default); the previous setting is put back.
+struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    fn enable() -> Option<Self> {
+        let previous = fs::read_to_string(BPF_STATS_SWITCH).ok()?;
+        match fs::write(BPF_STATS_SWITCH, "1") {
+            Ok(()) => Some(Self { previous }),
+            Err(err) => {
+                eprintln!("warning: cannot enable {BPF_STATS_SWITCH} ({err}): no in-kernel cost figures");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS_SWITCH, self.previous.trim());
+    }
+}
+
+/// Per BPF program type, the total run time (ns) and run count of the programs `pid` holds open, from the
+/// fdinfo of its program file descriptors.
+fn bpf_run_times(pid: u32) -> BTreeMap<u32, (u64, u64)> {
+    let mut times = BTreeMap::new();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return times };
+    for fd in fds.flatten() {
+        let Ok(info) = fs::read_to_string(fd.path()) else { continue };
+        let field = |name: &str| {
+            info.lines().find_map(|line| line.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(kind), Some(_), Some(ns), Some(runs)) =
+            (field("prog_type:"), field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
+        {
+            let entry = times.entry(kind as u32).or_insert((0, 0));
+            entry.0 += ns;
+            entry.1 += runs;
+        }
+    }
+    times
+}
+
 /// CPU time of every thread of `pid`, in nanoseconds (the first field of each thread's schedstat).
 fn process_cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
@@ -805,16 +900,6 @@ fn catches_sigint(pid: u32) -> bool {
 /// Whether the process is still running (a zombie waiting to be reaped counts as ended).
 fn process_exists_unreaped(pid: u32) -> bool {
     status_field(pid, "State:").is_some_and(|state| !state.starts_with('Z'))
-}
-
-/// fixed_work.py blocks SIGUSR1 before it waits for it: then it is ready.
-fn wait_for_sigwait(pid: u32) -> Result<()> {
-    wait_until(|| {
-        status_field(pid, "SigBlk:")
-            .and_then(|mask| u64::from_str_radix(&mask, 16).ok())
-            .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
-    })
-    .with_context(|| format!("process {pid} never got ready for SIGUSR1"))
 }
 
 fn wait_for_threads(pid: u32, threads: usize) -> Result<()> {
@@ -985,7 +1070,7 @@ impl Results {
             }
         }
         for (name, runs) in [("native", &self.native), ("Python / mixed", &self.python)] {
-            let error = median(runs.get(&Tool::Ours).into_iter().flatten().map(FidelityRun::max_error));
+            let error = runs.get(&Tool::Ours).map_or(f64::NAN, |runs| worst_error(runs));
             let _ = writeln!(md, "| attribution error ≤ {MAX_ERROR_PP:.0} pp ({name}, worst function) | {error:.1} pp | {} |", verdict(error <= MAX_ERROR_PP));
         }
         md.push('\n');
@@ -997,8 +1082,8 @@ impl Results {
             md,
             "`bench/workloads/fixed_work.py`: {FIXED_WORK_ROUNDS} rounds of a pure-Python loop, an lxml parse and \
              a numpy sort, timed from SIGUSR1 (sent once the profiler is attached) to the end. Demo app: \
-             `examples/quake-monitor` under uvicorn, driven by `loadgen.py --rate {SATURATING_RATE} --concurrency 4` \
-             (more than it can serve) for {LOAD_SECONDS} s per round.\n"
+             `examples/quake-monitor` under uvicorn, driven by `bench/workloads/saturate.py` ({LOAD_CONNECTIONS} \
+             closed-loop connections, so the app is the bottleneck) for {LOAD_SECONDS} s per round.\n"
         );
         let _ = writeln!(md, "| profiler | script wall time | vs none | app requests/s | vs none |\n| --- | --- | --- | --- | --- |");
         for tool in [Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf] {
@@ -1035,6 +1120,7 @@ impl Results {
             "| busy threads | profiler | % of a core per busy thread | CPU ms per s | µs per sample | rate per busy \
              thread | lost | total CPU | peak RSS | of which BPF maps |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
+        let mut in_kernel = String::new();
         for (threads, costs) in &self.costs {
             for (tool, runs) in costs {
                 let m = |f: fn(&CostRun) -> f64| median(runs.iter().map(f));
@@ -1051,9 +1137,25 @@ impl Results {
                     m(|r| r.max_rss_mib),
                     m(|r| r.bpf_map_rss_mib),
                 );
+                let bpf_us: Vec<f64> = runs.iter().filter_map(|r| r.bpf_us_per_sample).collect();
+                let bpf_share: Vec<f64> = runs.iter().filter_map(|r| r.bpf_target_share).collect();
+                if !bpf_us.is_empty() && !bpf_share.is_empty() {
+                    let (us, share) = (median(bpf_us), median(bpf_share));
+                    let _ = writeln!(in_kernel, "| {threads} | {us:.1} µs | {:.3}% |", share * 100.0);
+                }
             }
         }
         md.push('\n');
+        if !in_kernel.is_empty() {
+            let _ = writeln!(
+                md,
+                "Our sampler's own cost runs in the kernel, in the context of the sampled thread, so it is part of \
+                 the target's slowdown and not of the profiler's CPU time. Measured with kernel.bpf_stats_enabled \
+                 over the same windows (every run of the perf-event program, other processes' ticks that it \
+                 dismisses included, so an upper bound):\n"
+            );
+            let _ = writeln!(md, "| busy threads | in-kernel time per sample | of the target's CPU time |\n| --- | --- | --- |\n{in_kernel}");
+        }
     }
 
     fn render_stages(&self, md: &mut String) {
@@ -1091,7 +1193,8 @@ impl Results {
         let _ = writeln!(
             md,
             "Each function's share of its thread's samples against the truth, in percent, over {:.0} s recordings \
-             of one running process that the profilers take in turn. native-burn's split is by construction (the \
+             of one running process that the profilers take in turn; the rounds' samples are pooled, and ±σ is the \
+             binomial standard error of the measured share (what sampling alone explains). native-burn's split is by construction (the \
              main thread gives `hot_main_a` 3 units of work and `hot_main_b` 2; its other threads each run one \
              function); split.py measures its own with `time.thread_time_ns` around each call, over the same \
              stretch (its shares include the C-extension code each function calls). py-spy cannot profile a \
@@ -1100,20 +1203,21 @@ impl Results {
              Python, the script's `<module>`).\n",
             FIDELITY_WINDOW.as_secs_f64()
         );
-        let _ = writeln!(md, "| workload | profiler | function | truth | measured (median) | error |\n| --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(md, "| workload | profiler | function | truth | measured | error |\n| --- | --- | --- | --- | --- | --- |");
         for (workload, runs) in [("native-burn", &self.native), ("split.py", &self.python)] {
             for (tool, runs) in runs {
-                let Some(first) = runs.first() else { continue };
-                for (i, (function, _, _)) in first.shares.iter().enumerate() {
-                    let truth = median(runs.iter().map(|r| r.shares[i].1));
-                    let measured = median(runs.iter().map(|r| r.shares[i].2));
-                    let error = median(runs.iter().map(|r| (r.shares[i].1 - r.shares[i].2).abs()));
-                    let _ = writeln!(md, "| {workload} | {} | `{function}` | {truth:.1}% | {measured:.1}% | {error:.1} pp |", tool.name());
+                for (function, truth, measured, sigma) in pooled_shares(runs) {
+                    let error = (truth - measured).abs();
+                    let _ = writeln!(
+                        md,
+                        "| {workload} | {} | `{function}` | {truth:.1}% | {measured:.1}% ± {sigma:.1} | {error:.1} pp |",
+                        tool.name()
+                    );
                 }
             }
         }
         md.push('\n');
-        let _ = writeln!(md, "| workload | profiler | samples | worst error | complete stacks |\n| --- | --- | --- | --- | --- |");
+        let _ = writeln!(md, "| workload | profiler | samples per round | worst error | complete stacks |\n| --- | --- | --- | --- | --- |");
         for (workload, runs) in [("native-burn", &self.native), ("split.py", &self.python)] {
             for (tool, runs) in runs {
                 let _ = writeln!(
@@ -1121,7 +1225,7 @@ impl Results {
                     "| {workload} | {} | {:.0} | {:.1} pp | {:.1}% |",
                     tool.name(),
                     median(runs.iter().map(|r| r.samples as f64)),
-                    median(runs.iter().map(FidelityRun::max_error)),
+                    worst_error(runs),
                     median(runs.iter().map(|r| r.complete))
                 );
             }

@@ -1,4 +1,4 @@
-//! The project's developer tasks: `cargo xtask setup | build | run | test | demo | bench`.
+//! The project's developer tasks: `cargo xtask setup | build | run | test | fuzz | demo | bench`.
 //!
 //! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
 //! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
@@ -8,6 +8,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -19,6 +20,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+
+/// Seconds each fuzz target runs for in `cargo xtask test`: five targets, about two minutes in all.
+const FUZZ_SECONDS: u32 = 25;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks of the profiler")]
@@ -54,11 +58,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build the release binary and run the whole test suite (needs root). Arguments after `--` go to
-    /// `cargo test`.
+    /// Set up, build the release binary and run the whole test suite (needs root), then each fuzz target for
+    /// 25 s. Arguments after `--` go to `cargo test` (and skip the fuzzing: a filtered run is a quick one).
     Test {
         #[arg(last = true)]
         args: Vec<OsString>,
+    },
+    /// Run each fuzz target in fuzz/ (parsers of /proc maps, ELF, Python line tables and code objects, pprof
+    /// encoding) for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 25)]
+        seconds: u32,
     },
     /// Profile the bundled FastAPI app (examples/quake-monitor) under load and write a flame graph, a pprof
     /// profile and folded stacks to target/demo/.
@@ -153,11 +164,21 @@ fn run() -> Result<ExitCode> {
             }
             let profiler = ws.build_profiler(true)?;
             // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
+            let filtered = !args.is_empty();
             let mut test = ws.cargo();
             test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
             // QUAKE_VENV: the tests find the demo app's interpreter where setup put it, whatever the target dir.
             test.env("PROFILER_BIN", &profiler).env("QUAKE_VENV", setup::quake_venv_dir(&ws));
+            // VALIDATE_VENV: where setup put the offline validators of deploy/.
+            test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
             cmd::run(&mut test)?;
+            if !filtered {
+                fuzz::fuzz(&ws, FUZZ_SECONDS)?;
+            }
+        }
+        Task::Fuzz { seconds } => {
+            setup::setup(&ws)?;
+            fuzz::fuzz(&ws, seconds)?;
         }
         Task::Demo { duration, native } => {
             setup::setup(&ws)?;

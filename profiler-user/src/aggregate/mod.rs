@@ -1,4 +1,5 @@
 //! Stacks + labels → counts: identical samples are stored once with a count, frames are interned.
+mod hash;
 pub mod profile;
 
 use std::{
@@ -6,14 +7,15 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use self::hash::FxBuildHasher;
 pub use self::profile::*;
 
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
 pub struct Aggregator {
     period_ns: u64,
     frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, FrameId>,
-    stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64>,
+    frame_ids: HashMap<Frame, FrameId, FxBuildHasher>,
+    stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64, FxBuildHasher>,
     window_start: SystemTime,
 }
 
@@ -22,8 +24,8 @@ impl Aggregator {
         Self {
             period_ns,
             frames: Vec::new(),
-            frame_ids: HashMap::new(),
-            stacks: HashMap::new(),
+            frame_ids: HashMap::default(),
+            stacks: HashMap::default(),
             window_start: SystemTime::now(),
         }
     }

@@ -3,7 +3,18 @@
 //! Results are cached per (ELF file, file offset): a busy thread revisits the same few hundred addresses, so
 //! after warm-up a sample costs hash lookups only. Native frames keep the module and file offset so a server
 //! can symbolize what we could not (stripped binaries) from the build-id.
-use std::{collections::HashMap, path::Path, sync::Arc};
+//!
+//! A library whose debug information ships separately (Debian's libc6-dbg: /usr/lib/debug/.build-id/…) is named
+//! from that file's symbol table, not its DWARF: the DWARF is zlib-compressed, and decompressing and indexing
+//! libc's alone took ~15 MB of heap for the agent's whole life, a third of its memory budget, for file:line of
+//! libc internals that a flame graph does not show. The symbol table names the static functions the stripped
+//! library cannot (`__libc_start_call_main`, `start_thread`). A file's own DWARF (a program built with `-g`) is
+//! still read whole, with lines and inlined calls.
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blazesym,
@@ -12,8 +23,11 @@ use blazesym::symbolize::{
 
 use crate::{
     aggregate::{Frame, FrameKind, Module},
-    unwind::NativeFrame,
+    unwind::{NativeFrame, elf::ElfFile, process::LoadedFile},
 };
+
+/// Where build-id named debug files live (`.build-id/ab/cdef….debug`), as GDB and blazesym look for them.
+const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 
 /// Bounds the caches: a long run over many processes must not grow without limit. On overflow the cache is
 /// dropped whole; refilling it costs a few milliseconds of symbolization.
@@ -23,6 +37,8 @@ pub struct Symbolizer {
     blazesym: Blazesym,
     native: HashMap<(u64, u64), Arc<[Frame]>>,
     kernel: HashMap<u64, Arc<[Frame]>>,
+    /// Per file id: its separate debug file, if it has one (looked up once per file).
+    debug_files: HashMap<u64, Option<PathBuf>>,
 }
 
 impl Default for Symbolizer {
@@ -38,7 +54,7 @@ impl Symbolizer {
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Self { blazesym, native: HashMap::new(), kernel: HashMap::new() }
+        Self { blazesym, native: HashMap::new(), kernel: HashMap::new(), debug_files: HashMap::new() }
     }
 
     /// The frames for one native address, leaf (innermost inlined function) first.
@@ -49,11 +65,16 @@ impl Symbolizer {
         if self.native.len() >= MAX_CACHED_ADDRESSES {
             self.native.clear();
         }
-        let blazesym = &self.blazesym;
-        self.native
-            .entry((file.id, *offset))
-            .or_insert_with(|| symbolize_file_offset(blazesym, &file.open_path, &file.module, *offset))
-            .clone()
+        if let Some(frames) = self.native.get(&(file.id, *offset)) {
+            return frames.clone();
+        }
+        let debug_file = self.debug_files.entry(file.id).or_insert_with(|| separate_debug_file(&file.module));
+        let frames = match (debug_file, file_offset_to_svma(&file.elf, *offset)) {
+            (Some(debug_file), Some(svma)) => symbolize_from_symbol_table(&self.blazesym, debug_file, file, *offset, svma),
+            _ => symbolize_file_offset(&self.blazesym, &file.open_path, &file.module, *offset, true),
+        };
+        self.native.insert((file.id, *offset), frames.clone());
+        frames
     }
 
     /// The frames for one kernel address, leaf first.
@@ -84,8 +105,16 @@ impl Symbolizer {
     }
 }
 
-fn symbolize_file_offset(blazesym: &Blazesym, open_path: &Path, module: &Module, offset: u64) -> Arc<[Frame]> {
-    let source = Source::Elf(Elf::new(open_path));
+fn symbolize_file_offset(
+    blazesym: &Blazesym,
+    open_path: &Path,
+    module: &Module,
+    offset: u64,
+    debug_syms: bool,
+) -> Arc<[Frame]> {
+    let mut elf = Elf::new(open_path);
+    elf.debug_syms = debug_syms;
+    let source = Source::Elf(elf);
     let sym = match blazesym.symbolize_single(&source, Input::FileOffset(offset)) {
         Ok(Symbolized::Sym(sym)) => sym,
         _ => return Arc::from([unknown_frame(Some(module), offset)]),
@@ -104,6 +133,48 @@ fn symbolize_file_offset(blazesym: &Blazesym, open_path: &Path, module: &Module,
         sym.inlined.iter().rev().map(|inlined| native(&inlined.name, inlined.code_info.as_ref(), true)).collect();
     frames.push(native(&sym.name, sym.code_info.as_deref(), false));
     frames.into()
+}
+
+/// The debug file of a module by its build-id, when one is installed.
+fn separate_debug_file(module: &Module) -> Option<PathBuf> {
+    let build_id = module.build_id.as_deref().filter(|id| id.len() > 2)?;
+    let (dir, rest) = build_id.split_at(2);
+    DEBUG_DIRS.iter().map(|root| Path::new(root).join(".build-id").join(dir).join(format!("{rest}.debug"))).find(|p| p.is_file())
+}
+
+/// The address in the file's own address space of a file offset (debug files keep the addresses, not the
+/// offsets, of the file they describe).
+fn file_offset_to_svma(elf: &ElfFile, offset: u64) -> Option<u64> {
+    elf.segments
+        .iter()
+        .find(|s| offset >= s.file_offset && offset < s.file_offset + s.file_size)
+        .map(|s| s.vaddr + (offset - s.file_offset))
+}
+
+/// Names the address from the ELF symbol table of `debug_file` (no DWARF: see the module docs); falls back to
+/// the module itself when the debug file does not name it.
+fn symbolize_from_symbol_table(
+    blazesym: &Blazesym,
+    debug_file: &Path,
+    file: &LoadedFile,
+    offset: u64,
+    svma: u64,
+) -> Arc<[Frame]> {
+    let mut source = Elf::new(debug_file);
+    source.debug_syms = false;
+    match blazesym.symbolize_single(&Source::Elf(source), Input::VirtOffset(svma)) {
+        Ok(Symbolized::Sym(sym)) => Arc::from([Frame {
+            kind: FrameKind::Native,
+            function: sym.name.into_owned(),
+            file: None,
+            line: None,
+            module: Some(file.module.clone()),
+            address: offset,
+            inlined: false,
+        }]),
+        // The module's own symbols only: with debug symbols blazesym would follow its debug link to the DWARF.
+        _ => symbolize_file_offset(blazesym, &file.open_path, &file.module, offset, false),
+    }
 }
 
 /// A frame we cannot name: `[module+0xoffset]`, or `[unknown]` outside any file (JIT code, a bad address).
@@ -147,6 +218,28 @@ mod tests {
         assert_eq!(outer.module.as_ref().unwrap().build_id, module.file.module.build_id);
         // Cached: the same Arc comes back.
         assert!(Arc::ptr_eq(&frames, &symbolizer.native(&frame)));
+    }
+
+    /// libc from Debian is stripped; with libc6-dbg installed its static functions are named from the debug
+    /// file's symbol table, without file and line (its DWARF is not read).
+    #[test]
+    fn names_libc_functions_from_the_separate_debug_files_symbol_table() {
+        let address = libc::getpid as usize as u64;
+        let mut files = Default::default();
+        let mut process = ProcessModules::new(std::process::id());
+        process.ensure_covers(address, &mut files).unwrap();
+        let module = process.module_at(address).unwrap();
+        if separate_debug_file(&module.file.module).is_none() {
+            eprintln!("no debug file for {}: nothing to check", module.file.module.path);
+            return;
+        }
+        let offset = module.file.elf.svma_to_file_offset(address - module.bias).unwrap();
+        let frame = NativeFrame { address, file: Some((module.file.clone(), offset)) };
+        let frames = Symbolizer::new().native(&frame);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(frames[0].function.contains("getpid"), "{frames:?}");
+        assert_eq!(frames[0].file, None);
+        assert_eq!(frames[0].address, offset);
     }
 
     #[test]

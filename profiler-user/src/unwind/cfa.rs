@@ -1,8 +1,9 @@
 //! Frames whose canonical frame address (CFA) framehop cannot compute: their CFI rows, evaluated with gimli.
 //!
 //! Code that realigns its stack through a DRAP register (GCC does it for functions with over-aligned locals that
-//! pass arguments on the stack: numpy's SIMD loops around SVML, AVX-512 sort kernels, `force_align_arg_pointer`)
-//! keeps the caller's stack pointer in its own frame and describes the CFA with a DWARF expression, typically
+//! pass arguments on the stack or that use `force_align_arg_pointer`: numpy's AVX-512 loops that call SVML, such as
+//! `np.sin` on float64, and the AVX-512 sort kernels of newer numpy) keeps the caller's stack pointer in its own
+//! frame and describes the CFA with a DWARF expression, typically
 //! `DW_OP_breg6 (rbp) -8; DW_OP_deref`. framehop 0.16 evaluates expressions only when they read no memory; on
 //! anything else it silently applies its frame-pointer fallback, whose return address happens to be right but
 //! whose caller stack pointer is not, so every frame after it is garbage. Those functions are rare, so each file
@@ -53,7 +54,7 @@ impl CfaExpressionIndex {
         range.contains(&svma).then_some(*offset)
     }
 
-    pub fn len(&self) -> usize {
+    pub fn fde_count(&self) -> usize {
         self.fdes.len()
     }
 }
@@ -445,7 +446,7 @@ mod tests {
 
     fn push_entry(section: &mut Vec<u8>, body: &[u8]) {
         let mut body = body.to_vec();
-        while (body.len() + 4) % 8 != 0 {
+        while !(body.len() + 4).is_multiple_of(8) {
             body.push(DW_CFA_nop.0);
         }
         section.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -492,13 +493,13 @@ mod tests {
     fn indexes_only_the_fdes_framehop_cannot_follow() {
         let elf = elf_with(eh_frame(&[plain_fde(), drap_fde()]));
         let index = CfaExpressionIndex::build(&elf);
-        assert_eq!(index.len(), 1);
+        assert_eq!(index.fde_count(), 1);
         assert!(index.fde_at(0x1160).is_none());
         assert!(index.fde_at(0x11af).is_none());
         assert!(index.fde_at(0x11b0).is_some());
         assert!(index.fde_at(0x125b).is_some());
         assert!(index.fde_at(0x125c).is_none());
-        assert!(CfaExpressionIndex::build(&elf_with(eh_frame(&[plain_fde()]))).len() == 0);
+        assert_eq!(CfaExpressionIndex::build(&elf_with(eh_frame(&[plain_fde()]))).fde_count(), 0);
     }
 
     #[test]

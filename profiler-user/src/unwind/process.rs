@@ -37,7 +37,7 @@ impl LoadedFile {
             let started = Instant::now();
             let index = CfaExpressionIndex::build(&self.elf);
             let (path, took) = (&self.module.path, started.elapsed());
-            tracing::debug!("{path}: {} FDEs to unwind by their CFA rule (scan took {took:?})", index.len());
+            tracing::debug!("{path}: {} FDEs to unwind by their CFA rule (scan took {took:?})", index.fde_count());
             index
         })
     }
