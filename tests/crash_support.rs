@@ -100,7 +100,8 @@ impl Ended {
             (None, Some(signal)) => {
                 let killed = exit.get("killed");
                 assert_eq!(killed.get("signal").i64(), i64::from(signal), "exit.killed.signal; {shown}");
-                assert_eq!(killed.get("core_dumped").bool(), self.status.core_dumped(), "exit.killed.core_dumped; {shown}");
+                let core_dumped = killed.get("core_dumped").bool();
+                assert_eq!(core_dumped, self.status.core_dumped(), "exit.killed.core_dumped; {shown}");
                 assert!(report.text.contains("the process was ended by SIG"), "{shown}");
             }
             (None, None) => panic!("the workload neither exited nor was killed: {}", self.status),

@@ -6,8 +6,9 @@
 //! - the other `python3` on PATH (here pyenv's 3.11: shared libpython, PIE), with lxml and numpy from PyPI in a
 //!   virtualenv under [`CACHE_DIR`];
 //! - CPython 3.8, 3.9, 3.10, 3.12, 3.13 and 3.14 inside Ubuntu focal, Debian bullseye, Ubuntu jammy and noble,
-//!   Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in for a container: the
-//!   profiler must resolve their files through /proc/PID/root), with their distribution's lxml and numpy;
+//!   Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in
+//!   for a container: the profiler must resolve their files through /proc/PID/root), with their distribution's
+//!   lxml and numpy;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under

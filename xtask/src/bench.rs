@@ -139,6 +139,9 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     eprintln!("== fidelity: split.py");
     let python = bench.fidelity_python(rounds)?;
 
+    let mut machine = machine;
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    machine.lines.push(("load average at the end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
     let results = Results { machine, rounds, script, app, costs, native, python, took: started.elapsed() };
     let markdown = results.render();
     println!("{markdown}");
@@ -249,7 +252,7 @@ impl Bench {
     fn script_slowdown(&mut self, rounds: usize) -> Result<PerTool<f64>> {
         let mut times = PerTool::new();
         for round in 0..rounds {
-            for tool in [Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf] {
+            for tool in in_turn(&[Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf], round) {
                 let mut start = Command::new(PYTHON);
                 start.arg(self.workload("fixed_work.py")).arg(FIXED_WORK_ROUNDS).stdout(Stdio::piped());
                 let mut workload = demo::spawn_background(&mut start)?;
@@ -297,7 +300,7 @@ impl Bench {
 
         let mut throughput = PerTool::new();
         for round in 0..rounds {
-            for tool in [Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf] {
+            for tool in in_turn(&[Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf], round) {
                 let dir = self.run_dir("app", tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?;
                 thread::sleep(SETTLE);
@@ -333,7 +336,7 @@ impl Bench {
         let bpf_stats_guard = BpfStats::enable();
         let bpf_stats = bpf_stats_guard.is_some();
         for round in 0..rounds {
-            for tool in [Tool::Ours, Tool::PySpy, Tool::Perf] {
+            for tool in in_turn(&[Tool::Ours, Tool::PySpy, Tool::Perf], round) {
                 let lifetime = (COST_WINDOW + Duration::from_secs(60)).as_secs();
                 let mut start = Command::new(PYTHON);
                 start.arg(self.workload("busy_threads.py")).arg(threads.to_string()).arg(lifetime.to_string());
@@ -412,7 +415,7 @@ impl Bench {
         wait_for_threads(pid, 3)?;
         let mut runs = PerTool::new();
         for round in 0..rounds {
-            for tool in [Tool::Ours, Tool::Perf] {
+            for tool in in_turn(&[Tool::Ours, Tool::Perf], round) {
                 let dir = self.run_dir("native", tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?.context("a profiler")?;
                 thread::sleep(FIDELITY_WINDOW);
@@ -469,7 +472,7 @@ impl Bench {
         }
         let mut runs = PerTool::new();
         for round in 0..rounds {
-            for tool in [Tool::Ours, Tool::PySpy] {
+            for tool in in_turn(&[Tool::Ours, Tool::PySpy], round) {
                 let dir = self.run_dir("python", tool)?;
                 let agent = Agent::start(self, tool, pid, &dir)?.context("a profiler")?;
                 thread::sleep(SETTLE);
@@ -504,6 +507,15 @@ impl Bench {
         drop(workload);
         Ok(runs)
     }
+}
+
+/// The configurations of one round: all of them, each round starting one further along (A B C, B C A, C A B),
+/// so that no configuration always runs after the same one (a profiler still freeing memory, a build starting).
+fn in_turn(tools: &[Tool], round: usize) -> Vec<Tool> {
+    let mut tools = tools.to_vec();
+    let shift = round % tools.len();
+    tools.rotate_left(shift);
+    tools
 }
 
 /// The samples of `stacks` that `matches`, and all the samples of `stacks`.
@@ -1022,7 +1034,7 @@ impl Results {
         let _ = writeln!(
             md,
             "Written by `cargo xtask bench` ({:.0} s). Every figure is the median of {} rounds in which the \
-             configurations ran in turn (A B C A B C …), on the same machine at the same time; ratios are to the \
+             configurations ran in turn (A B C, B C A, C A B, …), on the same machine at the same time; ratios are to the \
              baseline of the same rounds. All profilers sample at {RATE_HZ} Hz.\n",
             self.took.as_secs_f64(),
             self.rounds
@@ -1097,6 +1109,19 @@ impl Results {
                 (rate / median(self.app.get(&Tool::None).into_iter().flatten().copied()) - 1.0) * 100.0
             );
         }
+        let spread = |values: &PerTool<f64>| {
+            let base: Vec<f64> = values.get(&Tool::None).cloned().unwrap_or_default();
+            let (min, max) = base.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            100.0 * (max - min) / median(base)
+        };
+        let _ = writeln!(
+            md,
+            "\nNoise: without any profiler the rounds spread over {:.1}% (script) and {:.1}% (app) of their median; \
+             a difference smaller than that is not a measured slowdown. The in-kernel cost of our sampler (section \
+             2) bounds our share of it without that noise.",
+            spread(&self.script),
+            spread(&self.app)
+        );
         md.push('\n');
     }
 

@@ -4,7 +4,7 @@
 //!
 //! A crash, a failed assertion in profiler::fuzzing or an overflow (the targets build with overflow checks) fails
 //! the task; libFuzzer leaves the input in fuzz/artifacts/TARGET/, and `cargo +nightly fuzz run TARGET FILE`
-//! replays it.
+//! replays it. Once fixed, the input goes to fuzz/regressions/TARGET/, which every run replays first.
 use std::{fs, path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
@@ -40,9 +40,11 @@ pub fn fuzz(ws: &Workspace, seconds_each: u32) -> Result<()> {
             .arg(ws.target_dir.join("fuzz"))
             .arg(target)
             .arg(&corpus);
-        let target_seeds = seeds.join(target);
-        if target_seeds.is_dir() {
-            run.arg(&target_seeds);
+        // Seeds, and the inputs of crashes found before (fuzz/regressions/TARGET/), replayed on every run.
+        for extra in [seeds.join(target), fuzz_dir.join("regressions").join(target)] {
+            if extra.is_dir() {
+                run.arg(extra);
+            }
         }
         run.arg("--").args([
             &format!("-max_total_time={seconds_each}"),

@@ -62,7 +62,9 @@ impl CodeInfo {
             // Before the first instruction (-1) the frame is at its first line.
             _ if lasti < 0 => None,
             LineFormat::Lnotab => linetable::lnotab_line(&self.linetable, self.first_line, lasti as u64),
-            LineFormat::LineTable310 => linetable::line_table_310_line(&self.linetable, self.first_line, lasti as u64 * 2),
+            LineFormat::LineTable310 => {
+                linetable::line_table_310_line(&self.linetable, self.first_line, lasti as u64 * 2)
+            }
         };
         line.unwrap_or(self.first_line)
     }

@@ -75,7 +75,8 @@ impl<'a> Btf<'a> {
             bail!("the kernel's BTF has an unknown format (not little-endian BTF)");
         }
         let header = |index: usize| read_u32(bytes, 4 + 4 * index).context("the kernel's BTF header is truncated");
-        let (hdr_len, type_off, type_len, str_off, str_len) = (header(0)?, header(1)?, header(2)?, header(3)?, header(4)?);
+        let (hdr_len, type_off, type_len) = (header(0)?, header(1)?, header(2)?);
+        let (str_off, str_len) = (header(3)?, header(4)?);
         let section = |off: u32, len: u32| {
             let start = hdr_len as usize + off as usize;
             bytes.get(start..start + len as usize).context("the kernel's BTF sections lie outside the file")
@@ -148,7 +149,9 @@ impl<'a> Btf<'a> {
         for _ in depth..MAX_DEPTH {
             let t = self.types.get(id)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type as usize,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type as usize
+                }
                 _ => return Some(id),
             }
         }

@@ -3,8 +3,9 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 use anyhow::{Result, bail};
 use profiler_common::{
-    CRASH_CODE_COPIES, CrashRecord, PyCodeCopy, STACK_COPY_MAX, SampleRecord, EVENT_EXEC, NO_FIELD, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CRASH, LifecycleEvent, FLAG_USER_MODE, KIND_CPU, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, PyFrame, SampleHeader,
-    UserRegs,
+    CRASH_CODE_COPIES, CrashRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR,
+    FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, KIND_CRASH, LifecycleEvent, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
+    PY_THREAD_FOUND, PyCodeCopy, PyFrame, STACK_COPY_MAX, SampleHeader, SampleRecord, UserRegs,
 };
 
 /// A timer sample of one thread of a profiled process.

@@ -1,0 +1,225 @@
+//! Hostile and broken input (tests/workloads/hostile/): targets that rewrite their address space while they are
+//! sampled (a library unloaded and its twin loaded in its place, machine code written into fresh memory and
+//! unmapped), one that truncates a library file it still has a frame of on its stack, a program dressed up as
+//! CPython 3.13 whose interpreter state is garbage, and a real CPython whose code objects' names point to an
+//! object of another type or to nothing. The profiler must finish normally, and every frame it reports must be
+//! one the target really had: an unknown frame is fine, a wrong one is not.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    thread,
+    time::Duration,
+};
+
+use profiler_tests::{
+    compile_c, exclusive_cpu, profiler,
+    python_support::{debian_python, pprof_samples, PprofFrame},
+    read_pprof, require_root, run, scratch_root, workspace_root, Process, TestDir,
+};
+
+struct Built {
+    churn: PathBuf,
+    lib_a: PathBuf,
+    lib_b: PathBuf,
+    truncate: PathBuf,
+    victim: PathBuf,
+    fake_python: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let src = workspace_root().join("tests/workloads/hostile");
+        let out = scratch_root().join("hostile");
+        fs::create_dir_all(&out).unwrap();
+        let lib = |name: &str, hot: &str| {
+            let path = out.join(name);
+            compile_c(&["-shared", "-fPIC", "-O1", &format!("-DHOT={hot}")], &src.join("swaplib.c"), &path);
+            path
+        };
+        let built = Built {
+            churn: out.join("churn"),
+            lib_a: lib("libswap_a.so", "hot_in_a"),
+            lib_b: lib("libswap_b.so", "hot_in_b"),
+            truncate: out.join("truncate"),
+            victim: out.join("libvictim.so"),
+            // Named as CPython 3.13's executable: that, and its _PyRuntime, make it look like one.
+            fake_python: out.join("python3.13"),
+        };
+        compile_c(&["-O1", "-pthread", "-ldl"], &src.join("churn.c"), &built.churn);
+        compile_c(&["-O1", "-ldl"], &src.join("truncate.c"), &built.truncate);
+        compile_c(&["-shared", "-fPIC", "-O1"], &src.join("victim.c"), &built.victim);
+        compile_c(&["-O1"], &src.join("fakepy.c"), &built.fake_python);
+        built
+    })
+}
+
+/// Records `pid` for `seconds` into a pprof and a folded file; panics unless the profiler exits 0 without a
+/// sign of a crash. Returns the pprof samples and stderr.
+fn record(pid: u32, seconds: u32, dir: &TestDir) -> (Vec<profiler_tests::python_support::PprofSample>, String) {
+    let mut cmd = profiler();
+    cmd.args(["record", "--pid", &pid.to_string(), "--duration", &format!("{seconds}s")]);
+    cmd.arg("-o").arg(dir.join("out.pb.gz")).arg("-o").arg(dir.join("out.folded"));
+    let result = run(&mut cmd, Duration::from_secs(u64::from(seconds) + 60));
+    result.assert_success();
+    for sign_of_a_crash in ["panicked", "RUST_BACKTRACE", "SIGBUS", "SIGSEGV"] {
+        assert!(!result.stderr.contains(sign_of_a_crash), "the profiler crashed:\n{}", result.stderr);
+    }
+    (pprof_samples(&read_pprof(&dir.join("out.pb.gz"))), result.stderr)
+}
+
+fn names(frames: &[PprofFrame]) -> Vec<&str> {
+    frames.iter().map(|f| f.function.as_str()).collect()
+}
+
+/// A library unloaded and its twin (same code, other names) loaded at the same address every 20 ms, and machine
+/// code written, run and unmapped on another thread: a sample's addresses must be named by the library that was
+/// there when it was taken, so `hot_in_a` only ever runs under `run_a`, `hot_in_b` under `run_b`, and the
+/// code-writing thread never shows either.
+#[test]
+fn a_target_that_swaps_libraries_and_unmaps_code_gets_no_wrong_frames() {
+    if !require_root() {
+        return;
+    }
+    let built = built();
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-churn");
+    let mut cmd = Command::new(&built.churn);
+    cmd.arg(&built.lib_a).arg(&built.lib_b).arg("20");
+    let target = Process::start(&mut cmd);
+    thread::sleep(Duration::from_millis(300));
+    let (samples, stderr) = record(target.pid(), 8, &dir);
+    drop(target);
+
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    assert!(total >= 400, "only {total} samples:\n{stderr}");
+    let (mut in_a, mut in_b) = (0, 0);
+    for sample in &samples {
+        let names = names(&sample.frames);
+        let thread = sample.label("thread_name").unwrap_or("");
+        assert!(!names.contains(&"never_called"), "a frame of a function that never runs: {names:?}");
+        for (hot, caller, other) in [("hot_in_a", "run_a", "run_b"), ("hot_in_b", "run_b", "run_a")] {
+            if let Some(at) = names.iter().position(|n| *n == hot) {
+                assert_eq!(thread, "churn", "{hot} on thread {thread}: {names:?}");
+                assert!(at > 0 && names[at - 1] == caller, "{hot} not called from {caller}: {names:?}");
+                assert!(!names.contains(&other), "{hot} under {other}: {names:?}");
+            }
+        }
+        if thread == "jitter" {
+            assert!(
+                !names.iter().any(|n| ["run_a", "run_b", "hot_in_a", "hot_in_b", "main"].contains(n)),
+                "the code-writing thread has another thread's frames: {names:?}"
+            );
+        }
+        in_a += if names.contains(&"hot_in_a") { sample.count } else { 0 };
+        in_b += if names.contains(&"hot_in_b") { sample.count } else { 0 };
+    }
+    // Most of the main thread's time is in the libraries: they must be named, not only not misnamed.
+    let main_thread: u64 = samples.iter().filter(|s| s.label("thread_name") == Some("churn")).map(|s| s.count).sum();
+    eprintln!("churn: {total} samples, main thread {main_thread}, hot_in_a {in_a}, hot_in_b {in_b}");
+    assert!(in_a + in_b >= main_thread / 2, "only {in_a} + {in_b} of {main_thread} main-thread samples are named");
+    assert!(in_a > 0 && in_b > 0, "one of the libraries was never named: {in_a}, {in_b}");
+}
+
+/// The file of a library truncated under a live frame of it: unwinding through that frame (and symbolizing it)
+/// meets a file that ended where it had mapped it. The profiler must not die of SIGBUS or report frames past
+/// what it could read.
+#[test]
+fn a_library_truncated_while_on_the_stack_does_not_crash_the_profiler() {
+    if !require_root() {
+        return;
+    }
+    let built = built();
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-truncate");
+    // A fresh copy each run: the target truncates it.
+    let library = dir.join("libvictim.so");
+    fs::copy(&built.victim, &library).unwrap();
+    let mut cmd = Command::new(&built.truncate);
+    cmd.arg(&library);
+    let target = Process::start(&mut cmd);
+    let (samples, stderr) = record(target.pid(), 5, &dir);
+    drop(target);
+    assert_eq!(fs::metadata(&library).unwrap().len(), 0, "the target did not truncate its library");
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    assert!(total >= 200, "only {total} samples:\n{stderr}");
+    for sample in &samples {
+        let names = names(&sample.frames);
+        assert!(names.iter().any(|n| *n == "spin_until" || *n == "cut_and_spin"), "not the spinning code: {names:?}");
+        if let Some(at) = names.iter().position(|n| *n == "outer") {
+            assert!(names.get(at + 1) == Some(&"cut_and_spin"), "outer is the caller of cut_and_spin: {names:?}");
+        }
+    }
+}
+
+/// A program dressed up as CPython 3.13 (the file name, `_PyRuntime` with the debug-offsets cookie and version)
+/// whose interpreter state is garbage: no Python frame may come out of it, and its native frames stay right.
+#[test]
+fn garbage_interpreter_state_gives_no_python_frames() {
+    if !require_root() {
+        return;
+    }
+    let built = built();
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-fake-python");
+    let target = Process::start(Command::new(&built.fake_python).arg("30"));
+    thread::sleep(Duration::from_millis(300));
+    let (samples, stderr) = record(target.pid(), 4, &dir);
+    drop(target);
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    assert!(total >= 200, "only {total} samples:\n{stderr}");
+    let fake = built.fake_python.canonicalize().unwrap();
+    for sample in &samples {
+        assert!(!sample.frames.iter().any(PprofFrame::is_python), "Python frames from garbage: {:?}", sample.frames);
+        assert_eq!(sample.label("gil"), None, "a GIL state read from garbage");
+        for frame in sample.frames.iter().filter(|f| Path::new(&f.mapping) == fake) {
+            assert!(
+                ["main", "_PyEval_EvalFrameDefault", "now", "_start", ""].contains(&frame.function.as_str()),
+                "a frame of the program that is none of its functions: {:?}",
+                sample.frames
+            );
+        }
+    }
+}
+
+/// CPython 3.11 running functions whose code objects' qualified names point to an int laid out like a string,
+/// and to unmapped memory: the name in the int is no function's, so it must not appear; the functions' callers
+/// still resolve.
+#[test]
+fn code_objects_with_forged_or_wild_names_give_no_wrong_names() {
+    if !require_root() {
+        return;
+    }
+    let python = debian_python();
+    if python.version != (3, 11) {
+        eprintln!("skipping: the forged layout is CPython 3.11's, this is {:?}", python.version);
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-forged-name");
+    let script = workspace_root().join("tests/workloads/hostile/forged_name.py");
+    let mut cmd = python.command(&script, &["2"]);
+    let target = Process::start(cmd.stdout(std::process::Stdio::null()));
+    thread::sleep(Duration::from_millis(800));
+    let (samples, stderr) = record(target.pid(), 4, &dir);
+    drop(target);
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    assert!(total >= 200, "only {total} samples:\n{stderr}");
+    let mut resolved_callers = 0;
+    for sample in &samples {
+        for frame in &sample.frames {
+            assert!(!frame.function.contains("FOR0GED"), "a name read from an int: {:?}", sample.frames);
+            assert!(
+                !frame.is_python() || frame.function.is_ascii() && !frame.function.contains('\0'),
+                "a garbage name: {:?}",
+                frame.function
+            );
+        }
+        if sample.frames.iter().any(|f| f.is_python() && f.function == "run_with_qualname") {
+            resolved_callers += sample.count;
+        }
+    }
+    assert!(resolved_callers * 2 >= total, "the callers stopped resolving: {resolved_callers} of {total}:\n{stderr}");
+}

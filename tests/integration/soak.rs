@@ -1,0 +1,270 @@
+//! Soak: `profiler run` for ten minutes against the demo app (examples/quake-monitor, two uvicorn workers under
+//! its load generator), restarted every two minutes, uploading to a loopback receiver that flaps: answers, then
+//! fails with 500s, then is down (nothing listens), and once stays down longer than the agent keeps windows. The
+//! agent must not crash, must follow every incarnation of the app, keep its memory and CPU flat (the second
+//! cycle against the last), and account for every window: the windows the receiver got are contiguous in time
+//! except for gaps that the agent's own count of dropped windows covers exactly.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use profiler_tests::{
+    agent_support::Agent,
+    exclusive_cpu,
+    lifecycle_support::QuakeMonitor,
+    receiver::{decode_push, free_port, label_values, Expect, Receiver, Reply},
+    require_root, TestDir,
+};
+
+/// Every phase of the test is laid out on this clock.
+const CYCLE: Duration = Duration::from_secs(120);
+const CYCLES: u32 = 5;
+const WINDOW: Duration = Duration::from_secs(5);
+/// How the receiver behaves through each cycle (seconds from the cycle's start); the app restarts at 0.
+const FLAPS: [(u64, Server); 4] = [(0, Server::Ok), (40, Server::Failing), (55, Server::Down), (70, Server::Ok)];
+/// In the third cycle the server stays down from 55 s to 115 s: 60 s, twice the queue's age limit.
+const LONG_OUTAGE_CYCLE: u32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Server {
+    Ok,
+    Failing,
+    Down,
+}
+
+/// The receiver behind a loopback proxy that can go down: then nothing listens on the port and every open
+/// connection is cut, as when a server restarts (the receiver itself would keep serving kept-alive connections).
+struct FlappingServer {
+    receiver: Receiver,
+    port: u16,
+    up: Option<ProxyUp>,
+}
+
+struct ProxyUp {
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: thread::JoinHandle<()>,
+}
+
+impl FlappingServer {
+    fn start() -> FlappingServer {
+        let mut server = FlappingServer { receiver: Receiver::start(), port: free_port(), up: None };
+        server.set(Server::Ok);
+        server
+    }
+
+    fn set(&mut self, state: Server) {
+        match state {
+            Server::Down => {
+                if let Some(up) = self.up.take() {
+                    up.stop.store(true, Ordering::SeqCst);
+                    up.acceptor.join().expect("proxy acceptor");
+                    for connection in up.connections.lock().unwrap().drain(..) {
+                        let _ = connection.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+            Server::Ok | Server::Failing => {
+                self.receiver.set_default(Reply::Status(if state == Server::Ok { 200 } else { 500 }));
+                if self.up.is_none() {
+                    self.up = Some(self.listen());
+                }
+            }
+        }
+    }
+
+    fn listen(&self) -> ProxyUp {
+        let backend: SocketAddr = self.receiver.url().trim_start_matches("http://").parse().unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("binding the proxy port again");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = {
+            let (stop, connections) = (stop.clone(), connections.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((client, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    client.set_nonblocking(false).unwrap();
+                    let Ok(server) = TcpStream::connect(backend) else { continue };
+                    let mut open = connections.lock().unwrap();
+                    open.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                    for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                        thread::spawn(move || {
+                            let _ = io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Write);
+                        });
+                    }
+                }
+            })
+        };
+        ProxyUp { stop, connections, acceptor }
+    }
+}
+
+#[test]
+fn ten_minutes_of_restarts_and_a_flapping_server() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("soak");
+    let mut server = FlappingServer::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let crash_dir = dir.join("crashes");
+    let args = [
+        "--name",
+        "uvicorn",
+        "--app-name",
+        "quake",
+        "--upload-interval",
+        "5s",
+        "--status-interval",
+        "10s",
+        // Shorter than the long outage, so that it drops windows.
+        "--max-queue-age",
+        "30s",
+        "--upload-timeout",
+        "3s",
+        "--crash-dir",
+        crash_dir.to_str().unwrap(),
+    ];
+    let mut app = QuakeMonitor::start(2, dir.join("uvicorn-0.log"));
+    let mut load = app.load(10, CYCLE.as_secs() as u32);
+    let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url)]);
+    let started = Instant::now();
+    let mut masters = vec![app.master()];
+    // (cycle, agent RSS KiB, agent CPU ticks) at every 10 s.
+    let mut usage: Vec<(u32, u64, u64)> = Vec::new();
+
+    for cycle in 0..CYCLES {
+        let cycle_start = started + CYCLE * cycle;
+        if cycle > 0 {
+            drop(load);
+            drop(app);
+            app = QuakeMonitor::start(2, dir.join(format!("uvicorn-{cycle}.log")));
+            load = app.load(10, CYCLE.as_secs() as u32);
+            masters.push(app.master());
+        }
+        let mut flaps = FLAPS.to_vec();
+        if cycle == LONG_OUTAGE_CYCLE {
+            flaps.retain(|&(at, _)| at != 70);
+            flaps.push((115, Server::Ok));
+        }
+        let mut next_usage = Instant::now();
+        for (i, &(at, state)) in flaps.iter().enumerate() {
+            wait_until(cycle_start + Duration::from_secs(at), &mut agent, &mut next_usage, &mut usage, cycle);
+            server.set(state);
+            let until = flaps.get(i + 1).map_or(cycle_start + CYCLE, |&(at, _)| cycle_start + Duration::from_secs(at));
+            wait_until(until, &mut agent, &mut next_usage, &mut usage, cycle);
+        }
+    }
+    // The server is up (the last cycle ends in an Ok phase): the last window goes out at SIGTERM.
+    let stopped = agent.stop(libc::SIGTERM);
+    let ran = started.elapsed();
+    drop(load);
+    drop(app);
+    stopped.assert_clean_exit();
+    let [sent, retries, dropped, rejected] = stopped.final_counts();
+    assert!(!stopped.stderr.contains("could not be sent before the shutdown deadline"), "{}", stopped.stderr);
+
+    // Every window the receiver accepted, once per window (a window retried after a 500 may arrive again only
+    // if an answer was lost, which loopback does not do).
+    server.set(Server::Down);
+    let requests = server.receiver.requests();
+    let expect = Expect { authorization: None, tenant: None };
+    let mut windows: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut pids_seen = std::collections::BTreeSet::new();
+    for request in requests.iter().filter(|r| r.answered == Some(200)) {
+        let pushed = decode_push(request, &expect);
+        assert_eq!(pushed.labels.get("service_name").map(String::as_str), Some("quake"));
+        let profile = &pushed.profile;
+        let previous = windows.insert(profile.time_nanos, profile.duration_nanos);
+        assert!(previous.is_none(), "the window starting at {} arrived twice", profile.time_nanos);
+        pids_seen.extend(label_values(profile, "pid"));
+    }
+    let failed = requests.iter().filter(|r| r.answered == Some(500)).count() as u64;
+    assert_eq!(windows.len() as u64, sent, "the agent says it sent {sent} windows, the receiver accepted {}", windows.len());
+    assert_eq!(rejected, 0, "nothing was refused for good");
+    assert!(failed > 0 && retries > failed, "{failed} uploads failed with 500, the agent counts {retries} retries");
+
+    // Contiguous windows: each starts where the previous ended; a gap is whole windows, all of them dropped.
+    let window_ns = WINDOW.as_nanos() as f64;
+    let mut gap_windows = 0u64;
+    let mut ends: Option<i64> = None;
+    for (&start, &duration) in &windows {
+        if let Some(end) = ends {
+            let gap = (start - end) as f64 / window_ns;
+            assert!(gap > -0.01, "windows overlap: one ends at {end}, the next starts at {start}");
+            assert!((gap - gap.round()).abs() < 0.05, "a gap of {gap:.2} windows is not whole windows");
+            gap_windows += gap.round() as u64;
+        }
+        ends = Some(start + duration);
+    }
+    assert_eq!(gap_windows, dropped, "{gap_windows} windows are missing at the receiver, the agent dropped {dropped}");
+    // The long outage lasted 60 s with windows kept 30 s: at least 5 of its 12 windows must have gone.
+    assert!(dropped >= 5, "the long outage dropped only {dropped} windows");
+    let first = *windows.keys().next().unwrap();
+    let last = ends.unwrap();
+    let covered = (last - first) as f64 / 1e9;
+    assert!(covered > ran.as_secs_f64() - 2.0 * WINDOW.as_secs_f64(), "windows cover {covered:.0} s of {ran:?}");
+
+    // Every incarnation of the app was profiled (its master, by the pid label of its samples).
+    for master in &masters {
+        assert!(pids_seen.contains(&master.to_string()), "no samples of the app's master {master} (incarnations {masters:?})");
+    }
+
+    // Flat: the last cycle against the second (the first warms up caches and the symbolizer).
+    let cpu_per_s = |cycle: u32| {
+        let points: Vec<&(u32, u64, u64)> = usage.iter().filter(|u| u.0 == cycle).collect();
+        let (a, b) = (points.first().unwrap(), points.last().unwrap());
+        // 100 clock ticks per second; readings are 10 s apart.
+        (b.2 - a.2) as f64 / 100.0 / ((points.len() - 1) as f64 * 10.0)
+    };
+    let rss_max = |cycle: u32| usage.iter().filter(|u| u.0 == cycle).map(|u| u.1).max().unwrap();
+    let (early, late) = (1, CYCLES - 1);
+    eprintln!(
+        "soak: {ran:.0?}; {sent} windows sent, {retries} retries, {dropped} dropped, {rejected} rejected; \
+         agent RSS max {} KiB (cycle 2) vs {} KiB (cycle 5); CPU {:.1}% vs {:.1}%; {} app incarnations",
+        rss_max(early),
+        rss_max(late),
+        cpu_per_s(early) * 100.0,
+        cpu_per_s(late) * 100.0,
+        masters.len()
+    );
+    assert!(
+        rss_max(late) <= rss_max(early) + rss_max(early) / 5 + 4096,
+        "the agent's memory grew: {} KiB at most in cycle 2, {} KiB in cycle 5; readings {usage:?}",
+        rss_max(early),
+        rss_max(late)
+    );
+    assert!(
+        cpu_per_s(late) <= cpu_per_s(early) * 1.5 + 0.02,
+        "the agent's CPU grew: {:.3} s/s in cycle 2, {:.3} s/s in cycle 5",
+        cpu_per_s(early),
+        cpu_per_s(late)
+    );
+}
+
+/// Sleeps until `until`, checking the agent is alive and reading its usage every 10 s.
+fn wait_until(until: Instant, agent: &mut Agent, next: &mut Instant, usage: &mut Vec<(u32, u64, u64)>, cycle: u32) {
+    while Instant::now() < until {
+        agent.assert_alive();
+        if Instant::now() >= *next {
+            let (rss, ticks) = agent.usage();
+            usage.push((cycle, rss, ticks));
+            *next += Duration::from_secs(10);
+        }
+        std::thread::sleep(Duration::from_millis(200).min(until.saturating_duration_since(Instant::now())));
+    }
+}
