@@ -64,6 +64,17 @@ impl TargetArgs {
     }
 }
 
+/// How Python stacks are shown; the same for `record` and `run`.
+#[derive(Debug, Args)]
+pub struct PythonArgs {
+    /// Keep the Python interpreter's own native frames (eval loop, call machinery) between Python frames.
+    #[arg(long)]
+    pub native_python_internals: bool,
+    /// Keep only samples of threads holding the Python GIL.
+    #[arg(long)]
+    pub gil_only: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct RecordArgs {
     #[command(flatten)]
@@ -84,12 +95,8 @@ pub struct RecordArgs {
     /// Also record kernel stacks (time in system calls and faults shows where in the kernel it went).
     #[arg(long)]
     pub kernel: bool,
-    /// Keep the Python interpreter's own native frames (eval loop, call machinery) between Python frames.
-    #[arg(long)]
-    pub native_python_internals: bool,
-    /// Keep only samples of threads holding the Python GIL.
-    #[arg(long)]
-    pub gil_only: bool,
+    #[command(flatten)]
+    pub python: PythonArgs,
     /// Where crash reports go (a target thread faulting or aborting, or a target killed by another process).
     #[arg(long, value_name = "DIR", default_value = "crashes")]
     pub crash_dir: PathBuf,
@@ -134,8 +141,8 @@ impl RecordArgs {
         }
         let pipeline =
             PipelineOptions {
-                native_python_internals: self.native_python_internals,
-                gil_only: self.gil_only,
+                native_python_internals: self.python.native_python_internals,
+                gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),
             };
         Ok(RecordConfig {
@@ -200,6 +207,8 @@ pub struct RunArgs {
     /// Also record kernel stacks.
     #[arg(long)]
     pub kernel: bool,
+    #[command(flatten)]
+    pub python: PythonArgs,
     /// Memory for windows waiting to be sent (e.g. 16MiB, 512KiB); when full, the oldest are dropped.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_queue_size: usize,
@@ -340,8 +349,9 @@ impl RunArgs {
             rate_hz: self.rate,
             kernel_stacks: self.kernel,
             pipeline: PipelineOptions {
+                native_python_internals: self.python.native_python_internals,
+                gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),
-                ..PipelineOptions::default()
             },
             crash_dir: self.crash_dir,
             upload_interval: self.upload_interval,
