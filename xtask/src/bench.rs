@@ -563,7 +563,8 @@ struct Finished {
     dir: PathBuf,
     cpu_s: f64,
     max_rss_kib: i64,
-    stderr: String,
+    /// What the tool printed, both streams.
+    output: String,
 }
 
 impl Agent {
@@ -594,15 +595,16 @@ impl Agent {
                 perf
             }
         };
-        let stderr = fs::File::create(dir.join("stderr.txt"))?;
-        command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).process_group(0);
+        // Both streams in one file: py-spy prints its summary (samples, errors) on stdout, the others on stderr.
+        let output = fs::File::create(dir.join("output.txt"))?;
+        command.current_dir(dir).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output).process_group(0);
         let line = cmd::display(&command);
         let child = command.spawn().with_context(|| format!("could not start `{line}`"))?;
         let mut agent = Agent { tool, child: Some(child), dir: dir.to_owned() };
         let deadline = Instant::now() + AGENT_START_TIMEOUT;
         while !catches_sigint(agent.pid()) {
             if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("`{line}` exited at once ({status}): {}", fs::read_to_string(dir.join("stderr.txt"))?);
+                bail!("`{line}` exited at once ({status}): {}", fs::read_to_string(dir.join("output.txt"))?);
             }
             ensure!(Instant::now() < deadline, "`{line}` did not start within {AGENT_START_TIMEOUT:?}");
             thread::sleep(Duration::from_millis(20));
@@ -658,18 +660,18 @@ impl Agent {
                 _ => break (status, usage),
             }
         };
-        let stderr = fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default();
+        let output = fs::read_to_string(self.dir.join("output.txt")).unwrap_or_default();
         // perf exits with the signal's status when interrupted; the others with 0.
         let ok = libc::WIFEXITED(status) && (libc::WEXITSTATUS(status) == 0 || self.tool == Tool::Perf)
             || libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGINT && self.tool == Tool::Perf;
-        ensure!(ok, "{} failed (wait status {status:#x}):\n{stderr}", self.tool.name());
+        ensure!(ok, "{} failed (wait status {status:#x}):\n{output}", self.tool.name());
         let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Ok(Finished {
             tool: self.tool,
             dir: self.dir.clone(),
             cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
             max_rss_kib: usage.ru_maxrss,
-            stderr,
+            output,
         })
     }
 }
@@ -749,8 +751,8 @@ impl Finished {
     fn lost(&self) -> Result<Option<u64>> {
         match self.tool {
             Tool::Ours => Ok(self.stats_json()?.and_then(|stats| stats["lost_samples"].as_u64())),
-            Tool::Perf => Ok(Some(number_before(&self.stderr, " chunks").unwrap_or(0))),
-            Tool::PySpy => Ok(number_after(&self.stderr, "Errors: ")),
+            Tool::Perf => Ok(Some(number_before(&self.output, " chunks").unwrap_or(0))),
+            Tool::PySpy => Ok(number_after(&self.output, "Errors: ")),
             Tool::None => Ok(None),
         }
     }

@@ -56,8 +56,8 @@ impl CodeInfo {
     pub fn line(&self, instr: u64) -> u32 {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
-            LineFormat::Locations => instr
-                .checked_sub(self.code_address + self.code_adaptive)
+            LineFormat::Locations => (self.code_address.checked_add(self.code_adaptive))
+                .and_then(|start| instr.checked_sub(start))
                 .and_then(|bytes| linetable::line_for(&self.linetable, self.first_line, bytes / 2)),
             // Before the first instruction (-1) the frame is at its first line.
             _ if lasti < 0 => None,
