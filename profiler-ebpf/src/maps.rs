@@ -9,10 +9,10 @@ use profiler_common::{PyLayout, TargetFlags};
 #[map]
 pub static TARGETS: HashMap<u32, TargetFlags> = HashMap::with_max_entries(16384, 0);
 
-/// Sample records to userspace. 16 MiB holds ~480 full records: half a second of 8 busy threads at 100 Hz, far
-/// longer than userspace takes to drain it.
+/// Sample records to userspace. Userspace sets the size at load (`sample::loader::samples_ring_bytes`): about half
+/// a second of records from every CPU at the sampling rate.
 #[map]
-pub static SAMPLES: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static SAMPLES: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Samples that could not be sent (ring buffer full), counted per CPU so userspace can report them.
 #[map]

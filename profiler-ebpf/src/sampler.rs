@@ -50,15 +50,16 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     // Waking the reader for every sample would preempt the sampled thread on its own CPU, once per tick, and
     // bias the very thing being measured; userspace drains on its own timer, and is woken early only when the
     // buffer fills up.
-    let wakeup = if SAMPLES.query(BPF_RB_AVAIL_DATA) > WAKEUP_THRESHOLD { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    entry.submit(wakeup);
+    // Early wake-up when a quarter of the ring is used: userspace sizes the ring for about half a second of samples
+    // of every CPU, so that is an eighth of a second of a fully busy machine.
+    let full = SAMPLES.query(BPF_RB_AVAIL_DATA) > SAMPLES.query(BPF_RB_RING_SIZE) / 4;
+    entry.submit(if full { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP });
 }
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-/// A quarter of the 16 MiB ring: about a hundred records, a fraction of a second even for many busy threads.
-const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
+const BPF_RB_RING_SIZE: u64 = 1;
 
 fn count_lost() {
     if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {

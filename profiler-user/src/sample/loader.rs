@@ -14,7 +14,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use profiler_common::{PyLayout, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
+use profiler_common::{PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
 
 use super::{btf, tracefs};
 
@@ -51,10 +51,12 @@ impl Sampler {
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let task_offsets = btf::task_offsets();
+        let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         let mut ebpf = EbpfLoader::new()
             .override_global("SAMPLER_CONFIG", &config, true)
             .override_global("LIFECYCLE_CONFIG", &lifecycle, true)
             .override_global("TASK_OFFSETS", &task_offsets, true)
+            .set_max_entries("SAMPLES", samples_ring_bytes(cpus.len(), options.rate_hz))
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
 
@@ -63,7 +65,6 @@ impl Sampler {
             .context("the embedded eBPF object has no `sample_cpu` program")?
             .try_into()?;
         program.load().map_err(|err| describe_program_error("loading the CPU sampler", err))?;
-        let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         for cpu in cpus {
             program
                 .attach(
@@ -189,6 +190,19 @@ impl Sampler {
     }
 }
 
+/// The sample ring's size: about half a second of full records from every CPU at `rate_hz` (a CPU samples at most
+/// one thread per tick), a power of two (the kernel requires it) between 4 MiB and 256 MiB. Userspace drains it every
+/// 50–100 ms and is woken when it is a quarter full, so only a stall of the reader loses samples (they are counted).
+/// The kernel maps the ring twice into this process (to make records contiguous across the wrap), so the agent's
+/// RSS includes twice this size; a fixed size would be either too small for a large host or, on a small one, most
+/// of the agent's memory.
+pub fn samples_ring_bytes(cpus: usize, rate_hz: u64) -> u32 {
+    const MIN: u64 = 4 << 20;
+    const MAX: u64 = 256 << 20;
+    let half_second = cpus as u64 * rate_hz.div_ceil(2) * std::mem::size_of::<SampleRecord>() as u64;
+    half_second.clamp(MIN, MAX).next_power_of_two().min(MAX) as u32
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).with_context(|| format!("the embedded eBPF object has no `{name}` map"))
 }
@@ -209,5 +223,23 @@ fn describe_program_error(action: &str, err: ProgramError) -> anyhow::Error {
              cpu-clock event)"
         ),
         _ => anyhow!("{action} failed: {err:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_ring_holds_half_a_second_of_every_cpu() {
+        let record = std::mem::size_of::<SampleRecord>() as u64;
+        // A small machine gets the floor.
+        assert_eq!(samples_ring_bytes(2, 100), 4 << 20);
+        for (cpus, rate) in [(2, 1000), (16, 100), (64, 100), (64, 1000), (1024, 1000)] {
+            let bytes = u64::from(samples_ring_bytes(cpus, rate));
+            assert!(bytes.is_power_of_two(), "{cpus} CPUs at {rate} Hz: {bytes}");
+            let wanted = (cpus as u64 * rate / 2 * record).min(256 << 20);
+            assert!(bytes >= wanted && bytes <= 256 << 20, "{cpus} CPUs at {rate} Hz: {bytes} < {wanted}");
+        }
     }
 }
