@@ -283,7 +283,7 @@ fn push_sends_one_profile_per_service_and_window_with_labels_and_workload_stacks
     let services: Vec<&str> = by_service.keys().map(String::as_str).collect();
     assert_eq!(services, ["burn-copy", "native-burn"], "one service per process name");
 
-    for (service, pid) in [("native-burn", &burn_pid), ("burn-copy", &copy_pid)] {
+    for (service, other) in [("native-burn", "burn-copy"), ("burn-copy", "native-burn")] {
         let mut windows: Vec<&proto::Profile> = by_service[service].iter().map(|p| &p.profile).collect();
         windows.sort_by_key(|w| w.time_nanos);
         assert!(windows.len() >= 3, "{service}: 2 full windows and the last one, got {}", windows.len());
@@ -305,7 +305,14 @@ fn push_sends_one_profile_per_service_and_window_with_labels_and_workload_stacks
                 "{service}: {count} samples in a window of {} ns",
                 window.duration_nanos
             );
-            assert_eq!(label_values(window, "pid"), BTreeSet::from([pid.clone()]), "{service}: only its own samples");
+            // Pyroscope would make a series of each pid and thread id: uploads carry neither.
+            for key in ["pid", "thread_id"] {
+                assert!(label_values(window, key).is_empty(), "{service}: a `{key}` label was uploaded");
+            }
+            // Each process's main thread carries its name; the other threads' names are the same in both.
+            let threads = label_values(window, "thread_name");
+            assert!(threads.contains(service), "{service}: its main thread is missing: {threads:?}");
+            assert!(!threads.contains(other), "{service}: samples of {other} were uploaded with it: {threads:?}");
             functions.extend(function_names(window));
         }
         for hot in HOT_FUNCTIONS {

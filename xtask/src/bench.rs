@@ -106,12 +106,15 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     let started = Instant::now();
     let bench_venv = ws.target_dir.join("bench-venv");
     setup::ensure_venv(&bench_venv, &ws.root.join("bench/requirements.txt"))?;
-    let profiler = ws.build_profiler(true)?;
+    let built = ws.build_profiler(true)?;
     let out = ws.target_dir.join("bench");
     let runs = out.join("runs");
     // Outputs of an earlier run must not pass for this one's.
     let _ = fs::remove_dir_all(&runs);
     fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    // Every round measures this copy: a build in the same tree while the benchmark runs replaces the original.
+    let profiler = out.join("profiler");
+    fs::copy(&built, &profiler).with_context(|| format!("copying {} to {}", built.display(), profiler.display()))?;
     cmd::run(Command::new("bash").arg(ws.root.join("examples/native-burn/build.sh")).arg(out.join("native-burn")))?;
     let mut bench = Bench {
         root: ws.root.clone(),

@@ -134,6 +134,7 @@ impl RequestBuilder {
     /// The request that uploads `profile` as the service `service`.
     /// `extra` labels mark a particular profile of the service (e.g. `crash=SIGSEGV`).
     pub fn build(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) -> Result<Request> {
+        let profile = &super::split::for_upload(profile);
         let pprof = crate::pprof::encode_gzip(profile)?;
         match self.protocol {
             Protocol::Push => Ok(self.push(service, pprof, extra)),

@@ -10,6 +10,37 @@ use crate::aggregate::{FrameId, FrameKind, LabelValue, Profile, StackCount};
 /// The pid label the pipeline puts on every sample.
 const PID_LABEL: &str = "pid";
 
+/// Sample labels that name one process or thread. Pyroscope makes a series of every distinct set of sample labels
+/// (its distributor splits each profile by them), so uploaded they would make a series per thread of every process,
+/// renewed with each restart and each new worker thread: a cardinality the user pays for and cannot query usefully.
+/// Uploads leave them out (the service already stands for the process); local profiles keep them.
+const PER_PROCESS_LABELS: [&str; 2] = [PID_LABEL, "thread_id"];
+
+/// `profile` without [`PER_PROCESS_LABELS`], stacks that become equal merged (thread name and GIL stay).
+pub fn for_upload(profile: &Profile) -> Profile {
+    let mut merged: HashMap<(&[FrameId], Vec<&crate::aggregate::Label>), usize> = HashMap::new();
+    let mut stacks: Vec<StackCount> = Vec::with_capacity(profile.stacks.len());
+    for stack in &profile.stacks {
+        let kept: Vec<&crate::aggregate::Label> =
+            stack.labels.iter().filter(|label| !PER_PROCESS_LABELS.contains(&label.key)).collect();
+        let labels = kept.iter().map(|&label| label.clone()).collect();
+        match merged.entry((stack.frames.as_slice(), kept)) {
+            std::collections::hash_map::Entry::Occupied(at) => stacks[*at.get()].count += stack.count,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(stacks.len());
+                stacks.push(StackCount { frames: stack.frames.clone(), labels, count: stack.count });
+            }
+        }
+    }
+    Profile {
+        frames: profile.frames.clone(),
+        stacks,
+        period_ns: profile.period_ns,
+        start_unix_ns: profile.start_unix_ns,
+        duration_ns: profile.duration_ns,
+    }
+}
+
 /// `(service, profile)` pairs, by service name, each with only the frames its stacks use.
 pub fn by_service(profile: Profile, service_of: impl Fn(&Profile, &StackCount) -> String) -> Vec<(String, Profile)> {
     let services: Vec<String> = profile.stacks.iter().map(|stack| service_of(&profile, stack)).collect();
@@ -87,6 +118,35 @@ mod tests {
                 .or_else(|| process_name_of(profile, stack).map(str::to_owned))
                 .unwrap_or_else(|| "unknown".into())
         }
+    }
+
+    #[test]
+    fn uploads_leave_out_pid_and_thread_id_and_merge_what_becomes_equal() {
+        let mut aggregator = Aggregator::new(10_000_000);
+        let (hot, proc) = (frame(FrameKind::Native, "hot"), frame(FrameKind::Context, "web"));
+        let labels = |pid: u32, tid: u32, gil: &str| {
+            vec![
+                Label { key: "pid", value: LabelValue::Str(pid.to_string()) },
+                Label { key: "thread_id", value: LabelValue::Num(i64::from(tid)) },
+                Label { key: "thread_name", value: LabelValue::Str("worker".into()) },
+                Label { key: "gil", value: LabelValue::Str(gil.into()) },
+            ]
+        };
+        aggregator.add([&hot, &proc], labels(10, 11, "held"));
+        aggregator.add([&hot, &proc], labels(10, 12, "held"));
+        aggregator.add([&hot, &proc], labels(20, 21, "held"));
+        aggregator.add([&hot, &proc], labels(20, 21, "released"));
+        let profile = aggregator.take();
+        assert_eq!(profile.stacks.len(), 4);
+        let upload = for_upload(&profile);
+        assert_eq!(upload.total_samples(), 4);
+        let mut kept: Vec<(Vec<&str>, u64)> = upload
+            .stacks
+            .iter()
+            .map(|s| (s.labels.iter().map(|l| l.key).collect(), s.count))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, [(vec!["gil", "thread_name"], 1), (vec!["gil", "thread_name"], 3)]);
     }
 
     #[test]
