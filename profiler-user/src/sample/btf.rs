@@ -42,7 +42,18 @@ pub fn task_offsets() -> TaskOffsets {
         })
     };
     match std::fs::read("/sys/kernel/btf/vmlinux").context("reading /sys/kernel/btf/vmlinux").and_then(|b| read(&b)) {
-        Ok(offsets) => offsets,
+        Ok(offsets) => {
+            if offsets.exit_code == NO_FIELD {
+                tracing::warn!("this kernel's BTF has no task_struct.exit_code: exit codes will not be known");
+            }
+            if offsets.fsbase == NO_FIELD {
+                tracing::warn!(
+                    "this kernel's BTF has no task_struct.thread.fsbase: Python 3.8–3.10 threads will show native \
+                     stacks only"
+                );
+            }
+            offsets
+        }
         Err(err) => {
             tracing::warn!("{err:#}: exit codes and Python 3.8–3.10 threads will not be known");
             TaskOffsets::UNKNOWN
