@@ -19,9 +19,9 @@ use std::{
 use profiler_tests::{
     agent_support::Agent,
     exclusive_cpu,
-    lifecycle_support::QuakeMonitor,
+    lifecycle_support::{children, cmdline, quake_venv, ProcessGroup},
     receiver::{decode_push, free_port, label_values, Expect, Receiver, Reply},
-    require_root, send_signal, TestDir,
+    require_root, send_signal, workspace_root, TestDir,
 };
 
 /// Every phase of the test is laid out on this clock.
@@ -123,8 +123,9 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let url = format!("http://127.0.0.1:{}", server.port);
     let crash_dir = dir.join("crashes");
     let args = [
+        // The app's own launcher name: other uvicorns on the machine are not this test's.
         "--name",
-        "uvicorn",
+        LAUNCHER,
         "--app-name",
         "quake",
         "--upload-interval",
@@ -139,8 +140,9 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         "--crash-dir",
         crash_dir.to_str().unwrap(),
     ];
-    let mut app = QuakeMonitor::start(2, dir.join("uvicorn-0.log"));
-    let mut load = app.load(10, CYCLE.as_secs() as u32);
+    let launcher = App::launcher(&dir);
+    let mut app = App::start(&launcher, &dir.join("app-0.log"));
+    let mut load = app.load();
     let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url)]);
     let started = Instant::now();
     let mut masters = vec![app.master()];
@@ -151,10 +153,9 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         let cycle_start = started + CYCLE * cycle;
         if cycle > 0 {
             drop(load);
-            stop_gracefully(&app);
-            drop(app);
-            app = QuakeMonitor::start(2, dir.join(format!("uvicorn-{cycle}.log")));
-            load = app.load(10, CYCLE.as_secs() as u32);
+            app.stop_gracefully();
+            app = App::start(&launcher, &dir.join(format!("app-{cycle}.log")));
+            load = app.load();
             masters.push(app.master());
         }
         let mut flaps = FLAPS.to_vec();
@@ -174,8 +175,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let stopped = agent.stop(libc::SIGTERM);
     let ran = started.elapsed();
     drop(load);
-    stop_gracefully(&app);
-    drop(app);
+    app.stop_gracefully();
     stopped.assert_clean_exit();
     let [sent, retries, dropped, rejected] = stopped.final_counts();
     assert!(!stopped.stderr.contains("could not be sent before the shutdown deadline"), "{}", stopped.stderr);
@@ -281,17 +281,82 @@ fn wait_until(until: Instant, agent: &mut Agent, next: &mut Instant, usage: &mut
     }
 }
 
-/// SIGTERM to uvicorn's master, which stops its workers, and a wait for it to exit: how a service is restarted.
-/// (Killing it outright would be a crash in the agent's eyes, with a report and a window ended early.)
-fn stop_gracefully(app: &QuakeMonitor) {
-    let master = app.master();
-    send_signal(master, libc::SIGTERM);
-    let give_up = Instant::now() + Duration::from_secs(30);
-    // A zombie until the guard reaps it: its state in /proc/PID/stat is then Z.
-    while std::fs::read_to_string(format!("/proc/{master}/stat"))
-        .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
-    {
-        assert!(Instant::now() < give_up, "uvicorn did not stop within 30 s of SIGTERM");
-        thread::sleep(Duration::from_millis(100));
+/// The name the app's master runs under (its comm): a copy of the virtualenv's `uvicorn` script.
+const LAUNCHER: &str = "quake-soak";
+
+/// examples/quake-monitor under uvicorn with two workers, started through a copy of the `uvicorn` script named
+/// [`LAUNCHER`], so that `--name` finds this test's app and no other test's uvicorn.
+struct App {
+    group: ProcessGroup,
+    port: u16,
+}
+
+impl App {
+    fn launcher(dir: &TestDir) -> std::path::PathBuf {
+        let launcher = dir.join(LAUNCHER);
+        std::fs::copy(quake_venv().join("bin/uvicorn"), &launcher).expect("copying the uvicorn script");
+        launcher
+    }
+
+    fn start(launcher: &std::path::Path, log: &std::path::Path) -> App {
+        let port = free_port();
+        let log = std::fs::File::create(log).expect("creating the app's log");
+        let mut cmd = std::process::Command::new(launcher);
+        cmd.args(["app:app", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "2"])
+            .current_dir(workspace_root().join("examples/quake-monitor"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut app = App { group: ProcessGroup::start(&mut cmd), port };
+        let give_up = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = app.group.child().try_wait().expect("polling the app") {
+                panic!("the app exited ({status}) before serving");
+            }
+            let workers = children(app.master()).into_iter().filter(|&p| cmdline(p).contains("spawn_main")).count();
+            if workers == 2 && app.healthy() {
+                return app;
+            }
+            assert!(Instant::now() < give_up, "the app did not serve with 2 workers within 90 s");
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn master(&self) -> u32 {
+        self.group.pid()
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut answer = String::new();
+        write!(stream, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    /// The app's load generator, 10 requests/s, for at most a cycle.
+    fn load(&self) -> ProcessGroup {
+        let mut cmd = std::process::Command::new(quake_venv().join("bin/python"));
+        cmd.arg("loadgen.py")
+            .args(["--url", &format!("http://127.0.0.1:{}", self.port), "--rate", "10"])
+            .args(["--duration", &CYCLE.as_secs().to_string()])
+            .current_dir(workspace_root().join("examples/quake-monitor"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        ProcessGroup::start(&mut cmd)
+    }
+
+    /// SIGTERM to the master, which stops its workers, and a wait for it to exit: how a service is restarted.
+    /// (Killing it outright would be a crash in the agent's eyes, with a report and a window ended early.)
+    fn stop_gracefully(mut self) {
+        send_signal(self.master(), libc::SIGTERM);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while self.group.child().try_wait().expect("polling the app").is_none() {
+            assert!(Instant::now() < give_up, "the app did not stop within 30 s of SIGTERM");
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }

@@ -59,6 +59,10 @@ impl Sampler {
             .set_max_entries("SAMPLES", samples_ring_bytes(cpus.len(), options.rate_hz))
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
+        // Loading parsed the kernel's BTF (megabytes of type records, ours and aya's) into memory that is free
+        // now but that glibc keeps; handing it back keeps the agent's resident size to what it uses (~13 MB less).
+        // SAFETY: malloc_trim only releases free heap memory; no allocation is touched.
+        unsafe { libc::malloc_trim(0) };
 
         let program: &mut PerfEvent = ebpf
             .program_mut("sample_cpu")
