@@ -56,7 +56,7 @@ impl Sampler {
             .override_global("SAMPLER_CONFIG", &config, true)
             .override_global("LIFECYCLE_CONFIG", &lifecycle, true)
             .override_global("TASK_OFFSETS", &task_offsets, true)
-            .set_max_entries("SAMPLES", samples_ring_bytes(cpus.len(), options.rate_hz))
+            .map_max_entries("SAMPLES", samples_ring_bytes(cpus.len(), options.rate_hz))
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
         // Loading parsed the kernel's BTF (megabytes of type records, ours and aya's) into memory that is free
