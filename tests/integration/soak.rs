@@ -143,9 +143,11 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let launcher = App::launcher(&dir);
     let mut app = App::start(&launcher, &dir.join("app-0.log"));
     let mut load = app.load();
-    let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url)]);
+    // Debug from the run loop only: it logs each window that had no samples (and so is not uploaded).
+    let log_filter = "warn,profiler=info,profiler::cli::run=debug";
+    let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url), ("RUST_LOG", log_filter)]);
     let started = Instant::now();
-    let mut masters = vec![app.master()];
+    let mut masters = vec![app.processes()];
     // (cycle, agent RSS KiB, agent CPU ticks) at every 10 s.
     let mut usage: Vec<(u32, u64, u64)> = Vec::new();
 
@@ -156,7 +158,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
             app.stop_gracefully();
             app = App::start(&launcher, &dir.join(format!("app-{cycle}.log")));
             load = app.load();
-            masters.push(app.master());
+            masters.push(app.processes());
         }
         let mut flaps = FLAPS.to_vec();
         if cycle == LONG_OUTAGE_CYCLE {
@@ -176,7 +178,9 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let ran = started.elapsed();
     drop(load);
     app.stop_gracefully();
+    std::fs::write(dir.join("agent.log"), &stopped.stderr).unwrap();
     stopped.assert_clean_exit();
+    let empty = stopped.stderr.matches("no samples in this window").count() as u64;
     let [sent, retries, dropped, rejected] = stopped.final_counts();
     assert!(!stopped.stderr.contains("could not be sent before the shutdown deadline"), "{}", stopped.stderr);
 
@@ -199,7 +203,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     }
     let failed = requests.iter().filter(|r| r.answered == Some(500)).count() as u64;
     eprintln!(
-        "soak: {ran:.0?}; {sent} windows sent, {retries} retries, {dropped} dropped, {rejected} rejected, {failed} answered 500; \
+        "soak: {ran:.0?}; {sent} windows sent, {retries} retries, {dropped} dropped, {rejected} rejected, {failed} answered 500, {empty} empty; \
          usage (cycle, RSS KiB, CPU ticks) {usage:?}"
     );
     assert_eq!(windows.len() as u64, sent, "the agent says it sent {sent} windows, the receiver accepted {}", windows.len());
@@ -209,10 +213,15 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     // Contiguous windows: each starts where the previous ended; a gap is whole windows, all of them dropped.
     let window_ns = WINDOW.as_nanos() as f64;
     let mut gap_windows = 0u64;
+    let mut gaps = Vec::new();
     let mut ends: Option<i64> = None;
+    let origin = *windows.keys().next().unwrap();
     for (&start, &duration) in &windows {
         if let Some(end) = ends {
             let gap = (start - end) as f64 / window_ns;
+            if gap > 0.5 {
+                gaps.push(format!("{:.0} s: {gap:.1}", (end - origin) as f64 / 1e9));
+            }
             assert!(gap > -0.01, "windows overlap: one ends at {end}, the next starts at {start}");
             assert!(
                 (gap - gap.round()).abs() < 0.05,
@@ -223,17 +232,24 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         }
         ends = Some(start + duration);
     }
-    assert_eq!(gap_windows, dropped, "{gap_windows} windows are missing at the receiver, the agent dropped {dropped}");
+    assert_eq!(
+        gap_windows,
+        dropped + empty,
+        "{gap_windows} windows are missing at the receiver; the agent dropped {dropped} and had {empty} without \
+         samples; gaps (from the first window, in windows): {gaps:?}"
+    );
     // The long outage lasted 60 s with windows kept 30 s: at least 5 of its 12 windows must have gone.
     assert!(dropped >= 5, "the long outage dropped only {dropped} windows");
-    let first = *windows.keys().next().unwrap();
-    let last = ends.unwrap();
-    let covered = (last - first) as f64 / 1e9;
+    let covered = (ends.unwrap() - origin) as f64 / 1e9;
     assert!(covered > ran.as_secs_f64() - 2.0 * WINDOW.as_secs_f64(), "windows cover {covered:.0} s of {ran:?}");
 
-    // Every incarnation of the app was profiled (its master, by the pid label of its samples).
-    for master in &masters {
-        assert!(pids_seen.contains(&master.to_string()), "no samples of the app's master {master} (incarnations {masters:?})");
+    // Every incarnation of the app was profiled: samples of its master or its workers (by their pid label; the
+    // first master idles, its start-up was before the agent's).
+    for processes in &masters {
+        assert!(
+            processes.iter().any(|pid| pids_seen.contains(&pid.to_string())),
+            "no samples of the app's processes {processes:?} (incarnations {masters:?})"
+        );
     }
 
     // Flat: the last cycle against the second (the first warms up caches and the symbolizer).
@@ -324,6 +340,13 @@ impl App {
 
     fn master(&self) -> u32 {
         self.group.pid()
+    }
+
+    /// The master and its workers.
+    fn processes(&self) -> Vec<u32> {
+        let mut pids = vec![self.master()];
+        pids.extend(children(self.master()).into_iter().filter(|&p| cmdline(p).contains("spawn_main")));
+        pids
     }
 
     fn healthy(&self) -> bool {

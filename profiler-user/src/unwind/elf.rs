@@ -1,17 +1,17 @@
 //! Reads what unwinding and symbolization need from an ELF file: unwind sections, load segments, build-id.
 //!
-//! The file is memory-mapped and section data is handed to framehop as views into the mapping, so a 10 MB
-//! library costs page cache, not heap, and only the pages the unwinder touches.
+//! The file is read, not memory-mapped: a target may truncate or rewrite a library it has loaded (an in-place
+//! deploy, `cp new.so old.so`), and touching a mapping past the file's new end kills the reader with SIGBUS,
+//! where `read` only comes up short. So the unwind sections are copied (tens to hundreds of KiB per library) and
+//! `.text` is not kept at all: framehop's instruction analysis, the only user of its bytes, is not needed with CFI.
 use std::{fs::File, ops::Range, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
-use memmap2::Mmap;
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, SegmentFlags, elf::PF_X};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, SegmentFlags, elf::PF_X};
 
-/// Bytes of one ELF section, borrowed from the file mapping or (for compressed sections) owned.
+/// Bytes of one ELF section, copied out of the file.
 #[derive(Clone)]
 pub enum SectionBytes {
-    Mapped { file: Arc<Mmap>, range: Range<usize> },
     Owned(Arc<[u8]>),
 }
 
@@ -20,7 +20,6 @@ impl std::ops::Deref for SectionBytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            SectionBytes::Mapped { file, range } => &file[range.clone()],
             SectionBytes::Owned(bytes) => bytes,
         }
     }
@@ -57,33 +56,28 @@ pub struct ElfFile {
 impl ElfFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: the mapping is read-only; a file truncated underneath us would SIGBUS, which is why only files
-        // that a live process has mapped (and so cannot be truncated without crashing it too) are opened.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        Self::parse(Arc::new(map)).with_context(|| format!("reading ELF file {}", path.display()))
+        Self::parse(&ReadCache::new(file)).with_context(|| format!("reading ELF file {}", path.display()))
     }
 
-    fn parse(map: Arc<Mmap>) -> Result<Self> {
-        let elf = object::File::parse(&map[..])?;
+    fn parse(file: &ReadCache<File>) -> Result<Self> {
+        let elf = object::File::parse(file)?;
         if !matches!(elf.format(), object::BinaryFormat::Elf) {
             bail!("not an ELF file");
         }
         let section = |name: &str| -> Option<Section> {
             let section = elf.section_by_name(name)?;
+            if section.kind() == object::SectionKind::UninitializedData {
+                return None;
+            }
             let svma = section.address()..section.address() + section.size();
-            let bytes = match section.compressed_file_range().ok()? {
-                range if range.format == object::CompressionFormat::None => {
-                    let start = usize::try_from(range.offset).ok()?;
-                    let end = start.checked_add(usize::try_from(range.uncompressed_size).ok()?)?;
-                    if end > map.len() || section.kind() == object::SectionKind::UninitializedData {
-                        return None;
-                    }
-                    SectionBytes::Mapped { file: map.clone(), range: start..end }
-                }
-                _ => SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into()),
-            };
+            let bytes = SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into());
             Some(Section { svma, bytes })
         };
+        // Where .text is, without its bytes.
+        let text = elf.section_by_name(".text").map(|section| Section {
+            svma: section.address()..section.address() + section.size(),
+            bytes: SectionBytes::Owned(Arc::from(&[][..])),
+        });
         let segments = elf
             .segments()
             .map(|segment| {
@@ -97,7 +91,7 @@ impl ElfFile {
         Ok(Self {
             build_id,
             segments,
-            text: section(".text"),
+            text,
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame"),
@@ -152,7 +146,7 @@ mod tests {
         assert!(elf.eh_frame.as_ref().is_some_and(|s| !s.bytes.is_empty()));
         assert!(elf.eh_frame_hdr.is_some());
         let text = elf.text.as_ref().unwrap();
-        assert_eq!(text.bytes.len() as u64, text.svma.end - text.svma.start);
+        assert!(text.svma.end > text.svma.start && text.bytes.is_empty());
         assert!(elf.segments.iter().any(|s| s.executable));
         assert!(elf.build_id.as_ref().is_some_and(|id| id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit())));
     }

@@ -262,7 +262,7 @@ fn framehop_module(module: &LoadedModule) -> FramehopModule<SectionBytes> {
     let info = ExplicitModuleSectionInfo {
         base_svma: 0,
         text_svma: elf.text.as_ref().map(|s| s.svma.clone()),
-        text: elf.text.as_ref().map(|s| s.bytes.clone()),
+        text: None,
         got_svma: elf.got.clone(),
         eh_frame_svma: elf.eh_frame.as_ref().map(|s| s.svma.clone()),
         eh_frame: elf.eh_frame.as_ref().map(|s| s.bytes.clone()),
