@@ -106,8 +106,8 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         return None;
     }
     Some(CodeInfo {
-        qualname: read_string(pid, u64_at(&header, layout.qualname)?, layout)?,
-        filename: read_string(pid, filename_ptr, layout)?,
+        qualname: read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?,
+        filename: read_string(pid, filename_ptr, interpreter)?,
         first_line: u32_at(&header, layout.firstlineno)?,
         linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?).unwrap_or_default(),
         code_address: frame.code,
@@ -117,8 +117,12 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
 }
 
 /// Reads a `str` (compact PyUnicodeObject, as code object names always are).
-fn read_string(pid: u32, address: u64, layout: &CodeLayout) -> Option<String> {
+fn read_string(pid: u32, address: u64, interpreter: &Interpreter) -> Option<String> {
+    let layout = &interpreter.layouts.code;
     let header = memory::read(pid, address, layout.compact_data as usize).ok()?;
+    if interpreter.unicode_type.is_some_and(|unicode| u64_at(&header, 8) != Some(unicode)) {
+        return None;
+    }
     let length = u64_at(&header, 16)?;
     let state = u32_at(&header, 32)?;
     let kind = (state >> 2) & 7;

@@ -26,6 +26,9 @@ pub struct Interpreter {
     pub layouts: Layouts,
     /// Address of `PyCode_Type`: a code object's type pointer must equal it.
     pub code_type: Option<u64>,
+    /// Address of `PyUnicode_Type`: a name read from a code object must be a `str`, not whatever else garbage or a
+    /// freed object left at that address.
+    pub unicode_type: Option<u64>,
     /// File offsets of evaluation-loop code that has no `_PyEval_EvalFrameDefault` name (see `eval_ranges`).
     pub eval_ranges: Vec<std::ops::Range<u64>>,
 }
@@ -85,6 +88,7 @@ pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
         module_path: mapping.path.clone(),
         layouts,
         code_type: symbols.code_type.map(|svma| svma.wrapping_add(bias)),
+        unicode_type: symbols.unicode_type.map(|svma| svma.wrapping_add(bias)),
         eval_ranges: symbols.eval_ranges,
     }))
 }
@@ -115,6 +119,7 @@ fn version_from_name(path: &str) -> Option<Version> {
 struct Symbols {
     runtime: Option<u64>,
     code_type: Option<u64>,
+    unicode_type: Option<u64>,
     /// Value of the `Py_Version` constant (3.11+).
     py_version: Option<u64>,
     /// Unnamed parts of the evaluation loop, as file offsets.
@@ -139,7 +144,13 @@ impl Symbols {
             let offset = ElfFile::svma_to_offset_in(&elf, svma)?;
             memory::u64_at(&map, offset).map(|v| v & 0xffff_ffff)
         });
-        Ok(Self { runtime, code_type: find("PyCode_Type"), py_version, eval_ranges: unnamed_eval_code(&elf, &map) })
+        Ok(Self {
+            runtime,
+            code_type: find("PyCode_Type"),
+            unicode_type: find("PyUnicode_Type"),
+            py_version,
+            eval_ranges: unnamed_eval_code(&elf, &map),
+        })
     }
 }
 
