@@ -111,7 +111,7 @@ pub fn mmap_exec(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if prot & PROT_EXEC != 0 && fd >= 0 {
-        let _ = PENDING_MMAPS.insert(&(pid_tgid as u32), &1, 0);
+        let _ = PENDING_MMAPS.insert(&(pid_tgid as u32), &unsafe { bpf_ktime_get_ns() }, 0);
     }
     0
 }
@@ -121,9 +121,20 @@ pub fn mmap_exec(ctx: TracePointContext) -> u32 {
 pub fn mmap_done(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if unsafe { PENDING_MMAPS.get(&tid) }.is_some() {
+    if let Some(&entered_ns) = unsafe { PENDING_MMAPS.get(&tid) } {
         let _ = PENDING_MMAPS.remove(&tid);
-        send(EVENT_MMAP_EXEC, (pid_tgid >> 32) as u32, 0, 0);
+        // Stamped with the time the call began: the new mapping shows in /proc/PID/maps before this tracepoint
+        // runs, and userspace must know that maps read after that instant may not fit samples taken before it.
+        output(LifecycleEvent {
+            kind: EVENT_MMAP_EXEC,
+            pid: (pid_tgid >> 32) as u32,
+            parent: 0,
+            signal: 0,
+            time_ns: entered_ns,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            exit_code: NO_FIELD,
+            _pad: 0,
+        });
     }
     0
 }

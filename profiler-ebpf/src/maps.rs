@@ -44,6 +44,6 @@ pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static CRASHES: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
-/// Threads of targets inside an executable file mmap (entered, not yet returned).
+/// Threads of targets inside an executable file mmap (entered, not yet returned), with the time they entered it.
 #[map]
-pub static PENDING_MMAPS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4096, 0);
+pub static PENDING_MMAPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);

@@ -282,6 +282,23 @@ mod tests {
         elf(&std::fs::read("/proc/self/exe").unwrap());
     }
 
+    /// The inputs the fuzzers once crashed on (fuzz/regressions/TARGET/*), replayed with overflow checks on.
+    #[test]
+    fn past_fuzzer_findings_stay_fixed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+        let targets: [(&str, fn(&[u8])); 5] =
+            [("maps", maps), ("elf", elf), ("line_tables", line_tables), ("code_copy", code_copy), ("pprof", pprof)];
+        let mut replayed = 0;
+        for (name, entry) in targets {
+            let Ok(files) = std::fs::read_dir(root.join(name)) else { continue };
+            for file in files {
+                entry(&std::fs::read(file.unwrap().path()).unwrap());
+                replayed += 1;
+            }
+        }
+        assert!(replayed >= 3, "only {replayed} regression inputs under {}", root.display());
+    }
+
     #[test]
     fn pprof_check_counts_every_frame() {
         let mut bytes = vec![0u8; 512];

@@ -99,6 +99,7 @@ pub fn truncation_name(truncation: Truncation) -> &'static str {
         Truncation::UnwindError => "[truncated: no unwind info]",
         Truncation::TooDeep => "[truncated: too many frames]",
         Truncation::NoMaps => "[truncated: process gone]",
+        Truncation::MapsChanged => "[unknown: code remapped]",
     }
 }
 

@@ -113,6 +113,8 @@ pub struct Pipeline {
     reraises: Reraises,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
+    /// Per process, the times of code mappings the session has read but not handled yet (see `Unwinder::unwind`).
+    upcoming_map_changes: HashMap<u32, Vec<u64>>,
     pub stats: Stats,
 }
 
@@ -128,6 +130,7 @@ impl Pipeline {
             reraises: Reraises::default(),
             options,
             process_names: HashMap::new(),
+            upcoming_map_changes: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -137,9 +140,23 @@ impl Pipeline {
         self.unwinder.preload(pid);
     }
 
+    /// The code mappings (pid, CLOCK_MONOTONIC ns) read from the kernel and not handled yet: samples taken before
+    /// them must not be named with maps read after them.
+    pub fn set_upcoming_map_changes(&mut self, changes: impl Iterator<Item = (u32, u64)>) {
+        self.upcoming_map_changes.clear();
+        for (pid, time_ns) in changes {
+            self.upcoming_map_changes.entry(pid).or_default().push(time_ns);
+        }
+    }
+
     /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
     pub fn maps_changed(&mut self, pid: u32) {
         self.unwinder.mark_stale(pid);
+    }
+
+    /// When the maps used for `pid`'s samples were read (CLOCK_MONOTONIC ns; 0 if never).
+    pub fn maps_read_at(&self, pid: u32) -> u64 {
+        self.unwinder.maps_read_at(pid)
     }
 
     /// Re-reads the maps of processes that loaded code since the last call.
@@ -205,7 +222,8 @@ impl Pipeline {
         times: &mut StageTimes,
     ) -> (Vec<Frame>, Vec<Label>, bool) {
         let mut lap = Lap::start();
-        let native = self.unwinder.unwind(sample);
+        let later_map_changes = self.upcoming_map_changes.get(&sample.pid).map_or(&[][..], Vec::as_slice);
+        let native = self.unwinder.unwind(sample, later_map_changes);
         times.unwind = lap.lap();
         let kernel: Vec<Arc<_>> = sample
             .kernel_stack_id

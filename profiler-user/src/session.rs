@@ -150,6 +150,7 @@ impl Session {
         let Session { samples, events, crashes, pipeline, sampler, live, matcher, follow_children, .. } = self;
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut read_until = read_pending(crashes, events, &mut pending);
+        pipeline.set_upcoming_map_changes(map_changes(&pending));
         let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>| {
             match pending {
                 Pending::Crash { record, .. } => {
@@ -167,11 +168,20 @@ impl Session {
             let Some(sample) = pipeline.parse_record(&record) else { continue };
             // Samples keep arriving while we work: one newer than the last look at the other rings may come after
             // an event we have not read yet (an exec whose new maps it needs).
-            if sample.time_ns > read_until {
+            // Also when the maps in use were read after the last look: a code mapping between the two would make
+            // them the wrong maps for this sample (see `Unwinder::unwind`).
+            if sample.time_ns > read_until || pipeline.maps_read_at(sample.pid) > read_until {
                 read_until = read_pending(crashes, events, &mut pending);
+                pipeline.set_upcoming_map_changes(map_changes(&pending));
             }
+            let mut handled_map_change = false;
             while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns) {
-                handle(pending.pop_front().expect("front exists"), pipeline, sampler, live);
+                let next = pending.pop_front().expect("front exists");
+                handled_map_change |= matches!(&next, Pending::Event(e) if matches!(e.event, Lifecycle::MapsChanged { .. }));
+                handle(next, pipeline, sampler, live);
+            }
+            if handled_map_change {
+                pipeline.set_upcoming_map_changes(map_changes(&pending));
             }
             pipeline.process_sample(&sample, sampler);
         }
@@ -247,7 +257,20 @@ fn read_pending(
     }
     // Crashes before events at the same instant: a crash precedes the exit it causes.
     pending.make_contiguous().sort_by_key(|p| (p.time_ns(), matches!(p, Pending::Event(_))));
-    now
+    // A code-mapping event is stamped with the time its mmap call began but written when it returned: events
+    // stamped up to a few milliseconds ago may still be on their way.
+    now.saturating_sub(EVENT_BACKDATING_NS)
+}
+
+/// How far before it is written an event may be stamped (an mmap call's duration, with a wide margin).
+const EVENT_BACKDATING_NS: u64 = 10_000_000;
+
+/// The code mappings among `pending` events: (pid, time).
+fn map_changes(pending: &VecDeque<Pending>) -> impl Iterator<Item = (u32, u64)> + '_ {
+    pending.iter().filter_map(|p| match p {
+        Pending::Event(TimedLifecycle { time_ns, event: Lifecycle::MapsChanged { pid } }) => Some((*pid, *time_ns)),
+        _ => None,
+    })
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's `bpf_ktime_get_ns` timestamps.

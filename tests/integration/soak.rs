@@ -20,7 +20,8 @@ use profiler_tests::{
     agent_support::Agent,
     exclusive_cpu,
     lifecycle_support::{children, cmdline, quake_venv, ProcessGroup},
-    receiver::{decode_push, free_port, label_values, Expect, Receiver, Reply},
+    python_support::pprof_samples,
+    receiver::{decode_push, free_port, Expect, Receiver, Reply},
     require_root, send_signal, workspace_root, TestDir,
 };
 
@@ -199,7 +200,8 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         let profile = &pushed.profile;
         let previous = windows.insert(profile.time_nanos, profile.duration_nanos);
         assert!(previous.is_none(), "the window starting at {} arrived twice", profile.time_nanos);
-        pids_seen.extend(label_values(profile, "pid"));
+        // pid is a numeric label.
+        pids_seen.extend(pprof_samples(profile).iter().filter_map(|s| s.label("pid").map(str::to_owned)));
     }
     let failed = requests.iter().filter(|r| r.answered == Some(500)).count() as u64;
     eprintln!(

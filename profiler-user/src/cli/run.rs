@@ -73,6 +73,12 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
     for target in &initial {
         session.add_target(target)?;
     }
+    // As `record` does: the workers a service forked before the agent started (uvicorn's, gunicorn's) are
+    // profiled too, not only those it forks from now on.
+    let roots: Vec<u32> = initial.iter().map(|t| t.pid).collect();
+    for child in target::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)) {
+        session.add_target(&child)?;
+    }
     services.update(&session);
     if initial.is_empty() {
         tracing::warn!("no process matches {} yet: waiting for one to start", describe(&config.target));

@@ -167,7 +167,7 @@ fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>
     else {
         return Vec::new();
     };
-    let (Some(code), Ok(hdr_bytes)) = (map.get(code_offset as usize..(code_offset + eval.size()) as usize), hdr.data()) else {
+    let (Some(code), Ok(hdr_bytes)) = (map.get(code_offset as usize..code_offset.saturating_add(eval.size()) as usize), hdr.data()) else {
         return Vec::new();
     };
     let named: Vec<u64> = elf

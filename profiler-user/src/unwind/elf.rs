@@ -108,7 +108,7 @@ impl ElfFile {
             let page_start = s.file_offset & !0xfff;
             s.executable == executable
                 && map_file_offset >= page_start
-                && map_file_offset < s.file_offset + s.file_size.max(1)
+                && map_file_offset < s.file_offset.saturating_add(s.file_size.max(1))
         })?;
         // The mapping maps file offset `map_file_offset` at `map_start`; in the file's address space that offset
         // sits at vaddr - file_offset + map_file_offset.
@@ -118,8 +118,8 @@ impl ElfFile {
 
     /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).
     pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
-        let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr + s.mem_size)?;
-        Some(svma - segment.vaddr + segment.file_offset)
+        let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr.saturating_add(s.mem_size))?;
+        (svma - segment.vaddr).checked_add(segment.file_offset)
     }
 
     /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
@@ -127,7 +127,7 @@ impl ElfFile {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
-            (svma >= start && svma < start + size).then(|| svma - start + offset)
+            (svma >= start && svma < start.saturating_add(size)).then(|| (svma - start).checked_add(offset)).flatten()
         })
     }
 }

@@ -41,6 +41,9 @@ pub enum Truncation {
     TooDeep,
     /// The process's memory map could not be read (it exited).
     NoMaps,
+    /// The process mapped new code between the sample and the reading of its maps (a library unloaded and
+    /// another loaded in its place): the maps may not be the ones the sample's addresses belong to.
+    MapsChanged,
 }
 
 #[derive(Clone)]
@@ -61,12 +64,19 @@ pub struct Unwinder {
 }
 
 impl Unwinder {
-    pub fn unwind(&mut self, sample: &CpuSample) -> NativeStack {
+    /// `later_map_changes`: times (CLOCK_MONOTONIC ns) at which the process is known to have mapped new code,
+    /// from lifecycle events not yet handled. If one falls between the sample and the reading of the maps used,
+    /// those maps may describe other code than the sample ran: its native frames are not named at all.
+    pub fn unwind(&mut self, sample: &CpuSample, later_map_changes: &[u64]) -> NativeStack {
         let regs = sample.regs;
         let process = self.processes.entry(sample.pid).or_insert_with(|| ProcessModules::new(sample.pid));
         // A process that just exited (a crash) has no maps to read any more: unwind with the ones we had.
         if process.ensure_covers(regs.ip, &mut self.files).is_err() && !process.has_modules() {
             return NativeStack { frames: vec![NativeFrame { address: regs.ip, file: None }], truncation: Some(Truncation::NoMaps) };
+        }
+        let read_at = process.read_at_ns();
+        if later_map_changes.iter().any(|&change| change > sample.time_ns && change <= read_at) {
+            return NativeStack { frames: Vec::new(), truncation: Some(Truncation::MapsChanged) };
         }
 
         let stack = sample.stack;
@@ -158,6 +168,11 @@ impl Unwinder {
         }
     }
 
+    /// When the maps of `pid` in use were read (CLOCK_MONOTONIC ns; 0 if never).
+    pub fn maps_read_at(&self, pid: u32) -> u64 {
+        self.processes.get(&pid).map_or(0, ProcessModules::read_at_ns)
+    }
+
     /// Re-reads the maps of processes marked stale, while they still exist.
     pub fn refresh_stale(&mut self) {
         for (pid, process) in self.processes.iter_mut().filter(|(_, p)| p.is_stale()) {
@@ -231,7 +246,7 @@ mod tests {
             crash: None,
             code_copies: Vec::new(),
         };
-        let stack = unwinder.unwind(&sample);
+        let stack = unwinder.unwind(&sample, &[]);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));
         assert_eq!(stack.frames.len(), 1);
     }

@@ -112,6 +112,8 @@ pub struct ProcessModules {
     pub unwinder: UnwinderX86_64<SectionBytes>,
     modules: Vec<LoadedModule>,
     loaded_at: Option<Instant>,
+    /// CLOCK_MONOTONIC ns of the last read of the maps (the clock of sample and event times).
+    read_at_ns: u64,
     /// Set when the process maps new code: the next lookup re-reads the maps whatever the interval.
     stale: bool,
     pub malformed_map_lines: usize,
@@ -129,6 +131,7 @@ impl ProcessModules {
             unwinder: UnwinderX86_64::new(),
             modules: Vec::new(),
             loaded_at: None,
+            read_at_ns: 0,
             stale: false,
             malformed_map_lines: 0,
         }
@@ -156,6 +159,7 @@ impl ProcessModules {
         }
         child.modules = parent.modules.clone();
         child.loaded_at = parent.loaded_at;
+        child.read_at_ns = parent.read_at_ns;
         child
     }
 
@@ -172,8 +176,14 @@ impl ProcessModules {
         self.reload(files)
     }
 
+    /// When the maps in use were read (CLOCK_MONOTONIC ns; 0 before the first read).
+    pub fn read_at_ns(&self) -> u64 {
+        self.read_at_ns
+    }
+
     fn reload(&mut self, files: &mut FileCache) -> Result<()> {
         self.loaded_at = Some(Instant::now());
+        self.read_at_ns = monotonic_ns();
         self.stale = false;
         let maps = maps::read(self.pid)?;
         self.malformed_map_lines = maps.malformed_lines;
@@ -309,4 +319,12 @@ mod tests {
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
         assert!(process.module_at(0x10).is_none());
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of the kernel's sample and event timestamps.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
