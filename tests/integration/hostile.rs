@@ -99,7 +99,7 @@ fn a_target_that_swaps_libraries_and_unmaps_code_gets_almost_no_wrong_frames() {
     // Samples whose library was named after the one that replaced it. The maps are read from /proc when samples
     // are processed; a sample taken before a code mapping and processed with maps read after it is left unnamed
     // (`[unknown: code remapped]`), but a swap every 20 ms can still slip between the kernel's event and the
-    // read on rare samples (measured: 0–1 of ~600). Naming by the maps of the sample's own time needs the kernel
+    // read on rare samples (measured: 0–1 of ~600); one is allowed in any case, 1% of many. Naming by the maps of the sample's own time needs the kernel
     // to report mappings with their files, which the profiler does not do yet.
     let mut misnamed: Vec<String> = Vec::new();
     for sample in &samples {
@@ -129,7 +129,7 @@ fn a_target_that_swaps_libraries_and_unmaps_code_gets_almost_no_wrong_frames() {
     // thread's samples here, by machine load); the libraries must be named at all.
     assert!(in_a + in_b >= main_thread / 50, "only {in_a} + {in_b} of {main_thread} main-thread samples are named");
     assert!(
-        misnamed.len() as u64 * 100 <= in_a + in_b,
+        misnamed.len() as u64 * 100 <= (in_a + in_b).max(100),
         "{} of {} library samples named by the other library: {misnamed:?}",
         misnamed.len(),
         in_a + in_b
