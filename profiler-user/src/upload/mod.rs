@@ -131,7 +131,8 @@ impl Uploader {
         };
         if dropped > 0 {
             tracing::warn!(
-                "upload queue full ({} bytes): dropped the {dropped} oldest window(s), {total} so far",
+                "upload queue full ({} bytes) or windows older than --max-queue-age: dropped the {dropped} oldest \
+                 window(s), {total} so far",
                 self.max_queue_bytes
             );
         }
