@@ -20,8 +20,7 @@ use profiler_tests::{
     agent_support::Agent,
     exclusive_cpu,
     lifecycle_support::{children, cmdline, quake_venv, ProcessGroup},
-    python_support::pprof_samples,
-    receiver::{decode_push, free_port, Expect, Receiver, Reply},
+    receiver::{decode_push, free_port, unix_now_ns, Expect, Receiver, Reply},
     require_root, send_signal, workspace_root, TestDir,
 };
 
@@ -149,6 +148,8 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url), ("RUST_LOG", log_filter)]);
     let started = Instant::now();
     let mut masters = vec![app.processes()];
+    // When each incarnation of the app started (ns since the epoch, the clock of the windows).
+    let mut incarnation_starts = vec![unix_now_ns()];
     // (cycle, agent RSS KiB, agent CPU ticks) at every 10 s.
     let mut usage: Vec<(u32, u64, u64)> = Vec::new();
 
@@ -160,6 +161,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
             app = App::start(&launcher, &dir.join(format!("app-{cycle}.log")));
             load = app.load();
             masters.push(app.processes());
+            incarnation_starts.push(unix_now_ns());
         }
         let mut flaps = FLAPS.to_vec();
         if cycle == LONG_OUTAGE_CYCLE {
@@ -177,6 +179,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     // The server is up (the last cycle ends in an Ok phase): the last window goes out at SIGTERM.
     let stopped = agent.stop(libc::SIGTERM);
     let ran = started.elapsed();
+    let last_end = unix_now_ns();
     drop(load);
     app.stop_gracefully();
     std::fs::write(dir.join("agent.log"), &stopped.stderr).unwrap();
@@ -191,7 +194,8 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let requests = server.receiver.requests();
     let expect = Expect { authorization: None, tenant: None };
     let mut windows: BTreeMap<i64, i64> = BTreeMap::new();
-    let mut pids_seen = std::collections::BTreeSet::new();
+    // Windows that held samples: (start, end) in ns since the epoch.
+    let mut with_samples: Vec<(i64, i64)> = Vec::new();
     for request in requests.iter().filter(|r| r.answered == Some(200)) {
         let pushed = decode_push(request, &expect);
         // Restarts are graceful: a crash report (which ends a window early) would be a wrong one.
@@ -200,8 +204,9 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         let profile = &pushed.profile;
         let previous = windows.insert(profile.time_nanos, profile.duration_nanos);
         assert!(previous.is_none(), "the window starting at {} arrived twice", profile.time_nanos);
-        // pid is a numeric label.
-        pids_seen.extend(pprof_samples(profile).iter().filter_map(|s| s.label("pid").map(str::to_owned)));
+        if !profile.sample.is_empty() {
+            with_samples.push((profile.time_nanos, profile.time_nanos + profile.duration_nanos));
+        }
     }
     let failed = requests.iter().filter(|r| r.answered == Some(500)).count() as u64;
     eprintln!(
@@ -245,12 +250,13 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let covered = (ends.unwrap() - origin) as f64 / 1e9;
     assert!(covered > ran.as_secs_f64() - 2.0 * WINDOW.as_secs_f64(), "windows cover {covered:.0} s of {ran:?}");
 
-    // Every incarnation of the app was profiled: samples of its master or its workers (by their pid label; the
-    // first master idles, its start-up was before the agent's).
-    for processes in &masters {
+    // Every incarnation of the app was profiled: windows with samples during its life (uploads carry no pid
+    // label, see upload::split, so by time; each lives two minutes, far longer than the 60 s outage).
+    for (i, processes) in masters.iter().enumerate() {
+        let (born, gone) = (incarnation_starts[i], incarnation_starts.get(i + 1).copied().unwrap_or(last_end));
         assert!(
-            processes.iter().any(|pid| pids_seen.contains(&pid.to_string())),
-            "no samples of the app's processes {processes:?} (incarnations {masters:?})"
+            with_samples.iter().any(|&(start, end)| start.max(born) + 1_000_000_000 <= end.min(gone)),
+            "no window with samples while the app's processes {processes:?} ran (incarnations {masters:?})"
         );
     }
 
