@@ -253,10 +253,7 @@ pub fn trixie_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = ensure_debian_root("trixie", &["python3", "python3-lxml", "python3-numpy"]);
-        let interpreter =
-            Interpreter::with_version("trixie", Launch::Chroot { root: root.clone(), python: "python3".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("trixie", root, "python3")
     })
 }
 
@@ -265,11 +262,15 @@ pub fn sid_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = ensure_debian_root("sid", &["python3", "python3.14", "python3-lxml", "python3-numpy"]);
-        let interpreter =
-            Interpreter::with_version("sid", Launch::Chroot { root: root.clone(), python: "python3.14".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("sid", root, "python3.14")
     })
+}
+
+/// `python` in `root`, named after `name`, which must import lxml and numpy (or the root is to be made again).
+fn with_lxml_and_numpy(name: &str, root: PathBuf, python: &str) -> Interpreter {
+    let interpreter = Interpreter::with_version(name, Launch::Chroot { root: root.clone(), python: python.into() });
+    interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+    interpreter
 }
 
 /// The Ubuntu focal root: CPython 3.8 with Ubuntu's lxml and numpy, and Python 2.7.
@@ -282,10 +283,7 @@ pub fn focal_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = focal_root();
-        let interpreter =
-            Interpreter::with_version("focal", Launch::Chroot { root: root.clone(), python: "python3".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("focal", root, "python3")
     })
 }
 
@@ -294,10 +292,7 @@ pub fn bullseye_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = ensure_debian_root("bullseye", &["python3", "python3-lxml", "python3-numpy"]);
-        let interpreter =
-            Interpreter::with_version("bullseye", Launch::Chroot { root: root.clone(), python: "python3".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("bullseye", root, "python3")
     })
 }
 
@@ -306,10 +301,7 @@ pub fn jammy_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = ensure_root(Distribution::Ubuntu, "jammy", &["python3", "python3-lxml", "python3-numpy"]);
-        let interpreter =
-            Interpreter::with_version("jammy", Launch::Chroot { root: root.clone(), python: "python3".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("jammy", root, "python3")
     })
 }
 
@@ -318,10 +310,7 @@ pub fn noble_python() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = ensure_root(Distribution::Ubuntu, "noble", &["python3", "python3-lxml", "python3-numpy"]);
-        let interpreter =
-            Interpreter::with_version("noble", Launch::Chroot { root: root.clone(), python: "python3".into() });
-        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-        interpreter
+        with_lxml_and_numpy("noble", root, "python3")
     })
 }
 
