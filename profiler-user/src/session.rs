@@ -240,7 +240,7 @@ fn read_pending(
     events: &mut AsyncFd<RingBuf<MapData>>,
     pending: &mut VecDeque<Pending>,
 ) -> u64 {
-    let now = monotonic_ns();
+    let now = crate::sample::monotonic_ns();
     let ring = crashes.get_mut();
     while let Some(record) = ring.next() {
         // Copied out: the ring's items borrow it, and crashes are rare.
@@ -273,13 +273,6 @@ fn map_changes(pending: &VecDeque<Pending>) -> impl Iterator<Item = (u32, u64)> 
     })
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's `bpf_ktime_get_ns` timestamps.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
 
 /// A crash record or lifecycle event waiting for its turn among the samples.
 enum Pending {

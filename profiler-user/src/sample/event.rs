@@ -172,6 +172,14 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's `bpf_ktime_get_ns`, which stamps samples and events.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// `SIGSEGV`-style names of the signals that end processes.
 pub fn signal_name(signal: u32) -> String {
     let name = match signal {

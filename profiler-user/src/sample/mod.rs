@@ -8,5 +8,5 @@ pub mod loader;
 pub mod preflight;
 pub mod tracefs;
 
-pub use event::{CpuSample, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle, signal_name};
+pub use event::{CpuSample, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle, monotonic_ns, signal_name};
 pub use loader::{Sampler, SamplerOptions};

@@ -183,7 +183,7 @@ impl ProcessModules {
 
     fn reload(&mut self, files: &mut FileCache) -> Result<()> {
         self.loaded_at = Some(Instant::now());
-        self.read_at_ns = monotonic_ns();
+        self.read_at_ns = crate::sample::monotonic_ns();
         self.stale = false;
         let maps = maps::read(self.pid)?;
         self.malformed_map_lines = maps.malformed_lines;
@@ -319,12 +319,4 @@ mod tests {
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
         assert!(process.module_at(0x10).is_none());
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock of the kernel's sample and event timestamps.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
