@@ -14,7 +14,9 @@ use std::{
 };
 
 use profiler_tests::{
-    compile_c, exclusive_cpu, profiler,
+    compile_c,
+    crash_support::{build_crash_by_name, read_reports, Recorder, Workload},
+    exclusive_cpu, profiler,
     python_support::{debian_python, pprof_samples, PprofFrame},
     read_pprof, require_root, run, scratch_root, workspace_root, Process, TestDir,
 };
@@ -244,4 +246,83 @@ fn code_objects_with_forged_or_wild_names_give_no_wrong_names() {
         }
     }
     assert!(resolved_callers * 2 >= total, "the callers stopped resolving: {resolved_callers} of {total}:\n{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The crash directory (issue 15, item 1): the agent writes names a target can predict, as root.
+
+/// A target that could write the crash directory plants a link at every name the next seconds could produce,
+/// pointing at a file root owns: the report must go to a fresh name of its own (mode 0600), the file stay intact.
+#[test]
+fn crash_reports_never_follow_links_planted_in_the_crash_directory() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-crash-links");
+    let exe = build_crash_by_name("hostile-crash");
+    let go = dir.join("go");
+    let crash_dir = dir.join("crashes");
+    fs::create_dir(&crash_dir).unwrap();
+    let precious = dir.join("precious");
+    fs::write(&precious, "root's file\n").unwrap();
+    let mut workload = Workload::start(Command::new(&exe).arg(&go).arg("0"));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    // Every millisecond of the next 20 s, every extension a report has.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    for ms in now..now + 20_000 {
+        for extension in ["json", "txt", "svg", "pb.gz"] {
+            std::os::unix::fs::symlink(&precious, crash_dir.join(format!("crash-{pid}-SIGSEGV-{ms}.{extension}"))).unwrap();
+        }
+    }
+    fs::write(&go, "").unwrap();
+    workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "root's file\n", "root's file was overwritten through a link");
+    let reports = read_reports(&crash_dir);
+    assert_eq!(reports.len(), 1, "one report under a fresh name; stderr:\n{}", run.stderr);
+    for extension in ["json", "txt"] {
+        let path = reports[0].file(extension).expect("the report's files");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "{} is not a regular file", path.display());
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600, "{}", path.display());
+    }
+}
+
+/// A crash directory any user can write (and not sticky) is refused at startup, in one line.
+#[test]
+fn a_crash_directory_other_users_can_write_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-crash-open-dir");
+    let crash_dir = dir.join("crashes");
+    fs::create_dir(&crash_dir).unwrap();
+    fs::set_permissions(&crash_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let target = Process::start(Command::new("sleep").arg("30"));
+    let mut record = profiler();
+    record.args(["record", "--pid", &target.pid().to_string(), "--duration", "1s", "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    run(&mut record, Duration::from_secs(60)).assert_one_line_error(&["writable by other users", "crashes"]);
+}
+
+/// A recording without a crash leaves no crash directory behind (the default, ./crashes, is relative to the
+/// working directory: it must not appear wherever `record` is run).
+#[test]
+fn no_crash_directory_appears_without_a_crash() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-crash-lazy");
+    let target = Process::start(Command::new("sleep").arg("30"));
+    let mut record = profiler();
+    record.current_dir(dir.path());
+    record.args(["record", "--pid", &target.pid().to_string(), "--duration", "1s", "-o", "x.folded"]);
+    run(&mut record, Duration::from_secs(60)).assert_success();
+    assert!(!dir.join("crashes").exists(), "./crashes was created though nothing crashed");
 }

@@ -32,7 +32,7 @@ pub fn run(config: RecordConfig) -> Result<()> {
 async fn record(
     config: RecordConfig,
     targets: Vec<target::Target>,
-    crashes: CrashWriter,
+    mut crashes: CrashWriter,
     privileges: privilege::Plan,
 ) -> Result<()> {
     let options = SamplerOptions {
@@ -65,7 +65,7 @@ async fn record(
     let ends_with_targets = config.duration.is_none() && matches!(config.target, TargetSpec::Pids(_));
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
     while session.wait(deadline).await? == Wake::Tick {
-        write_crashes(session.pipeline.take_crashes(), &crashes);
+        write_crashes(session.pipeline.take_crashes(), &mut crashes);
         if ends_with_targets && session.live_targets().next().is_none() {
             break;
         }
@@ -78,7 +78,7 @@ async fn record(
     // Samples already in the ring buffer are part of the recording.
     session.drain();
     status.clear();
-    write_crashes(session.pipeline.take_all_crashes(), &crashes);
+    write_crashes(session.pipeline.take_all_crashes(), &mut crashes);
 
     let elapsed = started.elapsed();
     let profile = session.pipeline.take_profile();
@@ -96,7 +96,7 @@ async fn record(
 }
 
 /// Writes the reports of `crashes` and prints each to stderr.
-fn write_crashes(crashes: Vec<Crash>, writer: &CrashWriter) {
+fn write_crashes(crashes: Vec<Crash>, writer: &mut CrashWriter) {
     for crash in crashes {
         eprint!("{}", crash.report.to_text());
         match writer.write(&crash) {

@@ -61,7 +61,7 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
         kernel_stacks: config.kernel_stacks,
         report_all_execs: config.target.follows_new_processes(),
     };
-    let crashes = CrashWriter::new(&config.crash_dir)?;
+    let mut crashes = CrashWriter::new(&config.crash_dir)?;
     let mut session = Session::start(&options, config.pipeline, TICK)?;
     // Capabilities are per thread: this one samples, the runtime's worker (the only one so far) will upload.
     privilege::after_attach(&privileges)?;
@@ -102,7 +102,7 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
     let reason = loop {
         let wake = session.wait(Some(next_window)).await?;
         let ready = session.pipeline.take_crashes();
-        if report_crashes(ready, &mut session, &mut services, &uploader, &crashes) {
+        if report_crashes(ready, &mut session, &mut services, &uploader, &mut crashes) {
             // The crashed process's samples went up with its crash; the window starts afresh.
             next_window = Instant::now() + config.upload_interval;
         }
@@ -129,7 +129,7 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
     tracing::info!("{reason}: sending the last window (at most {FLUSH_TIMEOUT:?})");
     session.drain();
     let last = session.pipeline.take_all_crashes();
-    report_crashes(last, &mut session, &mut services, &uploader, &crashes);
+    report_crashes(last, &mut session, &mut services, &uploader, &mut crashes);
     end_window(&mut session, &mut services, &uploader);
     let stats = uploader.finish(Instant::now() + FLUSH_TIMEOUT).await;
     if stats.queued > 0 {
@@ -164,7 +164,7 @@ fn report_crashes(
     session: &mut Session,
     services: &mut Services,
     uploader: &Uploader,
-    writer: &CrashWriter,
+    writer: &mut CrashWriter,
 ) -> bool {
     if crashes.is_empty() {
         return false;

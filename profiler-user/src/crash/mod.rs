@@ -2,20 +2,15 @@
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
 pub mod recent;
 pub mod report;
+pub mod writer;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
-
-use anyhow::{Context as _, Result};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::report::{CrashKind, CrashReport};
+pub use self::writer::CrashWriter;
 use self::report::{ReportFrame, signal_name};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
-    output,
     sample::CrashSignal,
 };
 
@@ -90,43 +85,6 @@ pub struct Crash {
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,
-}
-
-/// Writes crash reports into one directory.
-pub struct CrashWriter {
-    dir: PathBuf,
-}
-
-impl CrashWriter {
-    /// Creates the directory if needed and checks it is writable, so a crash is never lost for want of a place.
-    pub fn new(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create the crash directory {}", dir.display()))?;
-        output::check_writable(&dir.join("probe.json"))?;
-        Ok(Self { dir: dir.to_owned() })
-    }
-
-    /// Writes the report files; returns the path of the text report.
-    pub fn write(&self, crash: &Crash) -> Result<PathBuf> {
-        let report = &crash.report;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let base = self.dir.join(format!("crash-{}-{}-{stamp}", report.pid, report.signal_name));
-        let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
-        write_file(&base.with_extension("json"), json.as_bytes())?;
-        let text_path = base.with_extension("txt");
-        write_file(&text_path, report.to_text().as_bytes())?;
-        if crash.window.total_samples() > 0 {
-            let title = format!("{} {} ({}): the {:.0} s before the crash", report.signal_name, report.process_name, report.pid, report.window_seconds);
-            for (extension, format) in [("svg", output::OutputFormat::FlameGraphSvg), ("pb.gz", output::OutputFormat::Pprof)] {
-                let path = PathBuf::from(format!("{}.{extension}", base.display()));
-                output::write_profile(&crash.window, &path, format, &title)?;
-            }
-        }
-        Ok(text_path)
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).with_context(|| format!("writing the crash report {}", path.display()))
 }
 
 /// Now as RFC 3339 UTC (no date crate needed for one format).
