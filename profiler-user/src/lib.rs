@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod pprof;
 pub mod privilege;
 pub mod python;
+pub mod sanitize;
 pub mod sample;
 pub mod session;
 pub mod symbolize;

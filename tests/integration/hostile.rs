@@ -326,3 +326,49 @@ fn no_crash_directory_appears_without_a_crash() {
     run(&mut record, Duration::from_secs(60)).assert_success();
     assert!(!dir.join("crashes").exists(), "./crashes was created though nothing crashed");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names as injection (issue 15, item 6)
+
+/// A Python target names itself with a terminal escape and a newline and crashes in a function whose qualified
+/// name holds a newline and a forged log line: no line of the log or of the text report may start with the forged
+/// text, no escape character may reach them, and the report still names the function (escaped).
+#[test]
+fn names_with_control_characters_cannot_forge_log_or_report_lines() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-injection");
+    let go = dir.join("go");
+    let crash_dir = dir.join("crashes");
+    let script = workspace_root().join("tests/workloads/hostile/injection.py");
+    let mut workload = Workload::start(Command::new("/usr/bin/python3").arg(&script).arg(&go));
+    thread::sleep(Duration::from_millis(500));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    fs::write(&go, "").unwrap();
+    workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    let reports = read_reports(&crash_dir);
+    assert_eq!(reports.len(), 1, "one report; stderr:\n{}", run.stderr);
+    let report = &reports[0];
+    let folded = fs::read_to_string(dir.join("x.folded")).unwrap();
+    for (what, text) in [("the log", run.stderr.as_str()), ("the text report", &report.text), ("the folded stacks", &folded)] {
+        for line in text.lines() {
+            assert!(!line.trim_start().starts_with("ERROR forged"), "a forged line in {what}: {line:?}\n{text}");
+        }
+        assert!(!text.contains('\u{1b}'), "an escape character in {what}:\n{text}");
+    }
+    assert!(
+        report.text.contains("evil\\nERROR forged"),
+        "the report does not name the function, escaped:\n{}",
+        report.text
+    );
+    let process_name = report.json.get("process_name").str();
+    assert!(!process_name.chars().any(char::is_control), "process_name {process_name:?}");
+}

@@ -139,7 +139,7 @@ pub fn read_target(pid: u32) -> Option<Target> {
     if stat.state == 'Z' {
         return None;
     }
-    let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end_matches('\n').to_owned();
+    let name = crate::sanitize::name(fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end_matches('\n')).into_owned();
     Some(Target { pid, name, start_time: stat.start_time })
 }
 
