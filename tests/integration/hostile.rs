@@ -14,11 +14,14 @@ use std::{
 };
 
 use profiler_tests::{
+    agent_support::Agent,
     compile_c,
     crash_support::{build_crash_by_name, read_reports, Recorder, Workload},
     exclusive_cpu, profiler,
     python_support::{debian_python, pprof_samples, PprofFrame},
-    read_pprof, require_root, run, scratch_root, workspace_root, Process, TestDir,
+    read_pprof,
+    receiver::{basic_auth, free_port, Receiver, Reply},
+    require_root, run, scratch_root, start_native_burn, workspace_root, Process, TestDir,
 };
 
 struct Built {
@@ -371,4 +374,91 @@ fn names_with_control_characters_cannot_forge_log_or_report_lines() {
     );
     let process_name = report.json.get("process_name").str();
     assert!(!process_name.chars().any(char::is_control), "process_name {process_name:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Secrets and core dumps (issue 15, item 7)
+
+const SECRET_KEY: &str = "glc_hostile-test-key-0123456789";
+const SECRET_USER: &str = "4242";
+
+/// The agent with an API key from a file, pushing to `url` every second, profiling `pid`; through `wrapper`.
+fn agent_with_key(dir: &TestDir, wrapper: &[&str], url: &str, pid: u32) -> Agent {
+    let key_file = dir.join("api-key");
+    fs::write(&key_file, format!("{SECRET_KEY}\n")).unwrap();
+    fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let crash_dir = dir.join("crashes");
+    let args = [
+        "--pid",
+        &pid.to_string(),
+        "--server-url",
+        url,
+        "--upload-interval",
+        "1s",
+        "--api-key-file",
+        key_file.to_str().unwrap(),
+        "--crash-dir",
+        crash_dir.to_str().unwrap(),
+    ];
+    Agent::start(wrapper, &args, &[("PYROSCOPE_USERNAME", SECRET_USER)])
+}
+
+/// Fails if `text` holds the key, as itself or inside the `Authorization: Basic` header's base64.
+fn assert_no_key(what: &str, text: &str) {
+    let header = basic_auth(SECRET_USER, SECRET_KEY);
+    let encoded = header.trim_start_matches("Basic ");
+    assert!(!text.contains(SECRET_KEY) && !text.contains(encoded), "the API key is in {what}:\n{text}");
+}
+
+/// The agent dies of a signal with core dumps allowed (`ulimit -c unlimited`): no core may be written, it would
+/// hold the API key and the targets' memory.
+#[test]
+fn a_crashing_agent_writes_no_core_dump() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-core");
+    let target = Process::start(Command::new("sleep").arg("60"));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let agent = agent_with_key(&dir, &["prlimit", "--core=unlimited:unlimited", "--"], &url, target.pid());
+    let stopped = agent.stop(libc::SIGSEGV);
+    use std::os::unix::process::ExitStatusExt as _;
+    let dumped = stopped.status.core_dumped();
+    if dumped {
+        // The agent's working directory is the temp dir (see agent_support): do not leave the key lying there.
+        let _ = fs::remove_file(std::env::temp_dir().join("core"));
+    }
+    assert_eq!(stopped.status.signal(), Some(libc::SIGSEGV), "{}", stopped.stderr);
+    assert!(!dumped, "the agent dumped core ({}), with its API key in it", stopped.status);
+}
+
+/// The key never reaches the log: not with a server that does not answer, nor with one that rejects every
+/// upload and echoes the `Authorization` header it got (as careless proxies do) in its error message.
+#[test]
+fn the_api_key_stays_out_of_the_log_with_unreachable_and_rejecting_servers() {
+    if !require_root() {
+        return;
+    }
+    let target = start_native_burn(Duration::from_secs(60));
+    // Nobody listens on this port.
+    let dir = TestDir::new("hostile-key-unreachable");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = agent_with_key(&dir, &[], &url, target.pid());
+    agent.wait_for_log("retr", Duration::from_secs(30));
+    let stopped = agent.stop(libc::SIGTERM);
+    assert_no_key("the log (unreachable server)", &stopped.stderr);
+
+    let dir = TestDir::new("hostile-key-rejecting");
+    let receiver = Receiver::start();
+    receiver.script([Reply::EchoAuthorization(400), Reply::EchoAuthorization(500)]);
+    receiver.set_default(Reply::EchoAuthorization(401));
+    let mut agent = agent_with_key(&dir, &[], &receiver.url(), target.pid());
+    receiver.wait_for("three uploads", Duration::from_secs(30), |requests| requests.len() >= 3);
+    agent.wait_for_log("you sent", Duration::from_secs(10));
+    let stopped = agent.stop(libc::SIGTERM);
+    assert_no_key("the log (rejecting server)", &stopped.stderr);
+    for file in fs::read_dir(dir.join("crashes")).into_iter().flatten().flatten() {
+        assert_no_key("a crash report", &String::from_utf8_lossy(&fs::read(file.path()).unwrap_or_default()));
+    }
 }
