@@ -1,5 +1,6 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
+pub mod budget;
 pub mod recent;
 pub mod report;
 pub mod writer;
@@ -58,24 +59,35 @@ impl Crashed<'_> {
 }
 
 /// Tells a new crash from the same one raised again: a handler that logs and re-raises (faulthandler does)
-/// generates the signal a second time in the same thread.
+/// generates the signal a second time in the same thread. Kept per thread and signal, so that alternating signals
+/// cannot make every one look new.
 #[derive(Default)]
 pub struct Reraises {
-    last: Option<(u32, u32, u32, u64)>,
+    last: std::collections::HashMap<(u32, u32, u32), u64>,
 }
 
 impl Reraises {
     const WINDOW_NS: u64 = 5_000_000_000;
+    /// Entries beyond this are pruned of the old ones (a storm of crashing threads).
+    const MAX_ENTRIES: usize = 1024;
 
     /// True when this (pid, tid, signal) was reported less than five seconds before `time_ns`.
     pub fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
-        if let Some((p, t, s, at)) = self.last {
-            if (p, t, s) == (pid, tid, signal) && time_ns.saturating_sub(at) < Self::WINDOW_NS {
+        if let Some(&at) = self.last.get(&(pid, tid, signal)) {
+            if time_ns.saturating_sub(at) < Self::WINDOW_NS {
                 return true;
             }
         }
-        self.last = Some((pid, tid, signal, time_ns));
+        if self.last.len() >= Self::MAX_ENTRIES {
+            self.last.retain(|_, at| time_ns.saturating_sub(*at) < Self::WINDOW_NS);
+        }
+        self.last.insert((pid, tid, signal), time_ns);
         false
+    }
+
+    /// The process exited.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.last.retain(|(p, _, _), _| *p != pid);
     }
 }
 
@@ -115,6 +127,11 @@ mod tests {
         assert!(reraises.is_reraise(1, 2, 11, 1_000_000_000));
         assert!(!reraises.is_reraise(1, 3, 11, 1_000_000_000));
         assert!(!reraises.is_reraise(1, 3, 11, 10_000_000_000));
+        // Alternating signals in one thread: each is the same crash raised again within the window.
+        assert!(!reraises.is_reraise(5, 5, 7, 20_000_000_000));
+        assert!(reraises.is_reraise(5, 5, 11, 20_100_000_000) == false);
+        assert!(reraises.is_reraise(5, 5, 7, 20_200_000_000));
+        assert!(reraises.is_reraise(5, 5, 11, 20_300_000_000));
     }
 
     #[test]
