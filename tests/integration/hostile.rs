@@ -504,3 +504,32 @@ fn a_target_crashing_in_a_loop_gets_a_bounded_number_of_reports() {
     );
     assert!(run.stderr.lines().filter(|l| l.starts_with("crash: ")).count() <= 3, "a report per fault in the log");
 }
+
+/// A target mapping code tens of thousands of times a second: the agent re-reads its maps within a budget
+/// (one log line says so) and stays cheap.
+#[test]
+fn a_target_mapping_code_in_a_loop_costs_the_agent_little() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-mapstorm");
+    let exe = dir.join("mapstorm");
+    compile_c(&["-O1"], &workspace_root().join("tests/workloads/hostile/mapstorm.c"), &exe);
+    let target = Process::start(Command::new(&exe).arg("6"));
+    let stats = dir.join("stats.json");
+    let mut cmd = profiler();
+    cmd.args(["record", "--pid", &target.pid().to_string(), "--duration", "5s", "--stats-json"]).arg(&stats);
+    cmd.arg("-o").arg(dir.join("x.folded"));
+    let result = run(&mut cmd, Duration::from_secs(60));
+    result.assert_success();
+    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
+    let cpu = json.get("cpu_user_s").f64() + json.get("cpu_system_s").f64();
+    eprintln!("map storm: the agent used {cpu:.2} s of CPU in 5 s");
+    assert!(
+        result.stderr.contains(&format!("PID {} maps code more than", target.pid())),
+        "no log line about the map re-read budget:\n{}",
+        result.stderr
+    );
+    assert!(cpu < 1.5, "the agent used {cpu:.2} s of CPU in 5 s of a target mapping code:\n{}", result.stderr);
+}

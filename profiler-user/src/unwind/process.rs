@@ -117,7 +117,14 @@ pub struct ProcessModules {
     /// Set when the process maps new code: the next lookup re-reads the maps whatever the interval.
     stale: bool,
     pub malformed_map_lines: usize,
+    /// Immediate re-reads in the current second: (when the second began, how many).
+    immediate_reads: (Option<Instant>, u32),
+    budget_logged: bool,
 }
+
+/// How many times a second a process's code mappings may make us re-read its maps at once; past that they are
+/// re-read at the next refresh (every session tick).
+pub const IMMEDIATE_READS_PER_SECOND: u32 = 20;
 
 /// A process's maps are re-read at most this often when a sample hits an address outside every known module
 /// (a library loaded since, or the dynamic loader still at work after an exec), so a JIT or a bogus address
@@ -134,6 +141,8 @@ impl ProcessModules {
             read_at_ns: 0,
             stale: false,
             malformed_map_lines: 0,
+            immediate_reads: (None, 0),
+            budget_logged: false,
         }
     }
 
@@ -165,6 +174,28 @@ impl ProcessModules {
 
     pub fn mark_stale(&mut self) {
         self.stale = true;
+    }
+
+    /// Whether the budget of immediate re-reads allows one more now; logs once when it trips.
+    pub fn take_immediate_read(&mut self) -> bool {
+        let now = Instant::now();
+        let (since, count) = &mut self.immediate_reads;
+        if since.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            *since = Some(now);
+            *count = 0;
+        }
+        *count += 1;
+        if *count <= IMMEDIATE_READS_PER_SECOND {
+            return true;
+        }
+        if !std::mem::replace(&mut self.budget_logged, true) {
+            tracing::warn!(
+                "PID {} maps code more than {IMMEDIATE_READS_PER_SECOND} times a second (map re-read budget): its maps \
+                 are re-read at most once a tick from now on",
+                self.pid
+            );
+        }
+        false
     }
 
     pub fn is_stale(&self) -> bool {
