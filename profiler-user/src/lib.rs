@@ -3,7 +3,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod crash;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod merge;
 pub mod output;

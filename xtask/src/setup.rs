@@ -66,7 +66,6 @@ pub fn setup(ws: &Workspace) -> Result<()> {
     tracefs();
     quake_venv(ws)?;
     validate_venv(ws)?;
-    cargo_fuzz()?;
     Ok(())
 }
 
@@ -263,9 +262,10 @@ fn validate_venv(ws: &Workspace) -> Result<()> {
 }
 
 /// cargo-fuzz builds and runs the fuzz targets in fuzz/, on the nightly toolchain the eBPF build already needs.
+/// Only exploratory fuzzing (`cargo xtask fuzz`) needs it: the test stage replays the corpus with cargo test.
 const CARGO_FUZZ_SERIES: &str = "0.13";
 
-fn cargo_fuzz() -> Result<()> {
+pub fn cargo_fuzz() -> Result<()> {
     let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let version = cmd::probe(cargo().args(["fuzz", "--version"]))?
         .filter(|output| output.status.success())

@@ -3,6 +3,8 @@
 //! Cached by (pid, address, key), where the key is the code object's `co_filename ^ co_name` pointers as the
 //! kernel saw them at sample time: a code object freed and its address reused by another function gets a
 //! different key, so a reused address never yields a stale name.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{collections::HashMap, sync::Arc};
 
 use profiler_common::{PyCodeCopy, PyFrame};
@@ -63,7 +65,10 @@ impl CodeInfo {
             _ if lasti < 0 => None,
             LineFormat::Lnotab => linetable::lnotab_line(&self.linetable, self.first_line, lasti as u64),
             LineFormat::LineTable310 => {
-                linetable::line_table_310_line(&self.linetable, self.first_line, lasti as u64 * 2)
+                // lasti counts 2-byte code units; an absurd one gives no line rather than a wrapped offset.
+                (lasti as u64).checked_mul(2).and_then(|offset| {
+                    linetable::line_table_310_line(&self.linetable, self.first_line, offset)
+                })
             }
         };
         line.unwrap_or(self.first_line)
@@ -132,10 +137,12 @@ fn read_string(pid: u32, address: u64, interpreter: &Interpreter) -> Option<Stri
         return None;
     }
     if ascii {
-        let bytes = memory::read(pid, address + layout.ascii_data, length as usize).ok()?;
+        let bytes = memory::read(pid, address.checked_add(layout.ascii_data)?, length as usize).ok()?;
         return String::from_utf8(bytes).ok();
     }
-    let bytes = memory::read(pid, address + layout.compact_data, (length * u64::from(kind)) as usize).ok()?;
+    // length ≤ MAX_STRING and kind ≤ 4: the product is small.
+    let size = length.checked_mul(u64::from(kind))?;
+    let bytes = memory::read(pid, address.checked_add(layout.compact_data)?, size as usize).ok()?;
     let chars: Option<String> = match kind {
         1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
@@ -151,5 +158,5 @@ fn read_bytes_object(pid: u32, address: u64) -> Option<Vec<u8>> {
     if size > MAX_LINETABLE {
         return None;
     }
-    memory::read(pid, address + 32, size as usize).ok()
+    memory::read(pid, address.checked_add(32)?, size as usize).ok()
 }

@@ -1,5 +1,7 @@
 //! Recognizes a CPython process: which module holds the interpreter (the executable for static builds,
 //! libpython for shared ones), where `_PyRuntime` is, and which version runs.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -180,7 +182,7 @@ fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>
         .into_iter()
         .filter_map(|range| {
             let start = ElfFile::svma_to_offset_in(elf, range.start)?;
-            Some(start..start + (range.end - range.start))
+            Some(start..start.checked_add(range.end.checked_sub(range.start)?)?)
         })
         .collect()
 }

@@ -1,5 +1,7 @@
 //! CPython support in userspace: recognize Python processes, hand their layout to the sampler, and turn the
 //! code object addresses the sampler sends into Python frames (function, file, line).
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 pub mod code;
 pub mod detect;
 pub mod eval_ranges;

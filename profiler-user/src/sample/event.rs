@@ -1,7 +1,9 @@
 //! Typed view of one ring-buffer record.
 //!
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
-use anyhow::{Result, bail};
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
+use anyhow::{Context as _, Result, bail};
 use profiler_common::{
     CRASH_CODE_COPIES, CrashRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR,
     FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, KIND_CRASH, LifecycleEvent, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
@@ -57,27 +59,26 @@ impl<'a> CpuSample<'a> {
         if header.kind != KIND_CPU && header.kind != KIND_CRASH {
             bail!("unexpected sample record kind {}", header.kind);
         }
-        let frames_len = size_of::<[PyFrame; PY_MAX_FRAMES]>();
-        if record.len() < header_len + frames_len {
-            bail!("sample record of {} bytes has no room for its Python frames", record.len());
-        }
+        let (frames_area, stack_area) = record[header_len..]
+            .split_at_checked(size_of::<[PyFrame; PY_MAX_FRAMES]>())
+            .with_context(|| format!("sample record of {} bytes has no room for its Python frames", record.len()))?;
         let py_frame_count = (header.py_frame_count as usize).min(PY_MAX_FRAMES);
-        let py_frames = (0..py_frame_count)
-            .map(|i| {
-                let at = record[header_len + i * size_of::<PyFrame>()..].as_ptr();
-                // SAFETY: PyFrame is plain old data and the record holds PY_MAX_FRAMES of them after the header.
-                unsafe { std::ptr::read_unaligned(at.cast::<PyFrame>()) }
+        let py_frames = frames_area
+            .chunks_exact(size_of::<PyFrame>())
+            .take(py_frame_count)
+            .map(|frame| {
+                // SAFETY: PyFrame is plain old data and the chunk is exactly one of them.
+                unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<PyFrame>()) }
             })
             .collect();
-        let stack_area = &record[header_len + frames_len..];
         let stack_len = (header.stack_len as usize).min(STACK_COPY_MAX).min(stack_area.len());
         let code_copies = if header.kind == KIND_CRASH && record.len() >= size_of::<CrashRecord>() {
-            let at = size_of::<SampleRecord>();
-            (0..CRASH_CODE_COPIES)
-                .map(|i| {
-                    let copy = record[at + i * size_of::<PyCodeCopy>()..].as_ptr();
-                    // SAFETY: plain old data; the record holds CRASH_CODE_COPIES of them after the sample.
-                    unsafe { std::ptr::read_unaligned(copy.cast::<PyCodeCopy>()) }
+            record[size_of::<SampleRecord>()..]
+                .chunks_exact(size_of::<PyCodeCopy>())
+                .take(CRASH_CODE_COPIES)
+                .map(|copy| {
+                    // SAFETY: plain old data, and the chunk is exactly one of them.
+                    unsafe { std::ptr::read_unaligned(copy.as_ptr().cast::<PyCodeCopy>()) }
                 })
                 .filter(|copy| copy.code != 0)
                 .collect()
@@ -177,7 +178,8 @@ pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    // Seconds since boot: centuries away from overflowing.
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
 }
 
 /// `SIGSEGV`-style names of the signals that end processes.

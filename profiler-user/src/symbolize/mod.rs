@@ -10,6 +10,8 @@
 //! libc internals that a flame graph does not show. The symbol table names the static functions the stripped
 //! library cannot (`__libc_start_call_main`, `start_thread`). A file's own DWARF (a program built with `-g`) is
 //! still read whole, with lines and inlined calls.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -147,8 +149,8 @@ fn separate_debug_file(module: &Module) -> Option<PathBuf> {
 fn file_offset_to_svma(elf: &ElfFile, offset: u64) -> Option<u64> {
     elf.segments
         .iter()
-        .find(|s| offset >= s.file_offset && offset < s.file_offset + s.file_size)
-        .map(|s| s.vaddr + (offset - s.file_offset))
+        .find(|s| offset >= s.file_offset && offset < s.file_offset.saturating_add(s.file_size))
+        .and_then(|s| s.vaddr.checked_add(offset.checked_sub(s.file_offset)?))
 }
 
 /// Names the address from the ELF symbol table of `debug_file` (no DWARF: see the module docs); falls back to

@@ -10,6 +10,8 @@
 //! is scanned once for the FDEs that need us, and frames inside them are unwound here, from the registers we have
 //! (rip, rsp, rbp) and the stack copy; framehop takes over again at the caller. An expression that needs anything
 //! else (another register, thread-local storage, a DWARF base type) is not guessed at: it ends the stack, visibly.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::ops::Range;
 
 use framehop::x86_64::UnwindRegsX86_64;
@@ -285,7 +287,8 @@ fn evaluate<F: FnMut(u64) -> Result<u64, ()>>(
             }
             EvaluationResult::RequiresMemory { address, size, space: None, base_type } if base_type.0 == 0 => {
                 let word = read_stack(address).map_err(|()| CfaError::StackRead(address))?;
-                let value = if size >= 8 { word } else { word & ((1u64 << (8 * u32::from(size))) - 1) };
+                // size < 8 here: the shift is at most 56.
+                let value = if size >= 8 { word } else { word & (1u64 << (8 * u32::from(size))).wrapping_sub(1) };
                 evaluation.resume_with_memory(Value::Generic(value))
             }
             EvaluationResult::RequiresRegister { .. } | EvaluationResult::RequiresMemory { .. } => {

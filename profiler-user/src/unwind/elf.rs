@@ -4,6 +4,8 @@
 //! deploy, `cp new.so old.so`), and touching a mapping past the file's new end kills the reader with SIGBUS,
 //! where `read` only comes up short. So the unwind sections are copied (tens to hundreds of KiB per library) and
 //! `.text` is not kept at all: framehop's instruction analysis, the only user of its bytes, is not needed with CFI.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{fs::File, ops::Range, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
@@ -69,14 +71,16 @@ impl ElfFile {
             if section.kind() == object::SectionKind::UninitializedData {
                 return None;
             }
-            let svma = section.address()..section.address() + section.size();
+            let svma = address_range(section.address(), section.size())?;
             let bytes = SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into());
             Some(Section { svma, bytes })
         };
         // Where .text is, without its bytes.
-        let text = elf.section_by_name(".text").map(|section| Section {
-            svma: section.address()..section.address() + section.size(),
-            bytes: SectionBytes::Owned(Arc::from(&[][..])),
+        let text = elf.section_by_name(".text").and_then(|section| {
+            Some(Section {
+                svma: address_range(section.address(), section.size())?,
+                bytes: SectionBytes::Owned(Arc::from(&[][..])),
+            })
         });
         let segments = elf
             .segments()
@@ -87,7 +91,7 @@ impl ElfFile {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
-        let got = elf.section_by_name(".got").map(|s| s.address()..s.address() + s.size());
+        let got = elf.section_by_name(".got").and_then(|s| address_range(s.address(), s.size()));
         Ok(Self {
             build_id,
             segments,
@@ -119,7 +123,7 @@ impl ElfFile {
     /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).
     pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
         let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr.saturating_add(s.mem_size))?;
-        (svma - segment.vaddr).checked_add(segment.file_offset)
+        svma.checked_sub(segment.vaddr)?.checked_add(segment.file_offset)
     }
 
     /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
@@ -127,9 +131,15 @@ impl ElfFile {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
-            (svma >= start && svma < start.saturating_add(size)).then(|| (svma - start).checked_add(offset)).flatten()
+            (svma >= start && svma < start.saturating_add(size)).then(|| svma.checked_sub(start)?.checked_add(offset))?
         })
     }
+}
+
+/// The addresses a section claims, `None` when they run past the end of the address space (a forged header):
+/// such a section is not used at all rather than with a range that wrapped around.
+fn address_range(address: u64, size: u64) -> Option<Range<u64>> {
+    Some(address..address.checked_add(size)?)
 }
 
 #[cfg(test)]
@@ -169,6 +179,18 @@ mod tests {
         assert!(text.svma.contains(&svma), "{svma:#x} not in {:#x?}", text.svma);
         let offset = elf.svma_to_file_offset(svma).unwrap();
         assert!(offset < std::fs::metadata(&exe).unwrap().len());
+    }
+
+    /// A fuzzer finding (fuzz/regressions/elf/overflow-got-range): a `.got` whose address plus size runs past
+    /// the end of the address space is left out, not turned into a range that wrapped around.
+    #[test]
+    fn sections_past_the_end_of_the_address_space_are_ignored() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/elf/overflow-got-range");
+        let elf = ElfFile::open(&path).unwrap();
+        assert_eq!(elf.got, None);
+        assert!(elf.eh_frame.is_some(), "the rest of the file is still read");
+        assert_eq!(address_range(u64::MAX - 1, 2), None);
+        assert_eq!(address_range(0x1000, 0x20), Some(0x1000..0x1020));
     }
 
     #[test]

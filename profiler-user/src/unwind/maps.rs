@@ -1,6 +1,8 @@
 //! Parses `/proc/PID/maps` into the executable file mappings that unwinding and symbolization need.
 //!
 //! Lines that do not parse are skipped and counted, never fatal: a process can change its mappings while we read.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::fs;
 
 use anyhow::{Context as _, Result};
@@ -45,7 +47,7 @@ pub fn parse(text: &str) -> ProcessMaps {
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         match parse_line(line) {
             Some(mapping) => maps.mappings.push(mapping),
-            None => maps.malformed_lines += 1,
+            None => maps.malformed_lines = maps.malformed_lines.saturating_add(1),
         }
     }
     maps

@@ -5,6 +5,8 @@
 //! (stack-realigning code, whose CFA is a DWARF expression) are unwound by `cfa` and framehop resumes at their
 //! caller. Capture is separate from unwinding: a failure here ends the stack with a visible truncation, never an
 //! error for the whole sample.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 pub mod cfa;
 pub mod elf;
 pub mod maps;

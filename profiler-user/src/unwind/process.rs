@@ -1,4 +1,6 @@
 //! The executable modules of one process, as framehop sees them, kept in step with its `/proc/PID/maps`.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{
     collections::HashMap,
     ops::Range,
