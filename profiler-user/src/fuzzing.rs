@@ -23,7 +23,8 @@ use crate::{
         layout::{CodeLayout, LineFormat},
         linetable,
     },
-    unwind::{elf::ElfFile, maps},
+    process::maps,
+    unwind::elf::ElfFile,
 };
 
 /// `/proc/PID/maps` text: every line is either a mapping or counted as malformed, and every mapping is a
@@ -215,7 +216,7 @@ fn profile_from(input: &mut Input) -> Profile {
         let labels = (0..input.u8() % 4)
             .map(|_| {
                 let key = LABEL_KEYS[usize::from(input.u8()) % LABEL_KEYS.len()];
-                let value = if input.u8() & 1 == 0 { LabelValue::Num(input.u64() as i64) } else { LabelValue::Str(input.text(6)) };
+                let value = LabelValue::Str(input.text(6));
                 Label { key, value }
             })
             .collect();

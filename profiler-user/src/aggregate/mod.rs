@@ -1,6 +1,6 @@
 //! Stacks + labels → counts: identical samples are stored once with a count, frames are interned.
 mod hash;
-pub mod profile;
+pub(crate) mod profile;
 
 use std::{
     collections::HashMap,
@@ -8,10 +8,10 @@ use std::{
 };
 
 use self::hash::FxBuildHasher;
-pub use self::profile::*;
+pub(crate) use self::profile::*;
 
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     period_ns: u64,
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, FrameId, FxBuildHasher>,
@@ -20,7 +20,7 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(period_ns: u64) -> Self {
+    pub(crate) fn new(period_ns: u64) -> Self {
         Self {
             period_ns,
             frames: Vec::new(),
@@ -31,7 +31,7 @@ impl Aggregator {
     }
 
     /// Counts one sample of `frames` (leaf first) with `labels`.
-    pub fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
+    pub(crate) fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
         let ids = frames.into_iter().map(|frame| self.intern(frame)).collect();
         labels.sort();
         *self.stacks.entry((ids, labels)).or_default() += 1;
@@ -47,16 +47,17 @@ impl Aggregator {
         id
     }
 
-    pub fn period_ns(&self) -> u64 {
+    pub(crate) fn period_ns(&self) -> u64 {
         self.period_ns
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.stacks.is_empty()
     }
 
     /// The samples since the last `take` (or creation), ending the window now.
-    pub fn take(&mut self) -> Profile {
+    pub(crate) fn take(&mut self) -> Profile {
         let end = SystemTime::now();
         let start = std::mem::replace(&mut self.window_start, end);
         let mut stacks: Vec<StackCount> = self

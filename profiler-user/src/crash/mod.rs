@@ -1,7 +1,7 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
-pub mod recent;
-pub mod report;
+pub(crate) mod recent;
+pub(crate) mod report;
 
 use std::{
     fs,
@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-pub use self::report::{CrashKind, CrashReport};
+pub(crate) use self::report::{CrashKind, CrashReport};
 use self::report::{ReportFrame, signal_name};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Who crashed, as the pipeline knows it.
-pub struct Crashed<'a> {
+pub(crate) struct Crashed<'a> {
     pub pid: u32,
     pub tid: u32,
     pub process_name: &'a str,
@@ -31,13 +31,13 @@ pub struct Crashed<'a> {
 
 impl Crashed<'_> {
     /// The report of a thread that faulted or aborted, with its merged stack (leaf first).
-    pub fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
+    pub(crate) fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
         let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
         self.report(CrashKind::Fault, signal.signal, signal.si_code, signal.fault_addr, stack)
     }
 
     /// The report of a process another process killed: no stack of its own exists.
-    pub fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
+    pub(crate) fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
         self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new())
     }
 
@@ -65,7 +65,7 @@ impl Crashed<'_> {
 /// Tells a new crash from the same one raised again: a handler that logs and re-raises (faulthandler does)
 /// generates the signal a second time in the same thread.
 #[derive(Default)]
-pub struct Reraises {
+pub(crate) struct Reraises {
     last: Option<(u32, u32, u32, u64)>,
 }
 
@@ -73,7 +73,7 @@ impl Reraises {
     const WINDOW_NS: u64 = 5_000_000_000;
 
     /// True when this (pid, tid, signal) was reported less than five seconds before `time_ns`.
-    pub fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
+    pub(crate) fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
         if let Some((p, t, s, at)) = self.last {
             if (p, t, s) == (pid, tid, signal) && time_ns.saturating_sub(at) < Self::WINDOW_NS {
                 return true;
@@ -86,27 +86,27 @@ impl Reraises {
 
 /// A crash as the pipeline hands it over: the report, the profile of the window before it, and the stack at
 /// the crash as a one-sample profile (empty for a killed process), which `run` uploads on its own.
-pub struct Crash {
+pub(crate) struct Crash {
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,
 }
 
 /// Writes crash reports into one directory.
-pub struct CrashWriter {
+pub(crate) struct CrashWriter {
     dir: PathBuf,
 }
 
 impl CrashWriter {
     /// Creates the directory if needed and checks it is writable, so a crash is never lost for want of a place.
-    pub fn new(dir: &Path) -> Result<Self> {
+    pub(crate) fn new(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create the crash directory {}", dir.display()))?;
         output::check_writable(&dir.join("probe.json"))?;
         Ok(Self { dir: dir.to_owned() })
     }
 
     /// Writes the report files; returns the path of the text report.
-    pub fn write(&self, crash: &Crash) -> Result<PathBuf> {
+    pub(crate) fn write(&self, crash: &Crash) -> Result<PathBuf> {
         let report = &crash.report;
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let base = self.dir.join(format!("crash-{}-{}-{stamp}", report.pid, report.signal_name));
@@ -130,7 +130,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Now as RFC 3339 UTC (no date crate needed for one format).
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -20,7 +20,7 @@ struct Recent {
     labels: Arc<[Label]>,
 }
 
-pub struct RecentStacks {
+pub(crate) struct RecentStacks {
     window_ns: u64,
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
@@ -30,7 +30,7 @@ pub struct RecentStacks {
 }
 
 impl RecentStacks {
-    pub fn new(window_ns: u64) -> Self {
+    pub(crate) fn new(window_ns: u64) -> Self {
         Self {
             window_ns,
             frames: Vec::new(),
@@ -41,7 +41,7 @@ impl RecentStacks {
         }
     }
 
-    pub fn add(&mut self, time_ns: u64, pid: u32, frames: &[Frame], labels: &[Label]) {
+    pub(crate) fn add(&mut self, time_ns: u64, pid: u32, frames: &[Frame], labels: &[Label]) {
         if self.window_ns == 0 {
             return;
         }
@@ -76,7 +76,7 @@ impl RecentStacks {
     }
 
     /// The samples of `pid` in the window ending at `until_ns`, aggregated.
-    pub fn window(&self, pid: u32, until_ns: u64, into: &mut Aggregator) -> u64 {
+    pub(crate) fn window(&self, pid: u32, until_ns: u64, into: &mut Aggregator) -> u64 {
         let mut count = 0;
         for sample in self.samples.iter().filter(|s| s.pid == pid && s.time_ns + self.window_ns >= until_ns) {
             into.add(sample.stack.iter().map(|&id| &self.frames[id as usize]), sample.labels.to_vec());
@@ -86,7 +86,7 @@ impl RecentStacks {
     }
 
     /// Drops the samples of a process that exited (after its crash report was written).
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.samples.retain(|s| s.pid != pid);
     }
 }

@@ -13,8 +13,8 @@ use super::{
     detect::Interpreter,
     layout::{CodeLayout, LineFormat},
     linetable,
-    memory::{self, u32_at, u64_at},
 };
+use crate::process::memory::{self, u32_at, u64_at};
 
 /// Longest name or path read from the target: protects against garbage lengths.
 const MAX_STRING: u64 = 4096;
@@ -24,7 +24,7 @@ const MAX_CACHED_CODES: usize = 100_000;
 
 /// A code object's names and line table.
 #[derive(Debug)]
-pub struct CodeInfo {
+pub(crate) struct CodeInfo {
     pub qualname: String,
     pub filename: String,
     pub first_line: u32,
@@ -36,7 +36,7 @@ pub struct CodeInfo {
 
 impl CodeInfo {
     /// From the names the crash probe copied (ASCII, NUL-terminated), when the process can no longer be read.
-    pub fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
+    pub(crate) fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
         let text = |bytes: &[u8]| {
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
@@ -55,7 +55,7 @@ impl CodeInfo {
 
     /// The line executing at `instr` (`PyFrame::instr`: an address inside the code object's bytecode, or for
     /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits).
-    pub fn line(&self, instr: u64) -> u32 {
+    pub(crate) fn line(&self, instr: u64) -> u32 {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
             LineFormat::Locations => (self.code_address.checked_add(self.code_adaptive))
@@ -76,13 +76,13 @@ impl CodeInfo {
 }
 
 #[derive(Default)]
-pub struct CodeCache {
+pub(crate) struct CodeCache {
     codes: HashMap<(u32, u64, u64), Option<Arc<CodeInfo>>>,
 }
 
 impl CodeCache {
     /// The code object of `frame`, or `None` when it cannot be read or is not what the kernel saw.
-    pub fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
+    pub(crate) fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
         if self.codes.len() >= MAX_CACHED_CODES {
             self.codes.clear();
         }
@@ -92,7 +92,7 @@ impl CodeCache {
             .clone()
     }
 
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.codes.retain(|&(p, _, _), _| p != pid);
     }
 }

@@ -11,17 +11,18 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use super::{
     eval_ranges,
     layout::{self, Layouts, Version},
-    memory,
 };
-use crate::unwind::{
-    elf::ElfFile,
-    maps,
-    process::{process_root, resolve_path},
+use crate::{
+    process::{
+        files::{process_root, resolve_path},
+        maps, memory,
+    },
+    unwind::elf::ElfFile,
 };
 
 /// A recognized interpreter.
 #[derive(Clone, Debug)]
-pub struct Interpreter {
+pub(crate) struct Interpreter {
     pub version: Version,
     /// Path of the interpreter module as the process maps it (frames in it are interpreter internals).
     pub module_path: String,
@@ -36,7 +37,7 @@ pub struct Interpreter {
 }
 
 /// `Ok(None)`: not a Python process. `Err`: a Python process we cannot profile (the message says why).
-pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
+pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
     let process_maps = maps::read(pid)?;
     let root = process_root(pid);
     let candidates: Vec<&maps::Mapping> = process_maps
@@ -188,7 +189,7 @@ fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>
 }
 
 /// The path of a process's interpreter executable, for messages.
-pub fn describe(pid: u32) -> PathBuf {
+pub(crate) fn describe(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|_| PathBuf::from(format!("PID {pid}")))
 }
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 ///
 /// `code` is the named function's bytes at `start`; `eh_frame_hdr` the `.eh_frame_hdr` section at `hdr_svma`;
 /// `named` the start addresses of the file's function symbols.
-pub fn find(start: u64, code: &[u8], eh_frame_hdr: &[u8], hdr_svma: u64, named: &[u64]) -> Vec<Range<u64>> {
+pub(crate) fn find(start: u64, code: &[u8], eh_frame_hdr: &[u8], hdr_svma: u64, named: &[u64]) -> Vec<Range<u64>> {
     let Some(table) = fde_starts(eh_frame_hdr, hdr_svma) else { return Vec::new() };
     let end = start.saturating_add(code.len() as u64);
     let mut ranges: Vec<Range<u64>> = jump_targets(start, code)

@@ -18,7 +18,7 @@ use profiler_common::{
 
 /// What userspace needs to decode a code object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CodeLayout {
+pub(crate) struct CodeLayout {
     pub firstlineno: u64,
     pub filename: u64,
     pub name: u64,
@@ -35,7 +35,7 @@ pub struct CodeLayout {
 
 impl CodeLayout {
     /// Bytes of a code object to read to reach every field used (the bytecode itself is not read).
-    pub fn header_len(&self) -> usize {
+    pub(crate) fn header_len(&self) -> usize {
         let last = [self.firstlineno.saturating_add(4), self.filename, self.name, self.qualname, self.linetable]
             .into_iter()
             .max();
@@ -45,7 +45,7 @@ impl CodeLayout {
 
 /// How a frame's instruction maps to a source line, per version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineFormat {
+pub(crate) enum LineFormat {
     /// 3.8–3.9: `f_lasti` in bytes, `co_lnotab`.
     Lnotab,
     /// 3.10: `f_lasti` in code units, `co_linetable` of (byte delta, line delta) pairs.
@@ -56,20 +56,20 @@ pub enum LineFormat {
 
 /// The layout for the sampler and for code-object decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layouts {
+pub(crate) struct Layouts {
     pub kernel: PyLayout,
     pub code: CodeLayout,
 }
 
 /// `PY_VERSION_HEX`'s major and minor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version {
+pub(crate) struct Version {
     pub major: u8,
     pub minor: u8,
 }
 
 impl Version {
-    pub fn from_hex(hex: u64) -> Self {
+    pub(crate) fn from_hex(hex: u64) -> Self {
         Self { major: (hex >> 24) as u8, minor: (hex >> 16) as u8 }
     }
 }
@@ -81,10 +81,10 @@ impl std::fmt::Display for Version {
 }
 
 /// Versions whose layout we know.
-pub const SUPPORTED: &str = "3.8 to 3.14";
+pub(crate) const SUPPORTED: &str = "3.8 to 3.14";
 
 /// The layout for `version`; `debug_offsets` is the start of `_PyRuntime` (3.13+ only).
-pub fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
+pub(crate) fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
     match (version.major, version.minor) {
         (3, 8..=10) => Ok(frame_objects(version, runtime)),
         (3, 11) => Ok(python_3_11(runtime)),
@@ -236,7 +236,7 @@ fn python_3_12(runtime: u64) -> Layouts {
 /// frame blocks), so blocks are located by content rather than by fixed index: the thread-state block is the one
 /// whose `prev, next, interp` offsets are 0, 8, 16 (PyThreadState's first members in every version), and the
 /// code-object block the one whose `filename, name, qualname` are consecutive pointers.
-pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
+pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
     if bytes.get(..8) != Some(b"xdebugpy") {
         bail!("_PyRuntime does not start with the _Py_DebugOffsets cookie");
     }

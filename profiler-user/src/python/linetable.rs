@@ -12,7 +12,7 @@
 
 /// The line of the instruction at `code_unit` (index in 2-byte code units from the start of the bytecode), or
 /// `None` when the table says it has no line or the table is malformed.
-pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
+pub(crate) fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
     let mut reader = Reader { bytes: table, pos: 0 };
     let mut line = i64::from(first_line);
     let mut unit = 0u64;
@@ -59,7 +59,7 @@ pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
 
 /// 3.8–3.9 `co_lnotab`: (bytecode offset increment, signed line increment) byte pairs; the line of the
 /// instruction at byte offset `offset` is the line after the last pair whose cumulative offset is ≤ `offset`.
-pub fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+pub(crate) fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
     let mut line = i64::from(first_line);
     let mut address = 0u64;
     for pair in table.chunks_exact(2) {
@@ -75,7 +75,7 @@ pub fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
 /// 3.10 `co_linetable`: (byte length, signed line delta) pairs, each a range of bytecode starting where the
 /// previous ended; a delta of -128 means the range has no line (the running line is not changed), and empty
 /// ranges only carry line changes.
-pub fn line_table_310_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+pub(crate) fn line_table_310_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
     let mut line = i64::from(first_line);
     let mut end = 0u64;
     for pair in table.chunks_exact(2) {

@@ -35,7 +35,7 @@ const MAX_DEPTH: usize = 16;
 
 /// The task_struct offsets of the running kernel; fields it cannot find are `NO_FIELD` (the features that need
 /// them are then off, with a warning from their users).
-pub fn task_offsets() -> TaskOffsets {
+pub(crate) fn task_offsets() -> TaskOffsets {
     let read = |bytes: &[u8]| {
         let btf = Btf::parse(bytes)?;
         Ok::<_, anyhow::Error>(TaskOffsets {
@@ -75,14 +75,14 @@ struct Type {
 }
 
 /// A parsed BTF blob: type records indexed by id (id 0 is `void`).
-pub struct Btf<'a> {
+pub(crate) struct Btf<'a> {
     types: Vec<Type>,
     type_data: &'a [u8],
     strings: &'a [u8],
 }
 
 impl<'a> Btf<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
         let u16_at = |at: usize| bytes.get(at..at.checked_add(2)?).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if u16_at(0) != Some(BTF_MAGIC) {
             bail!("the kernel's BTF has an unknown format (not little-endian BTF)");
@@ -128,7 +128,7 @@ impl<'a> Btf<'a> {
     }
 
     /// Byte offset of `path` (a member, then members of that member's struct, …) inside struct `name`.
-    pub fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
+    pub(crate) fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
         let mut id = (1..self.types.len()).find(|&id| {
             let t = self.types[id];
             t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == Some(name)

@@ -25,7 +25,7 @@ use blazesym::symbolize::{
 
 use crate::{
     aggregate::{Frame, FrameKind, Module},
-    unwind::{NativeFrame, elf::ElfFile, process::LoadedFile},
+    unwind::{NativeFrame, elf::ElfFile, modules::LoadedFile},
 };
 
 /// Where build-id named debug files live (`.build-id/ab/cdef….debug`), as GDB and blazesym look for them.
@@ -35,7 +35,7 @@ const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 /// dropped whole; refilling it costs a few milliseconds of symbolization.
 const MAX_CACHED_ADDRESSES: usize = 200_000;
 
-pub struct Symbolizer {
+pub(crate) struct Symbolizer {
     blazesym: Blazesym,
     native: HashMap<(u64, u64), Arc<[Frame]>>,
     kernel: HashMap<u64, Arc<[Frame]>>,
@@ -50,7 +50,7 @@ impl Default for Symbolizer {
 }
 
 impl Symbolizer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let blazesym = Blazesym::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
@@ -60,7 +60,7 @@ impl Symbolizer {
     }
 
     /// The frames for one native address, leaf (innermost inlined function) first.
-    pub fn native(&mut self, frame: &NativeFrame) -> Arc<[Frame]> {
+    pub(crate) fn native(&mut self, frame: &NativeFrame) -> Arc<[Frame]> {
         let Some((file, offset)) = &frame.file else {
             return Arc::from([unknown_frame(None, frame.address)]);
         };
@@ -80,7 +80,7 @@ impl Symbolizer {
     }
 
     /// The frames for one kernel address, leaf first.
-    pub fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
+    pub(crate) fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
         if self.kernel.len() >= MAX_CACHED_ADDRESSES {
             self.kernel.clear();
         }
@@ -194,7 +194,7 @@ fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unwind::process::ProcessModules;
+    use crate::unwind::modules::ProcessModules;
 
     #[inline(never)]
     fn a_function_with_a_distinct_name() -> u64 {

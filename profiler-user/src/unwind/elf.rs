@@ -13,7 +13,7 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, Seg
 
 /// Bytes of one ELF section, copied out of the file.
 #[derive(Clone)]
-pub enum SectionBytes {
+pub(crate) enum SectionBytes {
     Owned(Arc<[u8]>),
 }
 
@@ -29,14 +29,14 @@ impl std::ops::Deref for SectionBytes {
 
 /// A section's address range in the file's own address space (SVMA) and its bytes.
 #[derive(Clone)]
-pub struct Section {
+pub(crate) struct Section {
     pub svma: Range<u64>,
     pub bytes: SectionBytes,
 }
 
 /// A PT_LOAD segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoadSegment {
+pub(crate) struct LoadSegment {
     pub vaddr: u64,
     pub mem_size: u64,
     pub file_offset: u64,
@@ -45,7 +45,7 @@ pub struct LoadSegment {
 }
 
 /// Everything we keep of one ELF file.
-pub struct ElfFile {
+pub(crate) struct ElfFile {
     pub build_id: Option<String>,
     pub segments: Vec<LoadSegment>,
     pub text: Option<Section>,
@@ -56,7 +56,7 @@ pub struct ElfFile {
 }
 
 impl ElfFile {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         Self::parse(&ReadCache::new(file)).with_context(|| format!("reading ELF file {}", path.display()))
     }
@@ -105,7 +105,7 @@ impl ElfFile {
 
     /// The load bias (AVMA − SVMA) of a process mapping of this file, from where the mapping starts and which
     /// file offset it maps.
-    pub fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
+    pub(crate) fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
         // Page rounding makes neighbouring segments overlap in file offsets (a read-only segment ending at
         // 0x1234 and the text segment mapped from 0x1000), so the segment must also match the mapping's rights.
         let segment = self.segments.iter().find(|s| {
@@ -121,13 +121,13 @@ impl ElfFile {
     }
 
     /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).
-    pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
+    pub(crate) fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
         let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr.saturating_add(s.mem_size))?;
         svma.checked_sub(segment.vaddr)?.checked_add(segment.file_offset)
     }
 
     /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
-    pub fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
+    pub(crate) fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
@@ -166,7 +166,7 @@ mod tests {
         // Our own text mapping: the bias computed from /proc/self/maps must put our own function inside .text.
         let elf = this_test_binary();
         let exe = std::env::current_exe().unwrap();
-        let maps = crate::unwind::maps::read(std::process::id()).unwrap();
+        let maps = crate::process::maps::read(std::process::id()).unwrap();
         let text_map = maps
             .mappings
             .iter()
