@@ -38,8 +38,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
 ];
 
-/// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11, the one DESIGN.md describes (the
-/// `python3` on PATH may be another build).
+/// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be
+/// another build, such as pyenv's).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The example app whose dependencies the virtualenv holds, relative to the workspace root.
@@ -51,7 +51,7 @@ const VENV_STAMP: &str = ".requirements-stamp";
 /// Where Debian's llvm-22 puts `llvm-config`, which bpf-linker's build script finds LLVM through.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
-/// The bpf-linker series that works with this machine's LLVM and the aya crate set (DESIGN.md).
+/// The bpf-linker series that works with LLVM 22 and the aya crate set (docs/ARCHITECTURE.md, "Build toolchain").
 const BPF_LINKER_SERIES: &str = "0.13";
 
 /// The eBPF programs build with `-Z build-std`, which needs nightly and its standard library sources.

@@ -1,6 +1,6 @@
 //! Where CPython keeps threads, frames and code objects, per version.
 //!
-//! 3.8–3.12 come from tables (checked against the CPython headers; see shared/reference/cpython-layouts.md);
+//! 3.8–3.12 come from tables (checked against the CPython headers; see docs/cpython.md);
 //! 3.13+ from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
 //! this one. One `match` on the version, generic code after it.
 //!
