@@ -10,11 +10,43 @@ use std::{
 use self::hash::FxBuildHasher;
 pub(crate) use self::profile::*;
 
+/// Frames stored once each, known by their index: a stack is a list of indices.
+#[derive(Default)]
+pub(crate) struct FrameTable {
+    frames: Vec<Frame>,
+    ids: HashMap<Frame, FrameId, FxBuildHasher>,
+}
+
+impl FrameTable {
+    pub(crate) fn intern(&mut self, frame: &Frame) -> FrameId {
+        if let Some(&id) = self.ids.get(frame) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(frame.clone());
+        self.ids.insert(frame.clone(), id);
+        id
+    }
+
+    pub(crate) fn get(&self, id: FrameId) -> &Frame {
+        &self.frames[id as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The frames in id order; the table starts empty again.
+    pub(crate) fn take(&mut self) -> Vec<Frame> {
+        self.ids.clear();
+        std::mem::take(&mut self.frames)
+    }
+}
+
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
 pub(crate) struct Aggregator {
     period_ns: u64,
-    frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, FrameId, FxBuildHasher>,
+    frames: FrameTable,
     stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64, FxBuildHasher>,
     window_start: SystemTime,
 }
@@ -23,8 +55,7 @@ impl Aggregator {
     pub(crate) fn new(period_ns: u64) -> Self {
         Self {
             period_ns,
-            frames: Vec::new(),
-            frame_ids: HashMap::default(),
+            frames: FrameTable::default(),
             stacks: HashMap::default(),
             window_start: SystemTime::now(),
         }
@@ -32,19 +63,9 @@ impl Aggregator {
 
     /// Counts one sample of `frames` (leaf first) with `labels`.
     pub(crate) fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
-        let ids = frames.into_iter().map(|frame| self.intern(frame)).collect();
+        let ids = frames.into_iter().map(|frame| self.frames.intern(frame)).collect();
         labels.sort();
         *self.stacks.entry((ids, labels)).or_default() += 1;
-    }
-
-    fn intern(&mut self, frame: &Frame) -> FrameId {
-        if let Some(&id) = self.frame_ids.get(frame) {
-            return id;
-        }
-        let id = self.frames.len() as FrameId;
-        self.frames.push(frame.clone());
-        self.frame_ids.insert(frame.clone(), id);
-        id
     }
 
     pub(crate) fn period_ns(&self) -> u64 {
@@ -66,9 +87,8 @@ impl Aggregator {
             .map(|((frames, labels), count)| StackCount { frames, labels, count })
             .collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
-        self.frame_ids.clear();
         Profile {
-            frames: std::mem::take(&mut self.frames),
+            frames: self.frames.take(),
             stacks,
             period_ns: self.period_ns,
             start_unix_ns: unix_ns(start),

@@ -198,7 +198,7 @@ mod tests {
 
     #[inline(never)]
     fn a_function_with_a_distinct_name() -> u64 {
-        std::hint::black_box(a_function_with_a_distinct_name as usize as u64)
+        std::hint::black_box(a_function_with_a_distinct_name as fn() -> u64 as usize as u64)
     }
 
     #[test]
@@ -226,7 +226,7 @@ mod tests {
     /// file's symbol table, without file and line (its DWARF is not read).
     #[test]
     fn names_libc_functions_from_the_separate_debug_files_symbol_table() {
-        let address = libc::getpid as usize as u64;
+        let address = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64;
         let mut files = Default::default();
         let mut process = ProcessModules::new(std::process::id());
         process.ensure_covers(address, &mut files).unwrap();

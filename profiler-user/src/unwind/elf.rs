@@ -173,7 +173,7 @@ mod tests {
             .find(|m| m.executable && Path::new(&m.path) == exe)
             .expect("our executable mapping");
         let bias = elf.load_bias(text_map.start, text_map.file_offset, true).unwrap();
-        let here = this_test_binary as usize as u64;
+        let here = this_test_binary as fn() -> ElfFile as usize as u64;
         let svma = here - bias;
         let text = elf.text.as_ref().unwrap();
         assert!(text.svma.contains(&svma), "{svma:#x} not in {:#x?}", text.svma);

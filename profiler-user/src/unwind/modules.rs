@@ -277,7 +277,7 @@ mod tests {
     fn finds_this_process_modules() {
         let mut files = FileCache::default();
         let mut process = ProcessModules::new(std::process::id());
-        let here = finds_this_process_modules as usize as u64;
+        let here = finds_this_process_modules as fn() as usize as u64;
         process.ensure_covers(here, &mut files).unwrap();
         let module = process.module_at(here).expect("our own code is in a module");
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
