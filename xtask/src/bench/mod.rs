@@ -3,8 +3,8 @@
 //! bench/RESULTS.md.
 //!
 //! A lone absolute time says little on a shared machine, so every figure comes from configurations run in turn
-//! (no profiler, ours, py-spy, perf, then again in the same order), reported as the median over rounds and as a
-//! ratio to the baseline measured in the same rounds. Costs are read from the kernel's clocks rather than the
+//! (no profiler, ours, py-spy, perf; each round starts one further along), reported as the median over rounds
+//! and as a ratio to the baseline measured in the same rounds. Costs are read from the kernel's clocks rather than the
 //! wall: a process's CPU time is the sum of its threads' `schedstat` run times (nanoseconds, where /proc's
 //! `stat` ticks are 10 ms), its peak RSS comes from `wait4`. Sampling windows are marked inside the workloads
 //! (bench/workloads/busy_threads.py runs a function named `in_window` between two SIGUSR1s), so a profiler's
