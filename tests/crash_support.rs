@@ -355,14 +355,15 @@ pub fn read_reports(dir: &Path) -> Vec<Report> {
         .map(|entry| entry.expect("listing the crash directory").path())
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("crash-") && name.ends_with(".json")
+            // Only regular files: a link planted there (tests of hostile directories) is no report.
+            name.starts_with("crash-") && name.ends_with(".json") && fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
         })
         .map(|path| path.with_extension(""))
         .collect();
-    // The last part of the name is the time in milliseconds.
+    // The fourth part of the name is the time in milliseconds (a fifth, random, follows when the name was taken).
     bases.sort_by_key(|base| {
         let name = base.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
-        (name.rsplit('-').next().and_then(|millis| millis.parse::<u64>().ok()), name)
+        (name.split('-').nth(3).and_then(|millis| millis.parse::<u64>().ok()), name)
     });
     bases
         .into_iter()

@@ -30,6 +30,9 @@ pub enum Reply {
     StatusWith(u16, Vec<(String, String)>),
     /// Read the request and never answer: the connection stays open until the receiver is dropped.
     Hang,
+    /// This status, with the request's `Authorization` header echoed in the error message (a hostile or careless
+    /// server or proxy).
+    EchoAuthorization(u16),
 }
 
 /// One request as it arrived.
@@ -195,13 +198,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
         };
         let reply = lock(&shared.script).pop_front().unwrap_or_else(|| lock(&shared.default).clone());
         let answered = match &reply {
-            Reply::Status(code) | Reply::StatusWith(code, _) => Some(*code),
+            Reply::Status(code) | Reply::StatusWith(code, _) | Reply::EchoAuthorization(code) => Some(*code),
             Reply::Hang => None,
         };
+        let authorization = request.header("authorization").unwrap_or("").to_owned();
         lock(&shared.requests).push(Request { answered, ..request });
         shared.arrived.notify_all();
         match reply {
             Reply::Status(code) => respond(&mut writer, code, &[]),
+            Reply::EchoAuthorization(code) => respond_with(&mut writer, code, &[], &format!("you sent {authorization}")),
             Reply::StatusWith(code, headers) => respond(&mut writer, code, &headers),
             Reply::Hang => {
                 while !shared.stop.load(Ordering::SeqCst) {
@@ -215,6 +220,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
 }
 
 fn respond(writer: &mut TcpStream, code: u16, headers: &[(String, String)]) {
+    respond_with(writer, code, headers, &format!("scripted {code}"))
+}
+
+fn respond_with(writer: &mut TcpStream, code: u16, headers: &[(String, String)], message: &str) {
     let (reason, connect_code) = match code {
         200 => ("OK", ""),
         400 => ("Bad Request", "invalid_argument"),
@@ -228,7 +237,7 @@ fn respond(writer: &mut TcpStream, code: u16, headers: &[(String, String)]) {
         // An empty PushResponse.
         ("application/proto", String::new())
     } else {
-        ("application/json", format!(r#"{{"code":"{connect_code}","message":"scripted {code}"}}"#))
+        ("application/json", format!(r#"{{"code":"{connect_code}","message":"{message}"}}"#))
     };
     let mut response =
         format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());

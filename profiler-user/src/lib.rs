@@ -18,6 +18,7 @@ pub mod pprof;
 mod privilege;
 mod process;
 mod python;
+mod sanitize;
 mod sample;
 mod selection;
 mod session;

@@ -5,6 +5,13 @@ use clap::Parser as _;
 use profiler::cli::Cli;
 
 fn main() -> ExitCode {
+    // Before anything is read: a core dump of the agent would hold the API key and the targets' memory it copied,
+    // written wherever the host keeps cores, and a non-dumpable process's /proc files are root's alone.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        eprintln!("error: could not disable core dumps (prctl PR_SET_DUMPABLE): {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),

@@ -10,7 +10,7 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
-    crash::{Crash, CrashReport, Crashed, Reraises, recent::RecentStacks},
+    crash::{Crash, CrashReport, Crashed, Reraises, budget::CrashBudget, recent::RecentStacks},
     merge::{PythonStack, SampleContext, merge},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
@@ -44,13 +44,41 @@ pub(crate) struct Stats {
     /// Samples left out by `--gil-only`.
     pub filtered_samples: u64,
     pub crashes: u64,
-    pub threads: HashSet<u32>,
+    /// Crashes counted but not reported: over a budget (see `crash::budget`).
+    pub crashes_over_budget: u64,
+    /// The threads sampled so far, per live process; a process's set is folded into `exited_threads` at its
+    /// exit, so a fork storm does not grow it without end.
+    pub threads: HashMap<u32, HashSet<u32>>,
+    pub exited_threads: u64,
+    pub exited_processes: u64,
     /// Where the userspace time of each process's first `COLD_SAMPLES` samples went (caches filling: maps and
     /// unwind tables read, DWARF parsed, code objects read), and of the samples after them.
     pub cold: StageTimes,
     pub warm: StageTimes,
-    /// Samples seen per process so far, to tell its cold samples from its warm ones.
+    /// Samples seen per live process so far, to tell its cold samples from its warm ones.
     pub process_samples: HashMap<u32, u64>,
+}
+
+impl Stats {
+    /// Threads sampled in the whole recording.
+    pub fn thread_count(&self) -> u64 {
+        self.exited_threads + self.threads.values().map(|t| t.len() as u64).sum::<u64>()
+    }
+
+    /// Processes sampled in the whole recording.
+    pub fn process_count(&self) -> u64 {
+        self.exited_processes + self.process_samples.len() as u64
+    }
+
+    /// Folds what was kept per thread and process of `pid` into the counts.
+    fn forget_process(&mut self, pid: u32) {
+        if let Some(threads) = self.threads.remove(&pid) {
+            self.exited_threads += threads.len() as u64;
+        }
+        if self.process_samples.remove(&pid).is_some() {
+            self.exited_processes += 1;
+        }
+    }
 }
 
 /// A process's first this many samples count as cold in [`Stats`].
@@ -111,6 +139,7 @@ pub(crate) struct Pipeline {
     /// Crashes not handed out yet, each held until its process's exit says how it ended (or `EXIT_WAIT`).
     crashes: Vec<(Instant, Crash)>,
     reraises: Reraises,
+    crash_budget: CrashBudget,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
     /// Per process, the times of code mappings the session has read but not handled yet (see `Unwinder::unwind`).
@@ -128,6 +157,7 @@ impl Pipeline {
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
             crashes: Vec::new(),
             reraises: Reraises::default(),
+            crash_budget: CrashBudget::default(),
             options,
             process_names: HashMap::new(),
             upcoming_map_changes: HashMap::new(),
@@ -209,7 +239,7 @@ impl Pipeline {
 
         self.stats.samples += 1;
         self.stats.complete_stacks += u64::from(complete);
-        self.stats.threads.insert(sample.tid);
+        self.stats.threads.entry(sample.pid).or_default().insert(sample.tid);
     }
 
     /// The merged stack of a sample (leaf first, context frames last), its labels, and whether native unwinding
@@ -264,6 +294,11 @@ impl Pipeline {
         if self.reraises.is_reraise(sample.pid, sample.tid, signal.signal, sample.time_ns) {
             return;
         }
+        let name = self.process_name(sample.pid, &sample.comm);
+        if !self.crash_budget.allow(sample.pid, &name, sample.time_ns) {
+            self.stats.crashes_over_budget += 1;
+            return;
+        }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
         let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
@@ -275,6 +310,10 @@ impl Pipeline {
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
     pub(crate) fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
+        if !self.crash_budget.allow(pid, &name, time_ns) {
+            self.stats.crashes_over_budget += 1;
+            return;
+        }
         let report = self.crashed(pid, pid, &name, &name).killed(sender, signal);
         self.push_crash(report, time_ns, Profile::default());
     }
@@ -357,6 +396,9 @@ impl Pipeline {
         self.python.forget_process(pid);
         self.recent.forget_process(pid);
         self.process_names.remove(&pid);
+        self.reraises.forget_process(pid);
+        self.crash_budget.forget_process(pid);
+        self.stats.forget_process(pid);
     }
 
     /// The aggregated samples since the last call.

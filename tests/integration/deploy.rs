@@ -1002,3 +1002,163 @@ mod alloy {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// System calls and limits (issue 15, item 8)
+
+/// systemd's syscall groups (`systemd-analyze syscall-filter`), each with its names and nested groups.
+fn syscall_groups(analyze: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let listing = run(Command::new(analyze).arg("syscall-filter"), Duration::from_secs(30));
+    assert!(listing.status.success(), "systemd-analyze syscall-filter: {}", listing.stderr);
+    let mut groups = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in listing.stdout.lines() {
+        if line.starts_with('@') {
+            current = Some(line.trim().to_owned());
+            groups.insert(line.trim().to_owned(), Vec::new());
+        } else if let Some(group) = &current {
+            let entry = line.trim();
+            if !entry.is_empty() && !entry.starts_with('#') {
+                groups.get_mut(group).unwrap().push(entry.to_owned());
+            }
+        }
+    }
+    groups
+}
+
+fn expand(name: &str, groups: &std::collections::BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
+    match groups.get(name) {
+        Some(members) => members.iter().flat_map(|m| expand(m, groups)).collect(),
+        None if name.starts_with('@') => panic!("unknown syscall group {name}"),
+        None => BTreeSet::from([name.to_owned()]),
+    }
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow: the first must be an allow list, later `~` lines
+/// take calls out of it.
+fn unit_allowed_syscalls(unit: &str, analyze: &Path) -> BTreeSet<String> {
+    let groups = syscall_groups(analyze);
+    let lines: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("SystemCallFilter=")).collect();
+    assert!(!lines.is_empty(), "the unit has no SystemCallFilter=");
+    assert!(!lines[0].starts_with('~'), "SystemCallFilter= is a deny list: everything not named is allowed");
+    let mut allowed = BTreeSet::new();
+    for line in lines {
+        let (deny, names) = match line.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        for name in names.split_whitespace() {
+            let set = expand(name, &groups);
+            if deny {
+                allowed.retain(|s| !set.contains(s));
+            } else {
+                allowed.extend(set);
+            }
+        }
+    }
+    allowed
+}
+
+/// The calls `strace -f -c` counted in `summary`.
+fn straced_syscalls(summary: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(summary).unwrap_or_else(|err| panic!("reading {}: {err}", summary.display()));
+    text.lines()
+        .filter(|l| !l.starts_with('%') && !l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| *name != "total" && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every system call the agent makes, in `record` (with a crash report written) and in `run` (uploading), is in
+/// the unit's allow list and in the DaemonSet's seccomp profile; neither lets it write into another process. The
+/// unit and the DaemonSet bound memory, CPU, tasks and core dumps, above what the agent used here.
+#[test]
+fn the_unit_and_the_seccomp_profile_allow_what_the_agent_calls_and_no_more() {
+    if !require_root() {
+        return;
+    }
+    let (Some(analyze), Some(strace)) = (which("systemd-analyze"), which("strace")) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "strace or systemd-analyze is missing (cargo xtask setup)");
+        eprintln!("skipping: no strace or systemd-analyze");
+        return;
+    };
+    let _cpu = exclusive_cpu();
+    let unit = read(UNIT);
+    let allowed = unit_allowed_syscalls(&unit, &analyze);
+    let profile: serde_json::Value = serde_json::from_str(&read("deploy/kubernetes/seccomp/profiler.json")).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "the seccomp profile is not an allow list");
+    let in_profile: BTreeSet<String> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()))
+        .collect();
+    for forbidden in ["process_vm_writev", "ptrace", "init_module", "kexec_load", "mount"] {
+        assert!(!allowed.contains(forbidden), "the unit allows {forbidden}");
+        assert!(!in_profile.contains(forbidden), "the seccomp profile allows {forbidden}");
+    }
+
+    let dir = TestDir::new("deploy-syscalls");
+    let mut used = BTreeSet::new();
+    // record, with a target that crashes (the crash directory made, the report written).
+    let exe = profiler_tests::crash_support::build_crash_by_name("deploy-crash");
+    let go = dir.join("go");
+    fs::write(&go, "").unwrap();
+    // Crashes 5 s after it starts: time for the profiler (slower under strace) to attach.
+    let mut workload = profiler_tests::crash_support::Workload::start(Command::new(&exe).arg(&go).arg("5000"));
+    let summary = dir.join("record.strace");
+    let mut record = Command::new(&strace);
+    record.args(["-f", "-c", "-o"]).arg(&summary).arg(profiler_bin());
+    record.args(["record", "--pid", &workload.pid().to_string(), "--crash-dir"]).arg(dir.join("crashes"));
+    record.arg("-o").arg(dir.join("out.pb.gz")).arg("-o").arg(dir.join("out.svg")).current_dir(dir.path());
+    let result = run(&mut record, Duration::from_secs(60));
+    assert!(result.status.success(), "record under strace: {}", result.stderr);
+    workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    assert!(fs::read_dir(dir.join("crashes")).is_ok_and(|d| d.count() > 0), "no crash report: {}", result.stderr);
+    used.extend(straced_syscalls(&summary));
+    // run, uploading until its target exits.
+    let target = start_native_burn(Duration::from_secs(4));
+    let receiver = Receiver::start();
+    let summary = dir.join("run.strace");
+    let mut agent = Command::new(&strace);
+    agent.args(["-f", "-c", "-o"]).arg(&summary).arg(profiler_bin());
+    agent.args(["run", "--pid", &target.pid().to_string(), "--server-url", &receiver.url(), "--upload-interval", "1s"]);
+    agent.arg("--crash-dir").arg(dir.join("run-crashes")).env_remove("PYROSCOPE_API_KEY").env_remove("PYROSCOPE_USERNAME");
+    let result = run(&mut agent, Duration::from_secs(60));
+    assert!(result.status.success(), "run under strace: {}", result.stderr);
+    assert!(!receiver.requests().is_empty(), "nothing was uploaded: {}", result.stderr);
+    used.extend(straced_syscalls(&summary));
+
+    assert!(used.contains("bpf") && used.contains("perf_event_open"), "strace saw too little: {used:?}");
+    let missing: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(missing.is_empty(), "the agent calls {missing:?}, which the unit's SystemCallFilter= does not allow");
+    let missing: Vec<&String> = used.iter().filter(|s| !in_profile.contains(*s)).collect();
+    assert!(missing.is_empty(), "the agent calls {missing:?}, which the seccomp profile does not allow");
+
+    // Limits: set, and above what the agent needs.
+    assert_eq!(unit_value(&unit, "LimitCORE"), "0");
+    let memory_max = unit_value(&unit, "MemoryMax");
+    let mib: u64 = memory_max.strip_suffix('M').and_then(|m| m.parse().ok()).expect("MemoryMax=NNNM");
+    assert!((128..=512).contains(&mib), "MemoryMax={memory_max}");
+    let tasks: u64 = unit_value(&unit, "TasksMax").parse().expect("TasksMax=N");
+    assert!((8..=64).contains(&tasks), "TasksMax={tasks}");
+    assert!(unit_value(&unit, "CPUQuota").ends_with('%'), "no CPUQuota=");
+}
+
+/// The DaemonSet: a CPU and memory limit, no priority that would let it preempt workloads, no blanket
+/// toleration, and the seccomp allow list.
+#[test]
+fn the_daemonset_is_limited_and_confined() {
+    let manifest = read(MANIFEST);
+    let settings: Vec<&str> = manifest.lines().map(str::trim_start).filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        !settings.iter().any(|l| l.starts_with("priorityClassName:") && l.contains("critical")),
+        "the DaemonSet may preempt the workloads it profiles"
+    );
+    assert!(!settings.iter().any(|l| l.contains("operator: Exists")), "the DaemonSet tolerates every taint");
+    assert!(manifest.contains("type: Localhost") && manifest.contains("localhostProfile: profiles/profiler.json"));
+    let limits = manifest.split("limits:").nth(1).expect("resource limits");
+    assert!(limits.contains("cpu:") && limits.contains("memory:"), "limits without cpu or memory: {limits}");
+}

@@ -14,9 +14,14 @@ use std::{
 };
 
 use profiler_tests::{
-    compile_c, exclusive_cpu, profiler,
+    agent_support::Agent,
+    compile_c,
+    crash_support::{build_crash_by_name, read_reports, Recorder, Workload},
+    exclusive_cpu, profiler,
     python_support::{debian_python, pprof_samples, PprofFrame},
-    read_pprof, require_root, run, scratch_root, workspace_root, Process, TestDir,
+    read_pprof,
+    receiver::{basic_auth, free_port, Receiver, Reply},
+    require_root, run, scratch_root, start_native_burn, workspace_root, Process, TestDir,
 };
 
 struct Built {
@@ -244,4 +249,217 @@ fn code_objects_with_forged_or_wild_names_give_no_wrong_names() {
         }
     }
     assert!(resolved_callers * 2 >= total, "the callers stopped resolving: {resolved_callers} of {total}:\n{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The crash directory (issue 15, item 1): the agent writes names a target can predict, as root.
+
+/// A target that could write the crash directory plants a link at every name the next seconds could produce,
+/// pointing at a file root owns: the report must go to a fresh name of its own (mode 0600), the file stay intact.
+#[test]
+fn crash_reports_never_follow_links_planted_in_the_crash_directory() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-crash-links");
+    let exe = build_crash_by_name("hostile-crash");
+    let go = dir.join("go");
+    let crash_dir = dir.join("crashes");
+    fs::create_dir(&crash_dir).unwrap();
+    let precious = dir.join("precious");
+    fs::write(&precious, "root's file\n").unwrap();
+    let mut workload = Workload::start(Command::new(&exe).arg(&go).arg("0"));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    // Every millisecond of the next 20 s, every extension a report has.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    for ms in now..now + 20_000 {
+        for extension in ["json", "txt", "svg", "pb.gz"] {
+            std::os::unix::fs::symlink(&precious, crash_dir.join(format!("crash-{pid}-SIGSEGV-{ms}.{extension}"))).unwrap();
+        }
+    }
+    fs::write(&go, "").unwrap();
+    workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "root's file\n", "root's file was overwritten through a link");
+    let reports = read_reports(&crash_dir);
+    assert_eq!(reports.len(), 1, "one report under a fresh name; stderr:\n{}", run.stderr);
+    for extension in ["json", "txt"] {
+        let path = reports[0].file(extension).expect("the report's files");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "{} is not a regular file", path.display());
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600, "{}", path.display());
+    }
+}
+
+/// A crash directory any user can write (and not sticky) is refused at startup, in one line.
+#[test]
+fn a_crash_directory_other_users_can_write_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-crash-open-dir");
+    let crash_dir = dir.join("crashes");
+    fs::create_dir(&crash_dir).unwrap();
+    fs::set_permissions(&crash_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let target = Process::start(Command::new("sleep").arg("30"));
+    let mut record = profiler();
+    record.args(["record", "--pid", &target.pid().to_string(), "--duration", "1s", "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    run(&mut record, Duration::from_secs(60)).assert_one_line_error(&["writable by other users", "crashes"]);
+}
+
+/// A recording without a crash leaves no crash directory behind (the default, ./crashes, is relative to the
+/// working directory: it must not appear wherever `record` is run).
+#[test]
+fn no_crash_directory_appears_without_a_crash() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-crash-lazy");
+    let target = Process::start(Command::new("sleep").arg("30"));
+    let mut record = profiler();
+    record.current_dir(dir.path());
+    record.args(["record", "--pid", &target.pid().to_string(), "--duration", "1s", "-o", "x.folded"]);
+    run(&mut record, Duration::from_secs(60)).assert_success();
+    assert!(!dir.join("crashes").exists(), "./crashes was created though nothing crashed");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names as injection (issue 15, item 6)
+
+/// A Python target names itself with a terminal escape and a newline and crashes in a function whose qualified
+/// name holds a newline and a forged log line: no line of the log or of the text report may start with the forged
+/// text, no escape character may reach them, and the report still names the function (escaped).
+#[test]
+fn names_with_control_characters_cannot_forge_log_or_report_lines() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-injection");
+    let go = dir.join("go");
+    let crash_dir = dir.join("crashes");
+    let script = workspace_root().join("tests/workloads/hostile/injection.py");
+    let mut workload = Workload::start(Command::new("/usr/bin/python3").arg(&script).arg(&go));
+    thread::sleep(Duration::from_millis(500));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    fs::write(&go, "").unwrap();
+    workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    let reports = read_reports(&crash_dir);
+    assert_eq!(reports.len(), 1, "one report; stderr:\n{}", run.stderr);
+    let report = &reports[0];
+    let folded = fs::read_to_string(dir.join("x.folded")).unwrap();
+    for (what, text) in [("the log", run.stderr.as_str()), ("the text report", &report.text), ("the folded stacks", &folded)] {
+        for line in text.lines() {
+            assert!(!line.trim_start().starts_with("ERROR forged"), "a forged line in {what}: {line:?}\n{text}");
+        }
+        assert!(!text.contains('\u{1b}'), "an escape character in {what}:\n{text}");
+    }
+    assert!(
+        report.text.contains("evil\\nERROR forged"),
+        "the report does not name the function, escaped:\n{}",
+        report.text
+    );
+    let process_name = report.json.get("process_name").str();
+    assert!(!process_name.chars().any(char::is_control), "process_name {process_name:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Secrets and core dumps (issue 15, item 7)
+
+const SECRET_KEY: &str = "glc_hostile-test-key-0123456789";
+const SECRET_USER: &str = "4242";
+
+/// The agent with an API key from a file, pushing to `url` every second, profiling `pid`; through `wrapper`.
+fn agent_with_key(dir: &TestDir, wrapper: &[&str], url: &str, pid: u32) -> Agent {
+    let key_file = dir.join("api-key");
+    fs::write(&key_file, format!("{SECRET_KEY}\n")).unwrap();
+    fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let crash_dir = dir.join("crashes");
+    let args = [
+        "--pid",
+        &pid.to_string(),
+        "--server-url",
+        url,
+        "--upload-interval",
+        "1s",
+        "--api-key-file",
+        key_file.to_str().unwrap(),
+        "--crash-dir",
+        crash_dir.to_str().unwrap(),
+    ];
+    Agent::start(wrapper, &args, &[("PYROSCOPE_USERNAME", SECRET_USER)])
+}
+
+/// Fails if `text` holds the key, as itself or inside the `Authorization: Basic` header's base64.
+fn assert_no_key(what: &str, text: &str) {
+    let header = basic_auth(SECRET_USER, SECRET_KEY);
+    let encoded = header.trim_start_matches("Basic ");
+    assert!(!text.contains(SECRET_KEY) && !text.contains(encoded), "the API key is in {what}:\n{text}");
+}
+
+/// The agent dies of a signal with core dumps allowed (`ulimit -c unlimited`): no core may be written, it would
+/// hold the API key and the targets' memory. (SIGABRT: a SIGSEGV sent with kill() only meets the handler Rust's
+/// runtime installs for stack overflows, which returns.)
+#[test]
+fn a_crashing_agent_writes_no_core_dump() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new("hostile-core");
+    let target = Process::start(Command::new("sleep").arg("60"));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let agent = agent_with_key(&dir, &["prlimit", "--core=unlimited:unlimited", "--"], &url, target.pid());
+    let stopped = agent.stop(libc::SIGABRT);
+    use std::os::unix::process::ExitStatusExt as _;
+    let dumped = stopped.status.core_dumped();
+    if dumped {
+        // The agent's working directory is the temp dir (see agent_support): do not leave the key lying there.
+        let _ = fs::remove_file(std::env::temp_dir().join("core"));
+    }
+    assert_eq!(stopped.status.signal(), Some(libc::SIGABRT), "{}", stopped.stderr);
+    assert!(!dumped, "the agent dumped core ({}), with its API key in it", stopped.status);
+}
+
+/// The key never reaches the log: not with a server that does not answer, nor with one that rejects every
+/// upload and echoes the `Authorization` header it got (as careless proxies do) in its error message.
+#[test]
+fn the_api_key_stays_out_of_the_log_with_unreachable_and_rejecting_servers() {
+    if !require_root() {
+        return;
+    }
+    let target = start_native_burn(Duration::from_secs(60));
+    // Nobody listens on this port.
+    let dir = TestDir::new("hostile-key-unreachable");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = agent_with_key(&dir, &[], &url, target.pid());
+    agent.wait_for_log("retr", Duration::from_secs(30));
+    let stopped = agent.stop(libc::SIGTERM);
+    assert_no_key("the log (unreachable server)", &stopped.stderr);
+
+    let dir = TestDir::new("hostile-key-rejecting");
+    let receiver = Receiver::start();
+    receiver.script([Reply::EchoAuthorization(400), Reply::EchoAuthorization(500)]);
+    receiver.set_default(Reply::EchoAuthorization(401));
+    let mut agent = agent_with_key(&dir, &[], &receiver.url(), target.pid());
+    receiver.wait_for("three uploads", Duration::from_secs(30), |requests| requests.len() >= 3);
+    agent.wait_for_log("you sent", Duration::from_secs(10));
+    let stopped = agent.stop(libc::SIGTERM);
+    assert_no_key("the log (rejecting server)", &stopped.stderr);
+    for file in fs::read_dir(dir.join("crashes")).into_iter().flatten().flatten() {
+        assert_no_key("a crash report", &String::from_utf8_lossy(&fs::read(file.path()).unwrap_or_default()));
+    }
 }

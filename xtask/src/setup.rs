@@ -22,7 +22,8 @@ use crate::{cmd, Workspace};
 /// python3-numpy: the Python test workloads run on the system interpreter with its own C extensions, with no
 /// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile. linux-perf:
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
-/// service unit in deploy/.
+/// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
+/// seccomp allow lists must hold.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -36,6 +37,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debootstrap",
     "linux-perf",
     "systemd",
+    "strace",
 ];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be

@@ -34,7 +34,7 @@ pub(crate) fn run(config: RecordConfig) -> Result<()> {
     runtime.block_on(record(config, prepared, crash_writer))
 }
 
-async fn record(config: RecordConfig, prepared: Prepared, crashes: CrashWriter) -> Result<()> {
+async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWriter) -> Result<()> {
     let mut session = attach::attach(&config.attach, &prepared, TICK).await?;
     let targets = prepared.targets;
 
@@ -43,7 +43,7 @@ async fn record(config: RecordConfig, prepared: Prepared, crashes: CrashWriter) 
     let ends_with_targets = config.duration.is_none() && matches!(config.attach.target, TargetSpec::Pids(_));
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
     while session.wait(deadline).await? == Wake::Tick {
-        write_crashes(session.pipeline.take_crashes(), &crashes);
+        write_crashes(session.pipeline.take_crashes(), &mut crashes);
         if ends_with_targets && session.live_targets().next().is_none() {
             break;
         }
@@ -56,7 +56,7 @@ async fn record(config: RecordConfig, prepared: Prepared, crashes: CrashWriter) 
     // Samples already in the ring buffer are part of the recording.
     session.drain();
     status.clear();
-    write_crashes(session.pipeline.take_all_crashes(), &crashes);
+    write_crashes(session.pipeline.take_all_crashes(), &mut crashes);
 
     let elapsed = started.elapsed();
     let profile = session.pipeline.take_profile();
@@ -74,7 +74,7 @@ async fn record(config: RecordConfig, prepared: Prepared, crashes: CrashWriter) 
 }
 
 /// Writes the reports of `crashes` and prints each to stderr.
-fn write_crashes(crashes: Vec<Crash>, writer: &CrashWriter) {
+fn write_crashes(crashes: Vec<Crash>, writer: &mut CrashWriter) {
     for crash in crashes {
         eprint!("{}", crash.report.to_text());
         match writer.write(&crash) {

@@ -44,7 +44,7 @@ pub(crate) fn run(config: RunConfig) -> Result<()> {
 }
 
 async fn agent(config: RunConfig, credentials: Option<Credentials>, prepared: Prepared) -> Result<()> {
-    let crashes = CrashWriter::new(&config.attach.crash_dir)?;
+    let mut crashes = CrashWriter::new(&config.attach.crash_dir)?;
     let mut session = attach::attach(&config.attach, &prepared, TICK).await?;
     let mut services = Services::new(&config);
     services.update(&session);
@@ -70,7 +70,7 @@ async fn agent(config: RunConfig, credentials: Option<Credentials>, prepared: Pr
     let reason = loop {
         let wake = session.wait(Some(next_window)).await?;
         let ready = session.pipeline.take_crashes();
-        if report_crashes(ready, &mut session, &mut services, &uploader, &crashes) {
+        if report_crashes(ready, &mut session, &mut services, &uploader, &mut crashes) {
             // The crashed process's samples went up with its crash; the window starts afresh.
             next_window = Instant::now() + config.upload_interval;
         }
@@ -97,7 +97,7 @@ async fn agent(config: RunConfig, credentials: Option<Credentials>, prepared: Pr
     tracing::info!("{reason}: sending the last window (at most {FLUSH_TIMEOUT:?})");
     session.drain();
     let last = session.pipeline.take_all_crashes();
-    report_crashes(last, &mut session, &mut services, &uploader, &crashes);
+    report_crashes(last, &mut session, &mut services, &uploader, &mut crashes);
     end_window(&mut session, &mut services, &uploader);
     let stats = uploader.finish(Instant::now() + FLUSH_TIMEOUT).await;
     if stats.queued > 0 {
@@ -124,7 +124,7 @@ fn report_crashes(
     session: &mut Session,
     services: &mut Services,
     uploader: &Uploader,
-    writer: &CrashWriter,
+    writer: &mut CrashWriter,
 ) -> bool {
     if crashes.is_empty() {
         return false;

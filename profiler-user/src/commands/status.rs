@@ -28,7 +28,7 @@ impl StatusLine {
             "\r\x1b[Krecording {:.1} s | {} samples | {} threads | {} lost (Ctrl-C to stop)",
             elapsed.as_secs_f64(),
             stats.samples,
-            stats.threads.len(),
+            stats.thread_count(),
             lost
         );
         let _ = stderr.flush();

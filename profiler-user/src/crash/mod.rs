@@ -1,21 +1,17 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
+pub(crate) mod budget;
 pub(crate) mod recent;
 pub(crate) mod report;
+pub(crate) mod writer;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
-
-use anyhow::{Context as _, Result};
+use std::time::SystemTime;
 
 pub(crate) use self::report::{CrashKind, CrashReport};
+pub(crate) use self::writer::CrashWriter;
 use self::report::{ReportFrame, signal_name};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
-    output,
     sample::CrashSignal,
 };
 
@@ -63,24 +59,35 @@ impl Crashed<'_> {
 }
 
 /// Tells a new crash from the same one raised again: a handler that logs and re-raises (faulthandler does)
-/// generates the signal a second time in the same thread.
+/// generates the signal a second time in the same thread. Kept per thread and signal, so that alternating signals
+/// cannot make every one look new.
 #[derive(Default)]
 pub(crate) struct Reraises {
-    last: Option<(u32, u32, u32, u64)>,
+    last: std::collections::HashMap<(u32, u32, u32), u64>,
 }
 
 impl Reraises {
     const WINDOW_NS: u64 = 5_000_000_000;
+    /// Entries beyond this are pruned of the old ones (a storm of crashing threads).
+    const MAX_ENTRIES: usize = 1024;
 
     /// True when this (pid, tid, signal) was reported less than five seconds before `time_ns`.
     pub(crate) fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
-        if let Some((p, t, s, at)) = self.last {
-            if (p, t, s) == (pid, tid, signal) && time_ns.saturating_sub(at) < Self::WINDOW_NS {
+        if let Some(&at) = self.last.get(&(pid, tid, signal)) {
+            if time_ns.saturating_sub(at) < Self::WINDOW_NS {
                 return true;
             }
         }
-        self.last = Some((pid, tid, signal, time_ns));
+        if self.last.len() >= Self::MAX_ENTRIES {
+            self.last.retain(|_, at| time_ns.saturating_sub(*at) < Self::WINDOW_NS);
+        }
+        self.last.insert((pid, tid, signal), time_ns);
         false
+    }
+
+    /// The process exited.
+    pub(crate) fn forget_process(&mut self, pid: u32) {
+        self.last.retain(|(p, _, _), _| *p != pid);
     }
 }
 
@@ -90,43 +97,6 @@ pub(crate) struct Crash {
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,
-}
-
-/// Writes crash reports into one directory.
-pub(crate) struct CrashWriter {
-    dir: PathBuf,
-}
-
-impl CrashWriter {
-    /// Creates the directory if needed and checks it is writable, so a crash is never lost for want of a place.
-    pub(crate) fn new(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create the crash directory {}", dir.display()))?;
-        output::check_writable(&dir.join("probe.json"))?;
-        Ok(Self { dir: dir.to_owned() })
-    }
-
-    /// Writes the report files; returns the path of the text report.
-    pub(crate) fn write(&self, crash: &Crash) -> Result<PathBuf> {
-        let report = &crash.report;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let base = self.dir.join(format!("crash-{}-{}-{stamp}", report.pid, report.signal_name));
-        let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
-        write_file(&base.with_extension("json"), json.as_bytes())?;
-        let text_path = base.with_extension("txt");
-        write_file(&text_path, report.to_text().as_bytes())?;
-        if crash.window.total_samples() > 0 {
-            let title = format!("{} {} ({}): the {:.0} s before the crash", report.signal_name, report.process_name, report.pid, report.window_seconds);
-            for (extension, format) in [("svg", output::OutputFormat::FlameGraphSvg), ("pb.gz", output::OutputFormat::Pprof)] {
-                let path = PathBuf::from(format!("{}.{extension}", base.display()));
-                output::write_profile(&crash.window, &path, format, &title)?;
-            }
-        }
-        Ok(text_path)
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).with_context(|| format!("writing the crash report {}", path.display()))
 }
 
 /// Now as RFC 3339 UTC, to the second.
@@ -145,6 +115,11 @@ mod tests {
         assert!(reraises.is_reraise(1, 2, 11, 1_000_000_000));
         assert!(!reraises.is_reraise(1, 3, 11, 1_000_000_000));
         assert!(!reraises.is_reraise(1, 3, 11, 10_000_000_000));
+        // Alternating signals in one thread: each is the same crash raised again within the window.
+        assert!(!reraises.is_reraise(5, 5, 7, 20_000_000_000));
+        assert!(reraises.is_reraise(5, 5, 11, 20_100_000_000) == false);
+        assert!(reraises.is_reraise(5, 5, 7, 20_200_000_000));
+        assert!(reraises.is_reraise(5, 5, 11, 20_300_000_000));
     }
 
     #[test]

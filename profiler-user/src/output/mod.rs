@@ -72,7 +72,8 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     fs::remove_file(&probe).with_context(|| format!("removing the probe file {}", probe.display()))
 }
 
-fn render(profile: &Profile, format: OutputFormat, title: &str) -> anyhow::Result<Vec<u8>> {
+/// Renders `profile` as `format`, in memory.
+pub(crate) fn render(profile: &Profile, format: OutputFormat, title: &str) -> anyhow::Result<Vec<u8>> {
     Ok(match format {
         OutputFormat::FlameGraphSvg => {
             let mut svg = Vec::new();

@@ -21,7 +21,9 @@ impl Process {
         if stat.state == 'Z' {
             return None;
         }
-        let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end_matches('\n').to_owned();
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        // The name is the process's to choose: escaped where it enters, like every name a target controls.
+        let name = crate::sanitize::name(comm.trim_end_matches('\n')).into_owned();
         Some(Process { pid, name, start_time: stat.start_time })
     }
 

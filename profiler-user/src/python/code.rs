@@ -43,8 +43,8 @@ impl CodeInfo {
         };
         let table_len = (copy.linetable_len as usize).min(copy.linetable.len());
         Some(Self {
-            qualname: text(&copy.qualname)?,
-            filename: text(&copy.filename).unwrap_or_else(|| "?".into()),
+            qualname: crate::sanitize::owned(text(&copy.qualname)?),
+            filename: crate::sanitize::owned(text(&copy.filename).unwrap_or_else(|| "?".into())),
             first_line: copy.first_line,
             linetable: copy.linetable[..table_len].to_vec(),
             code_address: copy.code,
@@ -111,8 +111,8 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         return None;
     }
     Some(CodeInfo {
-        qualname: read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?,
-        filename: read_string(pid, filename_ptr, interpreter)?,
+        qualname: crate::sanitize::owned(read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?),
+        filename: crate::sanitize::owned(read_string(pid, filename_ptr, interpreter)?),
         first_line: u32_at(&header, layout.firstlineno)?,
         linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?).unwrap_or_default(),
         code_address: frame.code,

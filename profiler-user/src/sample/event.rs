@@ -87,7 +87,7 @@ impl<'a> CpuSample<'a> {
             pid: header.pid,
             tid: header.tid,
             time_ns: header.time_ns,
-            comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+            comm: crate::sanitize::name(&String::from_utf8_lossy(&header.comm[..comm_len])).into_owned(),
             regs: header.regs,
             stack_base: header.stack_base,
             stack: &stack_area[..stack_len],
@@ -214,7 +214,7 @@ impl TimedLifecycle {
         let lifecycle = match event.kind {
             EVENT_FORK => Lifecycle::Fork { pid: event.pid, parent: event.parent },
             EVENT_EXEC => {
-                Lifecycle::Exec { pid: event.pid, comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned() }
+                Lifecycle::Exec { pid: event.pid, comm: crate::sanitize::name(&String::from_utf8_lossy(&event.comm[..comm_len])).into_owned() }
             }
             EVENT_EXIT => Lifecycle::Exit {
                 pid: event.pid,

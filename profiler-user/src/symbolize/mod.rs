@@ -25,6 +25,7 @@ use blazesym::symbolize::{
 
 use crate::{
     aggregate::{Frame, FrameKind, Module},
+    sanitize,
     unwind::{NativeFrame, elf::ElfFile, modules::LoadedFile},
 };
 
@@ -123,8 +124,8 @@ fn symbolize_file_offset(
     };
     let native = |function: &str, code: Option<&blazesym::symbolize::CodeInfo>, inlined: bool| Frame {
         kind: FrameKind::Native,
-        function: function.to_owned(),
-        file: code.map(|code| code.to_path().display().to_string()),
+        function: sanitize::name(function).into_owned(),
+        file: code.map(|code| sanitize::owned(code.to_path().display().to_string())),
         line: code.and_then(|code| code.line),
         module: Some(module.clone()),
         address: offset,
@@ -167,7 +168,7 @@ fn symbolize_from_symbol_table(
     match blazesym.symbolize_single(&Source::Elf(source), Input::VirtOffset(svma)) {
         Ok(Symbolized::Sym(sym)) => Arc::from([Frame {
             kind: FrameKind::Native,
-            function: sym.name.into_owned(),
+            function: sanitize::name(&sym.name).into_owned(),
             file: None,
             line: None,
             module: Some(file.module.clone()),

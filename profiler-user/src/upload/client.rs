@@ -97,7 +97,7 @@ impl Client {
     }
 
     fn redact(&self, text: &str) -> String {
-        self.credentials.as_ref().map_or_else(|| text.to_owned(), |c| c.key.redact(text))
+        self.credentials.as_ref().map_or_else(|| text.to_owned(), |c| c.redact(text))
     }
 }
 

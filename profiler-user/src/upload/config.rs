@@ -61,6 +61,37 @@ pub(crate) struct Credentials {
     pub key: Secret,
 }
 
+impl Credentials {
+    /// `text` without the key in any form it was sent in: as itself, and inside the base64 of the
+    /// `Authorization: Basic` header (a server or proxy may echo the header it got in an error body).
+    pub fn redact(&self, text: &str) -> String {
+        let text = self.key.redact(text);
+        if self.key.0.is_empty() {
+            return text;
+        }
+        let header = base64(format!("{}:{}", self.username, self.key.0).as_bytes());
+        text.replace(&header, "<redacted>")
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), as HTTP basic auth encodes `user:password`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Where the API key comes from; reading the file is a separate step so resolving arguments does no I/O.
 #[derive(Clone, Debug)]
 pub(crate) enum KeySource {
@@ -233,6 +264,14 @@ mod tests {
         assert!(!format!("{config:?}").contains("topsecret"));
         assert_eq!(secret.redact("got glc_topsecret123 back"), "got <redacted> back");
         assert_eq!(Secret::new(String::new()).redact("text"), "text");
+        // The Authorization header a server may echo: base64 of `user:key`.
+        let credentials = Credentials { username: "123456".into(), key: Secret::new("glc_topsecret123".into()) };
+        assert_eq!(base64(b"123456:glc_topsecret123"), "MTIzNDU2OmdsY190b3BzZWNyZXQxMjM=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(
+            credentials.redact("bad header Basic MTIzNDU2OmdsY190b3BzZWNyZXQxMjM= and glc_topsecret123"),
+            "bad header Basic <redacted> and <redacted>"
+        );
     }
 
     #[test]

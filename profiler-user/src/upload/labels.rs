@@ -86,11 +86,14 @@ pub(crate) fn check_app_name(name: &str, protocol: Protocol) -> Result<(), Strin
 
 /// The service name for a process that `--app-name` does not name: its process name, made acceptable to the
 /// ingest API if that is the protocol.
+///
+/// A process chooses its own name: it is held to the rules of a tag value (no control characters, bounded) by
+/// the sanitizer every name goes through, so it cannot break the label set or the log.
 pub(crate) fn default_service_name(process_name: &str, protocol: Protocol) -> String {
-    let name = process_name.trim();
-    let name = if name.is_empty() { "unknown" } else { name };
+    let name = crate::sanitize::name(process_name.trim());
+    let name = if name.is_empty() || check_value(SERVICE_NAME, &name).is_err() { "unknown".into() } else { name };
     match protocol {
-        Protocol::Push => name.to_owned(),
+        Protocol::Push => name.into_owned(),
         Protocol::Ingest => name.chars().map(|c| if is_ingest_app_char(c) { c } else { '_' }).collect(),
     }
 }
@@ -147,6 +150,9 @@ mod tests {
         assert_eq!(default_service_name("kworker/0:1", Protocol::Ingest), "kworker_0_1");
         assert_eq!(default_service_name("kworker/0:1", Protocol::Push), "kworker/0:1");
         assert_eq!(default_service_name("", Protocol::Push), "unknown");
+        // A process picks its own name: control characters cannot reach the label or the log.
+        assert_eq!(default_service_name("evil\nsvc", Protocol::Push), "evil\\nsvc");
+        assert!(default_service_name(&"x".repeat(5000), Protocol::Push).len() <= 1024);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Bounded by encoded bytes (what the memory really is) and by age (a window hours late is worth less than the
 //! memory). When a new window does not fit, the oldest are dropped: recent profiles matter more, and the newest
-//! window is the one most likely to show what is going on now. The window being sent is never evicted under the
+//! window is the one most likely to show what is going on now. The oldest of the service holding the most bytes
+//! goes first, so that a service whose processes flood the queue (many windows, crash after crash) loses its own
+//! history rather than the other services' windows. The window being sent is never evicted under the
 //! sender's feet: it counts toward the bound, and leaves when delivered, rejected or too old.
 use std::{
     collections::VecDeque,
@@ -58,7 +60,7 @@ impl Queue {
             return (self.dropped - before) as usize;
         }
         while self.bytes + upload.bytes() > self.max_bytes {
-            let Some(index) = self.entries.iter().position(|e| Some(e.id) != self.in_flight) else { break };
+            let Some(index) = self.eviction_candidate(&upload) else { break };
             self.remove_at(index);
             self.dropped += 1;
         }
@@ -124,6 +126,23 @@ impl Queue {
         self.dropped
     }
 
+    /// The window to drop for room: the oldest of the service that holds the most bytes (the new window
+    /// counted), so that one service's flood of windows costs its own history, not the other services'; when
+    /// that is the new window alone, the oldest window.
+    fn eviction_candidate(&self, incoming: &Upload) -> Option<usize> {
+        let evictable = |e: &Entry| Some(e.id) != self.in_flight;
+        let mut held: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for entry in self.entries.iter().filter(|e| evictable(e)) {
+            *held.entry(entry.upload.service.as_str()).or_default() += entry.upload.bytes();
+        }
+        *held.entry(incoming.service.as_str()).or_default() += incoming.bytes();
+        let most = held.values().copied().max()?;
+        self.entries
+            .iter()
+            .position(|e| evictable(e) && held.get(e.upload.service.as_str()) == Some(&most))
+            .or_else(|| self.entries.iter().position(evictable))
+    }
+
     /// Drops queued windows older than the age bound, except the one in flight (its sender checks it).
     fn expire(&mut self, now: Instant) {
         while let Some(index) = self
@@ -181,6 +200,18 @@ mod tests {
         assert_eq!(queue.push(upload("huge", 101), now), 1);
         assert_eq!(services(&queue), ["d"]);
         assert_eq!(queue.dropped(), 4);
+    }
+
+    #[test]
+    fn a_flooding_service_drops_its_own_windows_not_the_others() {
+        let now = Instant::now();
+        let mut queue = Queue::new(100, Duration::from_secs(60));
+        queue.push(upload("quiet", 20), now);
+        for _ in 0..20 {
+            queue.push(upload("noisy", 20), now);
+        }
+        assert_eq!(services(&queue), ["quiet", "noisy", "noisy", "noisy", "noisy"]);
+        assert_eq!(queue.dropped(), 16);
     }
 
     #[test]

@@ -1,0 +1,416 @@
+//! Puts crash reports on disk without letting anyone else choose where the bytes go.
+//!
+//! The agent runs as root and writes names a target can predict (`crash-PID-SIGNAL-MS.*`, part of the text
+//! being function names the target chose), so every file is created relative to one directory fd with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600: a symlink or file already at a name is never opened, a fresh name is
+//! taken instead. A directory that another user could write (and that is not sticky) is refused at startup, as is
+//! one that is itself a symlink. The directory is made when the first crash comes, so a recording without
+//! crashes leaves nothing behind; startup only checks that it could be made. What the directory may hold is
+//! bounded (`QUOTA_BYTES`): past it, reports go to the log only.
+use std::{
+    ffi::CString,
+    fs::File,
+    io::{self, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Crash;
+use crate::output::{self, OutputFormat};
+
+/// The most the crash directory may hold in `crash-*` files before reports stop being written there.
+pub(crate) const QUOTA_BYTES: u64 = 64 << 20;
+/// Names tried for one report before giving up (the first is the predictable one, then random suffixes).
+const NAME_ATTEMPTS: usize = 16;
+
+/// Writes crash reports into one directory.
+pub(crate) struct CrashWriter {
+    path: PathBuf,
+    /// Open once made (or found); `None` until the first crash when it did not exist at startup.
+    dir: Option<OwnedFd>,
+    /// Bytes of `crash-*` files in the directory, counted when it was opened plus what was written since.
+    used: u64,
+    quota: u64,
+    quota_logged: bool,
+}
+
+impl CrashWriter {
+    /// Checks that the directory is safe to write, or could be made; makes nothing.
+    pub(crate) fn new(path: &Path) -> Result<Self> {
+        let mut writer = Self { path: path.to_owned(), dir: None, used: 0, quota: QUOTA_BYTES, quota_logged: false };
+        match lstat(path) {
+            Ok(_) => writer.open_existing()?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let parent = parent_dir(path);
+                let meta = std::fs::metadata(parent).with_context(|| {
+                    format!("cannot create the crash directory {}: {} is not usable", path.display(), parent.display())
+                })?;
+                if !meta.is_dir() {
+                    bail!("cannot create the crash directory {}: {} is not a directory", path.display(), parent.display());
+                }
+                let c_parent = c_path(parent)?;
+                // SAFETY: a valid C string; faccessat only reads it.
+                if unsafe { libc::faccessat(libc::AT_FDCWD, c_parent.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) } != 0 {
+                    bail!(
+                        "cannot create the crash directory {}: {} is not writable ({}); choose another with --crash-dir",
+                        path.display(),
+                        parent.display(),
+                        io::Error::last_os_error()
+                    );
+                }
+            }
+            Err(err) => bail!("the crash directory {} is not usable: {err}", path.display()),
+        }
+        Ok(writer)
+    }
+
+    /// A smaller quota (tests).
+    #[cfg(test)]
+    pub(crate) fn with_quota(mut self, bytes: u64) -> Self {
+        self.quota = bytes;
+        self
+    }
+
+    fn open_existing(&mut self) -> Result<()> {
+        let fd = open_dir_nofollow(libc::AT_FDCWD, &c_path(&self.path)?, &self.path)?;
+        check_dir(&fd, &self.path)?;
+        probe(&fd, &self.path)?;
+        self.used = used_bytes(&fd);
+        self.dir = Some(fd);
+        Ok(())
+    }
+
+    /// The directory, made now if it did not exist (the parent is the user's path; the last step is never a
+    /// symlink).
+    fn dir(&mut self) -> Result<&OwnedFd> {
+        if self.dir.is_none() {
+            let parent_path = parent_dir(&self.path);
+            let parent = open_dir(libc::AT_FDCWD, &c_path(parent_path)?, libc::O_DIRECTORY)
+                .with_context(|| format!("opening {}", parent_path.display()))?;
+            let name = match self.path.file_name() {
+                Some(name) => CString::new(name.as_bytes()).context("a NUL in the crash directory's name")?,
+                None => c_path(&self.path)?,
+            };
+            // SAFETY: a valid fd and C string.
+            if unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o700) } != 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::AlreadyExists {
+                    bail!("cannot create the crash directory {}: {err}", self.path.display());
+                }
+            }
+            let fd = open_dir_nofollow(parent.as_raw_fd(), &name, &self.path)?;
+            check_dir(&fd, &self.path)?;
+            self.used = used_bytes(&fd);
+            self.dir = Some(fd);
+        }
+        Ok(self.dir.as_ref().expect("just opened"))
+    }
+
+    /// Writes the report files; returns the path of the text report.
+    pub(crate) fn write(&mut self, crash: &Crash) -> Result<PathBuf> {
+        let report = &crash.report;
+        let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
+        let mut files: Vec<(&str, Vec<u8>)> = vec![("json", json.into_bytes()), ("txt", report.to_text().into_bytes())];
+        if crash.window.total_samples() > 0 {
+            let title = format!(
+                "{} {} ({}): the {:.0} s before the crash",
+                report.signal_name, report.process_name, report.pid, report.window_seconds
+            );
+            for (extension, format) in [("svg", OutputFormat::FlameGraphSvg), ("pb.gz", OutputFormat::Pprof)] {
+                files.push((extension, output::render(&crash.window, format, &title)?));
+            }
+        }
+        let size: u64 = files.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+        let dir = self.dir()?.as_raw_fd();
+        if self.used + size > self.quota {
+            if !std::mem::replace(&mut self.quota_logged, true) {
+                tracing::warn!(
+                    "the crash directory {} holds {} KiB, its quota is {} KiB: reports of PID {} and later crashes go \
+                     to the log only until it is emptied",
+                    self.path.display(),
+                    self.used >> 10,
+                    self.quota >> 10,
+                    report.pid
+                );
+            }
+            bail!("the report of PID {} was not written: the crash directory is over its quota", report.pid);
+        }
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let predictable = format!("crash-{}-{}-{stamp}", report.pid, report.signal_name);
+        for attempt in 0..NAME_ATTEMPTS {
+            let base = if attempt == 0 {
+                predictable.clone()
+            } else {
+                format!("{predictable}-{:08x}", getrandom::u32().unwrap_or(attempt as u32))
+            };
+            match create_all(dir, &base, &files) {
+                Ok(()) => {
+                    self.used += size;
+                    return Ok(self.path.join(format!("{base}.txt")));
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    tracing::warn!("{}/{base}.* is taken (a file or link already there): trying another name", self.path.display());
+                }
+                Err(err) => bail!("writing the crash report {}/{base}.*: {err}", self.path.display()),
+            }
+        }
+        bail!("no free name for the crash report of PID {} in {} after {NAME_ATTEMPTS} tries", report.pid, self.path.display())
+    }
+}
+
+/// Creates every `base.EXT` new (never through a link); on a name already taken removes what it created and
+/// fails with `AlreadyExists`.
+fn create_all(dir: i32, base: &str, files: &[(&str, Vec<u8>)]) -> io::Result<()> {
+    let mut created: Vec<CString> = Vec::new();
+    let result = (|| {
+        for (extension, bytes) in files {
+            let name = CString::new(format!("{base}.{extension}")).map_err(io::Error::other)?;
+            // SAFETY: a valid fd and C string; the returned fd is owned by the File.
+            let fd = unsafe {
+                libc::openat(
+                    dir,
+                    name.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0o600 as libc::c_uint,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            created.push(name);
+            let mut file = unsafe { File::from_raw_fd(fd) };
+            file.write_all(bytes)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for name in &created {
+            // SAFETY: a valid fd and C string; these are the files this call made.
+            unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+        }
+    }
+    result
+}
+
+/// Refuses a directory someone other than root or us could plant names in (owner, or group/other write without
+/// the sticky bit).
+fn check_dir(fd: &OwnedFd, path: &Path) -> Result<()> {
+    let meta = fstat(fd).with_context(|| format!("reading the crash directory {}", path.display()))?;
+    // SAFETY: no arguments, cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.st_uid != 0 && meta.st_uid != euid {
+        bail!(
+            "the crash directory {} belongs to user {}, who could plant links in it: use a directory only root can \
+             write (--crash-dir)",
+            path.display(),
+            meta.st_uid
+        );
+    }
+    if meta.st_mode & 0o022 != 0 && meta.st_mode & libc::S_ISVTX == 0 {
+        bail!(
+            "the crash directory {} is writable by other users and not sticky (mode {:o}): use a directory only \
+             root can write (--crash-dir), or `chmod go-w` it",
+            path.display(),
+            meta.st_mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Creates and removes a file, so that a directory we cannot write fails at startup, not at the first crash.
+fn probe(fd: &OwnedFd, path: &Path) -> Result<()> {
+    let name = CString::new(format!(".probe-{}", std::process::id())).expect("no NUL");
+    // SAFETY: a valid fd and C string.
+    let probe = unsafe {
+        libc::openat(fd.as_raw_fd(), name.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600 as libc::c_uint)
+    };
+    if probe < 0 {
+        bail!("cannot create files in the crash directory {}: {}", path.display(), io::Error::last_os_error());
+    }
+    // SAFETY: the fd just opened, and the name just created.
+    unsafe {
+        libc::close(probe);
+        libc::unlinkat(fd.as_raw_fd(), name.as_ptr(), 0);
+    }
+    Ok(())
+}
+
+/// Bytes in `crash-*` regular files of the directory.
+fn used_bytes(fd: &OwnedFd) -> u64 {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd())) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().starts_with(b"crash-"))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn open_dir_nofollow(at: i32, name: &CString, path: &Path) -> Result<OwnedFd> {
+    open_dir(at, name, libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(|err| {
+        if err.raw_os_error() == Some(libc::ELOOP) || err.raw_os_error() == Some(libc::ENOTDIR) {
+            anyhow::anyhow!(
+                "the crash directory {} is a symbolic link or not a directory: give the real directory (--crash-dir)",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot open the crash directory {}: {err}", path.display())
+        }
+    })
+}
+
+fn open_dir(at: i32, name: &CString, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: a valid C string; the fd returned is owned below.
+    let fd = unsafe { libc::openat(at, name.as_ptr(), flags | libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut meta) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(meta)
+}
+
+fn lstat(path: &Path) -> io::Result<std::fs::Metadata> {
+    std::fs::symlink_metadata(path)
+}
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).with_context(|| format!("a NUL in the path {}", path.display()))
+}
+
+/// The directory `path` is in; `.` for a bare name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
+
+    use super::*;
+    use crate::{
+        aggregate::Profile,
+        crash::{CrashKind, CrashReport},
+    };
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("profiler-crash-writer-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn crash(pid: u32) -> Crash {
+        Crash {
+            report: CrashReport {
+                kind: CrashKind::Fault,
+                time: "2026-11-22T02:00:00Z".into(),
+                pid,
+                tid: pid,
+                process_name: "victim".into(),
+                thread_name: "victim".into(),
+                signal: 11,
+                signal_name: "SIGSEGV".into(),
+                si_code: 1,
+                fault_address: None,
+                python_version: None,
+                stack: Vec::new(),
+                window_samples: 0,
+                window_seconds: 30.0,
+                exit: None,
+            },
+            window: Profile::default(),
+            stack: Profile::default(),
+        }
+    }
+
+    #[test]
+    fn makes_the_directory_only_when_a_crash_comes() {
+        let tmp = TempDir::new("lazy");
+        let dir = tmp.0.join("crashes");
+        let mut writer = CrashWriter::new(&dir).unwrap();
+        assert!(!dir.exists(), "made before any crash");
+        let text = writer.write(&crash(7)).unwrap();
+        assert!(text.starts_with(&dir));
+        let meta = std::fs::metadata(&text).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn never_writes_through_a_planted_link() {
+        let tmp = TempDir::new("links");
+        let victim = tmp.0.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let dir = tmp.0.join("crashes");
+        std::fs::create_dir(&dir).unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+        for ms in now..now + 3000 {
+            for extension in ["json", "txt"] {
+                symlink(&victim, dir.join(format!("crash-7-SIGSEGV-{ms}.{extension}"))).unwrap();
+            }
+        }
+        let mut writer = CrashWriter::new(&dir).unwrap();
+        let text = writer.write(&crash(7)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&text).unwrap().is_file());
+        assert!(std::fs::read_to_string(&text).unwrap().starts_with("crash: SIGSEGV (victim 7)"));
+    }
+
+    #[test]
+    fn refuses_a_directory_others_can_write() {
+        let tmp = TempDir::new("open");
+        let dir = tmp.0.join("crashes");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = format!("{:#}", CrashWriter::new(&dir).err().unwrap());
+        assert!(err.contains("writable by other users") && !err.contains('\n'), "{err}");
+        // Sticky, like /tmp: others cannot remove or rename our files there, and names they plant are skipped.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        CrashWriter::new(&dir).unwrap();
+        let link = tmp.0.join("link");
+        symlink(&dir, &link).unwrap();
+        let err = format!("{:#}", CrashWriter::new(&link).err().unwrap());
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn stops_writing_at_the_quota() {
+        let tmp = TempDir::new("quota");
+        CrashWriter::new(&tmp.0).unwrap().write(&crash(1)).unwrap();
+        // What the directory holds already counts: one more report does not fit.
+        let held: u64 = std::fs::read_dir(&tmp.0).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        let mut writer = CrashWriter::new(&tmp.0).unwrap().with_quota(held + 100);
+        let err = format!("{:#}", writer.write(&crash(2)).unwrap_err());
+        assert!(err.contains("quota"), "{err}");
+    }
+}
