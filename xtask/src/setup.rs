@@ -64,6 +64,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 pub fn setup(ws: &Workspace) -> Result<()> {
     debian_packages()?;
     rust_src()?;
+    clippy()?;
     bpf_linker()?;
     tracefs();
     quake_venv(ws)?;
@@ -140,6 +141,17 @@ fn rust_src() -> Result<()> {
     }
     eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// `cargo xtask test` runs clippy: the parsers' arithmetic lint is part of the test stage.
+fn clippy() -> Result<()> {
+    let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    if cmd::probe(cargo().args(["clippy", "--version"]))?.is_some_and(|output| output.status.success()) {
+        eprintln!("ok: clippy");
+        return Ok(());
+    }
+    eprintln!("installing: clippy");
+    cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 /// The version line of the bpf-linker on PATH, if there is one.
