@@ -23,7 +23,8 @@ use crate::{
         layout::{CodeLayout, LineFormat},
         linetable,
     },
-    unwind::{elf::ElfFile, maps},
+    process::maps,
+    unwind::elf::ElfFile,
 };
 
 /// `/proc/PID/maps` text: every line is either a mapping or counted as malformed, and every mapping is a
@@ -215,7 +216,7 @@ fn profile_from(input: &mut Input) -> Profile {
         let labels = (0..input.u8() % 4)
             .map(|_| {
                 let key = LABEL_KEYS[usize::from(input.u8()) % LABEL_KEYS.len()];
-                let value = if input.u8() & 1 == 0 { LabelValue::Num(input.u64() as i64) } else { LabelValue::Str(input.text(6)) };
+                let value = LabelValue::Str(input.text(6));
                 Label { key, value }
             })
             .collect();
@@ -282,21 +283,42 @@ mod tests {
         elf(&std::fs::read("/proc/self/exe").unwrap());
     }
 
-    /// The inputs the fuzzers once crashed on (fuzz/regressions/TARGET/*), replayed with overflow checks on.
-    #[test]
-    fn past_fuzzer_findings_stay_fixed() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+    /// Every input in `fuzz/DIR/TARGET/` through its target's entry point; how many there were.
+    fn replay(dir: &str) -> usize {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(dir);
         let targets: [(&str, fn(&[u8])); 5] =
             [("maps", maps), ("elf", elf), ("line_tables", line_tables), ("code_copy", code_copy), ("pprof", pprof)];
         let mut replayed = 0;
         for (name, entry) in targets {
             let Ok(files) = std::fs::read_dir(root.join(name)) else { continue };
+            let mut files: Vec<_> = files.map(|file| file.unwrap().path()).collect();
+            files.sort();
             for file in files {
-                entry(&std::fs::read(file.unwrap().path()).unwrap());
+                let data = std::fs::read(&file).unwrap();
+                // The input's name in the panic message: a failure says which one to look at.
+                if std::panic::catch_unwind(|| entry(&data)).is_err() {
+                    panic!("{} fails", file.display());
+                }
                 replayed += 1;
             }
         }
-        assert!(replayed >= 3, "only {replayed} regression inputs under {}", root.display());
+        replayed
+    }
+
+    /// The inputs the fuzzers once crashed on (fuzz/regressions/TARGET/*). `cargo xtask test` runs this with
+    /// overflow checks on (the fuzz-replay profile).
+    #[test]
+    fn past_fuzzer_findings_stay_fixed() {
+        let replayed = replay("regressions");
+        assert!(replayed >= 5, "only {replayed} regression inputs under fuzz/regressions");
+    }
+
+    /// The committed corpus (fuzz/corpus/TARGET/*): inputs that reach the parsers' branches, found by earlier
+    /// exploratory runs, replayed deterministically.
+    #[test]
+    fn committed_corpus_passes() {
+        let replayed = replay("corpus");
+        assert!(replayed >= 100, "only {replayed} corpus inputs under fuzz/corpus");
     }
 
     #[test]

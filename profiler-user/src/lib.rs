@@ -1,20 +1,32 @@
-//! The profiler's library: each module is one stage of the pipeline in DESIGN.md, data flowing one way:
-//! target → sample → unwind → symbolize → merge → aggregate → output / pprof → upload.
-pub mod aggregate;
+//! The profiler's library: each module is one stage of the pipeline, data flowing one way (see
+//! docs/ARCHITECTURE.md): process and selection → sample → unwind → symbolize → merge → aggregate → output /
+//! pprof → upload, driven by `commands` from the configuration `cli` resolves.
+//!
+//! Everything is crate-private but what the binary, the integration tests and the fuzz targets use: the command
+//! line and its one entry point, the pprof message types (tests decode our profiles with them), and, with the
+//! `fuzzing` feature, the fuzz targets' entry points.
+mod aggregate;
 pub mod cli;
-pub mod crash;
-#[doc(hidden)]
+mod commands;
+mod crash;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-pub mod merge;
-pub mod output;
-pub mod pipeline;
+mod merge;
+mod output;
+mod pipeline;
 pub mod pprof;
-pub mod privilege;
-pub mod python;
-pub mod sanitize;
-pub mod sample;
-pub mod session;
-pub mod symbolize;
-pub mod target;
-pub mod unwind;
-pub mod upload;
+mod privilege;
+mod process;
+mod python;
+mod sanitize;
+mod sample;
+mod selection;
+mod session;
+mod symbolize;
+mod unwind;
+mod upload;
+
+/// Runs a parsed command line: resolves it (with the environment variables `run` reads) and executes it.
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    commands::execute(cli::resolve(cli, &cli::RunEnv::from_process())?)
+}

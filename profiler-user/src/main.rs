@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use profiler::cli::{Cli, Command, RunEnv, record, run as run_command};
+use profiler::cli::Cli;
 
 fn main() -> ExitCode {
     // Before anything is read: a core dump of the agent would hold the API key and the targets' memory it copied,
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     // The agent's status line and what happens to the targets (started, ended and how) are at info level: an
     // operator should see them without setting RUST_LOG.
     init_logging("warn,profiler=info");
-    match run(cli) {
+    match profiler::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -44,13 +44,6 @@ fn usage_error(err: clap::Error) -> ExitCode {
         .collect();
     eprintln!("error: {} (see `profiler --help`)", message.join(" "));
     ExitCode::from(2)
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Record(args) => record::run(args.resolve()?),
-        Command::Run(args) => run_command::run(args, &RunEnv::from_process()),
-    }
 }
 
 /// Logs go to stderr; `RUST_LOG` selects what (`default` when it is unset).

@@ -13,13 +13,13 @@ use crate::{
 };
 
 /// Who was sampled: becomes the synthetic root frames.
-pub struct SampleContext<'a> {
+pub(crate) struct SampleContext<'a> {
     pub process_name: &'a str,
     pub thread_name: &'a str,
 }
 
 /// The Python side of a sample.
-pub struct PythonStack<'a> {
+pub(crate) struct PythonStack<'a> {
     /// Innermost first.
     pub frames: &'a [PythonFrame],
     /// Path of the module holding the interpreter (its frames are interpreter internals).
@@ -30,7 +30,7 @@ pub struct PythonStack<'a> {
     pub keep_internals: bool,
 }
 
-pub fn merge(
+pub(crate) fn merge(
     kernel: &[Arc<[Frame]>],
     native: &[Arc<[Frame]>],
     truncation: Option<Truncation>,
@@ -93,7 +93,7 @@ fn in_module(frame: &Frame, module_path: &str) -> bool {
 }
 
 /// The frame name that marks a stack cut short.
-pub fn truncation_name(truncation: Truncation) -> &'static str {
+pub(crate) fn truncation_name(truncation: Truncation) -> &'static str {
     match truncation {
         Truncation::StackCopyEnd => "[truncated: stack deeper than the copy]",
         Truncation::UnwindError => "[truncated: no unwind info]",

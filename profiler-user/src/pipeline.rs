@@ -24,7 +24,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Choices that change what a sample becomes.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PipelineOptions {
+pub(crate) struct PipelineOptions {
     /// Keep the interpreter's own native frames between Python frames.
     pub native_python_internals: bool,
     /// Keep only samples of threads holding the GIL.
@@ -35,7 +35,7 @@ pub struct PipelineOptions {
 
 /// Counters over the whole recording.
 #[derive(Clone, Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub samples: u64,
     /// Samples whose native stack reached the thread's root.
     pub complete_stacks: u64,
@@ -82,12 +82,12 @@ impl Stats {
 }
 
 /// A process's first this many samples count as cold in [`Stats`].
-pub const COLD_SAMPLES: u64 = 100;
+pub(crate) const COLD_SAMPLES: u64 = 100;
 
 /// Userspace time spent per pipeline stage over some samples: two `Instant` reads per stage and sample (tens of
 /// nanoseconds), so it is always on and `--stats-json` can report it from any recording.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct StageTimes {
+pub(crate) struct StageTimes {
     pub samples: u64,
     /// Native unwinding of the stack copy (framehop), maps and unwind tables included.
     pub unwind: Duration,
@@ -102,7 +102,7 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
-    pub fn total(&self) -> Duration {
+    pub(crate) fn total(&self) -> Duration {
         self.unwind + self.python + self.symbolize + self.merge + self.aggregate
     }
 
@@ -130,7 +130,7 @@ impl Lap {
     }
 }
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     unwinder: Unwinder,
     symbolizer: Symbolizer,
     aggregator: Aggregator,
@@ -148,7 +148,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(period_ns: u64, options: PipelineOptions) -> Self {
+    pub(crate) fn new(period_ns: u64, options: PipelineOptions) -> Self {
         Self {
             unwinder: Unwinder::default(),
             symbolizer: Symbolizer::new(),
@@ -166,13 +166,13 @@ impl Pipeline {
     }
 
     /// Prepares for samples of a process that is already running (its maps and unwind tables).
-    pub fn prepare_process(&mut self, pid: u32) {
+    pub(crate) fn prepare_process(&mut self, pid: u32) {
         self.unwinder.preload(pid);
     }
 
     /// The code mappings (pid, CLOCK_MONOTONIC ns) read from the kernel and not handled yet: samples taken before
     /// them must not be named with maps read after them.
-    pub fn set_upcoming_map_changes(&mut self, changes: impl Iterator<Item = (u32, u64)>) {
+    pub(crate) fn set_upcoming_map_changes(&mut self, changes: impl Iterator<Item = (u32, u64)>) {
         self.upcoming_map_changes.clear();
         for (pid, time_ns) in changes {
             self.upcoming_map_changes.entry(pid).or_default().push(time_ns);
@@ -180,32 +180,32 @@ impl Pipeline {
     }
 
     /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
-    pub fn maps_changed(&mut self, pid: u32) {
+    pub(crate) fn maps_changed(&mut self, pid: u32) {
         self.unwinder.mark_stale(pid);
     }
 
     /// When the maps used for `pid`'s samples were read (CLOCK_MONOTONIC ns; 0 if never).
-    pub fn maps_read_at(&self, pid: u32) -> u64 {
+    pub(crate) fn maps_read_at(&self, pid: u32) -> u64 {
         self.unwinder.maps_read_at(pid)
     }
 
     /// Re-reads the maps of processes that loaded code since the last call.
-    pub fn refresh_changed_maps(&mut self) {
+    pub(crate) fn refresh_changed_maps(&mut self) {
         self.unwinder.refresh_stale();
     }
 
     /// Names the process in outputs (otherwise the sampled thread's name of its first sample is used).
-    pub fn set_process_name(&mut self, pid: u32, name: &str) {
+    pub(crate) fn set_process_name(&mut self, pid: u32, name: &str) {
         self.process_names.insert(pid, name.to_owned());
     }
 
     /// The CPython layout the sampler needs for `pid`, when it runs a Python we support.
-    pub fn python_layout(&mut self, pid: u32) -> Option<PyLayout> {
+    pub(crate) fn python_layout(&mut self, pid: u32) -> Option<PyLayout> {
         self.python.detect(pid).map(|interpreter| interpreter.layouts.kernel)
     }
 
     /// Parses a ring-buffer record; a malformed one is counted (and reported once), never fatal.
-    pub fn parse_record<'r>(&mut self, record: &'r [u8]) -> Option<CpuSample<'r>> {
+    pub(crate) fn parse_record<'r>(&mut self, record: &'r [u8]) -> Option<CpuSample<'r>> {
         match CpuSample::parse(record) {
             Ok(sample) => Some(sample),
             Err(err) => {
@@ -218,7 +218,7 @@ impl Pipeline {
         }
     }
 
-    pub fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+    pub(crate) fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
         if sample.crash.is_some() {
             self.process_crash(sample, sampler);
             return;
@@ -308,7 +308,7 @@ impl Pipeline {
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
-    pub fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
+    pub(crate) fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
         if !self.crash_budget.allow(pid, &name, time_ns) {
             self.stats.crashes_over_budget += 1;
@@ -341,7 +341,7 @@ impl Pipeline {
     }
 
     /// Crashes whose report is complete: the process's exit was seen, or `EXIT_WAIT` passed without it.
-    pub fn take_crashes(&mut self) -> Vec<Crash> {
+    pub(crate) fn take_crashes(&mut self) -> Vec<Crash> {
         let (ready, held) = std::mem::take(&mut self.crashes)
             .into_iter()
             .partition(|(since, crash)| crash.report.exit.is_some() || since.elapsed() >= EXIT_WAIT);
@@ -350,13 +350,13 @@ impl Pipeline {
     }
 
     /// Every crash not handed out yet (at the end of a session).
-    pub fn take_all_crashes(&mut self) -> Vec<Crash> {
+    pub(crate) fn take_all_crashes(&mut self) -> Vec<Crash> {
         std::mem::take(&mut self.crashes).into_iter().map(|(_, crash)| crash).collect()
     }
 
     /// The last thread of `pid` exited: completes its crash reports and logs how it ended (a clean exit only at
     /// debug level: a fork storm would otherwise flood the log).
-    pub fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>) {
+    pub(crate) fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>) {
         let Some(status) = status else { return };
         for (_, crash) in self.crashes.iter_mut().filter(|(_, c)| c.report.pid == pid) {
             crash.report.exit = Some(status);
@@ -370,14 +370,14 @@ impl Pipeline {
     }
 
     /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.
-    pub fn expect_new_image(&mut self, pid: u32, name: &str) {
+    pub(crate) fn expect_new_image(&mut self, pid: u32, name: &str) {
         self.unwinder.forget_process(pid);
         self.python.expect_new_image(pid);
         self.set_process_name(pid, name);
     }
 
     /// A target forked `child`: same name, same interpreter until it execs.
-    pub fn inherit(&mut self, child: u32, parent: u32) {
+    pub(crate) fn inherit(&mut self, child: u32, parent: u32) {
         if let Some(name) = self.process_names.get(&parent).cloned() {
             self.process_names.insert(child, name);
         }
@@ -386,12 +386,12 @@ impl Pipeline {
     }
 
     /// Interpreters found since the last call in processes that started or exec'd.
-    pub fn new_python_layouts(&mut self) -> Vec<(u32, PyLayout)> {
+    pub(crate) fn new_python_layouts(&mut self) -> Vec<(u32, PyLayout)> {
         self.python.poll_pending()
     }
 
     /// Frees what was kept for a process that exited.
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.unwinder.forget_process(pid);
         self.python.forget_process(pid);
         self.recent.forget_process(pid);
@@ -402,7 +402,7 @@ impl Pipeline {
     }
 
     /// The aggregated samples since the last call.
-    pub fn take_profile(&mut self) -> Profile {
+    pub(crate) fn take_profile(&mut self) -> Profile {
         self.aggregator.take()
     }
 }

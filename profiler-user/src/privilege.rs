@@ -30,7 +30,7 @@ use crate::sample::tracefs;
 
 /// What the caller will do after attaching, which decides the optional capabilities.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// Kernel stacks are symbolized through /proc/kallsyms (`--kernel`).
     pub kernel_symbols: bool,
     /// Outputs are written into directories the invoking user chose (`record`).
@@ -39,12 +39,18 @@ pub struct Needs {
 
 /// The two sets: what loading and attaching need, and what is kept afterwards.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     load: CapsHashSet,
     keep: CapsHashSet,
 }
 
 impl Plan {
+    /// The capabilities every thread holds once the programs are attached.
+    #[cfg(test)]
+    fn kept(&self) -> Vec<Capability> {
+        sorted(&self.keep)
+    }
+
     fn new(permitted: &CapsHashSet, needs: Needs, tracefs_mounted: bool) -> Plan {
         use Capability::*;
         let mut load: CapsHashSet = [CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE].into();
@@ -68,15 +74,10 @@ impl Plan {
         }
         Plan { load, keep }
     }
-
-    /// The capabilities every thread holds once the programs are attached.
-    pub fn kept(&self) -> Vec<Capability> {
-        sorted(&self.keep)
-    }
 }
 
 /// Step 1: call while the process has a single thread, after `preflight::check`.
-pub fn before_loading(needs: Needs) -> Result<Plan> {
+pub(crate) fn before_loading(needs: Needs) -> Result<Plan> {
     let permitted = caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
     if !tracefs_mounted() && permitted.contains(&Capability::CAP_SYS_ADMIN) {
         // Mounting here lets the loading set go without CAP_SYS_ADMIN on kernels with CAP_BPF.
@@ -99,12 +100,12 @@ pub fn before_loading(needs: Needs) -> Result<Plan> {
 }
 
 /// Step 2: call on every thread that exists once the programs are loaded and attached.
-pub fn after_attach(plan: &Plan) -> Result<()> {
+pub(crate) fn after_attach(plan: &Plan) -> Result<()> {
     narrow(&plan.keep)
 }
 
 /// Step 3: fails naming any thread of this process that holds a capability the plan does not keep.
-pub fn verify_threads(plan: &Plan) -> Result<()> {
+pub(crate) fn verify_threads(plan: &Plan) -> Result<()> {
     let allowed = bits(&plan.keep);
     let tasks = fs::read_dir("/proc/self/task").context("listing /proc/self/task")?;
     for task in tasks.flatten() {

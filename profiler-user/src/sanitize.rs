@@ -10,7 +10,7 @@ pub const MAX_NAME_BYTES: usize = 1024;
 
 /// `raw` with control and bidirectional-override characters escaped (`\n`, `\u{1b}`) and cut to
 /// [`MAX_NAME_BYTES`] (ending in `…` when cut). Borrowed when nothing needed changing.
-pub fn name(raw: &str) -> Cow<'_, str> {
+pub(crate) fn name(raw: &str) -> Cow<'_, str> {
     if raw.len() <= MAX_NAME_BYTES && !raw.chars().any(needs_escape) {
         return Cow::Borrowed(raw);
     }
@@ -32,7 +32,7 @@ pub fn name(raw: &str) -> Cow<'_, str> {
 }
 
 /// [`name`], owned.
-pub fn owned(raw: String) -> String {
+pub(crate) fn owned(raw: String) -> String {
     match name(&raw) {
         Cow::Borrowed(_) => raw,
         Cow::Owned(clean) => clean,

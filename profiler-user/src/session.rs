@@ -19,12 +19,13 @@ use tokio::{
 use crate::{
     pipeline::{Pipeline, PipelineOptions},
     sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
-    target::{self, Target, TargetSpec},
+    process::Process,
+    selection::{self, TargetSpec},
 };
 
 /// Why `wait` returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// The periodic tick: time for status and housekeeping.
     Tick,
     /// The deadline passed.
@@ -33,7 +34,7 @@ pub enum Wake {
     Stop,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     sampler: Sampler,
     samples: AsyncFd<RingBuf<MapData>>,
     events: AsyncFd<RingBuf<MapData>>,
@@ -42,7 +43,7 @@ pub struct Session {
     tick: Interval,
     interrupt: Signal,
     terminate: Signal,
-    live: HashMap<u32, Target>,
+    live: HashMap<u32, Process>,
     /// Matches processes that start later (`--name`, `--match-cmdline`); `None` for `--pid` sessions.
     matcher: Option<TargetSpec>,
     follow_children: bool,
@@ -56,7 +57,7 @@ const SCAN_EVERY: Duration = Duration::from_millis(250);
 
 impl Session {
     /// Loads and attaches the sampler; must run inside the tokio runtime.
-    pub fn start(options: &SamplerOptions, pipeline: PipelineOptions, tick_every: Duration) -> Result<Self> {
+    pub(crate) fn start(options: &SamplerOptions, pipeline: PipelineOptions, tick_every: Duration) -> Result<Self> {
         let mut sampler = Sampler::load(options)?;
         let samples = register(sampler.take_samples().context("the sample ring buffer was already taken")?)?;
         let events = register(sampler.take_events().context("the event ring buffer was already taken")?)?;
@@ -81,16 +82,16 @@ impl Session {
     }
 
     /// Whether processes forked by targets are profiled too (default: yes).
-    pub fn set_follow_children(&mut self, follow: bool) {
+    pub(crate) fn set_follow_children(&mut self, follow: bool) {
         self.follow_children = follow;
     }
 
     /// Profiles processes that start later and match `spec` (needs `SamplerOptions::report_all_execs`).
-    pub fn follow_new_processes(&mut self, spec: &TargetSpec) {
+    pub(crate) fn follow_new_processes(&mut self, spec: &TargetSpec) {
         self.matcher = spec.follows_new_processes().then(|| spec.clone());
     }
 
-    pub fn add_target(&mut self, target: &Target) -> Result<()> {
+    pub(crate) fn add_target(&mut self, target: &Process) -> Result<()> {
         self.pipeline.set_process_name(target.pid, &target.name);
         self.pipeline.prepare_process(target.pid);
         if let Some(layout) = self.pipeline.python_layout(target.pid) {
@@ -102,19 +103,19 @@ impl Session {
     }
 
     /// Stops sampling a process; its samples already queued are still processed.
-    pub fn remove_target(&mut self, pid: u32) {
+    pub(crate) fn remove_target(&mut self, pid: u32) {
         self.sampler.remove_target(pid);
         self.live.remove(&pid);
     }
 
     /// The processes being profiled now.
-    pub fn live_targets(&self) -> impl Iterator<Item = &Target> {
+    pub(crate) fn live_targets(&self) -> impl Iterator<Item = &Process> {
         self.live.values()
     }
 
     /// Feeds samples through the pipeline and follows lifecycle events until the next tick, the deadline or a
     /// stop signal.
-    pub async fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake> {
+    pub(crate) async fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake> {
         loop {
             tokio::select! {
                 guard = self.samples.readable_mut() => {
@@ -145,13 +146,13 @@ impl Session {
     /// Processes every record in the ring buffers, samples, crashes and lifecycle events merged in time order:
     /// a sample taken after an exec must be unwound with the new image's maps, a crash report's window must hold
     /// the samples taken before it, and a process's last samples and crash come before its exit frees its state.
-    pub fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         // Disjoint borrows: the sample ring is read while the pipeline and target set change.
         let Session { samples, events, crashes, pipeline, sampler, live, matcher, follow_children, .. } = self;
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut read_until = read_pending(crashes, events, &mut pending);
         pipeline.set_upcoming_map_changes(map_changes(&pending));
-        let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>| {
+        let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>| {
             match pending {
                 Pending::Crash { record, .. } => {
                     if let Some(sample) = pipeline.parse_record(&record) {
@@ -213,8 +214,8 @@ impl Session {
         if lost > self.lost_events_seen {
             self.lost_events_seen = lost;
             tracing::warn!("lifecycle events were lost; rescanning for target processes");
-            if let Some(found) = self.matcher.as_ref().and_then(|spec| target::resolve(spec).ok()) {
-                let new: Vec<Target> = found.into_iter().filter(|t| !self.live.contains_key(&t.pid)).collect();
+            if let Some(found) = self.matcher.as_ref().and_then(|spec| selection::resolve(spec).ok()) {
+                let new: Vec<Process> = found.into_iter().filter(|t| !self.live.contains_key(&t.pid)).collect();
                 for target in new {
                     if let Err(err) = self.add_target(&target) {
                         tracing::warn!("{err:#}");
@@ -225,7 +226,7 @@ impl Session {
     }
 
     /// Samples the kernel dropped because the ring buffer was full.
-    pub fn lost_samples(&self) -> u64 {
+    pub(crate) fn lost_samples(&self) -> u64 {
         self.sampler.lost_samples().unwrap_or_else(|err| {
             tracing::warn!("{err:#}");
             0
@@ -292,7 +293,7 @@ impl Pending {
 fn handle_event(
     pipeline: &mut Pipeline,
     sampler: &mut Sampler,
-    live: &mut HashMap<u32, Target>,
+    live: &mut HashMap<u32, Process>,
     matcher: Option<&TargetSpec>,
     follow_children: bool,
     timed: TimedLifecycle,
@@ -304,7 +305,7 @@ fn handle_event(
             // (a short-lived child), so it inherits the parent's state whether or not it still runs.
             pipeline.inherit(pid, parent);
             tracing::debug!("following PID {pid}, forked by {parent}");
-            if let Some(mut target) = target::read_target(pid) {
+            if let Some(mut target) = Process::read(pid) {
                 if let Some(parent_target) = live.get(&parent) {
                     target.name = parent_target.name.clone();
                 }
@@ -337,9 +338,9 @@ fn handle_event(
 }
 
 /// A target (new, or one that replaced its image) whose interpreter is yet to be found.
-fn start_tracking(pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Target>, pid: u32, comm: &str) {
+fn start_tracking(pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>, pid: u32, comm: &str) {
     pipeline.expect_new_image(pid, comm);
-    match target::read_target(pid) {
+    match Process::read(pid) {
         Some(target) => {
             live.insert(pid, target);
         }

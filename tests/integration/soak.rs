@@ -144,7 +144,7 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
     let mut app = App::start(&launcher, &dir.join("app-0.log"));
     let mut load = app.load();
     // Debug from the run loop only: it logs each window that had no samples (and so is not uploaded).
-    let log_filter = "warn,profiler=info,profiler::cli::run=debug";
+    let log_filter = "warn,profiler=info,profiler::commands::run=debug";
     let mut agent = Agent::start(&[], &args, &[("PYROSCOPE_SERVER_URL", &url), ("RUST_LOG", log_filter)]);
     let started = Instant::now();
     let mut masters = vec![app.processes()];

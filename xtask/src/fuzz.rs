@@ -1,10 +1,12 @@
-//! Runs every fuzz target in fuzz/ for a bounded time (part of `cargo xtask test`), each from seeds this machine
-//! has (its own /proc maps, a small system library), so that a short run starts from well-formed input and spends
-//! its time on the malformed variants.
+//! The fuzz targets in fuzz/, two ways: `replay` (part of `cargo xtask test`) runs every committed input once,
+//! and `fuzz` (`cargo xtask fuzz`) explores for new ones.
 //!
-//! A crash, a failed assertion in profiler::fuzzing or an overflow (the targets build with overflow checks) fails
-//! the task; libFuzzer leaves the input in fuzz/artifacts/TARGET/, and `cargo +nightly fuzz run TARGET FILE`
-//! replays it. Once fixed, the input goes to fuzz/regressions/TARGET/, which every run replays first.
+//! A test stage must pass or fail the same way every time: a fuzzer that runs for a fixed time finds a bug in one
+//! run and not in the next, so a submission would be rejected for a bug it did not touch, or land because the
+//! fuzzer looked elsewhere. So the test stage only replays what is committed: the corpus (fuzz/corpus/TARGET/,
+//! inputs that reach the parsers' branches) and every past finding (fuzz/regressions/TARGET/), through the same
+//! entry points (profiler::fuzzing) with overflow checks on. Exploring is a separate task with its own budget;
+//! what it finds is fixed, then its input goes to fuzz/regressions/ and is replayed from then on.
 use std::{fs, path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
@@ -12,42 +14,54 @@ use anyhow::{bail, Context as _, Result};
 use crate::{cmd, Workspace};
 
 /// The targets in fuzz/Cargo.toml.
-const TARGETS: [&str; 5] = ["maps", "elf", "line_tables", "code_copy", "pprof"];
+pub const TARGETS: [&str; 5] = ["maps", "elf", "line_tables", "code_copy", "pprof"];
 
-/// Small, real ELF files for the `elf` target's seed corpus: glibc's compatibility stubs, ~14 KiB each.
+/// Small, real ELF files for the `elf` target's seeds: glibc's compatibility stubs, ~14 KiB each.
 const ELF_SEEDS: [&str; 2] = ["/usr/lib/x86_64-linux-gnu/libdl.so.2", "/usr/lib/x86_64-linux-gnu/librt.so.1"];
 
-pub fn fuzz(ws: &Workspace, seconds_each: u32) -> Result<()> {
+/// Replays the committed corpus and the past findings of every target (`profiler::fuzzing`'s unit tests) in
+/// the `fuzz-replay` profile: overflow checks and debug assertions on, as in the fuzzers' own builds.
+pub fn replay(ws: &Workspace) -> Result<()> {
+    let mut test = ws.cargo();
+    test.args(["test", "--profile", "fuzz-replay", "--package", "profiler-user", "--lib", "--", "fuzzing::"]);
+    cmd::run(&mut test).context("a committed fuzz input fails: see the test output above")
+}
+
+pub struct Options {
+    pub seconds_each: u32,
+    /// Empty: all of them.
+    pub targets: Vec<String>,
+    pub merge: bool,
+}
+
+/// Runs each target for `seconds_each`, from the committed corpus, the seeds and the past findings; new inputs
+/// go to target/fuzz-corpus/TARGET/ (the working tree stays clean) and, with `merge`, the ones that add
+/// coverage are merged into fuzz/corpus/TARGET/.
+pub fn fuzz(ws: &Workspace, options: &Options) -> Result<()> {
+    for target in &options.targets {
+        if !TARGETS.contains(&target.as_str()) {
+            bail!("no fuzz target named {target:?}: the targets are {}", TARGETS.join(", "));
+        }
+    }
     let fuzz_dir = ws.root.join("fuzz");
     let seeds = ws.target_dir.join("fuzz-seeds");
     write_seeds(&seeds)?;
     // Every target runs even after one fails: one finding must not hide the others.
     let mut failed = Vec::new();
-    for target in TARGETS {
-        let corpus = fuzz_dir.join("corpus").join(target);
-        fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-        // cargo through rustup with the nightly toolchain: sanitizers and -Z flags need it.
-        let mut run = Command::new("cargo");
-        run.env("RUSTUP_TOOLCHAIN", "nightly")
-            .env_remove("CARGO")
-            .env_remove("RUSTC")
-            .current_dir(&ws.root)
-            .args(["fuzz", "run", "--fuzz-dir"])
-            .arg(&fuzz_dir)
-            // Overflow checks on: an overflowing offset in a parser is a wrong answer even where it cannot crash.
-            .arg("--debug-assertions")
-            .arg("--target-dir")
-            .arg(ws.target_dir.join("fuzz"))
-            .arg(target)
-            .arg(&corpus);
-        // Seeds, and the inputs of crashes found before (fuzz/regressions/TARGET/), replayed on every run.
-        for extra in [seeds.join(target), fuzz_dir.join("regressions").join(target)] {
+    for target in TARGETS.into_iter().filter(|t| options.targets.is_empty() || options.targets.iter().any(|o| o == t)) {
+        let working = ws.target_dir.join("fuzz-corpus").join(target);
+        fs::create_dir_all(&working).with_context(|| format!("creating {}", working.display()))?;
+        let committed = fuzz_dir.join("corpus").join(target);
+        let mut run = cargo_fuzz(ws, target);
+        // libFuzzer writes what it finds into the first directory only.
+        run.arg(&working);
+        for extra in [committed.clone(), seeds.join(target), fuzz_dir.join("regressions").join(target)] {
             if extra.is_dir() {
                 run.arg(extra);
             }
         }
         run.arg("--").args([
-            &format!("-max_total_time={seconds_each}"),
+            &format!("-max_total_time={}", options.seconds_each),
             "-timeout=10",
             "-rss_limit_mb=2048",
             "-print_final_stats=1",
@@ -55,14 +69,43 @@ pub fn fuzz(ws: &Workspace, seconds_each: u32) -> Result<()> {
         if let Err(err) = cmd::run(&mut run) {
             eprintln!("error: {err:#}");
             failed.push(target);
+            continue;
+        }
+        if options.merge {
+            fs::create_dir_all(&committed).with_context(|| format!("creating {}", committed.display()))?;
+            let mut merge = cargo_fuzz(ws, target);
+            merge.arg(&committed).arg(&working).args(["--", "-merge=1"]);
+            cmd::run(&mut merge)?;
         }
     }
     if !failed.is_empty() {
-        bail!("fuzz target(s) {} failed: the inputs are in fuzz/artifacts/TARGET/", failed.join(", "));
+        bail!(
+            "fuzz target(s) {} failed: the inputs are in fuzz/artifacts/TARGET/; fix the parser, then move the \
+             input to fuzz/regressions/TARGET/",
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
+/// `cargo fuzz run TARGET` through rustup's nightly (sanitizers and -Z flags need it), with overflow checks on:
+/// an overflowing offset in a parser is a wrong answer even where it cannot crash.
+fn cargo_fuzz(ws: &Workspace, target: &str) -> Command {
+    let mut run = Command::new("cargo");
+    run.env("RUSTUP_TOOLCHAIN", "nightly")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .current_dir(&ws.root)
+        .args(["fuzz", "run", "--fuzz-dir"])
+        .arg(ws.root.join("fuzz"))
+        .arg("--debug-assertions")
+        .arg("--target-dir")
+        .arg(ws.target_dir.join("fuzz"))
+        .arg(target);
+    run
+}
+
+/// Seeds this machine has: its own /proc maps, small system libraries.
 fn write_seeds(seeds: &Path) -> Result<()> {
     let maps = seeds.join("maps");
     fs::create_dir_all(&maps).with_context(|| format!("creating {}", maps.display()))?;

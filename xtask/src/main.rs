@@ -21,9 +21,6 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-/// Seconds each fuzz target runs for in `cargo xtask test`: five targets, about two minutes in all.
-const FUZZ_SECONDS: u32 = 25;
-
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks of the profiler")]
 struct Cli {
@@ -58,18 +55,28 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build the release binary and run the whole test suite (needs root), then each fuzz target for
-    /// 25 s. Arguments after `--` go to `cargo test` (and skip the fuzzing: a filtered run is a quick one).
+    /// Set up, build the release binary, check the parsers' arithmetic lint, run the whole test suite (needs
+    /// root), then replay the committed fuzz corpus and every past finding with overflow checks on. Nothing in
+    /// it is random: it passes or fails the same way every time. Arguments after `--` go to `cargo test` (and
+    /// skip the lint and the replay: a filtered run is a quick one).
     Test {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Run each fuzz target in fuzz/ (parsers of /proc maps, ELF, Python line tables and code objects, pprof
-    /// encoding) for a bounded time.
+    /// Exploratory fuzzing: run each fuzz target in fuzz/ (parsers of /proc maps, ELF, Python line tables and
+    /// code objects, pprof encoding) for a bounded time, starting from the committed corpus. A finding is left
+    /// in fuzz/artifacts/TARGET/; once fixed it belongs in fuzz/regressions/TARGET/.
     Fuzz {
         /// Seconds per target.
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = 60)]
         seconds: u32,
+        /// Only these targets (repeat the flag); all of them by default.
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Afterwards, add to fuzz/corpus/TARGET/ the inputs of this run that reach code the committed corpus
+        /// does not (libFuzzer's merge), for `cargo xtask test` to replay from then on.
+        #[arg(long)]
+        merge: bool,
     },
     /// Profile the bundled FastAPI app (examples/quake-monitor) under load and write a flame graph, a pprof
     /// profile and folded stacks to target/demo/.
@@ -132,6 +139,17 @@ impl Workspace {
     }
 }
 
+/// Runs clippy over the profiler's library. The modules that parse what a target controls (ELF files, maps
+/// lines, Python code objects and line tables, CFA expressions, BTF) deny `clippy::arithmetic_side_effects`:
+/// every operation there on such a value is checked, saturating or wrapping by choice, so an overflow is
+/// neither a panic (debug) nor a silent wrap into a wrong range (release). Only denied lints fail this step.
+fn lint_parsers(ws: &Workspace) -> Result<()> {
+    let mut clippy = ws.cargo();
+    // --release: shares the build script's output (the eBPF object) with the release build just made.
+    clippy.args(["clippy", "--release", "--package", "profiler-user", "--lib", "--quiet"]);
+    cmd::run(&mut clippy).context("a parser does unchecked arithmetic on what a target controls")
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -163,8 +181,11 @@ fn run() -> Result<ExitCode> {
                 eprintln!("warning: not root: the tests that load eBPF programs will fail");
             }
             let profiler = ws.build_profiler(true)?;
-            // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
             let filtered = !args.is_empty();
+            if !filtered {
+                lint_parsers(&ws)?;
+            }
+            // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
             let mut test = ws.cargo();
             test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
             // QUAKE_VENV: the tests find the demo app's interpreter where setup put it, whatever the target dir.
@@ -173,12 +194,13 @@ fn run() -> Result<ExitCode> {
             test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
             cmd::run(&mut test)?;
             if !filtered {
-                fuzz::fuzz(&ws, FUZZ_SECONDS)?;
+                fuzz::replay(&ws)?;
             }
         }
-        Task::Fuzz { seconds } => {
+        Task::Fuzz { seconds, targets, merge } => {
             setup::setup(&ws)?;
-            fuzz::fuzz(&ws, seconds)?;
+            setup::cargo_fuzz()?;
+            fuzz::fuzz(&ws, &fuzz::Options { seconds_each: seconds, targets, merge })?;
         }
         Task::Demo { duration, native } => {
             setup::setup(&ws)?;

@@ -40,8 +40,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "strace",
 ];
 
-/// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11, the one DESIGN.md describes (the
-/// `python3` on PATH may be another build).
+/// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be
+/// another build, such as pyenv's).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The example app whose dependencies the virtualenv holds, relative to the workspace root.
@@ -53,7 +53,7 @@ const VENV_STAMP: &str = ".requirements-stamp";
 /// Where Debian's llvm-22 puts `llvm-config`, which bpf-linker's build script finds LLVM through.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
-/// The bpf-linker series that works with this machine's LLVM and the aya crate set (DESIGN.md).
+/// The bpf-linker series that works with LLVM 22 and the aya crate set (docs/ARCHITECTURE.md, "Build toolchain").
 const BPF_LINKER_SERIES: &str = "0.13";
 
 /// The eBPF programs build with `-Z build-std`, which needs nightly and its standard library sources.
@@ -64,11 +64,11 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 pub fn setup(ws: &Workspace) -> Result<()> {
     debian_packages()?;
     rust_src()?;
+    clippy()?;
     bpf_linker()?;
     tracefs();
     quake_venv(ws)?;
     validate_venv(ws)?;
-    cargo_fuzz()?;
     Ok(())
 }
 
@@ -141,6 +141,17 @@ fn rust_src() -> Result<()> {
     }
     eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// `cargo xtask test` runs clippy: the parsers' arithmetic lint is part of the test stage.
+fn clippy() -> Result<()> {
+    let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    if cmd::probe(cargo().args(["clippy", "--version"]))?.is_some_and(|output| output.status.success()) {
+        eprintln!("ok: clippy");
+        return Ok(());
+    }
+    eprintln!("installing: clippy");
+    cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 /// The version line of the bpf-linker on PATH, if there is one.
@@ -265,9 +276,10 @@ fn validate_venv(ws: &Workspace) -> Result<()> {
 }
 
 /// cargo-fuzz builds and runs the fuzz targets in fuzz/, on the nightly toolchain the eBPF build already needs.
+/// Only exploratory fuzzing (`cargo xtask fuzz`) needs it: the test stage replays the corpus with cargo test.
 const CARGO_FUZZ_SERIES: &str = "0.13";
 
-fn cargo_fuzz() -> Result<()> {
+pub fn cargo_fuzz() -> Result<()> {
     let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let version = cmd::probe(cargo().args(["fuzz", "--version"]))?
         .filter(|output| output.status.success())

@@ -5,10 +5,10 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// `HashMap<K, V, FxBuildHasher>`.
-pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
+pub(crate) type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
 #[derive(Clone, Copy, Default)]
-pub struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 

@@ -1,6 +1,6 @@
 //! Stacks + labels → counts: identical samples are stored once with a count, frames are interned.
 mod hash;
-pub mod profile;
+pub(crate) mod profile;
 
 use std::{
     collections::HashMap,
@@ -8,55 +8,77 @@ use std::{
 };
 
 use self::hash::FxBuildHasher;
-pub use self::profile::*;
+pub(crate) use self::profile::*;
+
+/// Frames stored once each, known by their index: a stack is a list of indices.
+#[derive(Default)]
+pub(crate) struct FrameTable {
+    frames: Vec<Frame>,
+    ids: HashMap<Frame, FrameId, FxBuildHasher>,
+}
+
+impl FrameTable {
+    pub(crate) fn intern(&mut self, frame: &Frame) -> FrameId {
+        if let Some(&id) = self.ids.get(frame) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(frame.clone());
+        self.ids.insert(frame.clone(), id);
+        id
+    }
+
+    pub(crate) fn get(&self, id: FrameId) -> &Frame {
+        &self.frames[id as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The frames in id order; the table starts empty again.
+    pub(crate) fn take(&mut self) -> Vec<Frame> {
+        self.ids.clear();
+        std::mem::take(&mut self.frames)
+    }
+}
 
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     period_ns: u64,
-    frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, FrameId, FxBuildHasher>,
+    frames: FrameTable,
     stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64, FxBuildHasher>,
     window_start: SystemTime,
 }
 
 impl Aggregator {
-    pub fn new(period_ns: u64) -> Self {
+    pub(crate) fn new(period_ns: u64) -> Self {
         Self {
             period_ns,
-            frames: Vec::new(),
-            frame_ids: HashMap::default(),
+            frames: FrameTable::default(),
             stacks: HashMap::default(),
             window_start: SystemTime::now(),
         }
     }
 
     /// Counts one sample of `frames` (leaf first) with `labels`.
-    pub fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
-        let ids = frames.into_iter().map(|frame| self.intern(frame)).collect();
+    pub(crate) fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
+        let ids = frames.into_iter().map(|frame| self.frames.intern(frame)).collect();
         labels.sort();
         *self.stacks.entry((ids, labels)).or_default() += 1;
     }
 
-    fn intern(&mut self, frame: &Frame) -> FrameId {
-        if let Some(&id) = self.frame_ids.get(frame) {
-            return id;
-        }
-        let id = self.frames.len() as FrameId;
-        self.frames.push(frame.clone());
-        self.frame_ids.insert(frame.clone(), id);
-        id
-    }
-
-    pub fn period_ns(&self) -> u64 {
+    pub(crate) fn period_ns(&self) -> u64 {
         self.period_ns
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.stacks.is_empty()
     }
 
     /// The samples since the last `take` (or creation), ending the window now.
-    pub fn take(&mut self) -> Profile {
+    pub(crate) fn take(&mut self) -> Profile {
         let end = SystemTime::now();
         let start = std::mem::replace(&mut self.window_start, end);
         let mut stacks: Vec<StackCount> = self
@@ -65,9 +87,8 @@ impl Aggregator {
             .map(|((frames, labels), count)| StackCount { frames, labels, count })
             .collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
-        self.frame_ids.clear();
         Profile {
-            frames: std::mem::take(&mut self.frames),
+            frames: self.frames.take(),
             stacks,
             period_ns: self.period_ns,
             start_unix_ns: unix_ns(start),

@@ -4,11 +4,11 @@
 //! hundred distinct stacks stays small.
 
 /// Index into [`Profile::frames`].
-pub type FrameId = u32;
+pub(crate) type FrameId = u32;
 
 /// What produced a frame; outputs use it to style or annotate frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FrameKind {
+pub(crate) enum FrameKind {
     /// A native function (possibly an inlined one, see `inlined`).
     Native,
     /// A kernel function (only with `--kernel`).
@@ -23,7 +23,7 @@ pub enum FrameKind {
 
 /// The binary a native frame belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Module {
+pub(crate) struct Module {
     /// Path of the ELF file as the target process maps it.
     pub path: String,
     /// GNU build-id, lowercase hex, when the file has one.
@@ -32,7 +32,7 @@ pub struct Module {
 
 /// One frame as the user sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub kind: FrameKind,
     /// Function name (demangled); `[module+0xoffset]` when it could not be symbolized.
     pub function: String,
@@ -49,20 +49,19 @@ pub struct Frame {
 
 /// A label attached to samples (pprof `Sample.label`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LabelValue {
+pub(crate) enum LabelValue {
     Str(String),
-    Num(i64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Label {
+pub(crate) struct Label {
     pub key: &'static str,
     pub value: LabelValue,
 }
 
 /// Distinct stack + labels, and how many samples hit it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StackCount {
+pub(crate) struct StackCount {
     /// Leaf first (pprof order). Starts with the sampled function, ends at the thread's root, then the synthetic
     /// context frames (thread, process) if the aggregator added them.
     pub frames: Vec<FrameId>,
@@ -72,7 +71,7 @@ pub struct StackCount {
 
 /// Samples of one recording or upload window.
 #[derive(Clone, Debug, Default)]
-pub struct Profile {
+pub(crate) struct Profile {
     pub frames: Vec<Frame>,
     pub stacks: Vec<StackCount>,
     /// Nanoseconds of CPU time one sample stands for: 1e9 / sampling rate.
@@ -83,11 +82,11 @@ pub struct Profile {
 }
 
 impl Profile {
-    pub fn frame(&self, id: FrameId) -> &Frame {
+    pub(crate) fn frame(&self, id: FrameId) -> &Frame {
         &self.frames[id as usize]
     }
 
-    pub fn total_samples(&self) -> u64 {
+    pub(crate) fn total_samples(&self) -> u64 {
         self.stacks.iter().map(|s| s.count).sum()
     }
 }

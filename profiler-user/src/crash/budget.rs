@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 /// Reports one process may cause per minute (a crash re-raised by its handler is one).
-pub const PER_PROCESS_PER_MINUTE: u32 = 3;
+pub(crate) const PER_PROCESS_PER_MINUTE: u32 = 3;
 /// Reports of all processes together per minute (a fork storm of crashing children).
-pub const TOTAL_PER_MINUTE: u32 = 20;
+pub(crate) const TOTAL_PER_MINUTE: u32 = 20;
 const MINUTE_NS: u64 = 60_000_000_000;
 
 #[derive(Default)]
@@ -30,7 +30,7 @@ impl Window {
 }
 
 #[derive(Default)]
-pub struct CrashBudget {
+pub(crate) struct CrashBudget {
     per_process: HashMap<u32, Window>,
     total: Window,
 }
@@ -38,7 +38,7 @@ pub struct CrashBudget {
 impl CrashBudget {
     /// Whether a crash of `pid` (named `name`) at `time_ns` (CLOCK_MONOTONIC) may be reported; logs once per
     /// minute when a budget trips.
-    pub fn allow(&mut self, pid: u32, name: &str, time_ns: u64) -> bool {
+    pub(crate) fn allow(&mut self, pid: u32, name: &str, time_ns: u64) -> bool {
         let window = self.per_process.entry(pid).or_default();
         if !window.take(time_ns, PER_PROCESS_PER_MINUTE) {
             if !std::mem::replace(&mut window.logged, true) {
@@ -62,7 +62,7 @@ impl CrashBudget {
     }
 
     /// The process exited: its budget goes with it (a new process with its pid starts afresh).
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.per_process.remove(&pid);
     }
 }

@@ -1,14 +1,14 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
-pub mod budget;
-pub mod recent;
-pub mod report;
-pub mod writer;
+pub(crate) mod budget;
+pub(crate) mod recent;
+pub(crate) mod report;
+pub(crate) mod writer;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-pub use self::report::{CrashKind, CrashReport};
-pub use self::writer::CrashWriter;
+pub(crate) use self::report::{CrashKind, CrashReport};
+pub(crate) use self::writer::CrashWriter;
 use self::report::{ReportFrame, signal_name};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Who crashed, as the pipeline knows it.
-pub struct Crashed<'a> {
+pub(crate) struct Crashed<'a> {
     pub pid: u32,
     pub tid: u32,
     pub process_name: &'a str,
@@ -27,13 +27,13 @@ pub struct Crashed<'a> {
 
 impl Crashed<'_> {
     /// The report of a thread that faulted or aborted, with its merged stack (leaf first).
-    pub fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
+    pub(crate) fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
         let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
         self.report(CrashKind::Fault, signal.signal, signal.si_code, signal.fault_addr, stack)
     }
 
     /// The report of a process another process killed: no stack of its own exists.
-    pub fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
+    pub(crate) fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
         self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new())
     }
 
@@ -62,7 +62,7 @@ impl Crashed<'_> {
 /// generates the signal a second time in the same thread. Kept per thread and signal, so that alternating signals
 /// cannot make every one look new.
 #[derive(Default)]
-pub struct Reraises {
+pub(crate) struct Reraises {
     last: std::collections::HashMap<(u32, u32, u32), u64>,
 }
 
@@ -72,7 +72,7 @@ impl Reraises {
     const MAX_ENTRIES: usize = 1024;
 
     /// True when this (pid, tid, signal) was reported less than five seconds before `time_ns`.
-    pub fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
+    pub(crate) fn is_reraise(&mut self, pid: u32, tid: u32, signal: u32, time_ns: u64) -> bool {
         if let Some(&at) = self.last.get(&(pid, tid, signal)) {
             if time_ns.saturating_sub(at) < Self::WINDOW_NS {
                 return true;
@@ -86,34 +86,22 @@ impl Reraises {
     }
 
     /// The process exited.
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.last.retain(|(p, _, _), _| *p != pid);
     }
 }
 
 /// A crash as the pipeline hands it over: the report, the profile of the window before it, and the stack at
 /// the crash as a one-sample profile (empty for a killed process), which `run` uploads on its own.
-pub struct Crash {
+pub(crate) struct Crash {
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,
 }
 
-/// Now as RFC 3339 UTC (no date crate needed for one format).
-pub fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+/// Now as RFC 3339 UTC, to the second.
+pub(crate) fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::aggregate::{Aggregator, Frame, Label};
+use crate::aggregate::{Aggregator, Frame, FrameId, FrameTable, Label};
 
 /// Interned frames beyond this are dropped and interning starts over (a long-running agent sees new frames
 /// forever; the recent window only needs the current ones).
@@ -16,39 +16,37 @@ const MAX_INTERNED_FRAMES: usize = 200_000;
 struct Recent {
     time_ns: u64,
     pid: u32,
-    stack: Arc<[u32]>,
+    stack: Arc<[FrameId]>,
     labels: Arc<[Label]>,
 }
 
-pub struct RecentStacks {
+pub(crate) struct RecentStacks {
     window_ns: u64,
-    frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, u32>,
-    stacks: HashMap<Vec<u32>, Arc<[u32]>>,
+    frames: FrameTable,
+    stacks: HashMap<Vec<FrameId>, Arc<[FrameId]>>,
     labels: HashMap<Vec<Label>, Arc<[Label]>>,
     samples: VecDeque<Recent>,
 }
 
 impl RecentStacks {
-    pub fn new(window_ns: u64) -> Self {
+    pub(crate) fn new(window_ns: u64) -> Self {
         Self {
             window_ns,
-            frames: Vec::new(),
-            frame_ids: HashMap::new(),
+            frames: FrameTable::default(),
             stacks: HashMap::new(),
             labels: HashMap::new(),
             samples: VecDeque::new(),
         }
     }
 
-    pub fn add(&mut self, time_ns: u64, pid: u32, frames: &[Frame], labels: &[Label]) {
+    pub(crate) fn add(&mut self, time_ns: u64, pid: u32, frames: &[Frame], labels: &[Label]) {
         if self.window_ns == 0 {
             return;
         }
         if self.frames.len() > MAX_INTERNED_FRAMES {
             self.clear();
         }
-        let ids: Vec<u32> = frames.iter().map(|frame| self.intern(frame)).collect();
+        let ids: Vec<FrameId> = frames.iter().map(|frame| self.frames.intern(frame)).collect();
         let stack = self.stacks.entry(ids.clone()).or_insert_with(|| ids.into()).clone();
         let labels = self.labels.entry(labels.to_vec()).or_insert_with(|| labels.into()).clone();
         self.samples.push_back(Recent { time_ns, pid, stack, labels });
@@ -57,36 +55,25 @@ impl RecentStacks {
         }
     }
 
-    fn intern(&mut self, frame: &Frame) -> u32 {
-        if let Some(&id) = self.frame_ids.get(frame) {
-            return id;
-        }
-        let id = self.frames.len() as u32;
-        self.frames.push(frame.clone());
-        self.frame_ids.insert(frame.clone(), id);
-        id
-    }
-
     fn clear(&mut self) {
-        self.frames.clear();
-        self.frame_ids.clear();
+        self.frames.take();
         self.stacks.clear();
         self.labels.clear();
         self.samples.clear();
     }
 
     /// The samples of `pid` in the window ending at `until_ns`, aggregated.
-    pub fn window(&self, pid: u32, until_ns: u64, into: &mut Aggregator) -> u64 {
+    pub(crate) fn window(&self, pid: u32, until_ns: u64, into: &mut Aggregator) -> u64 {
         let mut count = 0;
         for sample in self.samples.iter().filter(|s| s.pid == pid && s.time_ns + self.window_ns >= until_ns) {
-            into.add(sample.stack.iter().map(|&id| &self.frames[id as usize]), sample.labels.to_vec());
+            into.add(sample.stack.iter().map(|&id| self.frames.get(id)), sample.labels.to_vec());
             count += 1;
         }
         count
     }
 
     /// Drops the samples of a process that exited (after its crash report was written).
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.samples.retain(|s| s.pid != pid);
     }
 }

@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-pub use crate::sample::signal_name;
+pub(crate) use crate::sample::signal_name;
 use crate::{
     aggregate::{Frame, FrameKind},
     sample::ExitStatus,
@@ -12,7 +12,7 @@ use crate::{
 /// How the crash was observed.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum CrashKind {
+pub(crate) enum CrashKind {
     /// The thread faulted or aborted: the stack is the one at the signal.
     Fault,
     /// Another process killed the target (e.g. the OOM killer's SIGKILL): no stack of the target exists.
@@ -20,7 +20,7 @@ pub enum CrashKind {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct CrashReport {
+pub(crate) struct CrashReport {
     pub kind: CrashKind,
     /// RFC 3339, UTC.
     pub time: String,
@@ -44,7 +44,7 @@ pub struct CrashReport {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ReportFrame {
+pub(crate) struct ReportFrame {
     pub kind: &'static str,
     pub function: String,
     pub file: Option<String>,
@@ -55,7 +55,7 @@ pub struct ReportFrame {
 }
 
 impl ReportFrame {
-    pub fn from_frame(frame: &Frame) -> Self {
+    pub(crate) fn from_frame(frame: &Frame) -> Self {
         Self {
             kind: match frame.kind {
                 FrameKind::Native => "native",
@@ -75,7 +75,7 @@ impl ReportFrame {
 }
 
 impl CrashReport {
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut text = String::new();
         let _ = write!(text, "crash: {} ({} {}) ", self.signal_name, self.process_name, self.pid);
         let _ = writeln!(text, "in thread {} ({}) at {}", self.thread_name, self.tid, self.time);

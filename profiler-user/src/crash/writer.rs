@@ -25,12 +25,12 @@ use super::Crash;
 use crate::output::{self, OutputFormat};
 
 /// The most the crash directory may hold in `crash-*` files before reports stop being written there.
-pub const QUOTA_BYTES: u64 = 64 << 20;
+pub(crate) const QUOTA_BYTES: u64 = 64 << 20;
 /// Names tried for one report before giving up (the first is the predictable one, then random suffixes).
 const NAME_ATTEMPTS: usize = 16;
 
 /// Writes crash reports into one directory.
-pub struct CrashWriter {
+pub(crate) struct CrashWriter {
     path: PathBuf,
     /// Open once made (or found); `None` until the first crash when it did not exist at startup.
     dir: Option<OwnedFd>,
@@ -42,7 +42,7 @@ pub struct CrashWriter {
 
 impl CrashWriter {
     /// Checks that the directory is safe to write, or could be made; makes nothing.
-    pub fn new(path: &Path) -> Result<Self> {
+    pub(crate) fn new(path: &Path) -> Result<Self> {
         let mut writer = Self { path: path.to_owned(), dir: None, used: 0, quota: QUOTA_BYTES, quota_logged: false };
         match lstat(path) {
             Ok(_) => writer.open_existing()?,
@@ -71,7 +71,8 @@ impl CrashWriter {
     }
 
     /// A smaller quota (tests).
-    pub fn with_quota(mut self, bytes: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_quota(mut self, bytes: u64) -> Self {
         self.quota = bytes;
         self
     }
@@ -112,7 +113,7 @@ impl CrashWriter {
     }
 
     /// Writes the report files; returns the path of the text report.
-    pub fn write(&mut self, crash: &Crash) -> Result<PathBuf> {
+    pub(crate) fn write(&mut self, crash: &Crash) -> Result<PathBuf> {
         let report = &crash.report;
         let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
         let mut files: Vec<(&str, Vec<u8>)> = vec![("json", json.into_bytes()), ("txt", report.to_text().into_bytes())];

@@ -11,7 +11,7 @@ use super::folded;
 use crate::aggregate::{FrameKind, Profile};
 
 /// Writes the SVG; fails on a profile without samples, which would only draw an error message.
-pub fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyhow::Result<()> {
+pub(crate) fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyhow::Result<()> {
     let lines = folded::lines(profile);
     if lines.is_empty() {
         bail!("no samples were recorded, so there is no flame graph to draw");

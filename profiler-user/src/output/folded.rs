@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::aggregate::{Frame, FrameKind, Profile};
 
 /// The whole file: one line per distinct stack, sorted, newline-terminated.
-pub fn render(profile: &Profile) -> String {
+pub(crate) fn render(profile: &Profile) -> String {
     let mut out = String::new();
     for line in lines(profile) {
         out.push_str(&line);
@@ -18,7 +18,7 @@ pub fn render(profile: &Profile) -> String {
 
 /// `root;…;leaf count` lines. Stacks that differ only in labels or in what the text leaves out (line numbers)
 /// are merged; sorted so the same profile always gives the same file.
-pub fn lines(profile: &Profile) -> Vec<String> {
+pub(crate) fn lines(profile: &Profile) -> Vec<String> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for stack in profile.stacks.iter().filter(|s| s.count > 0) {
         let mut text = String::new();
@@ -40,7 +40,7 @@ pub fn lines(profile: &Profile) -> Vec<String> {
 /// How a frame reads in a folded line. Line numbers are left out on purpose: they would split one function into
 /// many boxes of a flame graph. Kernel frames carry the `_[k]` suffix of `stackcollapse-perf.pl --kernel`, which
 /// flame graph tools colour as kernel and strip from the label.
-pub fn frame_text(frame: &Frame) -> String {
+pub(crate) fn frame_text(frame: &Frame) -> String {
     let name = sanitize(&frame.function);
     match (frame.kind, &frame.file) {
         (FrameKind::Python, Some(file)) => format!("{name} ({})", sanitize(file)),

@@ -4,8 +4,8 @@
 //! a file and an old profile survives a failed write; `check_writable` lets the CLI find a bad path before
 //! recording for 30 s rather than after.
 
-pub mod flamegraph;
-pub mod folded;
+pub(crate) mod flamegraph;
+pub(crate) mod folded;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -18,7 +18,7 @@ use crate::aggregate::Profile;
 use crate::pprof;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// Interactive flame graph (`.svg`).
     FlameGraphSvg,
     /// Gzipped pprof protobuf (`.pb.gz`, `.pprof`, `.pb`).
@@ -35,7 +35,7 @@ impl OutputFormat {
     /// pprof is always written gzipped, `.pb` included: the pprof spec stores profiles gzipped, Go's
     /// runtime/pprof writes them so, and every reader (go tool pprof, Pyroscope, speedscope) sniffs the gzip
     /// magic, so one pprof flavour is enough.
-    pub fn from_path(path: &Path) -> anyhow::Result<OutputFormat> {
+    pub(crate) fn from_path(path: &Path) -> anyhow::Result<OutputFormat> {
         let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
         let has = |ext: &str| name.len() > ext.len() && name.ends_with(ext);
         if has(".svg") {
@@ -51,14 +51,14 @@ impl OutputFormat {
 }
 
 /// Renders `profile` as `format` and puts it at `path`, replacing any file there. `title` heads the flame graph.
-pub fn write_profile(profile: &Profile, path: &Path, format: OutputFormat, title: &str) -> anyhow::Result<()> {
+pub(crate) fn write_profile(profile: &Profile, path: &Path, format: OutputFormat, title: &str) -> anyhow::Result<()> {
     render(profile, format, title)
         .and_then(|bytes| write_atomically(path, &bytes))
         .with_context(|| format!("could not write the profile to {}", path.display()))
 }
 
 /// Fails unless a file can be created next to `path`, by creating and removing one.
-pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     let dir = parent_dir(path);
     let meta = fs::metadata(dir).with_context(|| format!("output directory {} is not usable", dir.display()))?;
     ensure!(meta.is_dir(), "output directory {} is not a directory", dir.display());

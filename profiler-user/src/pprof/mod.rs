@@ -26,12 +26,12 @@ use prost::Message as _;
 use crate::aggregate::{Frame, FrameId, FrameKind, Label, LabelValue, Module, Profile};
 
 /// The uncompressed protobuf.
-pub fn encode(profile: &Profile) -> Vec<u8> {
+pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
     to_proto(profile).encode_to_vec()
 }
 
 /// The gzipped protobuf, as pprof files are stored and Pyroscope expects them.
-pub fn encode_gzip(profile: &Profile) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn encode_gzip(profile: &Profile) -> anyhow::Result<Vec<u8>> {
     let raw = encode(profile);
     let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4), Compression::default());
     gz.write_all(&raw).context("gzip-compressing the pprof profile")?;
@@ -39,7 +39,7 @@ pub fn encode_gzip(profile: &Profile) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The pprof message for `profile`, with ids assigned in first-use order so the output is deterministic.
-pub fn to_proto(profile: &Profile) -> proto::Profile {
+pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     let mut b = Builder::default();
     b.string("");
     let cpu_ns = proto::ValueType { r#type: b.string("cpu"), unit: b.string("nanoseconds") };
@@ -202,10 +202,8 @@ impl<'p> Builder<'p> {
 
     fn label(&mut self, label: &'p Label) -> proto::Label {
         let key = self.string(label.key);
-        match &label.value {
-            LabelValue::Str(s) => proto::Label { key, str: self.string(s), ..Default::default() },
-            LabelValue::Num(n) => proto::Label { key, num: *n, ..Default::default() },
-        }
+        let LabelValue::Str(s) = &label.value;
+        proto::Label { key, str: self.string(s), ..Default::default() }
     }
 }
 
@@ -270,7 +268,7 @@ mod tests {
         let nobid = Module { path: "/opt/nobid.so".into(), build_id: None };
         let labels = vec![
             Label { key: "thread_name", value: LabelValue::Str("MainThread".into()) },
-            Label { key: "thread_id", value: LabelValue::Num(42) },
+            Label { key: "thread_id", value: LabelValue::Str("42".into()) },
         ];
         Profile {
             frames: vec![
@@ -431,12 +429,10 @@ mod tests {
     }
 
     #[test]
-    fn labels_keep_their_type() {
+    fn labels_are_strings() {
         let d = decode(&encode(&sample_profile()));
-        let labels: Vec<_> = d.0.sample[0].label.iter().map(|l| (d.s(l.key), l.str, l.num)).collect();
-        assert_eq!(labels.len(), 2);
-        assert_eq!((labels[0].0, d.s(labels[0].1), labels[0].2), ("thread_name", "MainThread", 0));
-        assert_eq!((labels[1].0, labels[1].1, labels[1].2), ("thread_id", 0, 42));
+        let labels: Vec<_> = d.0.sample[0].label.iter().map(|l| (d.s(l.key), d.s(l.str), l.num)).collect();
+        assert_eq!(labels, [("thread_name", "MainThread", 0), ("thread_id", "42", 0)]);
     }
 
     #[test]

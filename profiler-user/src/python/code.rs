@@ -3,6 +3,8 @@
 //! Cached by (pid, address, key), where the key is the code object's `co_filename ^ co_name` pointers as the
 //! kernel saw them at sample time: a code object freed and its address reused by another function gets a
 //! different key, so a reused address never yields a stale name.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{collections::HashMap, sync::Arc};
 
 use profiler_common::{PyCodeCopy, PyFrame};
@@ -11,8 +13,8 @@ use super::{
     detect::Interpreter,
     layout::{CodeLayout, LineFormat},
     linetable,
-    memory::{self, u32_at, u64_at},
 };
+use crate::process::memory::{self, u32_at, u64_at};
 
 /// Longest name or path read from the target: protects against garbage lengths.
 const MAX_STRING: u64 = 4096;
@@ -22,7 +24,7 @@ const MAX_CACHED_CODES: usize = 100_000;
 
 /// A code object's names and line table.
 #[derive(Debug)]
-pub struct CodeInfo {
+pub(crate) struct CodeInfo {
     pub qualname: String,
     pub filename: String,
     pub first_line: u32,
@@ -34,7 +36,7 @@ pub struct CodeInfo {
 
 impl CodeInfo {
     /// From the names the crash probe copied (ASCII, NUL-terminated), when the process can no longer be read.
-    pub fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
+    pub(crate) fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
         let text = |bytes: &[u8]| {
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
@@ -53,7 +55,7 @@ impl CodeInfo {
 
     /// The line executing at `instr` (`PyFrame::instr`: an address inside the code object's bytecode, or for
     /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits).
-    pub fn line(&self, instr: u64) -> u32 {
+    pub(crate) fn line(&self, instr: u64) -> u32 {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
             LineFormat::Locations => (self.code_address.checked_add(self.code_adaptive))
@@ -63,7 +65,10 @@ impl CodeInfo {
             _ if lasti < 0 => None,
             LineFormat::Lnotab => linetable::lnotab_line(&self.linetable, self.first_line, lasti as u64),
             LineFormat::LineTable310 => {
-                linetable::line_table_310_line(&self.linetable, self.first_line, lasti as u64 * 2)
+                // lasti counts 2-byte code units; an absurd one gives no line rather than a wrapped offset.
+                (lasti as u64).checked_mul(2).and_then(|offset| {
+                    linetable::line_table_310_line(&self.linetable, self.first_line, offset)
+                })
             }
         };
         line.unwrap_or(self.first_line)
@@ -71,13 +76,13 @@ impl CodeInfo {
 }
 
 #[derive(Default)]
-pub struct CodeCache {
+pub(crate) struct CodeCache {
     codes: HashMap<(u32, u64, u64), Option<Arc<CodeInfo>>>,
 }
 
 impl CodeCache {
     /// The code object of `frame`, or `None` when it cannot be read or is not what the kernel saw.
-    pub fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
+    pub(crate) fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
         if self.codes.len() >= MAX_CACHED_CODES {
             self.codes.clear();
         }
@@ -87,7 +92,7 @@ impl CodeCache {
             .clone()
     }
 
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.codes.retain(|&(p, _, _), _| p != pid);
     }
 }
@@ -132,10 +137,12 @@ fn read_string(pid: u32, address: u64, interpreter: &Interpreter) -> Option<Stri
         return None;
     }
     if ascii {
-        let bytes = memory::read(pid, address + layout.ascii_data, length as usize).ok()?;
+        let bytes = memory::read(pid, address.checked_add(layout.ascii_data)?, length as usize).ok()?;
         return String::from_utf8(bytes).ok();
     }
-    let bytes = memory::read(pid, address + layout.compact_data, (length * u64::from(kind)) as usize).ok()?;
+    // length ≤ MAX_STRING and kind ≤ 4: the product is small.
+    let size = length.checked_mul(u64::from(kind))?;
+    let bytes = memory::read(pid, address.checked_add(layout.compact_data)?, size as usize).ok()?;
     let chars: Option<String> = match kind {
         1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
@@ -151,5 +158,5 @@ fn read_bytes_object(pid: u32, address: u64) -> Option<Vec<u8>> {
     if size > MAX_LINETABLE {
         return None;
     }
-    memory::read(pid, address + 32, size as usize).ok()
+    memory::read(pid, address.checked_add(32)?, size as usize).ok()
 }

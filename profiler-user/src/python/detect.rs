@@ -1,5 +1,7 @@
 //! Recognizes a CPython process: which module holds the interpreter (the executable for static builds,
 //! libpython for shared ones), where `_PyRuntime` is, and which version runs.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -9,17 +11,18 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use super::{
     eval_ranges,
     layout::{self, Layouts, Version},
-    memory,
 };
-use crate::unwind::{
-    elf::ElfFile,
-    maps,
-    process::{process_root, resolve_path},
+use crate::{
+    process::{
+        files::{process_root, resolve_path},
+        maps, memory,
+    },
+    unwind::elf::ElfFile,
 };
 
 /// A recognized interpreter.
 #[derive(Clone, Debug)]
-pub struct Interpreter {
+pub(crate) struct Interpreter {
     pub version: Version,
     /// Path of the interpreter module as the process maps it (frames in it are interpreter internals).
     pub module_path: String,
@@ -34,7 +37,7 @@ pub struct Interpreter {
 }
 
 /// `Ok(None)`: not a Python process. `Err`: a Python process we cannot profile (the message says why).
-pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
+pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
     let process_maps = maps::read(pid)?;
     let root = process_root(pid);
     let candidates: Vec<&maps::Mapping> = process_maps
@@ -180,13 +183,13 @@ fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>
         .into_iter()
         .filter_map(|range| {
             let start = ElfFile::svma_to_offset_in(elf, range.start)?;
-            Some(start..start + (range.end - range.start))
+            Some(start..start.checked_add(range.end.checked_sub(range.start)?)?)
         })
         .collect()
 }
 
 /// The path of a process's interpreter executable, for messages.
-pub fn describe(pid: u32) -> PathBuf {
+pub(crate) fn describe(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|_| PathBuf::from(format!("PID {pid}")))
 }
 

@@ -5,20 +5,22 @@
 //! Native frames there are evaluation-loop frames all the same, and the merge stage must replace them by Python
 //! frames. They are found by following the jumps out of the named function to the FDEs that contain their
 //! targets, skipping FDEs that start at another named function.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::ops::Range;
 
 /// The address ranges (SVMA) of evaluation-loop code outside the named function.
 ///
 /// `code` is the named function's bytes at `start`; `eh_frame_hdr` the `.eh_frame_hdr` section at `hdr_svma`;
 /// `named` the start addresses of the file's function symbols.
-pub fn find(start: u64, code: &[u8], eh_frame_hdr: &[u8], hdr_svma: u64, named: &[u64]) -> Vec<Range<u64>> {
+pub(crate) fn find(start: u64, code: &[u8], eh_frame_hdr: &[u8], hdr_svma: u64, named: &[u64]) -> Vec<Range<u64>> {
     let Some(table) = fde_starts(eh_frame_hdr, hdr_svma) else { return Vec::new() };
-    let end = start + code.len() as u64;
+    let end = start.saturating_add(code.len() as u64);
     let mut ranges: Vec<Range<u64>> = jump_targets(start, code)
         .filter(|target| !(start..end).contains(target))
         .filter_map(|target| {
             let index = table.partition_point(|&fde| fde <= target).checked_sub(1)?;
-            let range = table[index]..*table.get(index + 1)?;
+            let range = table[index]..*table.get(index.checked_add(1)?)?;
             (!named.contains(&range.start)).then_some(range)
         })
         .collect();
@@ -31,13 +33,14 @@ pub fn find(start: u64, code: &[u8], eh_frame_hdr: &[u8], hdr_svma: u64, named: 
 /// instruction fragments, which is why targets are only trusted when they land in an unnamed FDE.
 fn jump_targets(start: u64, code: &[u8]) -> impl Iterator<Item = u64> + '_ {
     (0..code.len()).filter_map(move |i| {
-        let (opcode_len, rel_at) = match code.get(i..i + 2)? {
-            [0xe9, _] => (1, i + 1),
-            [0x0f, op] if (0x80..=0x8f).contains(op) => (2, i + 2),
+        // `i` indexes `code`, so `i + 6` cannot overflow a usize; wrapping marks that as decided.
+        let (opcode_len, rel_at) = match code.get(i..i.wrapping_add(2))? {
+            [0xe9, _] => (1usize, i.wrapping_add(1)),
+            [0x0f, op] if (0x80..=0x8f).contains(op) => (2, i.wrapping_add(2)),
             _ => return None,
         };
-        let rel = i32::from_le_bytes(code.get(rel_at..rel_at + 4)?.try_into().ok()?);
-        let next = start + (i + opcode_len + 4) as u64;
+        let rel = i32::from_le_bytes(code.get(rel_at..rel_at.wrapping_add(4))?.try_into().ok()?);
+        let next = start.checked_add(i.wrapping_add(opcode_len).wrapping_add(4) as u64)?;
         Some(next.wrapping_add_signed(i64::from(rel)))
     })
 }
@@ -47,7 +50,7 @@ fn jump_targets(start: u64, code: &[u8]) -> impl Iterator<Item = u64> + '_ {
 fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Option<Vec<u64>> {
     let [1, 0x1b, 0x03, 0x3b] = hdr.get(..4)? else { return None };
     let count = u32::from_le_bytes(hdr.get(8..12)?.try_into().ok()?) as usize;
-    let table = hdr.get(12..12 + count.checked_mul(8)?)?;
+    let table = hdr.get(12..count.checked_mul(8)?.checked_add(12)?)?;
     let mut starts: Vec<u64> = table
         .chunks_exact(8)
         .map(|entry| hdr_svma.wrapping_add_signed(i64::from(i32::from_le_bytes(entry[..4].try_into().unwrap()))))

@@ -1,23 +1,24 @@
 //! Where CPython keeps threads, frames and code objects, per version.
 //!
-//! 3.8–3.12 come from tables (checked against the CPython headers; see shared/reference/cpython-layouts.md);
+//! 3.8–3.12 come from tables (checked against the CPython headers; see docs/cpython.md);
 //! 3.13+ from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
 //! this one. One `match` on the version, generic code after it.
 //!
 //! 3.8–3.10 differ in kind, not only in offsets: frames are heap `PyFrameObject`s, each run by its own
 //! `_PyEval_EvalFrameDefault` call; threads are known by their pthread id; the instruction is an offset
 //! (`f_lasti`) and the line table an older format.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use anyhow::{Result, bail};
 use profiler_common::{
     GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE,
     PyLayout,
 };
 
-use super::memory::u64_at;
 
 /// What userspace needs to decode a code object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CodeLayout {
+pub(crate) struct CodeLayout {
     pub firstlineno: u64,
     pub filename: u64,
     pub name: u64,
@@ -34,15 +35,17 @@ pub struct CodeLayout {
 
 impl CodeLayout {
     /// Bytes of a code object to read to reach every field used (the bytecode itself is not read).
-    pub fn header_len(&self) -> usize {
-        let last = [self.firstlineno + 4, self.filename, self.name, self.qualname, self.linetable].into_iter().max();
-        (last.unwrap_or(0) + 8).max(self.code_adaptive) as usize
+    pub(crate) fn header_len(&self) -> usize {
+        let last = [self.firstlineno.saturating_add(4), self.filename, self.name, self.qualname, self.linetable]
+            .into_iter()
+            .max();
+        last.unwrap_or(0).saturating_add(8).max(self.code_adaptive) as usize
     }
 }
 
 /// How a frame's instruction maps to a source line, per version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineFormat {
+pub(crate) enum LineFormat {
     /// 3.8–3.9: `f_lasti` in bytes, `co_lnotab`.
     Lnotab,
     /// 3.10: `f_lasti` in code units, `co_linetable` of (byte delta, line delta) pairs.
@@ -53,20 +56,20 @@ pub enum LineFormat {
 
 /// The layout for the sampler and for code-object decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layouts {
+pub(crate) struct Layouts {
     pub kernel: PyLayout,
     pub code: CodeLayout,
 }
 
 /// `PY_VERSION_HEX`'s major and minor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version {
+pub(crate) struct Version {
     pub major: u8,
     pub minor: u8,
 }
 
 impl Version {
-    pub fn from_hex(hex: u64) -> Self {
+    pub(crate) fn from_hex(hex: u64) -> Self {
         Self { major: (hex >> 24) as u8, minor: (hex >> 16) as u8 }
     }
 }
@@ -78,10 +81,10 @@ impl std::fmt::Display for Version {
 }
 
 /// Versions whose layout we know.
-pub const SUPPORTED: &str = "3.8 to 3.14";
+pub(crate) const SUPPORTED: &str = "3.8 to 3.14";
 
 /// The layout for `version`; `debug_offsets` is the start of `_PyRuntime` (3.13+ only).
-pub fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
+pub(crate) fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
     match (version.major, version.minor) {
         (3, 8..=10) => Ok(frame_objects(version, runtime)),
         (3, 11) => Ok(python_3_11(runtime)),
@@ -233,12 +236,17 @@ fn python_3_12(runtime: u64) -> Layouts {
 /// frame blocks), so blocks are located by content rather than by fixed index: the thread-state block is the one
 /// whose `prev, next, interp` offsets are 0, 8, 16 (PyThreadState's first members in every version), and the
 /// code-object block the one whose `filename, name, qualname` are consecutive pointers.
-pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
+pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
     if bytes.get(..8) != Some(b"xdebugpy") {
         bail!("_PyRuntime does not start with the _Py_DebugOffsets cookie");
     }
-    let words: Vec<u64> = (0..bytes.len() as u64 / 8).filter_map(|i| u64_at(bytes, i * 8)).collect();
+    let words: Vec<u64> =
+        bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
     let word = |i: usize| words.get(i).copied();
+    // Index arithmetic below is on positions in `words` (a few hundred at most) and small constants, checked
+    // all the same: the block lengths come from the target's memory.
+    let at = |base: usize, delta: usize| base.checked_add(delta);
+    let block_error = || anyhow::anyhow!("_Py_DebugOffsets is truncated");
     if word(2) != Some(0) {
         bail!("free-threaded Python builds are not supported");
     }
@@ -246,32 +254,38 @@ pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Resul
     // interpreter block {size, id, next, threads_head, ...}.
     let interpreters_head = word(5).unwrap_or(NO_OFFSET);
     let threads_head = word(9).unwrap_or(NO_OFFSET);
-    let thread_block = (10..words.len().saturating_sub(9))
-        .find(|&i| words[i + 1] == 0 && words[i + 2] == 8 && words[i + 3] == 16)
+    // Blocks are found from index 10 on, and end at least 9 (thread) or 10 (code) words before the end.
+    let block_from = |start: usize, tail: usize, is_block: &dyn Fn(&[u64]) -> bool| {
+        let window = words.get(start..words.len().saturating_sub(tail).saturating_add(3))?;
+        window.windows(4).position(is_block).and_then(|i| start.checked_add(i))
+    };
+    let thread_block = block_from(10, 9, &|w| w[1] == 0 && w[2] == 8 && w[3] == 16)
         .ok_or_else(|| anyhow::anyhow!("no thread-state block in _Py_DebugOffsets"))?;
-    let interp_block_len = thread_block - 6;
+    let interp_block_len = thread_block.checked_sub(6).ok_or_else(block_error)?;
     // The interpreter block ends with the GIL fields {.., locked, holder} (3.13, 3.14.0) or, when the 3.14
     // free-threading fields follow them, {.., locked, holder, code_object_generation, tlbc_generation}.
-    let gil_end = if interp_block_len >= 16 { thread_block - 2 } else { thread_block };
-    let (gil_locked, gil_holder) = (word(gil_end - 2), word(gil_end - 1));
-    let frame_block = thread_block + 9;
-    let code_block = (frame_block + 6..words.len().saturating_sub(10))
-        .find(|&i| words[i + 2] == words[i + 1] + 8 && words[i + 3] == words[i + 2] + 8)
+    let gil_end = if interp_block_len >= 16 { thread_block.checked_sub(2) } else { Some(thread_block) };
+    let gil_field = |back: usize| gil_end.and_then(|end| end.checked_sub(back)).and_then(word);
+    let (gil_locked, gil_holder) = (gil_field(2), gil_field(1));
+    let frame_block = at(thread_block, 9).ok_or_else(block_error)?;
+    let consecutive = |w: &[u64]| Some(w[2]) == w[1].checked_add(8) && Some(w[3]) == w[2].checked_add(8);
+    let code_block = at(frame_block, 6)
+        .and_then(|start| block_from(start, 10, &consecutive))
         .ok_or_else(|| anyhow::anyhow!("no code-object block in _Py_DebugOffsets"))?;
 
-    let field = |i: usize| word(i).ok_or_else(|| anyhow::anyhow!("_Py_DebugOffsets is truncated"));
+    let field = |base: usize, delta: usize| at(base, delta).and_then(word).ok_or_else(block_error);
     let kernel = PyLayout {
         flags: if version.minor >= 14 { PY_LAYOUT_TAGGED_CODE } else { 0 },
         runtime_interpreters_head: interpreters_head,
         interp_threads_head: threads_head,
-        tstate_next: field(thread_block + 2)?,
-        tstate_frame: field(thread_block + 4)?,
-        tstate_native_thread_id: field(thread_block + 6)?,
-        frame_previous: field(frame_block + 1)?,
-        frame_code: field(frame_block + 2)?,
-        frame_instr: field(frame_block + 3)?,
-        frame_owner: field(frame_block + 5)?,
-        code_filename: field(code_block + 1)?,
+        tstate_next: field(thread_block, 2)?,
+        tstate_frame: field(thread_block, 4)?,
+        tstate_native_thread_id: field(thread_block, 6)?,
+        frame_previous: field(frame_block, 1)?,
+        frame_code: field(frame_block, 2)?,
+        frame_instr: field(frame_block, 3)?,
+        frame_owner: field(frame_block, 5)?,
+        code_filename: field(code_block, 1)?,
         gil_mode: GIL_STRUCT,
         gil_ptr: NO_OFFSET,
         gil_locked: gil_locked.unwrap_or(NO_OFFSET),
@@ -279,12 +293,12 @@ pub fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Resul
         ..base(version, runtime)
     };
     let code = CodeLayout {
-        filename: field(code_block + 1)?,
-        name: field(code_block + 2)?,
-        qualname: field(code_block + 3)?,
-        linetable: field(code_block + 4)?,
-        firstlineno: field(code_block + 5)?,
-        code_adaptive: field(code_block + 9)?,
+        filename: field(code_block, 1)?,
+        name: field(code_block, 2)?,
+        qualname: field(code_block, 3)?,
+        linetable: field(code_block, 4)?,
+        firstlineno: field(code_block, 5)?,
+        code_adaptive: field(code_block, 9)?,
         ascii_data: 40,
         compact_data: 56,
         lines: LineFormat::Locations,
@@ -313,7 +327,7 @@ fn sanity_check(kernel: &PyLayout, code: &CodeLayout) -> Result<()> {
     if let Some(bad) = offsets.iter().find(|&&o| o > 1 << 20) {
         bail!("implausible offset {bad:#x} in _Py_DebugOffsets");
     }
-    if code.name != code.filename + 8 {
+    if Some(code.name) != code.filename.checked_add(8) {
         bail!("co_name does not follow co_filename");
     }
     Ok(())

@@ -7,10 +7,12 @@
 //! the entry covers `(b & 7) + 1` code units; its code `(b >> 3) & 15` says how the line changes: 0–9 short form
 //! (same line, one more byte), 10–12 one-line form (line += code − 10, two more bytes), 13 no column info (signed
 //! varint line delta), 14 long form (signed varint line delta + three varints), 15 no location.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 
 /// The line of the instruction at `code_unit` (index in 2-byte code units from the start of the bytecode), or
 /// `None` when the table says it has no line or the table is malformed.
-pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
+pub(crate) fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
     let mut reader = Reader { bytes: table, pos: 0 };
     let mut line = i64::from(first_line);
     let mut unit = 0u64;
@@ -18,7 +20,7 @@ pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
         if first & 0x80 == 0 {
             return None; // not at an entry start: corrupt table
         }
-        let length = u64::from(first & 7) + 1;
+        let length = u64::from(first & 7).wrapping_add(1); // 1..=8
         let code = (first >> 3) & 15;
         let entry_line = match code {
             0..=9 => {
@@ -26,17 +28,17 @@ pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
                 Some(line)
             }
             10..=12 => {
-                line += i64::from(code) - 10;
+                line = line.checked_add(i64::from(code).checked_sub(10)?)?;
                 reader.next()?;
                 reader.next()?;
                 Some(line)
             }
             13 => {
-                line += reader.signed_varint()?;
+                line = line.checked_add(reader.signed_varint()?)?;
                 Some(line)
             }
             14 => {
-                line += reader.signed_varint()?;
+                line = line.checked_add(reader.signed_varint()?)?;
                 reader.varint()?; // end line delta
                 reader.varint()?; // column + 1
                 reader.varint()?; // end column + 1
@@ -44,25 +46,28 @@ pub fn line_for(table: &[u8], first_line: u32, code_unit: u64) -> Option<u32> {
             }
             _ => None,
         };
-        if code_unit < unit + length {
+        // Entries cover at most 8 units each and the table is in memory: `unit` cannot overflow in practice,
+        // and a table that made it would end here rather than wrap.
+        let end = unit.checked_add(length)?;
+        if code_unit < end {
             return entry_line.and_then(|l| u32::try_from(l).ok());
         }
-        unit += length;
+        unit = end;
     }
     None
 }
 
 /// 3.8–3.9 `co_lnotab`: (bytecode offset increment, signed line increment) byte pairs; the line of the
 /// instruction at byte offset `offset` is the line after the last pair whose cumulative offset is ≤ `offset`.
-pub fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+pub(crate) fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
     let mut line = i64::from(first_line);
     let mut address = 0u64;
     for pair in table.chunks_exact(2) {
-        address += u64::from(pair[0]);
+        address = address.saturating_add(u64::from(pair[0]));
         if address > offset {
             break;
         }
-        line += i64::from(pair[1] as i8);
+        line = line.checked_add(i64::from(pair[1] as i8))?;
     }
     u32::try_from(line).ok()
 }
@@ -70,17 +75,17 @@ pub fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
 /// 3.10 `co_linetable`: (byte length, signed line delta) pairs, each a range of bytecode starting where the
 /// previous ended; a delta of -128 means the range has no line (the running line is not changed), and empty
 /// ranges only carry line changes.
-pub fn line_table_310_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
+pub(crate) fn line_table_310_line(table: &[u8], first_line: u32, offset: u64) -> Option<u32> {
     let mut line = i64::from(first_line);
     let mut end = 0u64;
     for pair in table.chunks_exact(2) {
         let start = end;
-        end += u64::from(pair[0]);
+        end = end.saturating_add(u64::from(pair[0]));
         let delta = pair[1] as i8;
         let range_line = if delta == -128 {
             None
         } else {
-            line += i64::from(delta);
+            line = line.checked_add(i64::from(delta))?;
             Some(line)
         };
         if (start..end).contains(&offset) {
@@ -98,7 +103,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn next(&mut self) -> Option<u8> {
         let byte = *self.bytes.get(self.pos)?;
-        self.pos += 1;
+        self.pos = self.pos.checked_add(1)?;
         Some(byte)
     }
 
@@ -106,14 +111,14 @@ impl Reader<'_> {
     /// appear inside a varint, which bounds a corrupt table.
     fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
-        let mut shift = 0;
+        let mut shift = 0u32;
         loop {
             let byte = self.next()?;
             if byte & 0x80 != 0 || shift > 60 {
                 return None;
             }
             value |= u64::from(byte & 0x3f) << shift;
-            shift += 6;
+            shift = shift.wrapping_add(6); // at most 66: the check above stops it
             if byte & 0x40 == 0 {
                 return Some(value);
             }
@@ -123,7 +128,8 @@ impl Reader<'_> {
     fn signed_varint(&mut self) -> Option<i64> {
         let raw = self.varint()?;
         let magnitude = (raw >> 1) as i64;
-        Some(if raw & 1 != 0 { -magnitude } else { magnitude })
+        // `raw >> 1` fits in 63 bits: negating it cannot overflow.
+        Some(if raw & 1 != 0 { magnitude.wrapping_neg() } else { magnitude })
     }
 }
 
@@ -192,6 +198,21 @@ mod tests {
         assert_eq!(line_table_310_line(&table, 10, 9), Some(13));
         assert_eq!(line_table_310_line(&table, 10, 10), Some(15));
         assert_eq!(line_table_310_line(&table, 10, 12), None);
+    }
+
+    /// A fuzzer finding (fuzz/regressions/line_tables/overflow-line-delta): line deltas that add up past i64.
+    /// Such a table is corrupt: no line, rather than a panic (debug) or a wrapped line number (release).
+    #[test]
+    fn line_deltas_that_overflow_give_no_line() {
+        let huge = [0x7e, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x3f]; // +(2^63 - 1)
+        let mut table = vec![entry(13, 1)];
+        table.extend(huge);
+        table.push(entry(13, 1));
+        table.extend(huge);
+        table.extend([entry(13, 1), 0x00]);
+        assert_eq!(line_for(&table, 12, 0), None, "the first delta alone is past every line");
+        // Wrapping twice would land on 12 + 2 × (2^63 - 1) = 10 (mod 2^64): a plausible, wrong line.
+        assert_eq!(line_for(&table, 12, 2), None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! CPython support in userspace: recognize Python processes, hand their layout to the sampler, and turn the
 //! code object addresses the sampler sends into Python frames (function, file, line).
-pub mod code;
-pub mod detect;
-pub mod eval_ranges;
-pub mod layout;
-pub mod linetable;
-pub mod memory;
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
+pub(crate) mod code;
+pub(crate) mod detect;
+pub(crate) mod eval_ranges;
+pub(crate) mod layout;
+pub(crate) mod linetable;
 
 use std::{
     collections::HashMap,
@@ -15,13 +16,13 @@ use std::{
 
 use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyCodeCopy, PyFrame, PyLayout};
 
-pub use self::detect::Interpreter;
+pub(crate) use self::detect::Interpreter;
 use self::code::CodeCache;
 use crate::aggregate::{Frame, FrameKind};
 
 /// A Python frame after resolution, with the kernel's frame flags (entry/shim) that the merge stage needs.
 #[derive(Clone, Debug)]
-pub struct PythonFrame {
+pub(crate) struct PythonFrame {
     pub frame: Frame,
     /// This frame is the first one its `_PyEval_EvalFrameDefault` call ran (3.11+ mark it; in 3.8–3.10 every
     /// frame is).
@@ -44,7 +45,7 @@ const DETECTION_GRACE: Duration = Duration::from_secs(3);
 
 /// Python state of every profiled process.
 #[derive(Default)]
-pub struct Python {
+pub(crate) struct Python {
     processes: HashMap<u32, ProcessState>,
     codes: CodeCache,
 }
@@ -52,7 +53,7 @@ pub struct Python {
 impl Python {
     /// Detects the interpreter of a running process (once per process); `None` for native-only processes. An
     /// unsupported or unreadable Python is warned about once, naming the reason, and then profiled natively.
-    pub fn detect(&mut self, pid: u32) -> Option<Arc<Interpreter>> {
+    pub(crate) fn detect(&mut self, pid: u32) -> Option<Arc<Interpreter>> {
         if !self.processes.contains_key(&pid) {
             let state = settle(pid, detect::detect(pid));
             self.processes.insert(pid, state);
@@ -61,20 +62,20 @@ impl Python {
     }
 
     /// A process started or exec'd: detect its interpreter over the next ticks (`poll_pending`).
-    pub fn expect_new_image(&mut self, pid: u32) {
+    pub(crate) fn expect_new_image(&mut self, pid: u32) {
         self.codes.forget_process(pid);
         self.processes.insert(pid, ProcessState::Pending { since: Instant::now() });
     }
 
     /// A forked child runs the parent's interpreter at the same addresses until it execs.
-    pub fn inherit(&mut self, child: u32, parent: u32) {
+    pub(crate) fn inherit(&mut self, child: u32, parent: u32) {
         if let Some(interpreter) = self.interpreter(parent).cloned() {
             self.processes.insert(child, ProcessState::Python(interpreter));
         }
     }
 
     /// Retries detection of new processes; returns the layouts found, for the sampler.
-    pub fn poll_pending(&mut self) -> Vec<(u32, PyLayout)> {
+    pub(crate) fn poll_pending(&mut self) -> Vec<(u32, PyLayout)> {
         let mut found = Vec::new();
         for (&pid, state) in self.processes.iter_mut() {
             let ProcessState::Pending { since } = *state else { continue };
@@ -95,7 +96,7 @@ impl Python {
         found
     }
 
-    pub fn interpreter(&self, pid: u32) -> Option<&Arc<Interpreter>> {
+    pub(crate) fn interpreter(&self, pid: u32) -> Option<&Arc<Interpreter>> {
         match self.processes.get(&pid)? {
             ProcessState::Python(interpreter) => Some(interpreter),
             ProcessState::NativeOnly | ProcessState::Pending { .. } => None,
@@ -106,7 +107,7 @@ impl Python {
     /// `[unknown Python frame]` rather than disappearing, so the stack keeps its shape.
     /// `copies` (crash samples only) are names the kernel copied at the crash; they are used for the frames
     /// whose code object can no longer be read.
-    pub fn frames(&mut self, pid: u32, sampled: &[PyFrame], copies: &[PyCodeCopy]) -> Vec<PythonFrame> {
+    pub(crate) fn frames(&mut self, pid: u32, sampled: &[PyFrame], copies: &[PyCodeCopy]) -> Vec<PythonFrame> {
         let Some(interpreter) = self.interpreter(pid).cloned() else { return Vec::new() };
         sampled
             .iter()
@@ -129,7 +130,7 @@ impl Python {
             .collect()
     }
 
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.codes.forget_process(pid);
     }

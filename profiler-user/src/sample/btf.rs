@@ -7,6 +7,8 @@
 //! exact. aya reads BTF for its own relocations but does not expose struct members, and the BTF crates on
 //! crates.io are LGPL; the format is small (a header, a run of type records, a string table), so this reads only
 //! what it needs: struct members by name, through anonymous structs and unions, and typedef/const chains.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use anyhow::{Context as _, Result, bail};
 use profiler_common::{NO_FIELD, TaskOffsets};
 
@@ -33,7 +35,7 @@ const MAX_DEPTH: usize = 16;
 
 /// The task_struct offsets of the running kernel; fields it cannot find are `NO_FIELD` (the features that need
 /// them are then off, with a warning from their users).
-pub fn task_offsets() -> TaskOffsets {
+pub(crate) fn task_offsets() -> TaskOffsets {
     let read = |bytes: &[u8]| {
         let btf = Btf::parse(bytes)?;
         Ok::<_, anyhow::Error>(TaskOffsets {
@@ -73,50 +75,60 @@ struct Type {
 }
 
 /// A parsed BTF blob: type records indexed by id (id 0 is `void`).
-pub struct Btf<'a> {
+pub(crate) struct Btf<'a> {
     types: Vec<Type>,
     type_data: &'a [u8],
     strings: &'a [u8],
 }
 
 impl<'a> Btf<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let u16_at = |at: usize| bytes.get(at..at.checked_add(2)?).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if u16_at(0) != Some(BTF_MAGIC) {
             bail!("the kernel's BTF has an unknown format (not little-endian BTF)");
         }
-        let header = |index: usize| read_u32(bytes, 4 + 4 * index).context("the kernel's BTF header is truncated");
+        // Fields 0..5 of the header after magic, version and flags: small constant offsets.
+        let header =
+            |index: usize| read_u32(bytes, index.wrapping_mul(4).wrapping_add(4)).context("the kernel's BTF header is truncated");
         let (hdr_len, type_off, type_len) = (header(0)?, header(1)?, header(2)?);
         let (str_off, str_len) = (header(3)?, header(4)?);
         let section = |off: u32, len: u32| {
-            let start = hdr_len as usize + off as usize;
-            bytes.get(start..start + len as usize).context("the kernel's BTF sections lie outside the file")
+            let start = (hdr_len as usize).checked_add(off as usize);
+            let end = start.and_then(|start| start.checked_add(len as usize));
+            start
+                .zip(end)
+                .and_then(|(start, end)| bytes.get(start..end))
+                .context("the kernel's BTF sections lie outside the file")
         };
         let type_data = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?;
         let mut types = vec![Type { kind: 0, name_off: 0, vlen: 0, kind_flag: false, size_or_type: 0, data: 0 }];
         let mut at = 0;
         while at < type_data.len() {
-            let word = |i: usize| read_u32(type_data, at + 4 * i).context("a BTF type record is truncated");
+            // `at` < type_data.len() and i < 3: no overflow.
+            let word =
+                |i: usize| read_u32(type_data, at.wrapping_add(i.wrapping_mul(4))).context("a BTF type record is truncated");
             let (name_off, info, size_or_type) = (word(0)?, word(1)?, word(2)?);
             let kind = (info >> 24) & 0x1f;
             let vlen = info & 0xffff;
             let trailing = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
+                // vlen < 2^16: the products fit.
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => (vlen as usize).wrapping_mul(12),
+                KIND_ENUM | KIND_FUNC_PROTO => (vlen as usize).wrapping_mul(8),
                 0..=19 => 0,
                 other => bail!("the kernel's BTF has a type kind this profiler does not know ({other})"),
             };
-            types.push(Type { kind, name_off, vlen, kind_flag: info >> 31 != 0, size_or_type, data: at + 12 });
-            at += 12 + trailing;
+            let data = at.wrapping_add(12); // the three words above were read
+            types.push(Type { kind, name_off, vlen, kind_flag: info >> 31 != 0, size_or_type, data });
+            at = data.wrapping_add(trailing);
         }
         Ok(Self { types, type_data, strings })
     }
 
     /// Byte offset of `path` (a member, then members of that member's struct, …) inside struct `name`.
-    pub fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
+    pub(crate) fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
         let mut id = (1..self.types.len()).find(|&id| {
             let t = self.types[id];
             t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == Some(name)
@@ -124,7 +136,7 @@ impl<'a> Btf<'a> {
         let mut total = 0;
         for member in path {
             let (offset, member_type) = self.find_member(id, member, 0)?;
-            total += offset;
+            total = u32::checked_add(total, offset)?;
             id = member_type;
         }
         Some(total)
@@ -137,16 +149,17 @@ impl<'a> Btf<'a> {
             return None;
         }
         for index in 0..t.vlen as usize {
-            let at = t.data + 12 * index;
-            let (member_name, member_type, raw_offset) =
-                (read_u32(self.type_data, at)?, read_u32(self.type_data, at + 4)?, read_u32(self.type_data, at + 8)?);
+            let at = t.data.checked_add(index.checked_mul(12)?)?;
+            let word = |i: usize| read_u32(self.type_data, at.checked_add(i)?);
+            let (member_name, member_type, raw_offset) = (word(0)?, word(4)?, word(8)?);
             // With kind_flag, the top 8 bits are a bitfield size: such members have no byte offset of their own.
             let (bit_offset, bitfield) =
                 if t.kind_flag { (raw_offset & 0x00ff_ffff, raw_offset >> 24 != 0) } else { (raw_offset, false) };
             let member_type = member_type as usize;
             if member_name == 0 {
-                if let Some((inner, found)) = self.find_member(member_type, name, depth + 1) {
-                    return Some((bit_offset / 8 + inner, found));
+                // depth ≤ MAX_DEPTH (checked above).
+                if let Some((inner, found)) = self.find_member(member_type, name, depth.wrapping_add(1)) {
+                    return Some(((bit_offset / 8).checked_add(inner)?, found));
                 }
             } else if self.name(member_name) == Some(name) {
                 return (!bitfield && bit_offset % 8 == 0).then_some((bit_offset / 8, member_type));
@@ -177,7 +190,7 @@ impl<'a> Btf<'a> {
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 #[cfg(test)]

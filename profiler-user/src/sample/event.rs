@@ -1,26 +1,25 @@
 //! Typed view of one ring-buffer record.
 //!
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
-use anyhow::{Result, bail};
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
+use anyhow::{Context as _, Result, bail};
 use profiler_common::{
     CRASH_CODE_COPIES, CrashRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR,
-    FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, KIND_CRASH, LifecycleEvent, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
+    FLAG_KERNEL_STACK, KIND_CPU, KIND_CRASH, LifecycleEvent, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
     PY_THREAD_FOUND, PyCodeCopy, PyFrame, STACK_COPY_MAX, SampleHeader, SampleRecord, UserRegs,
 };
 
 /// A timer sample of one thread of a profiled process.
 #[derive(Debug)]
-pub struct CpuSample<'a> {
+pub(crate) struct CpuSample<'a> {
     pub pid: u32,
     pub tid: u32,
-    pub cpu: u32,
     /// CLOCK_MONOTONIC nanoseconds.
     pub time_ns: u64,
     /// Thread name at sample time.
     pub comm: String,
     pub regs: UserRegs,
-    /// True when the tick interrupted user code (otherwise the thread was in a syscall or fault).
-    pub user_mode: bool,
     /// User address of `stack[0]`.
     pub stack_base: u64,
     pub stack: &'a [u8],
@@ -37,7 +36,7 @@ pub struct CpuSample<'a> {
 
 /// The fatal signal a thread generated for itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CrashSignal {
+pub(crate) struct CrashSignal {
     pub signal: u32,
     pub si_code: i32,
     /// The faulting address for SIGSEGV/SIGBUS/SIGILL/SIGFPE, when the kernel gives one.
@@ -47,7 +46,7 @@ pub struct CrashSignal {
 impl<'a> CpuSample<'a> {
     /// Parses a ring-buffer record; a record of the wrong size or kind is an error (a version mismatch between
     /// the embedded kernel object and this binary would otherwise produce garbage stacks).
-    pub fn parse(record: &'a [u8]) -> Result<Self> {
+    pub(crate) fn parse(record: &'a [u8]) -> Result<Self> {
         let header_len = size_of::<SampleHeader>();
         if record.len() < header_len {
             bail!("sample record of {} bytes is shorter than its {header_len}-byte header", record.len());
@@ -57,27 +56,26 @@ impl<'a> CpuSample<'a> {
         if header.kind != KIND_CPU && header.kind != KIND_CRASH {
             bail!("unexpected sample record kind {}", header.kind);
         }
-        let frames_len = size_of::<[PyFrame; PY_MAX_FRAMES]>();
-        if record.len() < header_len + frames_len {
-            bail!("sample record of {} bytes has no room for its Python frames", record.len());
-        }
+        let (frames_area, stack_area) = record[header_len..]
+            .split_at_checked(size_of::<[PyFrame; PY_MAX_FRAMES]>())
+            .with_context(|| format!("sample record of {} bytes has no room for its Python frames", record.len()))?;
         let py_frame_count = (header.py_frame_count as usize).min(PY_MAX_FRAMES);
-        let py_frames = (0..py_frame_count)
-            .map(|i| {
-                let at = record[header_len + i * size_of::<PyFrame>()..].as_ptr();
-                // SAFETY: PyFrame is plain old data and the record holds PY_MAX_FRAMES of them after the header.
-                unsafe { std::ptr::read_unaligned(at.cast::<PyFrame>()) }
+        let py_frames = frames_area
+            .chunks_exact(size_of::<PyFrame>())
+            .take(py_frame_count)
+            .map(|frame| {
+                // SAFETY: PyFrame is plain old data and the chunk is exactly one of them.
+                unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<PyFrame>()) }
             })
             .collect();
-        let stack_area = &record[header_len + frames_len..];
         let stack_len = (header.stack_len as usize).min(STACK_COPY_MAX).min(stack_area.len());
         let code_copies = if header.kind == KIND_CRASH && record.len() >= size_of::<CrashRecord>() {
-            let at = size_of::<SampleRecord>();
-            (0..CRASH_CODE_COPIES)
-                .map(|i| {
-                    let copy = record[at + i * size_of::<PyCodeCopy>()..].as_ptr();
-                    // SAFETY: plain old data; the record holds CRASH_CODE_COPIES of them after the sample.
-                    unsafe { std::ptr::read_unaligned(copy.cast::<PyCodeCopy>()) }
+            record[size_of::<SampleRecord>()..]
+                .chunks_exact(size_of::<PyCodeCopy>())
+                .take(CRASH_CODE_COPIES)
+                .map(|copy| {
+                    // SAFETY: plain old data, and the chunk is exactly one of them.
+                    unsafe { std::ptr::read_unaligned(copy.as_ptr().cast::<PyCodeCopy>()) }
                 })
                 .filter(|copy| copy.code != 0)
                 .collect()
@@ -88,11 +86,9 @@ impl<'a> CpuSample<'a> {
         Ok(Self {
             pid: header.pid,
             tid: header.tid,
-            cpu: header.cpu,
             time_ns: header.time_ns,
             comm: crate::sanitize::name(&String::from_utf8_lossy(&header.comm[..comm_len])).into_owned(),
             regs: header.regs,
-            user_mode: header.flags & FLAG_USER_MODE != 0,
             stack_base: header.stack_base,
             stack: &stack_area[..stack_len],
             kernel_stack_id: (header.flags & FLAG_KERNEL_STACK != 0 && header.kernel_stack_id >= 0)
@@ -109,25 +105,25 @@ impl<'a> CpuSample<'a> {
     }
 
     /// True when the thread has Python state (it runs Python code).
-    pub fn is_python_thread(&self) -> bool {
+    pub(crate) fn is_python_thread(&self) -> bool {
         self.py_flags & PY_THREAD_FOUND != 0
     }
 
-    pub fn holds_gil(&self) -> bool {
+    pub(crate) fn holds_gil(&self) -> bool {
         self.py_flags & PY_GIL_HELD != 0
     }
 }
 
 /// A process lifecycle change and when it happened (CLOCK_MONOTONIC ns, the clock of `CpuSample::time_ns`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TimedLifecycle {
+pub(crate) struct TimedLifecycle {
     pub time_ns: u64,
     pub event: Lifecycle,
 }
 
 /// A process lifecycle change.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lifecycle {
+pub(crate) enum Lifecycle {
     /// A target forked `pid`; the kernel already samples it.
     Fork { pid: u32, parent: u32 },
     /// `pid` exec'd a new image named `comm`.
@@ -144,7 +140,7 @@ pub enum Lifecycle {
 /// How a process ended, decoded from the kernel's `exit_code` (the wait status `waitpid` would give its parent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ExitStatus {
+pub(crate) enum ExitStatus {
     /// It called `exit(code)` (or returned from `main`).
     Exited { code: u8 },
     /// A signal ended it.
@@ -152,7 +148,7 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    pub fn from_kernel(exit_code: u32) -> Self {
+    pub(crate) fn from_kernel(exit_code: u32) -> Self {
         match exit_code & 0x7f {
             0 => Self::Exited { code: (exit_code >> 8) as u8 },
             signal => Self::Killed { signal, core_dumped: exit_code & 0x80 != 0 },
@@ -173,15 +169,16 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's `bpf_ktime_get_ns`, which stamps samples and events.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    // Seconds since boot: centuries away from overflowing.
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
 }
 
 /// `SIGSEGV`-style names of the signals that end processes.
-pub fn signal_name(signal: u32) -> String {
+pub(crate) fn signal_name(signal: u32) -> String {
     let name = match signal {
         1 => "SIGHUP",
         2 => "SIGINT",
@@ -207,7 +204,7 @@ pub fn signal_name(signal: u32) -> String {
 }
 
 impl TimedLifecycle {
-    pub fn parse(record: &[u8]) -> Result<Self> {
+    pub(crate) fn parse(record: &[u8]) -> Result<Self> {
         if record.len() < size_of::<LifecycleEvent>() {
             bail!("lifecycle event of {} bytes is too short", record.len());
         }
@@ -267,12 +264,11 @@ mod tests {
 
     #[test]
     fn parses_header_and_bounds_the_stack() {
-        let bytes = record(8192, FLAG_USER_MODE | FLAG_KERNEL_STACK);
+        let bytes = record(8192, profiler_common::FLAG_USER_MODE | FLAG_KERNEL_STACK);
         let sample = CpuSample::parse(&bytes).unwrap();
-        assert_eq!((sample.pid, sample.tid, sample.cpu), (42, 43, 1));
+        assert_eq!((sample.pid, sample.tid), (42, 43));
         assert_eq!(sample.comm, "worker");
         assert_eq!(sample.stack.len(), 8192);
-        assert!(sample.user_mode);
         assert_eq!(sample.kernel_stack_id, Some(5));
         assert_eq!(sample.py_frames.len(), 2);
         assert_eq!(sample.py_frames[0].code, 0xc0de);
@@ -285,7 +281,6 @@ mod tests {
         let sample = CpuSample::parse(&bytes).unwrap();
         assert_eq!(sample.stack.len(), STACK_COPY_MAX);
         assert_eq!(sample.kernel_stack_id, None);
-        assert!(!sample.user_mode);
     }
 
     #[test]

@@ -22,7 +22,7 @@ static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// What the sampler is asked to do.
 #[derive(Clone, Debug)]
-pub struct SamplerOptions {
+pub(crate) struct SamplerOptions {
     /// Samples per second per CPU (frequency mode: the kernel adjusts the period to hit it).
     pub rate_hz: u64,
     /// Also record the kernel stack of each sample.
@@ -32,7 +32,7 @@ pub struct SamplerOptions {
 }
 
 /// The loaded and attached kernel programs and the maps userspace talks to.
-pub struct Sampler {
+pub(crate) struct Sampler {
     // Dropping `Ebpf` detaches the programs; keep it for the sampler's lifetime.
     _ebpf: Ebpf,
     targets: HashMap<MapData, u32, TargetFlags>,
@@ -46,7 +46,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn load(options: &SamplerOptions) -> Result<Self> {
+    pub(crate) fn load(options: &SamplerOptions) -> Result<Self> {
         let config = SamplerConfig { kernel_stacks: options.kernel_stacks.into(), _reserved: 0 };
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
@@ -143,53 +143,53 @@ impl Sampler {
     }
 
     /// Starts sampling the threads of process `pid` (and, with `follow_children`, of the processes it forks).
-    pub fn add_target(&mut self, pid: u32, follow_children: bool) -> Result<()> {
+    pub(crate) fn add_target(&mut self, pid: u32, follow_children: bool) -> Result<()> {
         let flags = if follow_children { TARGET_FOLLOW_CHILDREN } else { 0 };
         self.targets.insert(pid, flags, 0).with_context(|| format!("adding PID {pid} to the TARGETS map"))
     }
 
     /// Stops sampling process `pid` (no error if it was not a target).
-    pub fn remove_target(&mut self, pid: u32) {
+    pub(crate) fn remove_target(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
         let _ = self.python_processes.remove(&pid);
     }
 
     /// Makes the sampler walk the Python frames of process `pid` with this layout.
-    pub fn set_python_layout(&mut self, pid: u32, layout: &PyLayout) -> Result<()> {
+    pub(crate) fn set_python_layout(&mut self, pid: u32, layout: &PyLayout) -> Result<()> {
         self.python_processes
             .insert(pid, layout, 0)
             .with_context(|| format!("adding PID {pid} to the PY_PROCESSES map"))
     }
 
     /// Samples the kernel could not send because the ring buffer was full, summed over CPUs.
-    pub fn lost_samples(&self) -> Result<u64> {
+    pub(crate) fn lost_samples(&self) -> Result<u64> {
         let per_cpu = self.lost.get(&0, 0).context("reading the lost-samples counter")?;
         Ok(per_cpu.iter().sum())
     }
 
     /// Kernel return addresses of a stack recorded with `--kernel`, innermost first.
-    pub fn kernel_stack(&self, id: u32) -> Option<Vec<u64>> {
+    pub(crate) fn kernel_stack(&self, id: u32) -> Option<Vec<u64>> {
         let trace = self.kernel_stacks.get(&id, 0).ok()?;
         Some(trace.frames().iter().map(|frame| frame.ip).filter(|&ip| ip != 0).collect())
     }
 
     /// Lifecycle events the kernel could not send; non-zero means a rescan of /proc is due.
-    pub fn lost_events(&self) -> u64 {
+    pub(crate) fn lost_events(&self) -> u64 {
         self.lost_events.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
     }
 
     /// The ring buffer of sample records; the reader owns it (taken once).
-    pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
+    pub(crate) fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
         self.samples.take()
     }
 
     /// The ring buffer of crash samples; the reader owns it (taken once).
-    pub fn take_crashes(&mut self) -> Option<RingBuf<MapData>> {
+    pub(crate) fn take_crashes(&mut self) -> Option<RingBuf<MapData>> {
         self.crashes.take()
     }
 
     /// The ring buffer of lifecycle events; the reader owns it (taken once).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub(crate) fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
 }
@@ -200,7 +200,7 @@ impl Sampler {
 /// The kernel maps the ring twice into this process (to make records contiguous across the wrap), so the agent's
 /// RSS includes twice this size; a fixed size would be either too small for a large host or, on a small one, most
 /// of the agent's memory.
-pub fn samples_ring_bytes(cpus: usize, rate_hz: u64) -> u32 {
+pub(crate) fn samples_ring_bytes(cpus: usize, rate_hz: u64) -> u32 {
     const MIN: u64 = 4 << 20;
     const MAX: u64 = 256 << 20;
     let half_second = cpus as u64 * rate_hz.div_ceil(2) * std::mem::size_of::<SampleRecord>() as u64;

@@ -2,11 +2,11 @@
 //!
 //! `preflight` says what the machine or the user lacks before anything is loaded, `loader` loads and attaches the
 //! embedded kernel programs, `event` turns ring-buffer bytes into typed samples.
-pub mod btf;
-pub mod event;
-pub mod loader;
-pub mod preflight;
-pub mod tracefs;
+pub(crate) mod btf;
+pub(crate) mod event;
+pub(crate) mod loader;
+pub(crate) mod preflight;
+pub(crate) mod tracefs;
 
-pub use event::{CpuSample, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle, monotonic_ns, signal_name};
-pub use loader::{Sampler, SamplerOptions};
+pub(crate) use event::{CpuSample, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle, monotonic_ns, signal_name};
+pub(crate) use loader::{Sampler, SamplerOptions};

@@ -13,7 +13,7 @@ const REQUIRED: [(u32, &str); 3] =
     [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")];
 
 /// Fails with one line naming what is missing: capabilities, BTF, perf events.
-pub fn check() -> Result<()> {
+pub(crate) fn check() -> Result<()> {
     check_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default())?;
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(

@@ -5,10 +5,10 @@ use std::{fs, path::Path};
 use anyhow::{Context as _, Result, bail};
 use profiler_common::{LifecycleConfig, NO_FIELD};
 
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Mounts tracefs when it is not (attaching a tracepoint needs it).
-pub fn ensure_mounted() -> Result<()> {
+pub(crate) fn ensure_mounted() -> Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(());
     }
@@ -41,7 +41,7 @@ fn read_format(category: &str, name: &str) -> Result<String> {
 }
 
 /// The lifecycle programs' field offsets for this kernel.
-pub fn lifecycle_config(report_all_execs: bool) -> Result<LifecycleConfig> {
+pub(crate) fn lifecycle_config(report_all_execs: bool) -> Result<LifecycleConfig> {
     let newtask = read_format("task", "task_newtask")?;
     let exit = read_format("sched", "sched_process_exit")?;
     let signal = read_format("signal", "signal_generate")?;

@@ -10,6 +10,8 @@
 //! libc internals that a flame graph does not show. The symbol table names the static functions the stripped
 //! library cannot (`__libc_start_call_main`, `start_thread`). A file's own DWARF (a program built with `-g`) is
 //! still read whole, with lines and inlined calls.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -24,7 +26,7 @@ use blazesym::symbolize::{
 use crate::{
     aggregate::{Frame, FrameKind, Module},
     sanitize,
-    unwind::{NativeFrame, elf::ElfFile, process::LoadedFile},
+    unwind::{NativeFrame, elf::ElfFile, modules::LoadedFile},
 };
 
 /// Where build-id named debug files live (`.build-id/ab/cdef….debug`), as GDB and blazesym look for them.
@@ -34,7 +36,7 @@ const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 /// dropped whole; refilling it costs a few milliseconds of symbolization.
 const MAX_CACHED_ADDRESSES: usize = 200_000;
 
-pub struct Symbolizer {
+pub(crate) struct Symbolizer {
     blazesym: Blazesym,
     native: HashMap<(u64, u64), Arc<[Frame]>>,
     kernel: HashMap<u64, Arc<[Frame]>>,
@@ -49,7 +51,7 @@ impl Default for Symbolizer {
 }
 
 impl Symbolizer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let blazesym = Blazesym::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
@@ -59,7 +61,7 @@ impl Symbolizer {
     }
 
     /// The frames for one native address, leaf (innermost inlined function) first.
-    pub fn native(&mut self, frame: &NativeFrame) -> Arc<[Frame]> {
+    pub(crate) fn native(&mut self, frame: &NativeFrame) -> Arc<[Frame]> {
         let Some((file, offset)) = &frame.file else {
             return Arc::from([unknown_frame(None, frame.address)]);
         };
@@ -79,7 +81,7 @@ impl Symbolizer {
     }
 
     /// The frames for one kernel address, leaf first.
-    pub fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
+    pub(crate) fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
         if self.kernel.len() >= MAX_CACHED_ADDRESSES {
             self.kernel.clear();
         }
@@ -148,8 +150,8 @@ fn separate_debug_file(module: &Module) -> Option<PathBuf> {
 fn file_offset_to_svma(elf: &ElfFile, offset: u64) -> Option<u64> {
     elf.segments
         .iter()
-        .find(|s| offset >= s.file_offset && offset < s.file_offset + s.file_size)
-        .map(|s| s.vaddr + (offset - s.file_offset))
+        .find(|s| offset >= s.file_offset && offset < s.file_offset.saturating_add(s.file_size))
+        .and_then(|s| s.vaddr.checked_add(offset.checked_sub(s.file_offset)?))
 }
 
 /// Names the address from the ELF symbol table of `debug_file` (no DWARF: see the module docs); falls back to
@@ -193,11 +195,11 @@ fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unwind::process::ProcessModules;
+    use crate::unwind::modules::ProcessModules;
 
     #[inline(never)]
     fn a_function_with_a_distinct_name() -> u64 {
-        std::hint::black_box(a_function_with_a_distinct_name as usize as u64)
+        std::hint::black_box(a_function_with_a_distinct_name as fn() -> u64 as usize as u64)
     }
 
     #[test]
@@ -225,7 +227,7 @@ mod tests {
     /// file's symbol table, without file and line (its DWARF is not read).
     #[test]
     fn names_libc_functions_from_the_separate_debug_files_symbol_table() {
-        let address = libc::getpid as usize as u64;
+        let address = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64;
         let mut files = Default::default();
         let mut process = ProcessModules::new(std::process::id());
         process.ensure_covers(address, &mut files).unwrap();

@@ -10,6 +10,8 @@
 //! is scanned once for the FDEs that need us, and frames inside them are unwound here, from the registers we have
 //! (rip, rsp, rbp) and the stack copy; framehop takes over again at the caller. An expression that needs anything
 //! else (another register, thread-local storage, a DWARF base type) is not guessed at: it ends the stack, visibly.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::ops::Range;
 
 use framehop::x86_64::UnwindRegsX86_64;
@@ -29,14 +31,14 @@ const MAX_EXPRESSION_STEPS: u32 = 1000;
 /// The FDEs of one file that framehop would unwind with a guess: the ones that define the CFA by an expression or
 /// from a register other than rsp and rbp. Empty for almost every file.
 #[derive(Debug, Default)]
-pub struct CfaExpressionIndex {
+pub(crate) struct CfaExpressionIndex {
     /// Each FDE's address range (SVMA) and its offset in the section framehop unwinds this file with, by start.
     fdes: Vec<(Range<u64>, usize)>,
 }
 
 impl CfaExpressionIndex {
     /// Scans the section framehop uses for this file: `.eh_frame` when there is one, else `.debug_frame`.
-    pub fn build(elf: &ElfFile) -> Self {
+    pub(crate) fn build(elf: &ElfFile) -> Self {
         let bases = bases(elf);
         let mut fdes = match (&elf.eh_frame, &elf.debug_frame) {
             (Some(eh_frame), _) => scan(&eh_frame_section(&eh_frame.bytes), &bases),
@@ -48,20 +50,20 @@ impl CfaExpressionIndex {
     }
 
     /// The offset of the FDE covering `svma`, when it is one that needs evaluating here.
-    pub fn fde_at(&self, svma: u64) -> Option<usize> {
+    pub(crate) fn fde_at(&self, svma: u64) -> Option<usize> {
         let index = self.fdes.partition_point(|(range, _)| range.start <= svma).checked_sub(1)?;
         let (range, offset) = &self.fdes[index];
         range.contains(&svma).then_some(*offset)
     }
 
-    pub fn fde_count(&self) -> usize {
+    pub(crate) fn fde_count(&self) -> usize {
         self.fdes.len()
     }
 }
 
 /// What unwinding one frame found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unwound {
+pub(crate) enum Unwound {
     /// The caller's code address. `interrupted` when this frame is a signal trampoline: the address is then where
     /// the caller was interrupted, not a return address (so it is looked up as is, not one byte back).
     Caller { address: u64, interrupted: bool },
@@ -70,7 +72,7 @@ pub enum Unwound {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CfaError {
+pub(crate) enum CfaError {
     /// The rule reads memory outside the stack copy.
     StackRead(u64),
     /// The rule needs what a sample does not hold, or what compilers do not emit for CFI.
@@ -82,7 +84,7 @@ pub enum CfaError {
 /// Unwinds the frame at `svma` (a lookup address of this file, inside the FDE at `fde_offset` of the index):
 /// computes the CFA, the return address and the caller's rbp, and on success leaves the caller's registers in `regs`
 /// (rip = the return address, rsp = the CFA, rbp). On error `regs` is unchanged.
-pub fn unwind_frame<F>(
+pub(crate) fn unwind_frame<F>(
     elf: &ElfFile,
     fde_offset: usize,
     svma: u64,
@@ -285,7 +287,8 @@ fn evaluate<F: FnMut(u64) -> Result<u64, ()>>(
             }
             EvaluationResult::RequiresMemory { address, size, space: None, base_type } if base_type.0 == 0 => {
                 let word = read_stack(address).map_err(|()| CfaError::StackRead(address))?;
-                let value = if size >= 8 { word } else { word & ((1u64 << (8 * u32::from(size))) - 1) };
+                // size < 8 here: the shift is at most 56.
+                let value = if size >= 8 { word } else { word & (1u64 << (8 * u32::from(size))).wrapping_sub(1) };
                 evaluation.resume_with_memory(Value::Generic(value))
             }
             EvaluationResult::RequiresRegister { .. } | EvaluationResult::RequiresMemory { .. } => {

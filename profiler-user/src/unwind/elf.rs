@@ -4,6 +4,8 @@
 //! deploy, `cp new.so old.so`), and touching a mapping past the file's new end kills the reader with SIGBUS,
 //! where `read` only comes up short. So the unwind sections are copied (tens to hundreds of KiB per library) and
 //! `.text` is not kept at all: framehop's instruction analysis, the only user of its bytes, is not needed with CFI.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{fs::File, ops::Range, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
@@ -11,7 +13,7 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, Seg
 
 /// Bytes of one ELF section, copied out of the file.
 #[derive(Clone)]
-pub enum SectionBytes {
+pub(crate) enum SectionBytes {
     Owned(Arc<[u8]>),
 }
 
@@ -27,14 +29,14 @@ impl std::ops::Deref for SectionBytes {
 
 /// A section's address range in the file's own address space (SVMA) and its bytes.
 #[derive(Clone)]
-pub struct Section {
+pub(crate) struct Section {
     pub svma: Range<u64>,
     pub bytes: SectionBytes,
 }
 
 /// A PT_LOAD segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoadSegment {
+pub(crate) struct LoadSegment {
     pub vaddr: u64,
     pub mem_size: u64,
     pub file_offset: u64,
@@ -43,7 +45,7 @@ pub struct LoadSegment {
 }
 
 /// Everything we keep of one ELF file.
-pub struct ElfFile {
+pub(crate) struct ElfFile {
     pub build_id: Option<String>,
     pub segments: Vec<LoadSegment>,
     pub text: Option<Section>,
@@ -54,7 +56,7 @@ pub struct ElfFile {
 }
 
 impl ElfFile {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         Self::parse(&ReadCache::new(file)).with_context(|| format!("reading ELF file {}", path.display()))
     }
@@ -69,14 +71,16 @@ impl ElfFile {
             if section.kind() == object::SectionKind::UninitializedData {
                 return None;
             }
-            let svma = section.address()..section.address() + section.size();
+            let svma = address_range(section.address(), section.size())?;
             let bytes = SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into());
             Some(Section { svma, bytes })
         };
         // Where .text is, without its bytes.
-        let text = elf.section_by_name(".text").map(|section| Section {
-            svma: section.address()..section.address() + section.size(),
-            bytes: SectionBytes::Owned(Arc::from(&[][..])),
+        let text = elf.section_by_name(".text").and_then(|section| {
+            Some(Section {
+                svma: address_range(section.address(), section.size())?,
+                bytes: SectionBytes::Owned(Arc::from(&[][..])),
+            })
         });
         let segments = elf
             .segments()
@@ -87,7 +91,7 @@ impl ElfFile {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
-        let got = elf.section_by_name(".got").map(|s| s.address()..s.address() + s.size());
+        let got = elf.section_by_name(".got").and_then(|s| address_range(s.address(), s.size()));
         Ok(Self {
             build_id,
             segments,
@@ -101,7 +105,7 @@ impl ElfFile {
 
     /// The load bias (AVMA − SVMA) of a process mapping of this file, from where the mapping starts and which
     /// file offset it maps.
-    pub fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
+    pub(crate) fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
         // Page rounding makes neighbouring segments overlap in file offsets (a read-only segment ending at
         // 0x1234 and the text segment mapped from 0x1000), so the segment must also match the mapping's rights.
         let segment = self.segments.iter().find(|s| {
@@ -117,19 +121,25 @@ impl ElfFile {
     }
 
     /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).
-    pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
+    pub(crate) fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
         let segment = self.segments.iter().find(|s| svma >= s.vaddr && svma < s.vaddr.saturating_add(s.mem_size))?;
-        (svma - segment.vaddr).checked_add(segment.file_offset)
+        svma.checked_sub(segment.vaddr)?.checked_add(segment.file_offset)
     }
 
     /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
-    pub fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
+    pub(crate) fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
-            (svma >= start && svma < start.saturating_add(size)).then(|| (svma - start).checked_add(offset)).flatten()
+            (svma >= start && svma < start.saturating_add(size)).then(|| svma.checked_sub(start)?.checked_add(offset))?
         })
     }
+}
+
+/// The addresses a section claims, `None` when they run past the end of the address space (a forged header):
+/// such a section is not used at all rather than with a range that wrapped around.
+fn address_range(address: u64, size: u64) -> Option<Range<u64>> {
+    Some(address..address.checked_add(size)?)
 }
 
 #[cfg(test)]
@@ -156,19 +166,31 @@ mod tests {
         // Our own text mapping: the bias computed from /proc/self/maps must put our own function inside .text.
         let elf = this_test_binary();
         let exe = std::env::current_exe().unwrap();
-        let maps = crate::unwind::maps::read(std::process::id()).unwrap();
+        let maps = crate::process::maps::read(std::process::id()).unwrap();
         let text_map = maps
             .mappings
             .iter()
             .find(|m| m.executable && Path::new(&m.path) == exe)
             .expect("our executable mapping");
         let bias = elf.load_bias(text_map.start, text_map.file_offset, true).unwrap();
-        let here = this_test_binary as usize as u64;
+        let here = this_test_binary as fn() -> ElfFile as usize as u64;
         let svma = here - bias;
         let text = elf.text.as_ref().unwrap();
         assert!(text.svma.contains(&svma), "{svma:#x} not in {:#x?}", text.svma);
         let offset = elf.svma_to_file_offset(svma).unwrap();
         assert!(offset < std::fs::metadata(&exe).unwrap().len());
+    }
+
+    /// A fuzzer finding (fuzz/regressions/elf/overflow-got-range): a `.got` whose address plus size runs past
+    /// the end of the address space is left out, not turned into a range that wrapped around.
+    #[test]
+    fn sections_past_the_end_of_the_address_space_are_ignored() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/elf/overflow-got-range");
+        let elf = ElfFile::open(&path).unwrap();
+        assert_eq!(elf.got, None);
+        assert!(elf.eh_frame.is_some(), "the rest of the file is still read");
+        assert_eq!(address_range(u64::MAX - 1, 2), None);
+        assert_eq!(address_range(0x1000, 0x20), Some(0x1000..0x1020));
     }
 
     #[test]

@@ -5,18 +5,19 @@
 //! (stack-realigning code, whose CFA is a DWARF expression) are unwound by `cfa` and framehop resumes at their
 //! caller. Capture is separate from unwinding: a failure here ends the stack with a visible truncation, never an
 //! error for the whole sample.
-pub mod cfa;
-pub mod elf;
-pub mod maps;
-pub mod process;
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
+pub(crate) mod cfa;
+pub(crate) mod elf;
+pub(crate) mod modules;
 
 use std::{collections::HashMap, sync::Arc};
 
 use framehop::{FrameAddress, Unwinder as _, x86_64::{CacheX86_64, UnwindRegsX86_64}};
 use gimli::UnwindContext;
 
-pub use self::process::LoadedFile;
-use self::process::{FileCache, ProcessModules};
+pub(crate) use self::modules::LoadedFile;
+use self::modules::{FileCache, ProcessModules};
 use crate::sample::CpuSample;
 
 /// Deeper stacks than this are cut (and marked truncated): it bounds the work per sample.
@@ -25,14 +26,14 @@ const MAX_FRAMES: usize = 256;
 /// A native frame: its lookup address (a return address minus one, so it points into the call) and, when it
 /// falls in a known ELF file, that file and the file offset.
 #[derive(Clone)]
-pub struct NativeFrame {
+pub(crate) struct NativeFrame {
     pub address: u64,
     pub file: Option<(Arc<LoadedFile>, u64)>,
 }
 
 /// Why a stack does not reach the thread's root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Truncation {
+pub(crate) enum Truncation {
     /// A caller's frame lies beyond the copied part of the stack.
     StackCopyEnd,
     /// No unwind information, a caller outside every module, or a CFI rule that needs what a sample does not hold.
@@ -47,7 +48,7 @@ pub enum Truncation {
 }
 
 #[derive(Clone)]
-pub struct NativeStack {
+pub(crate) struct NativeStack {
     pub frames: Vec<NativeFrame>,
     /// `None` when unwinding reached the end of the stack (the thread's root).
     pub truncation: Option<Truncation>,
@@ -55,7 +56,7 @@ pub struct NativeStack {
 
 /// Unwinds samples of any number of processes, sharing loaded ELF files between them.
 #[derive(Default)]
-pub struct Unwinder {
+pub(crate) struct Unwinder {
     processes: HashMap<u32, ProcessModules>,
     files: FileCache,
     cache: CacheX86_64,
@@ -67,7 +68,7 @@ impl Unwinder {
     /// `later_map_changes`: times (CLOCK_MONOTONIC ns) at which the process is known to have mapped new code,
     /// from lifecycle events not yet handled. If one falls between the sample and the reading of the maps used,
     /// those maps may describe other code than the sample ran: its native frames are not named at all.
-    pub fn unwind(&mut self, sample: &CpuSample, later_map_changes: &[u64]) -> NativeStack {
+    pub(crate) fn unwind(&mut self, sample: &CpuSample, later_map_changes: &[u64]) -> NativeStack {
         let regs = sample.regs;
         let process = self.processes.entry(sample.pid).or_insert_with(|| ProcessModules::new(sample.pid));
         // A process that just exited (a crash) has no maps to read any more: unwind with the ones we had.
@@ -142,7 +143,7 @@ impl Unwinder {
 
     /// Reads a process's memory map and unwind tables now rather than at its first sample: a process that
     /// crashes soon after must still be unwindable once it is gone.
-    pub fn preload(&mut self, pid: u32) {
+    pub(crate) fn preload(&mut self, pid: u32) {
         let process = self.processes.entry(pid).or_insert_with(|| ProcessModules::new(pid));
         if let Err(err) = process.ensure_covers(0, &mut self.files) {
             tracing::debug!("PID {pid}: {err:#}");
@@ -150,7 +151,7 @@ impl Unwinder {
     }
 
     /// `child` was forked by `parent`: it starts with the parent's mappings.
-    pub fn inherit(&mut self, child: u32, parent: u32) {
+    pub(crate) fn inherit(&mut self, child: u32, parent: u32) {
         if let Some(parent) = self.processes.get(&parent) {
             let modules = ProcessModules::fork_of(parent, child);
             self.processes.insert(child, modules);
@@ -159,10 +160,10 @@ impl Unwinder {
 
     /// The process is changing its executable mappings: re-read them now (a crash may follow at once) and
     /// again at the next refresh (the mapping may not be complete yet). A process that maps code faster than its
-    /// budget of immediate re-reads (`process::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead:
+    /// budget of immediate re-reads (`modules::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead:
     /// each read is the whole maps file, and a target could otherwise make the agent read it thousands of times
     /// a second.
-    pub fn mark_stale(&mut self, pid: u32) {
+    pub(crate) fn mark_stale(&mut self, pid: u32) {
         if let Some(process) = self.processes.get_mut(&pid) {
             if process.take_immediate_read() {
                 if let Err(err) = process.refresh(&mut self.files) {
@@ -174,12 +175,12 @@ impl Unwinder {
     }
 
     /// When the maps of `pid` in use were read (CLOCK_MONOTONIC ns; 0 if never).
-    pub fn maps_read_at(&self, pid: u32) -> u64 {
+    pub(crate) fn maps_read_at(&self, pid: u32) -> u64 {
         self.processes.get(&pid).map_or(0, ProcessModules::read_at_ns)
     }
 
     /// Re-reads the maps of processes marked stale, while they still exist.
-    pub fn refresh_stale(&mut self) {
+    pub(crate) fn refresh_stale(&mut self) {
         for (pid, process) in self.processes.iter_mut().filter(|(_, p)| p.is_stale()) {
             if let Err(err) = process.refresh(&mut self.files) {
                 tracing::debug!("PID {pid}: {err:#}");
@@ -188,7 +189,7 @@ impl Unwinder {
     }
 
     /// Forgets a process that exited (its files stay cached while another process maps them).
-    pub fn forget_process(&mut self, pid: u32) {
+    pub(crate) fn forget_process(&mut self, pid: u32) {
         if self.processes.remove(&pid).is_some() {
             self.files.retain_used();
         }
@@ -238,11 +239,9 @@ mod tests {
         let sample = CpuSample {
             pid: u32::MAX - 1,
             tid: 1,
-            cpu: 0,
             time_ns: 0,
             comm: "gone".into(),
             regs: UserRegs { ip: 0x1234, sp: 0x1000, bp: 0 },
-            user_mode: true,
             stack_base: 0x1000,
             stack: &[],
             kernel_stack_id: None,

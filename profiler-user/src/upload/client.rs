@@ -20,7 +20,7 @@ const MAX_ERROR_BODY: usize = 4096;
 
 /// What became of one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Delivered,
     /// Worth another attempt: the server is down, slow, overloaded or asked us to come back later.
     Retry {
@@ -39,14 +39,14 @@ pub enum Outcome {
     },
 }
 
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     credentials: Option<Credentials>,
     tenant_id: Option<String>,
 }
 
 impl Client {
-    pub fn new(credentials: Option<Credentials>, tenant_id: Option<String>) -> Result<Self> {
+    pub(crate) fn new(credentials: Option<Credentials>, tenant_id: Option<String>) -> Result<Self> {
         // reqwest is built without a default crypto provider (see Cargo.toml); an error means one is installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -61,7 +61,7 @@ impl Client {
     }
 
     /// Sends `request` once, giving up after `timeout` (connecting included).
-    pub async fn send(&self, request: &Request, timeout: Duration) -> Outcome {
+    pub(crate) async fn send(&self, request: &Request, timeout: Duration) -> Outcome {
         let mut builder = self
             .http
             .post(request.url.clone())
@@ -187,7 +187,7 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> String {
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate, the form servers must send).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let delay = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)
@@ -232,18 +232,18 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// Exponential backoff with "equal jitter": the n-th delay is uniform in [d/2, d] with d = min(max, initial·2ⁿ),
 /// so retries from many agents spread out but never come sooner than half the nominal delay.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Self { initial, max, failures: 0 }
     }
 
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let unit = getrandom::u64().map_or(0.5, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
         self.next_delay_with(unit)
     }
@@ -255,7 +255,7 @@ impl Backoff {
         nominal / 2 + (nominal / 2).mul_f64(unit.clamp(0.0, 1.0))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }

@@ -8,25 +8,41 @@ use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use reqwest::Url;
 
-use super::protocol::Protocol;
+/// Which API uploads go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// `/push.v1.PusherService/Push` (Connect, protobuf), what current SDKs use.
+    Push,
+    /// The legacy `/ingest` endpoint with a multipart pprof.
+    Ingest,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Push => "push",
+            Protocol::Ingest => "ingest",
+        })
+    }
+}
 
 /// A value that must never be printed: `Debug` shows a placeholder, and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Self(value)
     }
 
     /// The value itself, for the one place that needs it: the `Authorization` header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `text` with every occurrence of the secret blanked out, for messages that come from elsewhere (a server's
     /// error body could echo what it was sent).
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         if self.0.is_empty() { text.to_owned() } else { text.replace(&self.0, "<redacted>") }
     }
 }
@@ -40,7 +56,7 @@ impl fmt::Debug for Secret {
 /// HTTP basic auth as Grafana Cloud wants it: user = the stack's Profiles instance id, password = an access
 /// policy token.
 #[derive(Clone, Debug)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub username: String,
     pub key: Secret,
 }
@@ -78,7 +94,7 @@ fn base64(bytes: &[u8]) -> String {
 
 /// Where the API key comes from; reading the file is a separate step so resolving arguments does no I/O.
 #[derive(Clone, Debug)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     None,
     /// `PYROSCOPE_API_KEY`.
     Env(Secret),
@@ -89,7 +105,7 @@ pub enum KeySource {
 impl KeySource {
     /// The key, read from its file if it comes from one (surrounding whitespace, such as the newline editors add,
     /// is not part of it).
-    pub fn load(self) -> Result<Option<Secret>> {
+    pub(crate) fn load(self) -> Result<Option<Secret>> {
         match self {
             KeySource::None => Ok(None),
             KeySource::Env(secret) => Ok(Some(secret)),
@@ -109,13 +125,13 @@ impl KeySource {
 
 /// The username, and where the key comes from, before the key file is read.
 #[derive(Clone, Debug)]
-pub struct PendingCredentials {
+pub(crate) struct PendingCredentials {
     pub username: String,
     pub key: KeySource,
 }
 
 impl PendingCredentials {
-    pub fn load(self) -> Result<Credentials> {
+    pub(crate) fn load(self) -> Result<Credentials> {
         let Some(key) = self.key.load()? else {
             bail!("PYROSCOPE_USERNAME is set but there is no API key: set PYROSCOPE_API_KEY or --api-key-file");
         };
@@ -133,7 +149,7 @@ fn warn_if_world_readable(path: &std::path::Path) {
 
 /// The server's base URL, checked against the transport policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     base: Url,
 }
 
@@ -141,7 +157,7 @@ impl Endpoint {
     /// Parses `text` as the user gave it: without a scheme it is https. Plain http with credentials is refused
     /// unless the host is loopback (a local Alloy or an SSH tunnel) or `allow_insecure` is set. Credentials,
     /// queries and fragments in the URL are refused: URLs end up in logs and error messages.
-    pub fn parse(text: &str, with_credentials: bool, allow_insecure: bool) -> Result<Self> {
+    pub(crate) fn parse(text: &str, with_credentials: bool, allow_insecure: bool) -> Result<Self> {
         let text = text.trim();
         if text.is_empty() {
             bail!("the server URL is empty (set PYROSCOPE_SERVER_URL or --server-url)");
@@ -185,11 +201,11 @@ impl Endpoint {
         Ok(endpoint)
     }
 
-    pub fn is_plain_http(&self) -> bool {
+    pub(crate) fn is_plain_http(&self) -> bool {
         self.base.scheme() == "http"
     }
 
-    pub fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         let Some(host) = self.base.host_str() else { return false };
         // IPv6 hosts come bracketed, as in the URL.
         match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
@@ -199,7 +215,7 @@ impl Endpoint {
     }
 
     /// The URL of `path` (which starts with `/`) under the base URL, keeping any path prefix of a reverse proxy.
-    pub fn join(&self, path: &str) -> Url {
+    pub(crate) fn join(&self, path: &str) -> Url {
         let mut url = self.base.clone();
         let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
         url.set_path(&joined);
@@ -215,10 +231,9 @@ impl fmt::Display for Endpoint {
 
 /// Everything the uploader needs, checked for consistency.
 #[derive(Clone, Debug)]
-pub struct UploadConfig {
+pub(crate) struct UploadConfig {
     pub endpoint: Endpoint,
     pub protocol: Protocol,
-    pub credentials: Option<Credentials>,
     /// `X-Scope-OrgID`, for self-hosted multi-tenant servers.
     pub tenant_id: Option<String>,
     /// Series labels besides `__name__` and `service_name`, validated, in the order given.

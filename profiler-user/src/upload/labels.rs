@@ -4,13 +4,13 @@
 //! would cost every window; we check at startup instead. The legacy ingest API encodes labels in the
 //! `name=app{k=v,...}` query parameter, whose parser splits on `{`, `}`, `,` and `=` and allows fewer characters
 //! in names: with `--protocol ingest` those limits apply too.
-use super::protocol::Protocol;
+use super::config::Protocol;
 
 /// The metric name Pyroscope files CPU profiles under.
-pub const PROFILE_NAME: &str = "process_cpu";
+pub(crate) const PROFILE_NAME: &str = "process_cpu";
 /// The label Pyroscope and Grafana group profiles by.
-pub const SERVICE_NAME: &str = "service_name";
-pub const HOSTNAME: &str = "hostname";
+pub(crate) const SERVICE_NAME: &str = "service_name";
+pub(crate) const HOSTNAME: &str = "hostname";
 /// Labels the uploader sets itself; `--tag` may not (service_name comes from `--app-name`).
 const RESERVED: [&str; 2] = ["__name__", SERVICE_NAME];
 /// Pyroscope's default `max_label_value_length` is 2048 and `max_label_name_length` 1024.
@@ -18,7 +18,7 @@ const MAX_VALUE_LEN: usize = 2048;
 const MAX_NAME_LEN: usize = 1024;
 
 /// Parses `--tag name=value` (the value may itself contain `=`).
-pub fn parse_tag(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_tag(text: &str) -> Result<(String, String), String> {
     let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not name=value"))?;
     check_name(name)?;
     check_value(name, value)?;
@@ -26,7 +26,7 @@ pub fn parse_tag(text: &str) -> Result<(String, String), String> {
 }
 
 /// Prometheus label name syntax, plus `.` which Pyroscope accepts (the SDK sends `otel.scope.name`).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || name.len() > MAX_NAME_LEN {
@@ -41,7 +41,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_value(name: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_value(name: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("the tag `{name}` has an empty value"));
     }
@@ -55,7 +55,7 @@ pub fn check_value(name: &str, value: &str) -> Result<(), String> {
 }
 
 /// The stricter limits of the ingest API's `app{k=v,...}` key.
-pub fn check_for_protocol(name: &str, value: &str, protocol: Protocol) -> Result<(), String> {
+pub(crate) fn check_for_protocol(name: &str, value: &str, protocol: Protocol) -> Result<(), String> {
     if protocol != Protocol::Ingest {
         return Ok(());
     }
@@ -71,7 +71,7 @@ pub fn check_for_protocol(name: &str, value: &str, protocol: Protocol) -> Result
 }
 
 /// Checks `--app-name`: any text for the push API; the ingest API's application names allow fewer characters.
-pub fn check_app_name(name: &str, protocol: Protocol) -> Result<(), String> {
+pub(crate) fn check_app_name(name: &str, protocol: Protocol) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("--app-name is empty".into());
     }
@@ -89,7 +89,7 @@ pub fn check_app_name(name: &str, protocol: Protocol) -> Result<(), String> {
 ///
 /// A process chooses its own name: it is held to the rules of a tag value (no control characters, bounded) by
 /// the sanitizer every name goes through, so it cannot break the label set or the log.
-pub fn default_service_name(process_name: &str, protocol: Protocol) -> String {
+pub(crate) fn default_service_name(process_name: &str, protocol: Protocol) -> String {
     let name = crate::sanitize::name(process_name.trim());
     let name = if name.is_empty() || check_value(SERVICE_NAME, &name).is_err() { "unknown".into() } else { name };
     match protocol {
@@ -104,7 +104,7 @@ fn is_ingest_app_char(c: char) -> bool {
 
 /// This machine's name for the `hostname` label (`/proc/sys/kernel/hostname` is what `uname -n` reads, in our
 /// UTS namespace).
-pub fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty() && check_value(HOSTNAME, name).is_ok()).then(|| name.to_owned())

@@ -6,12 +6,12 @@
 //! one at a time, retrying as [`client`] classifies the outcome. A dead or slow server therefore costs queued
 //! bytes up to the bound, then the oldest windows, and nothing else. [`Uploader::finish`] flushes what is left
 //! within a deadline at shutdown.
-pub mod client;
-pub mod config;
-pub mod labels;
-pub mod protocol;
-pub mod queue;
-pub mod split;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod labels;
+pub(crate) mod protocol;
+pub(crate) mod queue;
+pub(crate) mod split;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -30,10 +30,7 @@ use self::{
     protocol::RequestBuilder,
     queue::{Queue, Upload},
 };
-pub use self::{
-    config::{Credentials, Endpoint, KeySource, Secret, UploadConfig},
-    protocol::Protocol,
-};
+pub(crate) use self::config::{Credentials, Endpoint, KeySource, Protocol, Secret, UploadConfig};
 use crate::aggregate::Profile;
 
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -43,7 +40,7 @@ const AUTH_RETRY: Duration = Duration::from_secs(60);
 
 /// Counters for the status line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UploadStats {
+pub(crate) struct UploadStats {
     /// Windows the server accepted.
     pub sent: u64,
     /// Failed attempts that were retried (or are waiting to be).
@@ -81,7 +78,7 @@ impl Shared {
 }
 
 /// The producer side of the upload queue, and the task that drains it.
-pub struct Uploader {
+pub(crate) struct Uploader {
     shared: Arc<Shared>,
     builder: RequestBuilder,
     max_queue_bytes: usize,
@@ -90,8 +87,9 @@ pub struct Uploader {
 
 impl Uploader {
     /// Starts the upload task on the current tokio runtime.
-    pub fn start(config: UploadConfig, hostname: Option<String>) -> Result<Self> {
-        let client = Client::new(config.credentials.clone(), config.tenant_id.clone())?;
+    /// `credentials`: loaded (`PendingCredentials::load`) before the agent gave up the right to read the key.
+    pub(crate) fn start(config: UploadConfig, credentials: Option<Credentials>, hostname: Option<String>) -> Result<Self> {
+        let client = Client::new(credentials, config.tenant_id.clone())?;
         let builder = RequestBuilder::new(&config, hostname);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -110,12 +108,12 @@ impl Uploader {
     }
 
     /// Queues `profile` as the service `service`; never waits for the network.
-    pub fn submit(&self, service: &str, profile: &Profile) {
+    pub(crate) fn submit(&self, service: &str, profile: &Profile) {
         self.submit_labelled(service, profile, &[]);
     }
 
     /// Like `submit`, with labels that mark this one profile (a crash's stack: `crash=SIGSEGV`).
-    pub fn submit_labelled(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) {
+    pub(crate) fn submit_labelled(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) {
         let request = match self.builder.build(service, profile, extra) {
             Ok(request) => request,
             Err(err) => {
@@ -139,7 +137,7 @@ impl Uploader {
         self.shared.work.notify_one();
     }
 
-    pub fn stats(&self) -> UploadStats {
+    pub(crate) fn stats(&self) -> UploadStats {
         let state = self.shared.lock();
         UploadStats {
             sent: state.sent,
@@ -153,7 +151,7 @@ impl Uploader {
 
     /// Sends what is queued until all of it is delivered or `deadline` passes, then stops the task. What is
     /// still queued after that shows in the returned `queued`.
-    pub async fn finish(mut self, deadline: Instant) -> UploadStats {
+    pub(crate) async fn finish(mut self, deadline: Instant) -> UploadStats {
         self.shared.lock().flush_by = Some(deadline);
         self.shared.flush.notify_one();
         self.shared.work.notify_one();

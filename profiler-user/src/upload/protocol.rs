@@ -18,48 +18,30 @@ use prost::Message as _;
 use reqwest::Url;
 
 use super::{
-    config::{Endpoint, UploadConfig},
+    config::{Endpoint, Protocol, UploadConfig},
     labels::{HOSTNAME, PROFILE_NAME, SERVICE_NAME},
 };
 use crate::aggregate::Profile;
 
-pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
-pub const INGEST_PATH: &str = "/ingest";
+pub(crate) const PUSH_PATH: &str = "/push.v1.PusherService/Push";
+pub(crate) const INGEST_PATH: &str = "/ingest";
 /// What the ingest API calls the profiler that produced the data.
-pub const SPY_NAME: &str = "ebpfspy";
+pub(crate) const SPY_NAME: &str = "ebpfspy";
 /// The instrumentation scope, as the SDK reports its own in `otel.scope.name`/`otel.scope.version`: tells our
 /// series apart from an SDK's or Alloy's for the same service.
-pub const SCOPE_NAME: &str = "profiler";
-
-/// Which API uploads go to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Protocol {
-    /// `/push.v1.PusherService/Push` (Connect, protobuf), what current SDKs use.
-    Push,
-    /// The legacy `/ingest` endpoint with a multipart pprof.
-    Ingest,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Push => "push",
-            Protocol::Ingest => "ingest",
-        })
-    }
-}
+pub(crate) const SCOPE_NAME: &str = "profiler";
 
 // The Push API's messages (grafana/pyroscope api/push/v1/push.proto and types/v1), written by hand with prost's
 // derive like the pprof ones, so the build needs no protoc.
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PushRequest {
+pub(crate) struct PushRequest {
     #[prost(message, repeated, tag = "1")]
     pub series: Vec<RawProfileSeries>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RawProfileSeries {
+pub(crate) struct RawProfileSeries {
     #[prost(message, repeated, tag = "1")]
     pub labels: Vec<LabelPair>,
     #[prost(message, repeated, tag = "2")]
@@ -67,7 +49,7 @@ pub struct RawProfileSeries {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LabelPair {
+pub(crate) struct LabelPair {
     #[prost(string, tag = "1")]
     pub name: String,
     #[prost(string, tag = "2")]
@@ -75,7 +57,7 @@ pub struct LabelPair {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RawSample {
+pub(crate) struct RawSample {
     /// A pprof profile, gzipped or not.
     #[prost(bytes = "vec", tag = "1")]
     pub raw_profile: Vec<u8>,
@@ -86,7 +68,7 @@ pub struct RawSample {
 
 /// A request ready to send (and to resend).
 #[derive(Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub url: Url,
     pub content_type: String,
     pub body: Bytes,
@@ -104,7 +86,7 @@ impl fmt::Debug for Request {
 
 /// Builds requests for one configuration; labels common to every series are fixed at startup.
 #[derive(Clone, Debug)]
-pub struct RequestBuilder {
+pub(crate) struct RequestBuilder {
     endpoint: Endpoint,
     protocol: Protocol,
     /// Every label but `__name__` and `service_name`, sorted by name.
@@ -114,7 +96,7 @@ pub struct RequestBuilder {
 
 impl RequestBuilder {
     /// `hostname` becomes the `hostname` label unless a `--tag hostname=...` overrides it.
-    pub fn new(config: &UploadConfig, hostname: Option<String>) -> Self {
+    pub(crate) fn new(config: &UploadConfig, hostname: Option<String>) -> Self {
         let mut labels = config.tags.clone();
         if !labels.iter().any(|(name, _)| name == HOSTNAME) {
             labels.extend(hostname.map(|host| (HOSTNAME.to_owned(), host)));
@@ -127,13 +109,9 @@ impl RequestBuilder {
         Self { endpoint: config.endpoint.clone(), protocol: config.protocol, labels, rate_hz: config.rate_hz }
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
     /// The request that uploads `profile` as the service `service`.
     /// `extra` labels mark a particular profile of the service (e.g. `crash=SIGSEGV`).
-    pub fn build(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) -> Result<Request> {
+    pub(crate) fn build(&self, service: &str, profile: &Profile, extra: &[(&str, &str)]) -> Result<Request> {
         let profile = &super::split::for_upload(profile);
         let pprof = crate::pprof::encode_gzip(profile)?;
         match self.protocol {
@@ -143,7 +121,7 @@ impl RequestBuilder {
     }
 
     /// Series labels: `__name__`, `service_name`, then the rest by name, then `extra`.
-    pub fn series_labels(&self, service: &str, extra: &[(&str, &str)]) -> Vec<LabelPair> {
+    pub(crate) fn series_labels(&self, service: &str, extra: &[(&str, &str)]) -> Vec<LabelPair> {
         let fixed = [(PROFILE_NAME_LABEL, PROFILE_NAME), (SERVICE_NAME, service)];
         fixed
             .into_iter()
@@ -247,7 +225,6 @@ mod tests {
         UploadConfig {
             endpoint: Endpoint::parse("https://profiles.example.com/base", true, false).unwrap(),
             protocol,
-            credentials: None,
             tenant_id: None,
             tags: tags.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             rate_hz: 100,

@@ -16,7 +16,7 @@ use super::protocol::Request;
 
 /// One service's window, ready to send.
 #[derive(Clone, Debug)]
-pub struct Upload {
+pub(crate) struct Upload {
     pub service: String,
     pub request: Request,
 }
@@ -33,7 +33,7 @@ struct Entry {
     enqueued: Instant,
 }
 
-pub struct Queue {
+pub(crate) struct Queue {
     entries: VecDeque<Entry>,
     bytes: usize,
     max_bytes: usize,
@@ -46,13 +46,13 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(max_bytes: usize, max_age: Duration) -> Self {
+    pub(crate) fn new(max_bytes: usize, max_age: Duration) -> Self {
         Self { entries: VecDeque::new(), bytes: 0, max_bytes, max_age, in_flight: None, next_id: 0, dropped: 0 }
     }
 
     /// Adds a window, dropping expired windows and then the oldest ones until it fits; a window larger than the
     /// whole bound is dropped itself. Returns how many windows were dropped.
-    pub fn push(&mut self, upload: Upload, now: Instant) -> usize {
+    pub(crate) fn push(&mut self, upload: Upload, now: Instant) -> usize {
         let before = self.dropped;
         self.expire(now);
         if upload.bytes() > self.max_bytes {
@@ -73,7 +73,7 @@ impl Queue {
 
     /// The oldest window, marked as being sent (windows too old are dropped first); `None` when empty or while
     /// another window is in flight.
-    pub fn next(&mut self, now: Instant) -> Option<(u64, Upload)> {
+    pub(crate) fn next(&mut self, now: Instant) -> Option<(u64, Upload)> {
         if self.in_flight.is_some() {
             return None;
         }
@@ -84,7 +84,7 @@ impl Queue {
     }
 
     /// The window was delivered, or refused for good: it leaves the queue.
-    pub fn finish(&mut self, id: u64) {
+    pub(crate) fn finish(&mut self, id: u64) {
         if self.in_flight == Some(id) {
             self.in_flight = None;
         }
@@ -94,7 +94,7 @@ impl Queue {
     }
 
     /// The attempt failed: true if the window stays for another attempt, false if it was dropped as too old.
-    pub fn retry(&mut self, id: u64, now: Instant) -> bool {
+    pub(crate) fn retry(&mut self, id: u64, now: Instant) -> bool {
         let Some(index) = self.entries.iter().position(|e| e.id == id) else {
             self.in_flight = None;
             return false;
@@ -108,20 +108,21 @@ impl Queue {
         true
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Encoded bytes held, the window in flight included.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 

@@ -17,7 +17,7 @@ const PID_LABEL: &str = "pid";
 const PER_PROCESS_LABELS: [&str; 2] = [PID_LABEL, "thread_id"];
 
 /// `profile` without [`PER_PROCESS_LABELS`], stacks that become equal merged (thread name and GIL stay).
-pub fn for_upload(profile: &Profile) -> Profile {
+pub(crate) fn for_upload(profile: &Profile) -> Profile {
     let mut merged: HashMap<(&[FrameId], Vec<&crate::aggregate::Label>), usize> = HashMap::new();
     let mut stacks: Vec<StackCount> = Vec::with_capacity(profile.stacks.len());
     for stack in &profile.stacks {
@@ -42,7 +42,7 @@ pub fn for_upload(profile: &Profile) -> Profile {
 }
 
 /// `(service, profile)` pairs, by service name, each with only the frames its stacks use.
-pub fn by_service(profile: Profile, service_of: impl Fn(&Profile, &StackCount) -> String) -> Vec<(String, Profile)> {
+pub(crate) fn by_service(profile: Profile, service_of: impl Fn(&Profile, &StackCount) -> String) -> Vec<(String, Profile)> {
     let services: Vec<String> = profile.stacks.iter().map(|stack| service_of(&profile, stack)).collect();
     if services.windows(2).all(|pair| pair[0] == pair[1]) {
         // The common case (one program, or --app-name): nothing to split.
@@ -77,15 +77,13 @@ pub fn by_service(profile: Profile, service_of: impl Fn(&Profile, &StackCount) -
 }
 
 /// The sampled process's pid, from the stack's `pid` label.
-pub fn pid_of(stack: &StackCount) -> Option<u32> {
-    stack.labels.iter().find(|label| label.key == PID_LABEL).and_then(|label| match &label.value {
-        LabelValue::Str(text) => text.parse().ok(),
-        LabelValue::Num(n) => u32::try_from(*n).ok(),
-    })
+pub(crate) fn pid_of(stack: &StackCount) -> Option<u32> {
+    let LabelValue::Str(text) = &stack.labels.iter().find(|label| label.key == PID_LABEL)?.value;
+    text.parse().ok()
 }
 
 /// The sampled process's name: the outermost synthetic frame, which the pipeline names after the process.
-pub fn process_name_of<'p>(profile: &'p Profile, stack: &StackCount) -> Option<&'p str> {
+pub(crate) fn process_name_of<'p>(profile: &'p Profile, stack: &StackCount) -> Option<&'p str> {
     let root = profile.frame(*stack.frames.last()?);
     (root.kind == FrameKind::Context).then_some(root.function.as_str())
 }
@@ -127,7 +125,7 @@ mod tests {
         let labels = |pid: u32, tid: u32, gil: &str| {
             vec![
                 Label { key: "pid", value: LabelValue::Str(pid.to_string()) },
-                Label { key: "thread_id", value: LabelValue::Num(i64::from(tid)) },
+                Label { key: "thread_id", value: LabelValue::Str(tid.to_string()) },
                 Label { key: "thread_name", value: LabelValue::Str("worker".into()) },
                 Label { key: "gil", value: LabelValue::Str(gil.into()) },
             ]

@@ -1,4 +1,6 @@
 //! The executable modules of one process, as framehop sees them, kept in step with its `/proc/PID/maps`.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::{
     collections::HashMap,
     ops::Range,
@@ -7,18 +9,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use framehop::{ExplicitModuleSectionInfo, Module as FramehopModule, Unwinder as _, x86_64::UnwinderX86_64};
 
 use super::{
     cfa::CfaExpressionIndex,
     elf::{ElfFile, SectionBytes},
-    maps::{self, Mapping},
 };
-use crate::aggregate::Module;
+use crate::{
+    aggregate::Module,
+    process::{
+        files,
+        maps::{self, Mapping},
+    },
+};
 
 /// An ELF file loaded once and shared by every process that maps it.
-pub struct LoadedFile {
+pub(crate) struct LoadedFile {
     /// Unique for the agent's lifetime: the symbol cache's key (paths and inodes can be reused).
     pub id: u64,
     /// How outputs name it: path as the process sees it, build-id.
@@ -32,7 +39,7 @@ pub struct LoadedFile {
 impl LoadedFile {
     /// The FDEs that unwind/cfa.rs evaluates instead of framehop. Found when a frame first falls in the file, so
     /// the many files mapped but never on a sampled stack are not scanned (a scan takes a few milliseconds).
-    pub fn cfa_expressions(&self) -> &CfaExpressionIndex {
+    pub(crate) fn cfa_expressions(&self) -> &CfaExpressionIndex {
         self.cfa_expressions.get_or_init(|| {
             let started = Instant::now();
             let index = CfaExpressionIndex::build(&self.elf);
@@ -45,7 +52,7 @@ impl LoadedFile {
 
 /// One mapping of a file into a process.
 #[derive(Clone)]
-pub struct LoadedModule {
+pub(crate) struct LoadedModule {
     pub avma: Range<u64>,
     /// AVMA − SVMA.
     pub bias: u64,
@@ -54,7 +61,7 @@ pub struct LoadedModule {
 
 /// ELF files by (dev, inode); failures are remembered so a broken file is read once, not per sample.
 #[derive(Default)]
-pub struct FileCache {
+pub(crate) struct FileCache {
     files: HashMap<(u64, u64), Option<Arc<LoadedFile>>>,
 }
 
@@ -66,7 +73,7 @@ impl FileCache {
                 Ok(file) => Some(Arc::new(file)),
                 // Executable memory that is not an ELF file (libffi's trampolines in a memfd, JIT code) has no
                 // unwind tables to read: nothing to warn about.
-                Err(err) if mapping.path.starts_with("/memfd:") || !looks_like_elf(pid, mapping, root) => {
+                Err(err) if mapping.path.starts_with("/memfd:") || !files::looks_like_elf(pid, mapping, root) => {
                     tracing::debug!("not unwinding through {}: {err:#}", mapping.path);
                     None
                 }
@@ -79,26 +86,15 @@ impl FileCache {
     }
 
     /// Drops files no process maps any more.
-    pub fn retain_used(&mut self) {
+    pub(crate) fn retain_used(&mut self) {
         self.files.retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
     }
-}
-
-fn looks_like_elf(pid: u32, mapping: &Mapping, root: &Path) -> bool {
-    let path = resolve_path(root, &mapping.path);
-    let path = if path.exists() { path } else { PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)) };
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
 fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
     let deleted = mapping.path.ends_with(" (deleted)");
     // A deleted or replaced file is still reachable through the process's own mapping.
-    let open_path = if deleted {
-        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end))
-    } else {
-        resolve_path(root, &mapping.path)
-    };
+    let open_path = if deleted { files::map_file(pid, mapping) } else { files::resolve_path(root, &mapping.path) };
     let elf = ElfFile::open(&open_path)?;
     let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -107,7 +103,7 @@ fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
 }
 
 /// framehop's view of one process plus the module table used to name frames.
-pub struct ProcessModules {
+pub(crate) struct ProcessModules {
     pid: u32,
     pub unwinder: UnwinderX86_64<SectionBytes>,
     modules: Vec<LoadedModule>,
@@ -124,7 +120,7 @@ pub struct ProcessModules {
 
 /// How many times a second a process's code mappings may make us re-read its maps at once; past that they are
 /// re-read at the next refresh (every session tick).
-pub const IMMEDIATE_READS_PER_SECOND: u32 = 20;
+pub(crate) const IMMEDIATE_READS_PER_SECOND: u32 = 20;
 
 /// A process's maps are re-read at most this often when a sample hits an address outside every known module
 /// (a library loaded since, or the dynamic loader still at work after an exec), so a JIT or a bogus address
@@ -132,7 +128,7 @@ pub const IMMEDIATE_READS_PER_SECOND: u32 = 20;
 const MAPS_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
 impl ProcessModules {
-    pub fn new(pid: u32) -> Self {
+    pub(crate) fn new(pid: u32) -> Self {
         Self {
             pid,
             unwinder: UnwinderX86_64::new(),
@@ -148,7 +144,7 @@ impl ProcessModules {
 
     /// Re-reads the maps if they were never read, or if `address` is outside every known module and the last
     /// read is older than the refresh interval.
-    pub fn ensure_covers(&mut self, address: u64, files: &mut FileCache) -> Result<()> {
+    pub(crate) fn ensure_covers(&mut self, address: u64, files: &mut FileCache) -> Result<()> {
         let stale = match self.loaded_at {
             None => true,
             Some(at) => self.module_at(address).is_none() && (self.stale || at.elapsed() >= MAPS_REFRESH_INTERVAL),
@@ -161,7 +157,7 @@ impl ProcessModules {
 
     /// A forked child: the same mappings as its parent (fork copies them), ready before its first sample is
     /// processed, which may be after the child is gone.
-    pub fn fork_of(parent: &ProcessModules, pid: u32) -> Self {
+    pub(crate) fn fork_of(parent: &ProcessModules, pid: u32) -> Self {
         let mut child = Self::new(pid);
         for module in &parent.modules {
             child.unwinder.add_module(framehop_module(module));
@@ -172,12 +168,12 @@ impl ProcessModules {
         child
     }
 
-    pub fn mark_stale(&mut self) {
+    pub(crate) fn mark_stale(&mut self) {
         self.stale = true;
     }
 
     /// Whether the budget of immediate re-reads allows one more now; logs once when it trips.
-    pub fn take_immediate_read(&mut self) -> bool {
+    pub(crate) fn take_immediate_read(&mut self) -> bool {
         let now = Instant::now();
         let (since, count) = &mut self.immediate_reads;
         if since.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
@@ -198,17 +194,17 @@ impl ProcessModules {
         false
     }
 
-    pub fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self) -> bool {
         self.stale
     }
 
     /// Re-reads the maps now.
-    pub fn refresh(&mut self, files: &mut FileCache) -> Result<()> {
+    pub(crate) fn refresh(&mut self, files: &mut FileCache) -> Result<()> {
         self.reload(files)
     }
 
     /// When the maps in use were read (CLOCK_MONOTONIC ns; 0 before the first read).
-    pub fn read_at_ns(&self) -> u64 {
+    pub(crate) fn read_at_ns(&self) -> u64 {
         self.read_at_ns
     }
 
@@ -218,7 +214,7 @@ impl ProcessModules {
         self.stale = false;
         let maps = maps::read(self.pid)?;
         self.malformed_map_lines = maps.malformed_lines;
-        let root = process_root(self.pid);
+        let root = files::process_root(self.pid);
         let mut modules = Vec::new();
         for group in file_groups(&maps.mappings) {
             let Some(exec) = group.iter().find(|m| m.executable) else { continue };
@@ -242,42 +238,15 @@ impl ProcessModules {
         Ok(())
     }
 
-    pub fn has_modules(&self) -> bool {
+    pub(crate) fn has_modules(&self) -> bool {
         !self.modules.is_empty()
     }
 
-    pub fn module_at(&self, address: u64) -> Option<&LoadedModule> {
+    pub(crate) fn module_at(&self, address: u64) -> Option<&LoadedModule> {
         let index = self.modules.partition_point(|m| m.avma.start <= address).checked_sub(1)?;
         let module = &self.modules[index];
         module.avma.contains(&address).then_some(module)
     }
-}
-
-/// Where to open a file a process maps. The kernel shows map paths relative to *our* root when the file is
-/// reachable from it (a chrooted process's files appear under the chroot directory), and relative to the
-/// process's own root otherwise (a container in another mount namespace).
-pub fn resolve_path(root: &Path, mapped: &str) -> PathBuf {
-    let in_their_root = root.join(mapped.trim_start_matches('/'));
-    if root == Path::new("/") || in_their_root.exists() || !Path::new(mapped).exists() {
-        in_their_root
-    } else {
-        PathBuf::from(mapped)
-    }
-}
-
-/// The process's root directory as seen from here: `/` for processes in our mount namespace (so files are
-/// opened, and cached by the symbolizer, under one path for all of them), `/proc/PID/root` for containers.
-pub fn process_root(pid: u32) -> PathBuf {
-    let theirs = PathBuf::from(format!("/proc/{pid}/root"));
-    match (std::fs::read_link(&theirs), std::fs::read_link("/proc/self/root")) {
-        (Ok(a), Ok(b)) if a == b && same_mount_namespace(pid) => PathBuf::from("/"),
-        _ => theirs,
-    }
-}
-
-fn same_mount_namespace(pid: u32) -> bool {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
-    ns(&pid.to_string()).is_some_and(|theirs| Some(theirs) == ns("self"))
 }
 
 /// Consecutive mappings of the same file: one loaded ELF image each.
@@ -319,11 +288,6 @@ fn framehop_module(module: &LoadedModule) -> FramehopModule<SectionBytes> {
     FramehopModule::new(module.file.module.path.clone(), module.avma.clone(), module.bias, info)
 }
 
-/// Reads a process's maps once to fail early with a clear message when they are not readable.
-pub fn check_readable(pid: u32) -> Result<()> {
-    maps::read(pid).map(drop).with_context(|| format!("cannot read the memory map of PID {pid}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +308,7 @@ mod tests {
     fn finds_this_process_modules() {
         let mut files = FileCache::default();
         let mut process = ProcessModules::new(std::process::id());
-        let here = finds_this_process_modules as usize as u64;
+        let here = finds_this_process_modules as fn() as usize as u64;
         process.ensure_covers(here, &mut files).unwrap();
         let module = process.module_at(here).expect("our own code is in a module");
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());

@@ -3,7 +3,7 @@ use std::{io::Write as _, time::Duration};
 
 use crate::pipeline::Stats;
 
-pub struct StatusLine {
+pub(crate) struct StatusLine {
     enabled: bool,
     shown: bool,
     last: Option<Duration>,
@@ -13,11 +13,11 @@ pub struct StatusLine {
 const REDRAW_EVERY: Duration = Duration::from_millis(250);
 
 impl StatusLine {
-    pub fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         Self { enabled, shown: false, last: None }
     }
 
-    pub fn show(&mut self, elapsed: Duration, stats: &Stats, lost: u64) {
+    pub(crate) fn show(&mut self, elapsed: Duration, stats: &Stats, lost: u64) {
         if !self.enabled || self.last.is_some_and(|last| elapsed < last + REDRAW_EVERY) {
             return;
         }
@@ -35,7 +35,7 @@ impl StatusLine {
         self.shown = true;
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.shown {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
             self.shown = false;

@@ -1,13 +1,15 @@
 //! Parses `/proc/PID/maps` into the executable file mappings that unwinding and symbolization need.
 //!
 //! Lines that do not parse are skipped and counted, never fatal: a process can change its mappings while we read.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use std::fs;
 
 use anyhow::{Context as _, Result};
 
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub executable: bool,
@@ -23,29 +25,29 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn is_file_backed(&self) -> bool {
+    pub(crate) fn is_file_backed(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')
     }
 }
 
 /// The mappings of a process and how many lines could not be parsed.
 #[derive(Debug, Default)]
-pub struct ProcessMaps {
+pub(crate) struct ProcessMaps {
     pub mappings: Vec<Mapping>,
     pub malformed_lines: usize,
 }
 
-pub fn read(pid: u32) -> Result<ProcessMaps> {
+pub(crate) fn read(pid: u32) -> Result<ProcessMaps> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps")).with_context(|| format!("reading /proc/{pid}/maps"))?;
     Ok(parse(&text))
 }
 
-pub fn parse(text: &str) -> ProcessMaps {
+pub(crate) fn parse(text: &str) -> ProcessMaps {
     let mut maps = ProcessMaps::default();
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         match parse_line(line) {
             Some(mapping) => maps.mappings.push(mapping),
-            None => maps.malformed_lines += 1,
+            None => maps.malformed_lines = maps.malformed_lines.saturating_add(1),
         }
     }
     maps

@@ -1,8 +1,10 @@
 //! Reads another process's memory with process_vm_readv: one syscall per read, no ptrace stop of the target.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
 use anyhow::{Result, bail};
 
 /// Reads `len` bytes at `address` of process `pid`; a short read (unmapped memory) is an error.
-pub fn read(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
+pub(crate) fn read(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
     let mut buffer = vec![0u8; len];
     let local = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: len };
     let remote = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: len };
@@ -17,12 +19,12 @@ pub fn read(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buffer)
 }
 
-pub fn u64_at(bytes: &[u8], offset: u64) -> Option<u64> {
+pub(crate) fn u64_at(bytes: &[u8], offset: u64) -> Option<u64> {
     let offset = usize::try_from(offset).ok()?;
     Some(u64::from_le_bytes(bytes.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
 }
 
-pub fn u32_at(bytes: &[u8], offset: u64) -> Option<u32> {
+pub(crate) fn u32_at(bytes: &[u8], offset: u64) -> Option<u32> {
     let offset = usize::try_from(offset).ok()?;
     Some(u32::from_le_bytes(bytes.get(offset..offset.checked_add(4)?)?.try_into().ok()?))
 }

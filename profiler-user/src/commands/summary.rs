@@ -18,7 +18,7 @@ use crate::{
 
 const TOP: usize = 10;
 
-pub fn print(
+pub(crate) fn print(
     out: &mut impl Write,
     profile: &Profile,
     stats: &Stats,
@@ -60,7 +60,7 @@ pub fn print(
 /// Writes the recording's counters as JSON: `samples`, `lost_samples`, `complete_stacks`, `threads`,
 /// `elapsed_s`, the profiler's own `cpu_user_s`, `cpu_system_s` and `max_rss_kib` so far (getrusage), and
 /// `stages.cold` / `stages.warm`: per stage the total nanoseconds and over how many samples.
-pub fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duration) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duration) -> anyhow::Result<()> {
     let usage = own_usage();
     let value = json!({
         "samples": stats.samples,

@@ -8,15 +8,15 @@ use std::{collections::HashMap, time::Duration};
 use anyhow::{Context as _, Result};
 use tokio::time::Instant;
 
-use super::{RunArgs, RunConfig, RunEnv};
+use super::attach::{self, NoMatchYet, Prepared};
 use crate::{
-    crash::{Crash, CrashWriter},
     aggregate::{Profile, StackCount},
+    cli::RunConfig,
+    crash::{Crash, CrashWriter},
     privilege,
-    sample::{SamplerOptions, preflight},
+    selection::TargetSpec,
     session::{Session, Wake},
-    target::{self, Target, TargetSpec},
-    upload::{Protocol, UploadStats, Uploader, config::PendingCredentials, labels, split},
+    upload::{Credentials, Protocol, UploadStats, Uploader, config::PendingCredentials, labels, split},
 };
 
 /// How often the loop drains the ring buffers (the kernel wakes it early only when they fill up), looks at the
@@ -26,25 +26,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// SIGKILL).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn run(args: RunArgs, env: &RunEnv) -> Result<()> {
-    // The documented rollback switch: nothing is loaded, checked or contacted, so it works without privileges.
-    if let Some(value) = env.disabled_by()? {
-        tracing::info!("profiling is disabled (PROFILING_ENABLED={value})");
-        return Ok(());
-    }
-    let mut config = args.resolve(env)?;
-    config.upload.credentials = config.credentials.take().map(PendingCredentials::load).transpose()?;
-    preflight::check()?;
-    let initial = match &config.target {
-        TargetSpec::Pids(_) => target::resolve(&config.target)?,
-        // An agent may well start before the service it profiles: the session picks it up when it starts.
-        spec => target::resolve(spec).unwrap_or_default(),
-    };
-    for target in &initial {
-        crate::unwind::process::check_readable(target.pid)?;
-    }
+pub(crate) fn run(config: RunConfig) -> Result<()> {
+    // Read while the agent still may (the key file can be root's alone).
+    let credentials = config.credentials.clone().map(PendingCredentials::load).transpose()?;
     // Before the runtime starts its threads, so that they inherit the narrowed sets.
-    let privileges = privilege::before_loading(privilege::Needs { kernel_symbols: config.kernel_stacks, write_as_caller: false })?;
+    let needs = privilege::Needs { kernel_symbols: config.attach.kernel_stacks, write_as_caller: false };
+    // An agent may well start before the service it profiles: the session picks it up when it starts.
+    let prepared = attach::prepare(&config.attach, needs, NoMatchYet::Wait)?;
     // The sampling loop runs on this thread, uploads (network, TLS) on the runtime's worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -52,46 +40,26 @@ pub fn run(args: RunArgs, env: &RunEnv) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(agent(config, initial, privileges))
+    runtime.block_on(agent(config, credentials, prepared))
 }
 
-async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::Plan) -> Result<()> {
-    let options = SamplerOptions {
-        rate_hz: config.rate_hz,
-        kernel_stacks: config.kernel_stacks,
-        report_all_execs: config.target.follows_new_processes(),
-    };
-    let mut crashes = CrashWriter::new(&config.crash_dir)?;
-    let mut session = Session::start(&options, config.pipeline, TICK)?;
-    // Capabilities are per thread: this one samples, the runtime's worker (the only one so far) will upload.
-    privilege::after_attach(&privileges)?;
-    let worker = privileges.clone();
-    tokio::spawn(async move { privilege::after_attach(&worker) }).await.context("dropping capabilities on the upload thread")??;
-    privilege::verify_threads(&privileges)?;
-    session.follow_new_processes(&config.target);
+async fn agent(config: RunConfig, credentials: Option<Credentials>, prepared: Prepared) -> Result<()> {
+    let mut crashes = CrashWriter::new(&config.attach.crash_dir)?;
+    let mut session = attach::attach(&config.attach, &prepared, TICK).await?;
     let mut services = Services::new(&config);
-    for target in &initial {
-        session.add_target(target)?;
-    }
-    // As `record` does: the workers a service forked before the agent started (uvicorn's, gunicorn's) are
-    // profiled too, not only those it forks from now on.
-    let roots: Vec<u32> = initial.iter().map(|t| t.pid).collect();
-    for child in target::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)) {
-        session.add_target(&child)?;
-    }
     services.update(&session);
-    if initial.is_empty() {
-        tracing::warn!("no process matches {} yet: waiting for one to start", describe(&config.target));
+    if prepared.targets.is_empty() {
+        tracing::warn!("no process matches {} yet: waiting for one to start", config.attach.target.describe());
     }
 
     let endpoint = config.upload.endpoint.clone();
-    if endpoint.is_plain_http() && config.upload.credentials.is_some() && !endpoint.is_loopback() {
+    if endpoint.is_plain_http() && credentials.is_some() && !endpoint.is_loopback() {
         tracing::warn!("sending credentials over plain http to {endpoint} (--allow-insecure)");
     }
-    let uploader = Uploader::start(config.upload.clone(), labels::hostname())?;
+    let uploader = Uploader::start(config.upload.clone(), credentials, labels::hostname())?;
     tracing::info!(
         "profiling at {} Hz; a profile per service every {:?} to {endpoint} ({} API)",
-        config.rate_hz,
+        config.attach.rate_hz,
         config.upload_interval,
         config.upload.protocol
     );
@@ -117,7 +85,7 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
             }
             Wake::Tick => {
                 services.update(&session);
-                if matches!(config.target, TargetSpec::Pids(_)) && session.live_targets().next().is_none() {
+                if matches!(config.attach.target, TargetSpec::Pids(_)) && session.live_targets().next().is_none() {
                     break "every target process exited";
                 }
                 status.maybe_log(&session, &uploader);
@@ -147,14 +115,6 @@ async fn agent(config: RunConfig, initial: Vec<Target>, privileges: privilege::P
         stats.rejected
     );
     Ok(())
-}
-
-fn describe(spec: &TargetSpec) -> String {
-    match spec {
-        TargetSpec::Pids(pids) => format!("the PIDs {pids:?}"),
-        TargetSpec::Name(name) => format!("the name `{name}`"),
-        TargetSpec::Cmdline(pattern) => format!("the command line pattern `{pattern}`"),
-    }
 }
 
 /// Writes and uploads `crashes`: the window so far (so the crashed process's last samples are not lost with it)

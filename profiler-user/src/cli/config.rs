@@ -1,0 +1,358 @@
+//! Resolving the flags into one complete configuration per command: a pure function of the flags and the
+//! environment variables captured once (`RunEnv`), so every rule about what may be combined is unit-tested here
+//! and nothing downstream re-checks or completes a configuration.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Result, bail};
+
+use super::{Cli, Command, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
+use crate::{
+    output::OutputFormat,
+    pipeline::PipelineOptions,
+    selection::{CmdlinePattern, TargetSpec},
+    upload::{Endpoint, KeySource, Secret, UploadConfig, config::PendingCredentials, labels},
+};
+
+/// What `main` runs.
+#[derive(Debug)]
+pub(crate) enum Config {
+    Record(RecordConfig),
+    Run(RunConfig),
+    /// `run` with PROFILING_ENABLED off (the value it has): nothing is loaded, checked or contacted.
+    Disabled(String),
+}
+
+/// What both commands need to start sampling (commands/attach.rs).
+#[derive(Clone, Debug)]
+pub(crate) struct AttachConfig {
+    pub target: TargetSpec,
+    pub follow_children: bool,
+    pub rate_hz: u64,
+    pub kernel_stacks: bool,
+    pub pipeline: PipelineOptions,
+    pub crash_dir: PathBuf,
+}
+
+/// Everything `record` needs.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordConfig {
+    pub attach: AttachConfig,
+    pub duration: Option<Duration>,
+    pub outputs: Vec<(PathBuf, OutputFormat)>,
+    pub stats_json: Option<PathBuf>,
+}
+
+/// Everything `run` needs. The API key file, if any, is named here and read by the command before it gives up
+/// the right to read it.
+#[derive(Clone, Debug)]
+pub(crate) struct RunConfig {
+    pub attach: AttachConfig,
+    /// `service_name` for every target; `None`: each process's name.
+    pub app_name: Option<String>,
+    pub upload_interval: Duration,
+    pub status_interval: Duration,
+    pub upload: UploadConfig,
+    pub credentials: Option<PendingCredentials>,
+}
+
+/// The one place the command line becomes a configuration.
+pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
+    match cli.command {
+        Command::Record(args) => resolve_record(args).map(Config::Record),
+        // The documented rollback switch wins over every other setting, so it works however the rest is set.
+        Command::Run(_) if env.disabled_by()?.is_some() => {
+            Ok(Config::Disabled(env.profiling_enabled.clone().unwrap_or_default()))
+        }
+        Command::Run(args) => resolve_run(args, env).map(Config::Run),
+    }
+}
+
+impl TargetArgs {
+    fn resolve(self) -> Result<TargetSpec> {
+        match (self.pids.is_empty(), self.name, self.match_cmdline) {
+            (false, None, None) => Ok(TargetSpec::Pids(self.pids)),
+            (true, Some(name), None) => Ok(TargetSpec::Name(name)),
+            (true, None, Some(pattern)) => Ok(TargetSpec::Cmdline(CmdlinePattern::new(&pattern)?)),
+            _ => bail!("give one of --pid, --name or --match-cmdline"),
+        }
+    }
+}
+
+impl SamplingArgs {
+    fn resolve(self, target: TargetSpec, follow_children: bool, crash_dir: PathBuf) -> Result<AttachConfig> {
+        Ok(AttachConfig {
+            target,
+            follow_children,
+            rate_hz: self.rate,
+            kernel_stacks: self.kernel,
+            pipeline: PipelineOptions {
+                native_python_internals: self.python.native_python_internals,
+                gil_only: self.python.gil_only,
+                crash_window_secs: self.crash_window.as_secs().max(1),
+            },
+            crash_dir,
+        })
+    }
+}
+
+fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
+    let target = args.target.resolve()?;
+    let outputs = args
+        .outputs
+        .into_iter()
+        .map(|path| OutputFormat::from_path(&path).map(|format| (path, format)))
+        .collect::<Result<_>>()?;
+    if args.duration == Some(Duration::ZERO) {
+        bail!("--duration must be longer than zero");
+    }
+    Ok(RecordConfig {
+        attach: args.sampling.resolve(target, !args.no_children, args.crash_dir)?,
+        duration: args.duration,
+        outputs,
+        stats_json: args.stats_json,
+    })
+}
+
+/// The environment variables `run` reads, captured once so that resolving is a pure function of its inputs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunEnv {
+    pub server_url: Option<String>,
+    pub username: Option<String>,
+    pub api_key: Option<Secret>,
+    pub profiling_enabled: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl RunEnv {
+    pub(crate) fn from_process() -> Self {
+        // Empty counts as unset: `ENVIRONMENT=` in a unit file means "none".
+        let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
+        Self {
+            server_url: var("PYROSCOPE_SERVER_URL"),
+            username: var("PYROSCOPE_USERNAME"),
+            api_key: var("PYROSCOPE_API_KEY").map(Secret::new),
+            profiling_enabled: var("PROFILING_ENABLED"),
+            environment: var("ENVIRONMENT"),
+        }
+    }
+
+    /// `Some(value)` when PROFILING_ENABLED turns profiling off. A value that is not a boolean is an error rather
+    /// than a guess either way.
+    pub(crate) fn disabled_by(&self) -> Result<Option<&str>> {
+        let Some(value) = self.profiling_enabled.as_deref() else { return Ok(None) };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" | "off" => Ok(Some(value)),
+            "true" | "1" | "yes" | "on" => Ok(None),
+            _ => bail!("PROFILING_ENABLED=`{value}` is not a boolean: use true or false"),
+        }
+    }
+}
+
+fn resolve_run(args: RunArgs, env: &RunEnv) -> Result<RunConfig> {
+    let attach = args.sampling.resolve(args.target.resolve()?, true, args.crash_dir)?;
+    let Some(server_url) = args.server_url.or_else(|| env.server_url.clone()) else {
+        bail!("no server to upload to: set PYROSCOPE_SERVER_URL or --server-url");
+    };
+    let key = match (args.api_key_file, &env.api_key) {
+        (Some(path), _) => KeySource::File(path),
+        (None, Some(secret)) => KeySource::Env(secret.clone()),
+        (None, None) => KeySource::None,
+    };
+    let credentials = match (env.username.clone(), key) {
+        (None, KeySource::None) => None,
+        (Some(username), KeySource::None) => {
+            bail!("PYROSCOPE_USERNAME is `{username}` but there is no API key: set PYROSCOPE_API_KEY or --api-key-file")
+        }
+        (None, _) => bail!(
+            "an API key is given but PYROSCOPE_USERNAME is not set (for Grafana Cloud: the stack's Profiles \
+             instance id, a number)"
+        ),
+        (Some(username), key) => Some(PendingCredentials { username, key }),
+    };
+    let endpoint = Endpoint::parse(&server_url, credentials.is_some(), args.allow_insecure)?;
+
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for text in &args.tags {
+        let (name, value) = labels::parse_tag(text).map_err(|err| anyhow::anyhow!("--tag: {err}"))?;
+        if tags.iter().any(|(seen, _)| *seen == name) {
+            bail!("--tag {name}=... is given twice");
+        }
+        tags.push((name, value));
+    }
+    // An explicit --tag environment=... wins over the ambient variable.
+    let environment = env.environment.as_deref().map(str::trim);
+    if let Some(environment) = environment.filter(|_| !tags.iter().any(|(name, _)| name == "environment")) {
+        labels::check_value("environment", environment).map_err(|err| anyhow::anyhow!("ENVIRONMENT: {err}"))?;
+        tags.push(("environment".to_owned(), environment.to_owned()));
+    }
+    for (name, value) in &tags {
+        labels::check_for_protocol(name, value, args.protocol).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(app_name) = &args.app_name {
+        labels::check_app_name(app_name, args.protocol).map_err(anyhow::Error::msg)?;
+    }
+    // It becomes an HTTP header value.
+    let valid_tenant = |tenant: &String| !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_graphic());
+    if args.tenant_id.as_ref().is_some_and(|tenant| !valid_tenant(tenant)) {
+        bail!("--tenant-id must be non-empty printable ASCII without spaces");
+    }
+    for (flag, value, min) in [
+        ("--upload-interval", args.upload_interval, Duration::from_secs(1)),
+        ("--status-interval", args.status_interval, Duration::from_secs(1)),
+        ("--upload-timeout", args.upload_timeout, Duration::from_millis(100)),
+        ("--max-queue-age", args.max_queue_age, Duration::from_secs(1)),
+    ] {
+        if value < min {
+            bail!("{flag} must be at least {min:?}");
+        }
+    }
+    // Below this, many windows would not fit at all (a window of one busy native process is 1–2 KiB, of a
+    // large Python service tens of KiB).
+    if args.max_queue_size < 4 * 1024 {
+        bail!("--max-queue-size must be at least 4KiB");
+    }
+    Ok(RunConfig {
+        app_name: args.app_name,
+        upload_interval: args.upload_interval,
+        status_interval: args.status_interval,
+        upload: UploadConfig {
+            endpoint,
+            protocol: args.protocol,
+            tenant_id: args.tenant_id,
+            tags,
+            rate_hz: attach.rate_hz,
+            max_queue_bytes: args.max_queue_size,
+            max_queue_age: args.max_queue_age,
+            request_timeout: args.upload_timeout,
+        },
+        credentials,
+        attach,
+    })
+}
+
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::upload::Protocol;
+
+    use super::*;
+
+    #[test]
+    fn profiling_disabled_wins_over_every_other_run_setting() {
+        let off = RunEnv { profiling_enabled: Some("false".into()), ..RunEnv::default() };
+        // No server configured: resolving run would fail, but the switch is checked first.
+        let cli = Cli::try_parse_from(["profiler", "run", "--pid", "1"]).unwrap();
+        assert!(matches!(resolve(cli, &off).unwrap(), Config::Disabled(value) if value == "false"));
+        let cli = Cli::try_parse_from(["profiler", "run", "--pid", "1"]).unwrap();
+        assert!(resolve(cli, &RunEnv::default()).unwrap_err().to_string().contains("PYROSCOPE_SERVER_URL"));
+        let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.svg"]).unwrap();
+        assert!(matches!(resolve(cli, &off).unwrap(), Config::Record(_)), "the switch is run's only");
+    }
+
+    #[test]
+    fn resolves_record_arguments() {
+        let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "--pid", "2", "-o", "a.svg", "-o", "b.pb.gz"])
+            .unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record") };
+        let config = resolve_record(args).unwrap();
+        assert_eq!(config.attach.target, TargetSpec::Pids(vec![1, 2]));
+        assert_eq!(config.attach.rate_hz, 100);
+        assert!(config.attach.follow_children);
+        assert_eq!(config.outputs.len(), 2);
+    }
+
+    #[test]
+    fn rejects_conflicting_or_missing_targets_and_bad_outputs() {
+        assert!(Cli::try_parse_from(["profiler", "record", "-o", "a.svg"]).is_err());
+        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--name", "x", "-o", "a.svg"]).is_err());
+        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1"]).is_err());
+        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--rate", "0", "-o", "a.svg"]).is_err());
+        let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.docx"]).unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record") };
+        assert!(resolve_record(args).is_err());
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["profiler", "run"].iter().chain(args)).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        args
+    }
+
+    fn cloud_env() -> RunEnv {
+        RunEnv {
+            server_url: Some("profiles-prod-001.grafana.net".into()),
+            username: Some("123456".into()),
+            api_key: Some(Secret::new("glc_secret".into())),
+            profiling_enabled: None,
+            environment: Some("production".into()),
+        }
+    }
+
+    #[test]
+    fn resolves_run_settings_from_flags_and_environment() {
+        let config = resolve_run(run_args(&["--name", "uvicorn", "--tag", "region=eu", "--tenant-id", "t1"]), &cloud_env()).unwrap();
+        assert_eq!(config.attach.target, TargetSpec::Name("uvicorn".into()));
+        assert_eq!(config.upload.endpoint.to_string(), "https://profiles-prod-001.grafana.net");
+        assert_eq!(config.upload.protocol, Protocol::Push);
+        assert_eq!(config.upload_interval, Duration::from_secs(15));
+        assert_eq!(config.status_interval, Duration::from_secs(60));
+        assert_eq!(config.upload.max_queue_bytes, 16 << 20);
+        assert_eq!(config.upload.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.upload.tenant_id.as_deref(), Some("t1"));
+        let tags: Vec<(&str, &str)> = config.upload.tags.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(tags, [("region", "eu"), ("environment", "production")]);
+        let credentials = config.credentials.clone().unwrap();
+        assert_eq!(credentials.username, "123456");
+        assert!(matches!(credentials.key, KeySource::Env(_)));
+        assert!(!format!("{config:?}").contains("glc_secret"), "the key never shows in Debug output");
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let args = run_args(&[
+            "--pid", "1", "--server-url", "https://pyroscope.internal", "--tag", "environment=staging",
+            "--api-key-file", "/run/secrets/key",
+        ]);
+        let config = resolve_run(args, &cloud_env()).unwrap();
+        assert_eq!(config.upload.endpoint.to_string(), "https://pyroscope.internal");
+        assert_eq!(config.upload.tags, [("environment".to_owned(), "staging".to_owned())]);
+        assert!(matches!(config.credentials.unwrap().key, KeySource::File(path) if path.ends_with("key")));
+    }
+
+    #[test]
+    fn refuses_inconsistent_run_settings() {
+        let err = |args: &[&str], env: &RunEnv| resolve_run(run_args(args), env).unwrap_err().to_string();
+        let no_key = RunEnv { api_key: None, ..cloud_env() };
+        assert!(err(&["--pid", "1"], &no_key).contains("there is no API key"));
+        let no_user = RunEnv { username: None, ..cloud_env() };
+        assert!(err(&["--pid", "1"], &no_user).contains("PYROSCOPE_USERNAME is not set"));
+        assert!(err(&["--pid", "1"], &RunEnv::default()).contains("PYROSCOPE_SERVER_URL"));
+        assert!(err(&["--pid", "1", "--tag", "a=1", "--tag", "a=2"], &cloud_env()).contains("given twice"));
+        assert!(err(&["--pid", "1", "--tag", "service_name=x"], &cloud_env()).contains("--app-name"));
+        assert!(err(&["--pid", "1", "--tag", "otel.x=1", "--protocol", "ingest"], &cloud_env()).contains("ingest"));
+        assert!(err(&["--pid", "1", "--upload-interval", "100ms"], &cloud_env()).contains("--upload-interval"));
+        assert!(err(&["--pid", "1", "--max-queue-size", "1KiB"], &cloud_env()).contains("--max-queue-size"));
+        assert!(err(&["--pid", "1", "--tenant-id", "a b"], &cloud_env()).contains("--tenant-id"));
+        let plain = RunEnv { server_url: Some("http://10.1.2.3:4040".into()), ..cloud_env() };
+        assert!(err(&["--pid", "1"], &plain).contains("clear text"));
+        assert!(resolve_run(run_args(&["--pid", "1", "--allow-insecure"]), &plain).is_ok());
+        // There is no flag for the key itself.
+        assert!(Cli::try_parse_from(["profiler", "run", "--pid", "1", "--api-key", "x"]).is_err());
+    }
+
+    #[test]
+    fn profiling_enabled_is_a_strict_boolean() {
+        let with = |value: &str| RunEnv { profiling_enabled: Some(value.into()), ..RunEnv::default() };
+        for off in ["false", "0", "no", "off", "FALSE", " False "] {
+            assert_eq!(with(off).disabled_by().unwrap(), Some(off), "{off}");
+        }
+        for on in ["true", "1", "yes", "on", "TRUE"] {
+            assert_eq!(with(on).disabled_by().unwrap(), None, "{on}");
+        }
+        assert_eq!(RunEnv::default().disabled_by().unwrap(), None);
+        assert!(with("flase").disabled_by().unwrap_err().to_string().contains("not a boolean"));
+    }
+
+}

@@ -1,0 +1,81 @@
+//! The one start-up path `record` and `run` share: preflight checks, the targets and a check that they can be
+//! read, narrowing the agent's privileges, loading and attaching the programs, then adding the targets and the
+//! descendants they already have.
+//!
+//! It comes in two halves because capabilities are per thread: `prepare` runs before the async runtime starts
+//! its threads (they inherit the narrowed sets), `attach` inside it.
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    cli::AttachConfig,
+    privilege,
+    process::{self, Process},
+    sample::{SamplerOptions, preflight},
+    selection::{self, TargetSpec},
+    session::Session,
+};
+
+/// What `prepare` found and decided, for `attach`.
+pub(crate) struct Prepared {
+    /// The targets running now (for `run` with --name or --match-cmdline, possibly none yet).
+    pub targets: Vec<Process>,
+    privileges: privilege::Plan,
+}
+
+/// Whether a `--name` or `--match-cmdline` that matches nothing yet is an error (`record`) or something to
+/// wait for (`run`: an agent may well start before the service it profiles).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoMatchYet {
+    Fail,
+    Wait,
+}
+
+pub(crate) fn prepare(config: &AttachConfig, needs: privilege::Needs, no_match: NoMatchYet) -> Result<Prepared> {
+    preflight::check()?;
+    let targets = match (&config.target, no_match) {
+        (TargetSpec::Pids(_), _) | (_, NoMatchYet::Fail) => selection::resolve(&config.target)?,
+        (spec, NoMatchYet::Wait) => selection::resolve(spec).unwrap_or_default(),
+    };
+    for target in &targets {
+        process::check_readable(target.pid)?;
+    }
+    let privileges = privilege::before_loading(needs)?;
+    Ok(Prepared { targets, privileges })
+}
+
+/// Loads and attaches the programs, drops what attaching needed on every thread of the runtime, and starts
+/// profiling the targets and their existing descendants. `tick` bounds how stale the pipeline's processing is.
+pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Duration) -> Result<Session> {
+    let options = SamplerOptions {
+        rate_hz: config.rate_hz,
+        kernel_stacks: config.kernel_stacks,
+        report_all_execs: config.target.follows_new_processes(),
+    };
+    let mut session = Session::start(&options, config.pipeline, tick)?;
+    privilege::after_attach(&prepared.privileges)?;
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        // The runtime's worker (its only other thread so far) drops them too.
+        let plan = prepared.privileges.clone();
+        tokio::spawn(async move { privilege::after_attach(&plan) })
+            .await
+            .context("dropping capabilities on the runtime's worker thread")??;
+    }
+    privilege::verify_threads(&prepared.privileges)?;
+    session.set_follow_children(config.follow_children);
+    session.follow_new_processes(&config.target);
+    for target in &prepared.targets {
+        session.add_target(target)?;
+    }
+    // Listed only now that the targets are in the kernel's map: from here on their forks are followed there, and
+    // this catches the children forked before (uvicorn's and gunicorn's workers, or any forked while the
+    // programs were loading).
+    if config.follow_children {
+        let roots: Vec<u32> = prepared.targets.iter().map(|t| t.pid).collect();
+        for child in process::descendants(&roots).into_iter().filter(|d| !roots.contains(&d.pid)) {
+            session.add_target(&child)?;
+        }
+    }
+    Ok(session)
+}

@@ -1,0 +1,23 @@
+//! The command drivers: each runs one resolved configuration (cli) to its end, wiring the stages together.
+//! `attach` is the start-up both share; `record` writes outputs at the end, `run` uploads a window at a time.
+mod attach;
+mod record;
+mod run;
+mod status;
+mod summary;
+
+use anyhow::Result;
+
+use crate::cli::Config;
+
+/// Runs a resolved command line.
+pub(crate) fn execute(config: Config) -> Result<()> {
+    match config {
+        Config::Record(config) => record::run(config),
+        Config::Run(config) => run::run(config),
+        Config::Disabled(value) => {
+            tracing::info!("profiling is disabled (PROFILING_ENABLED={value})");
+            Ok(())
+        }
+    }
+}
