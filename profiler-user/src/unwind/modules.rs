@@ -30,13 +30,19 @@ pub(crate) struct LoadedFile {
     pub id: u64,
     /// How outputs name it: path as the process sees it, build-id.
     pub module: Module,
-    /// Where we can open it from this (the profiler's) mount namespace.
-    pub open_path: PathBuf,
+    /// The file, open: every consumer reads this one (see `process::files::TargetFile`).
+    pub target: files::TargetFile,
     pub elf: ElfFile,
     cfa_expressions: OnceLock<CfaExpressionIndex>,
 }
 
 impl LoadedFile {
+    /// A path that opens this very file, for the symbolizer (blazesym opens by path and maps what it opens);
+    /// `None` when it cannot be read safely that way.
+    pub(crate) fn open_path(&self) -> Option<PathBuf> {
+        self.target.symbolizer_path()
+    }
+
     /// The FDEs that unwind/cfa.rs evaluates instead of framehop. Found when a frame first falls in the file, so
     /// the many files mapped but never on a sampled stack are not scanned (a scan takes a few milliseconds).
     pub(crate) fn cfa_expressions(&self) -> &CfaExpressionIndex {
@@ -92,14 +98,13 @@ impl FileCache {
 }
 
 fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
-    let deleted = mapping.path.ends_with(" (deleted)");
-    // A deleted or replaced file is still reachable through the process's own mapping.
-    let open_path = if deleted { files::map_file(pid, mapping) } else { files::resolve_path(root, &mapping.path) };
-    let elf = ElfFile::open(&open_path)?;
+    // Opened once, safely (the very file mapped, never a FIFO or a planted file); the symbolizer reads the same.
+    let target = files::TargetFile::open(pid, mapping, root)?;
+    let elf = ElfFile::from_file(&target.file, &mapping.path)?;
     let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(LoadedFile { id, module, open_path, elf, cfa_expressions: OnceLock::new() })
+    Ok(LoadedFile { id, module, target, elf, cfa_expressions: OnceLock::new() })
 }
 
 /// framehop's view of one process plus the module table used to name frames.
