@@ -406,3 +406,22 @@ impl Pipeline {
         self.aggregator.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_process_counters_are_folded_at_exit() {
+        let mut stats = Stats::default();
+        for pid in 0..1000 {
+            stats.threads.entry(pid).or_default().extend([pid, pid + 100_000]);
+            stats.process_samples.insert(pid, 5);
+        }
+        for pid in 0..999 {
+            stats.forget_process(pid);
+        }
+        assert_eq!((stats.thread_count(), stats.process_count()), (2000, 1000));
+        assert_eq!((stats.threads.len(), stats.process_samples.len()), (1, 1), "nothing kept of exited processes");
+    }
+}

@@ -463,3 +463,73 @@ fn the_api_key_stays_out_of_the_log_with_unreachable_and_rejecting_servers() {
         assert_no_key("a crash report", &String::from_utf8_lossy(&fs::read(file.path()).unwrap_or_default()));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Floods (issue 15, item 5)
+
+/// A target that faults thousands of times for 8 s, alternating SIGSEGV, SIGFPE and SIGILL and surviving each
+/// under its handlers: the same signal in the same thread within 5 s is one crash, and past that the process gets
+/// at most its budget of reports (3 a minute); one log line says the budget tripped; the recording ends normally.
+#[test]
+fn a_target_crashing_in_a_loop_gets_a_bounded_number_of_reports() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-crashloop");
+    let exe = dir.join("crashloop");
+    compile_c(&["-O1"], &workspace_root().join("tests/workloads/hostile/crashloop.c"), &exe);
+    let go = dir.join("go");
+    let crash_dir = dir.join("crashes");
+    let mut workload = Workload::start(Command::new(&exe).arg(&go).arg("8"));
+    let pid = workload.pid();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let mut recorder = Recorder::start(&mut record);
+    fs::write(&go, "").unwrap();
+    let ended = workload.wait_exit(Duration::from_secs(30));
+    assert_eq!(ended.status.code(), Some(0), "the target did not survive its faults: {}", ended.stderr);
+    let run = recorder.finish(Duration::from_secs(60));
+    run.assert_success();
+    let reports = read_reports(&crash_dir);
+    let files = fs::read_dir(&crash_dir).map(|d| d.count()).unwrap_or(0);
+    eprintln!("crash loop: {} reports, {files} files", reports.len());
+    assert!(!reports.is_empty(), "no report at all:\n{}", run.stderr);
+    assert!(reports.len() <= 3, "{} reports of one process in 8 s", reports.len());
+    assert!(
+        run.stderr.contains(&format!("PID {pid} (crashloop) crashed more than 3 times in a minute")),
+        "no log line about the budget:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.lines().filter(|l| l.starts_with("crash: ")).count() <= 3, "a report per fault in the log");
+}
+
+/// A target mapping code tens of thousands of times a second: the agent re-reads its maps within a budget
+/// (one log line says so) and stays cheap.
+#[test]
+fn a_target_mapping_code_in_a_loop_costs_the_agent_little() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("hostile-mapstorm");
+    let exe = dir.join("mapstorm");
+    compile_c(&["-O1"], &workspace_root().join("tests/workloads/hostile/mapstorm.c"), &exe);
+    let target = Process::start(Command::new(&exe).arg("6"));
+    let stats = dir.join("stats.json");
+    let mut cmd = profiler();
+    cmd.args(["record", "--pid", &target.pid().to_string(), "--duration", "5s", "--stats-json"]).arg(&stats);
+    cmd.arg("-o").arg(dir.join("x.folded"));
+    let result = run(&mut cmd, Duration::from_secs(60));
+    result.assert_success();
+    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
+    let cpu = json.get("cpu_user_s").f64() + json.get("cpu_system_s").f64();
+    eprintln!("map storm: the agent used {cpu:.2} s of CPU in 5 s");
+    assert!(
+        result.stderr.contains(&format!("PID {} maps code more than", target.pid())),
+        "no log line about the map re-read budget:\n{}",
+        result.stderr
+    );
+    assert!(cpu < 1.5, "the agent used {cpu:.2} s of CPU in 5 s of a target mapping code:\n{}", result.stderr);
+}

@@ -2,11 +2,10 @@
 //! libpython for shared ones), where `_PyRuntime` is, and which version runs.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use memmap2::Mmap;
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, ReadRef as _};
 
 use super::{
     eval_ranges,
@@ -14,10 +13,10 @@ use super::{
 };
 use crate::{
     process::{
-        files::{process_root, resolve_path},
+        files::{TargetFile, process_root},
         maps, memory,
     },
-    unwind::elf::ElfFile,
+    unwind::elf::{self, ElfFile},
 };
 
 /// A recognized interpreter.
@@ -48,20 +47,27 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
     // A shared build maps both `python3.X` and `libpython3.X.so`; the runtime lives in the library. An
     // interpreter under another name (a copied or embedding executable) is recognized by its `_PyRuntime`.
     let named = candidates.iter().find(|m| file_name(&m.path).starts_with("libpython")).or(candidates.first()).copied();
-    let (mapping, symbols) = match named {
-        Some(mapping) => (mapping, Symbols::read(&resolve_path(&root, &mapping.path))?),
+    // Files are opened as every consumer opens them (process::files::TargetFile: the mapped file itself, never a
+    // FIFO or a file planted at its path) and read with pread, never mapped: a target truncating its interpreter
+    // must not kill the agent with SIGBUS.
+    let (mapping, target, symbols) = match named {
+        Some(mapping) => {
+            let target = TargetFile::open(pid, mapping, &root)?;
+            let symbols = Symbols::read(&target, &mapping.path)?;
+            (mapping, target, symbols)
+        }
         None => {
             let Some(exe) = process_maps.mappings.iter().find(|m| m.executable && m.is_file_backed()) else {
                 return Ok(None);
             };
-            match Symbols::read(&resolve_path(&root, &exe.path)) {
-                Ok(symbols) if symbols.runtime.is_some() => (exe, symbols),
+            let Ok(target) = TargetFile::open(pid, exe, &root) else { return Ok(None) };
+            match Symbols::read(&target, &exe.path) {
+                Ok(symbols) if symbols.runtime.is_some() => (exe, target, symbols),
                 _ => return Ok(None),
             }
         }
     };
-    let path = resolve_path(&root, &mapping.path);
-    let elf = ElfFile::open(&path)?;
+    let elf = ElfFile::from_file(&target.file, &mapping.path)?;
     let bias = elf
         .load_bias(mapping.start, mapping.file_offset, true)
         .with_context(|| format!("cannot place {} in the memory of PID {pid}", mapping.path))?;
@@ -130,11 +136,11 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: read-only mapping of a file the target process has mapped too.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let elf = object::File::parse(&map[..]).with_context(|| format!("reading ELF file {}", path.display()))?;
+    fn read(target: &TargetFile, name: &str) -> Result<Self> {
+        let cache = ReadCache::new(&target.file);
+        let map = &cache;
+        elf::check_section_sizes(map).with_context(|| format!("reading ELF file {name}"))?;
+        let elf = object::File::parse(map).with_context(|| format!("reading ELF file {name}"))?;
         let find = |name: &str| {
             elf.dynamic_symbols()
                 .chain(elf.symbols())
@@ -145,20 +151,23 @@ impl Symbols {
         let runtime = find("_PyRuntime").or_else(|| elf.section_by_name(".PyRuntime").map(|s| s.address()));
         let py_version = find("Py_Version").and_then(|svma| {
             let offset = ElfFile::svma_to_offset_in(&elf, svma)?;
-            memory::u64_at(&map, offset).map(|v| v & 0xffff_ffff)
+            memory::u64_at(map.read_bytes_at(offset, 8).ok()?, 0).map(|v| v & 0xffff_ffff)
         });
         Ok(Self {
             runtime,
             code_type: find("PyCode_Type"),
             unicode_type: find("PyUnicode_Type"),
             py_version,
-            eval_ranges: unnamed_eval_code(&elf, &map),
+            eval_ranges: unnamed_eval_code(&elf, map),
         })
     }
 }
 
+/// The most bytes of `_PyEval_EvalFrameDefault` we read (CPython 3.11's is about 60 KiB).
+const MAX_EVAL_LOOP_BYTES: u64 = 4 << 20;
+
 /// The unnamed parts of `_PyEval_EvalFrameDefault`, as file offsets (frames carry file offsets).
-fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>> {
+fn unnamed_eval_code<'d>(elf: &object::File<'d, &'d ReadCache<&std::fs::File>>, map: &'d ReadCache<&std::fs::File>) -> Vec<std::ops::Range<u64>> {
     let Some(eval) = elf
         .dynamic_symbols()
         .chain(elf.symbols())
@@ -170,7 +179,11 @@ fn unnamed_eval_code(elf: &object::File, map: &[u8]) -> Vec<std::ops::Range<u64>
     else {
         return Vec::new();
     };
-    let (Some(code), Ok(hdr_bytes)) = (map.get(code_offset as usize..code_offset.saturating_add(eval.size()) as usize), hdr.data()) else {
+    // The function's size is the file's claim: bounded (the real one is tens of KiB).
+    if eval.size() > MAX_EVAL_LOOP_BYTES || hdr.size() > elf::MAX_SECTION_BYTES {
+        return Vec::new();
+    }
+    let (Ok(code), Ok(hdr_bytes)) = (map.read_bytes_at(code_offset, eval.size()), hdr.data()) else {
         return Vec::new();
     };
     let named: Vec<u64> = elf

@@ -74,7 +74,10 @@ impl Symbolizer {
         let debug_file = self.debug_files.entry(file.id).or_insert_with(|| separate_debug_file(&file.module));
         let frames = match (debug_file, file_offset_to_svma(&file.elf, *offset)) {
             (Some(debug_file), Some(svma)) => symbolize_from_symbol_table(&self.blazesym, debug_file, file, *offset, svma),
-            _ => symbolize_file_offset(&self.blazesym, &file.open_path, &file.module, *offset, true),
+            _ => match file.open_path() {
+                Some(path) => symbolize_file_offset(&self.blazesym, &path, &file.module, *offset, true),
+                None => Arc::from([unknown_frame(Some(&file.module), *offset)]),
+            },
         };
         self.native.insert((file.id, *offset), frames.clone());
         frames
@@ -176,7 +179,10 @@ fn symbolize_from_symbol_table(
             inlined: false,
         }]),
         // The module's own symbols only: with debug symbols blazesym would follow its debug link to the DWARF.
-        _ => symbolize_file_offset(blazesym, &file.open_path, &file.module, offset, false),
+        _ => match file.open_path() {
+            Some(path) => symbolize_file_offset(blazesym, &path, &file.module, offset, false),
+            None => Arc::from([unknown_frame(Some(&file.module), offset)]),
+        },
     }
 }
 

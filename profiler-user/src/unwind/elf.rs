@@ -6,10 +6,22 @@
 //! `.text` is not kept at all: framehop's instruction analysis, the only user of its bytes, is not needed with CFI.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use std::{fs::File, ops::Range, path::Path, sync::Arc};
+use std::{fs::File, ops::Range, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, SegmentFlags, elf::PF_X};
+use object::{
+    Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, ReadRef, SegmentFlags,
+    elf::PF_X,
+    read::{
+        ReadCacheOps,
+        elf::{FileHeader as _, SectionHeader as _},
+    },
+};
+
+/// The most bytes we read of any one section a file's headers describe (unwind tables, symbol tables): a forged
+/// or sparse file may claim gigabytes, and reading them would zero-fill as much memory. The largest real ones
+/// (a big C++ library's .eh_frame, libxul's .symtab) are a few tens of MiB.
+pub(crate) const MAX_SECTION_BYTES: u64 = 64 << 20;
 
 /// Bytes of one ELF section, copied out of the file.
 #[derive(Clone)]
@@ -56,12 +68,20 @@ pub(crate) struct ElfFile {
 }
 
 impl ElfFile {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    /// By path: for tests and the fuzz targets (the agent opens a target's files through `TargetFile`).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn open(path: &std::path::Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         Self::parse(&ReadCache::new(file)).with_context(|| format!("reading ELF file {}", path.display()))
     }
 
-    fn parse(file: &ReadCache<File>) -> Result<Self> {
+    /// From a file already opened (see `process::files::TargetFile`); `name` is for messages.
+    pub(crate) fn from_file(file: &File, name: &str) -> Result<Self> {
+        Self::parse(&ReadCache::new(file)).with_context(|| format!("reading ELF file {name}"))
+    }
+
+    fn parse<R: ReadCacheOps>(file: &ReadCache<R>) -> Result<Self> {
+        check_section_sizes(file)?;
         let elf = object::File::parse(file)?;
         if !matches!(elf.format(), object::BinaryFormat::Elf) {
             bail!("not an ELF file");
@@ -72,6 +92,15 @@ impl ElfFile {
                 return None;
             }
             let svma = address_range(section.address(), section.size())?;
+            let claimed = section.compressed_data().ok()?.uncompressed_size.max(section.size());
+            if claimed > MAX_SECTION_BYTES {
+                tracing::warn!(
+                    "{name} claims {} MiB, over the {} MiB cap (MAX_SECTION_BYTES): not read",
+                    claimed >> 20,
+                    MAX_SECTION_BYTES >> 20
+                );
+                return None;
+            }
             let bytes = SectionBytes::Owned(section.uncompressed_data().ok()?.into_owned().into());
             Some(Section { svma, bytes })
         };
@@ -127,13 +156,32 @@ impl ElfFile {
     }
 
     /// Like `svma_to_file_offset` for a file parsed elsewhere; only addresses backed by file bytes qualify.
-    pub(crate) fn svma_to_offset_in(elf: &object::File, svma: u64) -> Option<u64> {
+    pub(crate) fn svma_to_offset_in<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>, svma: u64) -> Option<u64> {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
             (svma >= start && svma < start.saturating_add(size)).then(|| svma.checked_sub(start)?.checked_add(offset))?
         })
     }
+}
+
+/// Fails when a symbol table (which the ELF parser reads whole, at once) claims more than `MAX_SECTION_BYTES`,
+/// before anything is read of it. Only 64-bit ELF is profiled.
+pub(crate) fn check_section_sizes<'d, R: ReadRef<'d>>(data: R) -> Result<()> {
+    use object::elf::{FileHeader64, SHT_DYNSYM, SHT_SYMTAB, SHT_SYMTAB_SHNDX};
+    let header = FileHeader64::<object::Endianness>::parse(data).context("not a 64-bit ELF file")?;
+    let endian = header.endian()?;
+    for section in header.section_headers(endian, data)? {
+        let (kind, size) = (section.sh_type(endian), section.sh_size(endian));
+        if matches!(kind, SHT_SYMTAB | SHT_DYNSYM | SHT_SYMTAB_SHNDX) && size > MAX_SECTION_BYTES {
+            bail!(
+                "a symbol table claims {} MiB, over the {} MiB cap (MAX_SECTION_BYTES): not read",
+                size >> 20,
+                MAX_SECTION_BYTES >> 20
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The addresses a section claims, `None` when they run past the end of the address space (a forged header):
@@ -144,6 +192,8 @@ fn address_range(address: u64, size: u64) -> Option<Range<u64>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn this_test_binary() -> ElfFile {

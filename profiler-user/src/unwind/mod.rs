@@ -159,11 +159,16 @@ impl Unwinder {
     }
 
     /// The process is changing its executable mappings: re-read them now (a crash may follow at once) and
-    /// again at the next refresh (the mapping may not be complete yet).
+    /// again at the next refresh (the mapping may not be complete yet). A process that maps code faster than its
+    /// budget of immediate re-reads (`modules::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead:
+    /// each read is the whole maps file, and a target could otherwise make the agent read it thousands of times
+    /// a second.
     pub(crate) fn mark_stale(&mut self, pid: u32) {
         if let Some(process) = self.processes.get_mut(&pid) {
-            if let Err(err) = process.refresh(&mut self.files) {
-                tracing::debug!("PID {pid}: {err:#}");
+            if process.take_immediate_read() {
+                if let Err(err) = process.refresh(&mut self.files) {
+                    tracing::debug!("PID {pid}: {err:#}");
+                }
             }
             process.mark_stale();
         }

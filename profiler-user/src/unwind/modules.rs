@@ -30,13 +30,19 @@ pub(crate) struct LoadedFile {
     pub id: u64,
     /// How outputs name it: path as the process sees it, build-id.
     pub module: Module,
-    /// Where we can open it from this (the profiler's) mount namespace.
-    pub open_path: PathBuf,
+    /// The file, open: every consumer reads this one (see `process::files::TargetFile`).
+    pub target: files::TargetFile,
     pub elf: ElfFile,
     cfa_expressions: OnceLock<CfaExpressionIndex>,
 }
 
 impl LoadedFile {
+    /// A path that opens this very file, for the symbolizer (blazesym opens by path and maps what it opens);
+    /// `None` when it cannot be read safely that way.
+    pub(crate) fn open_path(&self) -> Option<PathBuf> {
+        self.target.symbolizer_path()
+    }
+
     /// The FDEs that unwind/cfa.rs evaluates instead of framehop. Found when a frame first falls in the file, so
     /// the many files mapped but never on a sampled stack are not scanned (a scan takes a few milliseconds).
     pub(crate) fn cfa_expressions(&self) -> &CfaExpressionIndex {
@@ -92,14 +98,13 @@ impl FileCache {
 }
 
 fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
-    let deleted = mapping.path.ends_with(" (deleted)");
-    // A deleted or replaced file is still reachable through the process's own mapping.
-    let open_path = if deleted { files::map_file(pid, mapping) } else { files::resolve_path(root, &mapping.path) };
-    let elf = ElfFile::open(&open_path)?;
+    // Opened once, safely (the very file mapped, never a FIFO or a planted file); the symbolizer reads the same.
+    let target = files::TargetFile::open(pid, mapping, root)?;
+    let elf = ElfFile::from_file(&target.file, &mapping.path)?;
     let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(LoadedFile { id, module, open_path, elf, cfa_expressions: OnceLock::new() })
+    Ok(LoadedFile { id, module, target, elf, cfa_expressions: OnceLock::new() })
 }
 
 /// framehop's view of one process plus the module table used to name frames.
@@ -113,7 +118,14 @@ pub(crate) struct ProcessModules {
     /// Set when the process maps new code: the next lookup re-reads the maps whatever the interval.
     stale: bool,
     pub malformed_map_lines: usize,
+    /// Immediate re-reads in the current second: (when the second began, how many).
+    immediate_reads: (Option<Instant>, u32),
+    budget_logged: bool,
 }
+
+/// How many times a second a process's code mappings may make us re-read its maps at once; past that they are
+/// re-read at the next refresh (every session tick).
+pub(crate) const IMMEDIATE_READS_PER_SECOND: u32 = 20;
 
 /// A process's maps are re-read at most this often when a sample hits an address outside every known module
 /// (a library loaded since, or the dynamic loader still at work after an exec), so a JIT or a bogus address
@@ -130,6 +142,8 @@ impl ProcessModules {
             read_at_ns: 0,
             stale: false,
             malformed_map_lines: 0,
+            immediate_reads: (None, 0),
+            budget_logged: false,
         }
     }
 
@@ -161,6 +175,28 @@ impl ProcessModules {
 
     pub(crate) fn mark_stale(&mut self) {
         self.stale = true;
+    }
+
+    /// Whether the budget of immediate re-reads allows one more now; logs once when it trips.
+    pub(crate) fn take_immediate_read(&mut self) -> bool {
+        let now = Instant::now();
+        let (since, count) = &mut self.immediate_reads;
+        if since.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            *since = Some(now);
+            *count = 0;
+        }
+        *count += 1;
+        if *count <= IMMEDIATE_READS_PER_SECOND {
+            return true;
+        }
+        if !std::mem::replace(&mut self.budget_logged, true) {
+            tracing::warn!(
+                "PID {} maps code more than {IMMEDIATE_READS_PER_SECOND} times a second (map re-read budget): its maps \
+                 are re-read at most once a tick from now on",
+                self.pid
+            );
+        }
+        false
     }
 
     pub(crate) fn is_stale(&self) -> bool {
