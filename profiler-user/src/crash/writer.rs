@@ -47,7 +47,12 @@ impl CrashWriter {
         match lstat(path) {
             Ok(_) => writer.open_existing()?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let parent = parent_dir(path);
+                // The nearest directory that exists is where the missing ones would be made
+                // (`/var/lib/profiler/crashes` on a host where nothing made `/var/lib/profiler` yet).
+                let mut parent = parent_dir(path);
+                while lstat(parent).is_err_and(|err| err.kind() == io::ErrorKind::NotFound) {
+                    parent = parent_dir(parent);
+                }
                 let meta = std::fs::metadata(parent).with_context(|| {
                     format!("cannot create the crash directory {}: {} is not usable", path.display(), parent.display())
                 })?;
@@ -91,6 +96,9 @@ impl CrashWriter {
     fn dir(&mut self) -> Result<&OwnedFd> {
         if self.dir.is_none() {
             let parent_path = parent_dir(&self.path);
+            // The parents are the operator's path (checked at startup): made as needed, like `mkdir -p`.
+            std::fs::create_dir_all(parent_path)
+                .with_context(|| format!("cannot create the crash directory's parent {}", parent_path.display()))?;
             let parent = open_dir(libc::AT_FDCWD, &c_path(parent_path)?, libc::O_DIRECTORY)
                 .with_context(|| format!("opening {}", parent_path.display()))?;
             let name = match self.path.file_name() {
@@ -352,6 +360,16 @@ mod tests {
             window: Profile::default(),
             stack: Profile::default(),
         }
+    }
+
+    #[test]
+    fn missing_parents_are_made_at_the_first_crash() {
+        let tmp = TempDir::new("parents");
+        let dir = tmp.0.join("var/lib/profiler/crashes");
+        let mut writer = CrashWriter::new(&dir).unwrap();
+        assert!(!tmp.0.join("var").exists(), "nothing is made before a crash");
+        let text = writer.write(&crash(7)).unwrap();
+        assert!(text.starts_with(&dir) && text.is_file());
     }
 
     #[test]
