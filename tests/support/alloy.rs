@@ -1,9 +1,13 @@
 //! A parser for the Alloy configuration syntax (blocks, attributes, literals, lists, objects, references and
 //! function calls; its operators are refused rather than guessed at) and the schemas of the components this
 //! project's config uses, taken from Alloy's sources (internal/component/pyroscope/{receive_http,write},
-//! common/net and common/config, commit 66ebea85 of 2026-08-21): every attribute and block name, which are
-//! required, their types, and which exports a reference may name.
-use std::collections::{BTreeMap, BTreeSet};
+//! common/net and common/config, commit 66ebea85 of 2026-08-21) and kept as data in alloy-schemas.json next to
+//! this file: every attribute and block name, which are required, their types, and which exports a reference may
+//! name.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::OnceLock,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Value {
@@ -62,167 +66,100 @@ enum Type {
     Receivers,
 }
 
-/// name, type, required.
-type Attrs = &'static [(&'static str, Type, bool)];
-
-struct Schema {
-    attrs: Attrs,
-    /// name, schema, repeatable.
-    blocks: &'static [(&'static str, &'static Schema, bool)],
+impl Type {
+    /// A type as tests/support/alloy-schemas.json spells it.
+    fn named(name: &str) -> Type {
+        match name {
+            "string" => Type::Str,
+            "number" => Type::Num,
+            "bool" => Type::Bool,
+            "duration" => Type::Duration,
+            "map(string)" => Type::MapStr,
+            "map(list(string))" => Type::MapListStr,
+            "list(string)" => Type::ListStr,
+            "list(receiver)" => Type::Receivers,
+            other => panic!("alloy-schemas.json: unknown type `{other}`"),
+        }
+    }
 }
 
-const TLS_SERVER: Schema = Schema {
-    attrs: &[
-        ("cert_pem", Type::Str, false),
-        ("key_pem", Type::Str, false),
-        ("cert_file", Type::Str, false),
-        ("key_file", Type::Str, false),
-        ("client_auth_type", Type::Str, false),
-        ("client_ca_file", Type::Str, false),
-        ("client_ca", Type::Str, false),
-        ("cipher_suites", Type::Str, false),
-        ("min_version", Type::Str, false),
-    ],
-    blocks: &[],
-};
-const HTTP2: Schema = Schema {
-    attrs: &[
-        ("enabled", Type::Bool, false),
-        ("max_handlers", Type::Num, false),
-        ("max_concurrent_streams", Type::Num, false),
-        ("max_decoder_header_table_size", Type::Num, false),
-        ("max_encoder_header_table_size", Type::Num, false),
-        ("max_read_frame_size", Type::Num, false),
-        ("permit_prohibited_ciphers", Type::Bool, false),
-        ("idle_timeout", Type::Duration, false),
-        ("read_idle_timeout", Type::Duration, false),
-        ("ping_timeout", Type::Duration, false),
-        ("write_byte_timeout", Type::Duration, false),
-        ("max_upload_buffer_per_connection", Type::Num, false),
-        ("max_upload_buffer_per_stream", Type::Num, false),
-    ],
-    blocks: &[],
-};
-const HTTP_SERVER: Schema = Schema {
-    attrs: &[
-        ("listen_address", Type::Str, false),
-        ("listen_port", Type::Num, false),
-        ("conn_limit", Type::Num, false),
-        ("server_read_timeout", Type::Duration, false),
-        ("server_write_timeout", Type::Duration, false),
-        ("server_idle_timeout", Type::Duration, false),
-    ],
-    blocks: &[("tls", &TLS_SERVER, false), ("http2", &HTTP2, false)],
-};
-const GRPC_SERVER: Schema = Schema {
-    attrs: &[
-        ("listen_address", Type::Str, false),
-        ("listen_port", Type::Num, false),
-        ("conn_limit", Type::Num, false),
-        ("max_connection_age", Type::Duration, false),
-        ("max_connection_age_grace", Type::Duration, false),
-        ("max_connection_idle", Type::Duration, false),
-        ("server_max_recv_msg_size", Type::Num, false),
-        ("server_max_send_msg_size", Type::Num, false),
-        ("server_max_concurrent_streams", Type::Num, false),
-    ],
-    blocks: &[("tls", &TLS_SERVER, false)],
-};
-const RECEIVE_HTTP: Schema = Schema {
-    attrs: &[
-        ("forward_to", Type::Receivers, true),
-        ("debug_info_upload_timeout", Type::Duration, false),
-        ("graceful_shutdown_timeout", Type::Duration, false),
-    ],
-    blocks: &[("http", &HTTP_SERVER, false), ("grpc", &GRPC_SERVER, false)],
-};
-const BASIC_AUTH: Schema = Schema {
-    attrs: &[("username", Type::Str, false), ("password", Type::Str, false), ("password_file", Type::Str, false)],
-    blocks: &[],
-};
-const AUTHORIZATION: Schema = Schema {
-    attrs: &[("type", Type::Str, false), ("credentials", Type::Str, false), ("credentials_file", Type::Str, false)],
-    blocks: &[],
-};
-const TLS_CLIENT: Schema = Schema {
-    attrs: &[
-        ("ca_pem", Type::Str, false),
-        ("ca_file", Type::Str, false),
-        ("cert_pem", Type::Str, false),
-        ("cert_file", Type::Str, false),
-        ("key_pem", Type::Str, false),
-        ("key_file", Type::Str, false),
-        ("server_name", Type::Str, false),
-        ("insecure_skip_verify", Type::Bool, false),
-        ("min_version", Type::Str, false),
-    ],
-    blocks: &[],
-};
-const PROXY: [(&str, Type, bool); 4] = [
-    ("proxy_url", Type::Str, false),
-    ("no_proxy", Type::Str, false),
-    ("proxy_from_environment", Type::Bool, false),
-    ("proxy_connect_header", Type::MapListStr, false),
-];
-const OAUTH2: Schema = Schema {
-    attrs: &[
-        ("client_id", Type::Str, false),
-        ("client_secret", Type::Str, false),
-        ("client_secret_file", Type::Str, false),
-        ("scopes", Type::ListStr, false),
-        ("token_url", Type::Str, false),
-        ("endpoint_params", Type::MapStr, false),
-        PROXY[0],
-        PROXY[1],
-        PROXY[2],
-        PROXY[3],
-    ],
-    blocks: &[("tls_config", &TLS_CLIENT, false)],
-};
-const ENDPOINT: Schema = Schema {
-    attrs: &[
-        ("name", Type::Str, false),
-        ("url", Type::Str, true),
-        ("remote_timeout", Type::Duration, false),
-        ("debug_info_upload_timeout", Type::Duration, false),
-        ("headers", Type::MapStr, false),
-        ("min_backoff_period", Type::Duration, false),
-        ("max_backoff_period", Type::Duration, false),
-        ("max_backoff_retries", Type::Num, false),
-        ("retry_on_http_429", Type::Bool, false),
-        ("bearer_token", Type::Str, false),
-        ("bearer_token_file", Type::Str, false),
-        ("follow_redirects", Type::Bool, false),
-        ("enable_http2", Type::Bool, false),
-        ("http_headers", Type::MapListStr, false),
-        PROXY[0],
-        PROXY[1],
-        PROXY[2],
-        PROXY[3],
-    ],
-    blocks: &[
-        ("basic_auth", &BASIC_AUTH, false),
-        ("authorization", &AUTHORIZATION, false),
-        ("oauth2", &OAUTH2, false),
-        ("tls_config", &TLS_CLIENT, false),
-    ],
-};
-const TRACING: Schema = Schema {
-    attrs: &[("jaeger_propagator", Type::Bool, false), ("trace_context_propagator", Type::Bool, false)],
-    blocks: &[],
-};
-const WRITE: Schema = Schema {
-    attrs: &[("external_labels", Type::MapStr, false)],
-    blocks: &[("endpoint", &ENDPOINT, true), ("tracing", &TRACING, false)],
-};
+/// The attributes and blocks a block's body may hold.
+struct Schema {
+    /// name, type, required.
+    attrs: Vec<(String, Type, bool)>,
+    /// name, the schema of its body, repeatable.
+    blocks: Vec<(String, String, bool)>,
+}
+
+/// The components the checker knows, and the schemas of their bodies, from tests/support/alloy-schemas.json.
+struct Schemas {
+    /// Component name → the name of its schema, and its exports of type ProfilesReceiver.
+    components: BTreeMap<String, (String, Vec<String>)>,
+    schemas: BTreeMap<String, Schema>,
+}
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let json: serde_json::Value =
+            serde_json::from_str(include_str!("alloy-schemas.json")).expect("alloy-schemas.json is JSON");
+        let members = |value: &serde_json::Value, key: &str| -> Vec<(String, String)> {
+            let object = value[key].as_object().unwrap_or_else(|| panic!("alloy-schemas.json: no object `{key}`"));
+            let text = |(name, v): (&String, &serde_json::Value)| {
+                (name.clone(), v.as_str().unwrap_or_else(|| panic!("alloy-schemas.json: `{name}` is no string")).into())
+            };
+            object.iter().map(text).collect()
+        };
+        // `TYPE` or `TYPE required`, `SCHEMA` or `SCHEMA repeated`.
+        let flagged = |spec: &str, flag: &str| match spec.strip_suffix(flag) {
+            Some(rest) => (rest.trim_end().to_owned(), true),
+            None => (spec.to_owned(), false),
+        };
+        let schemas = json["schemas"].as_object().expect("alloy-schemas.json: schemas");
+        let schemas = schemas
+            .iter()
+            .map(|(name, schema)| {
+                let attrs = members(schema, "attributes")
+                    .into_iter()
+                    .map(|(attr, spec)| {
+                        let (ty, required) = flagged(&spec, "required");
+                        (attr, Type::named(&ty), required)
+                    })
+                    .collect();
+                let blocks = members(schema, "blocks")
+                    .into_iter()
+                    .map(|(block, spec)| {
+                        let (inner, repeatable) = flagged(&spec, "repeated");
+                        (block, inner, repeatable)
+                    })
+                    .collect();
+                (name.clone(), Schema { attrs, blocks })
+            })
+            .collect::<BTreeMap<_, _>>();
+        let components = json["components"].as_object().expect("alloy-schemas.json: components");
+        let components = components
+            .iter()
+            .map(|(name, component)| {
+                let schema = component["schema"].as_str().expect("a component's schema").to_owned();
+                let exports = component["exports"].as_array().expect("a component's exports");
+                let exports = exports.iter().map(|e| e.as_str().expect("an export name").to_owned()).collect();
+                (name.clone(), (schema, exports))
+            })
+            .collect::<BTreeMap<_, _>>();
+        for (schema, _) in components.values() {
+            assert!(schemas.contains_key(schema), "alloy-schemas.json: no schema {schema}");
+        }
+        for (_, inner, _) in schemas.values().flat_map(|schema| &schema.blocks) {
+            assert!(schemas.contains_key(inner), "alloy-schemas.json: no schema {inner}");
+        }
+        Schemas { components, schemas }
+    })
+}
 
 /// Component name → its schema and its exports of type ProfilesReceiver.
-fn component(name: &str) -> Option<(&'static Schema, &'static [&'static str])> {
-    match name {
-        "pyroscope.receive_http" => Some((&RECEIVE_HTTP, &[])),
-        "pyroscope.write" => Some((&WRITE, &["receiver"])),
-        _ => None,
-    }
+fn component(name: &str) -> Option<(&'static Schema, &'static [String])> {
+    let all = schemas();
+    all.components.get(name).map(|(schema, exports)| (&all.schemas[schema], exports.as_slice()))
 }
 
 /// Parses and checks a whole config; the components on success, the first problem (with its line) otherwise.
@@ -262,7 +199,8 @@ pub fn check(text: &str) -> Result<Vec<Component>, String> {
                     parts.len() == kind_len + 2
                         && parts[..kind_len].join(".") == other.kind
                         && parts[kind_len] == other.label
-                        && component(&other.kind).is_some_and(|(_, exports)| exports.contains(&parts[kind_len + 1]))
+                        && component(&other.kind)
+                            .is_some_and(|(_, exports)| exports.iter().any(|e| e == parts[kind_len + 1]))
                 });
             if !found {
                 return Err(format!("{} \"{}\": `{reference}` names no component export", c.kind, c.label));
@@ -301,12 +239,12 @@ fn check_body(body: &[Stmt], schema: &Schema, path: &str, c: &mut Component) -> 
                 if !present.insert(block.name.clone()) && !repeatable {
                     return Err(format!("line {}: block `{}` appears twice", block.line, block.name));
                 }
-                check_body(&block.body, inner, &format!("{path}{}.", block.name), c)?;
+                check_body(&block.body, &schemas().schemas[inner], &format!("{path}{}.", block.name), c)?;
             }
         }
     }
-    for (name, _, required) in schema.attrs {
-        if *required && !present.contains(*name) {
+    for (name, _, required) in &schema.attrs {
+        if *required && !present.contains(name) {
             return Err(format!("`{}` is missing the required attribute `{name}`", where_(c, path)));
         }
     }
