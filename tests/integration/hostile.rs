@@ -487,11 +487,11 @@ fn a_target_crashing_in_a_loop_gets_a_bounded_number_of_reports() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     fs::write(&go, "").unwrap();
     let ended = workload.wait_exit(Duration::from_secs(30));
     assert_eq!(ended.status.code(), Some(0), "the target did not survive its faults: {}", ended.stderr);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     run.assert_success();
     let reports = read_reports(&crash_dir);
     let files = fs::read_dir(&crash_dir).map(|d| d.count()).unwrap_or(0);
@@ -524,8 +524,8 @@ fn a_target_mapping_code_in_a_loop_costs_the_agent_little() {
     cmd.arg("-o").arg(dir.join("x.folded"));
     let result = run(&mut cmd, Duration::from_secs(60));
     result.assert_success();
-    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
-    let cpu = json.get("cpu_user_s").f64() + json.get("cpu_system_s").f64();
+    let json = profiler_tests::crash_report::parse_json(&fs::read_to_string(&stats).unwrap());
+    let cpu = json.field("cpu_user_s").f64() + json.field("cpu_system_s").f64();
     eprintln!("map storm: the agent used {cpu:.2} s of CPU in 5 s");
     assert!(
         result.stderr.contains(&format!("PID {} maps code more than", target.pid())),
