@@ -662,13 +662,20 @@ fn exit_code_of_a_target_is_logged() {
     let _cpu = exclusive_cpu();
     let dir = TestDir::new("exit-code");
     let crash_dir = dir.join("crashes");
-    let busy_then_exit = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nraise SystemExit(3)\n";
-    let mut workload = Workload::start(std::process::Command::new("/usr/bin/python3").args(["-c", busy_then_exit]));
+    // Busy until the profiler is recording (the test creates `go`), then a little longer, then exit code 3: the
+    // exit cannot come before the profiler attached, however slowly it starts.
+    let go = dir.join("go");
+    let busy_then_exit = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): pass\n\
+                          end = time.time() + 0.5\nwhile time.time() < end: pass\nraise SystemExit(3)\n";
+    let mut python = std::process::Command::new("/usr/bin/python3");
+    python.args(["-c", busy_then_exit]).arg(&go);
+    let mut workload = Workload::start(&mut python);
     let pid = workload.pid();
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
     let recorder = Recorder::start_recording(&mut record);
+    std::fs::write(&go, "").unwrap();
     let ended = workload.wait_exit(Duration::from_secs(30));
     assert_eq!(ended.status.code(), Some(3), "the workload: {}", ended.stderr);
     let run = recorder.finish(Duration::from_secs(60), "the profiler");
