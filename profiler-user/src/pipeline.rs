@@ -181,6 +181,7 @@ impl Pipeline {
 
     /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
     pub(crate) fn maps_changed(&mut self, pid: u32) {
+        let _busy = crate::watchdog::busy(pid, "re-reading its maps");
         self.unwinder.mark_stale(pid);
     }
 
@@ -219,6 +220,7 @@ impl Pipeline {
     }
 
     pub(crate) fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        let _busy = crate::watchdog::busy(sample.pid, "unwinding and naming a sample");
         if sample.crash.is_some() {
             self.process_crash(sample, sampler);
             return;
