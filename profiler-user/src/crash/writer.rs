@@ -47,7 +47,11 @@ impl CrashWriter {
         match lstat(path) {
             Ok(_) => writer.open_existing()?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let parent = parent_dir(path);
+                // The nearest directory that exists is where the missing ones will be made.
+                let mut parent = parent_dir(path);
+                while !parent.exists() && parent.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
+                    parent = parent.parent().expect("checked");
+                }
                 let meta = std::fs::metadata(parent).with_context(|| {
                     format!("cannot create the crash directory {}: {} is not usable", path.display(), parent.display())
                 })?;
@@ -91,6 +95,9 @@ impl CrashWriter {
     fn dir(&mut self) -> Result<&OwnedFd> {
         if self.dir.is_none() {
             let parent_path = parent_dir(&self.path);
+            // Missing parents of a path the user gave (`/var/lib/profiler` outside systemd) are made as given.
+            std::fs::create_dir_all(parent_path)
+                .with_context(|| format!("cannot create the crash directory's parent {}", parent_path.display()))?;
             let parent = open_dir(libc::AT_FDCWD, &c_path(parent_path)?, libc::O_DIRECTORY)
                 .with_context(|| format!("opening {}", parent_path.display()))?;
             let name = match self.path.file_name() {
@@ -364,6 +371,16 @@ mod tests {
         assert!(text.starts_with(&dir));
         let meta = std::fs::metadata(&text).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn makes_missing_parents_at_the_first_crash() {
+        let tmp = TempDir::new("parents");
+        let dir = tmp.0.join("var/lib/profiler/crashes");
+        let mut writer = CrashWriter::new(&dir).unwrap();
+        assert!(!tmp.0.join("var").exists());
+        writer.write(&crash(3)).unwrap();
+        assert!(dir.is_dir());
     }
 
     #[test]
