@@ -12,6 +12,11 @@ fn main() -> ExitCode {
         eprintln!("error: could not disable core dumps (prctl PR_SET_DUMPABLE): {}", std::io::Error::last_os_error());
         return ExitCode::FAILURE;
     }
+    // And no core even where the host dumps non-dumpable processes (fs.suid_dumpable=2, as with apport): a limit
+    // of 1 byte is below any core file, and the kernel's sign to skip a core_pattern pipe too (fs/coredump.c).
+    let no_core = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+    // SAFETY: a valid limit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

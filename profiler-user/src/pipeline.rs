@@ -180,9 +180,9 @@ impl Pipeline {
     }
 
     /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
-    pub(crate) fn maps_changed(&mut self, pid: u32) {
+    pub(crate) fn maps_changed(&mut self, pid: u32, time_ns: u64) {
         let _busy = crate::watchdog::busy(pid, "re-reading its maps");
-        self.unwinder.mark_stale(pid);
+        self.unwinder.mark_stale(pid, time_ns);
     }
 
     /// When the maps used for `pid`'s samples were read (CLOCK_MONOTONIC ns; 0 if never).

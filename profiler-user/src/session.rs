@@ -341,7 +341,7 @@ fn handle_event(
         Lifecycle::Signal { pid, sender, signal } => {
             pipeline.process_killed(pid, sender, signal, timed.time_ns);
         }
-        Lifecycle::MapsChanged { pid } => pipeline.maps_changed(pid),
+        Lifecycle::MapsChanged { pid } => pipeline.maps_changed(pid, timed.time_ns),
     }
 }
 
