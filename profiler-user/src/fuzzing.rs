@@ -24,7 +24,8 @@ use crate::{
         linetable,
     },
     process::maps,
-    unwind::elf::ElfFile,
+    python::{detect, eval_ranges},
+    unwind::{cfa::CfaExpressionIndex, elf::ElfFile},
 };
 
 /// `/proc/PID/maps` text: every line is either a mapping or counted as malformed, and every mapping is a
@@ -40,9 +41,8 @@ pub fn maps(data: &[u8]) {
     }
 }
 
-/// An ELF file as the unwinder opens it (memory-mapped from a real file descriptor): section views stay inside
-/// the file, and the address helpers never overflow.
-pub fn elf(data: &[u8]) {
+/// `data` in this thread's in-memory file, for the parsers that read a file: its path and the file.
+fn with_memfd<T>(data: &[u8], read: impl FnOnce(&File, &std::path::Path) -> T) -> T {
     thread_local! {
         // One in-memory file per fuzzing thread, rewritten for every input: ElfFile::open maps a path.
         static MEMFD: (File, PathBuf) = {
@@ -61,6 +61,14 @@ pub fn elf(data: &[u8]) {
         file.set_len(0).unwrap();
         file.rewind().unwrap();
         file.write_all(data).unwrap();
+        read(file, path)
+    })
+}
+
+/// An ELF file as the unwinder reads it: section views stay inside the file, and the address helpers never
+/// overflow.
+pub fn elf(data: &[u8]) {
+    with_memfd(data, |_, path| {
         let Ok(elf) = ElfFile::open(path) else { return };
         for section in [&elf.text, &elf.eh_frame, &elf.eh_frame_hdr, &elf.debug_frame].into_iter().flatten() {
             // Dereferencing checks the view lies inside the mapping (a slice index out of range panics).
@@ -73,6 +81,43 @@ pub fn elf(data: &[u8]) {
             std::hint::black_box(elf.svma_to_file_offset(segment.vaddr.wrapping_add(probe % 4096)));
         }
     });
+}
+
+/// The CFA-expression index of an ELF file (unwind/cfa.rs scans its .eh_frame or .debug_frame): building it
+/// ends and never panics, and every FDE it keeps is found at its own start.
+pub fn cfa(data: &[u8]) {
+    with_memfd(data, |_, path| {
+        let Ok(elf) = ElfFile::open(path) else { return };
+        let index = CfaExpressionIndex::build(&elf);
+        let probe = data.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+        std::hint::black_box((index.fde_count(), index.fde_at(probe)));
+    });
+}
+
+/// Python detection's reading of an interpreter file (python/detect.rs: symbols, `Py_Version`, the evaluation
+/// loop's unnamed ranges): never panics, never reads without bound; ranges are non-empty.
+pub fn python_symbols(data: &[u8]) {
+    with_memfd(data, |file, _| {
+        let Some((_, _, ranges)) = detect::symbols_of(file) else { return };
+        for range in ranges {
+            assert!(range.start < range.end, "an empty or inverted range: {range:?}");
+        }
+    });
+}
+
+/// The evaluation-loop range finder on any code bytes and `.eh_frame_hdr` (python/eval_ranges.rs): every range
+/// is non-empty and lies outside the named function.
+pub fn eval_ranges(data: &[u8]) {
+    let word = |at: usize| data.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    let (start, hdr_svma) = (word(0), word(8));
+    let rest = data.get(16..).unwrap_or(&[]);
+    let split = rest.first().map_or(0, |&b| usize::from(b) * rest.len() / 256);
+    let (code, hdr) = rest.split_at(split);
+    let named = [start, hdr_svma];
+    for range in eval_ranges::find(start, code, hdr, hdr_svma, &named) {
+        assert!(range.start < range.end, "an empty or inverted range: {range:?}");
+        assert!(!named.contains(&range.start), "a named function's range: {range:?}");
+    }
 }
 
 /// Python line tables of every supported format, with any first line and any instruction offset: decoding
@@ -278,7 +323,12 @@ mod tests {
             line_tables(data);
             code_copy(data);
             pprof(data);
+            cfa(data);
+            python_symbols(data);
+            eval_ranges(data);
         }
+        cfa(&std::fs::read("/proc/self/exe").unwrap());
+        python_symbols(&std::fs::read("/proc/self/exe").unwrap());
         maps(b"7f0000000000-7f0000001000 r-xp 00000000 08:01 1234   /usr/lib/libc.so.6\n");
         elf(&std::fs::read("/proc/self/exe").unwrap());
     }
@@ -286,8 +336,16 @@ mod tests {
     /// Every input in `fuzz/DIR/TARGET/` through its target's entry point; how many there were.
     fn replay(dir: &str) -> usize {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(dir);
-        let targets: [(&str, fn(&[u8])); 5] =
-            [("maps", maps), ("elf", elf), ("line_tables", line_tables), ("code_copy", code_copy), ("pprof", pprof)];
+        let targets: [(&str, fn(&[u8])); 8] = [
+            ("maps", maps),
+            ("elf", elf),
+            ("line_tables", line_tables),
+            ("code_copy", code_copy),
+            ("pprof", pprof),
+            ("cfa", cfa),
+            ("python_symbols", python_symbols),
+            ("eval_ranges", eval_ranges),
+        ];
         let mut replayed = 0;
         for (name, entry) in targets {
             let Ok(files) = std::fs::read_dir(root.join(name)) else { continue };

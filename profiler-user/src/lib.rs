@@ -25,6 +25,7 @@ mod session;
 mod symbolize;
 mod unwind;
 mod upload;
+mod watchdog;
 
 /// Runs a parsed command line: resolves it (with the environment variables `run` reads) and executes it.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {

@@ -12,6 +12,12 @@ fn main() -> ExitCode {
         eprintln!("error: could not disable core dumps (prctl PR_SET_DUMPABLE): {}", std::io::Error::last_os_error());
         return ExitCode::FAILURE;
     }
+    // And no core even where the host dumps non-dumpable processes (fs.suid_dumpable=2, as with apport): a limit
+    // of 1 byte is below any core file, and the kernel's sign to skip a core_pattern pipe too (fs/coredump.c).
+    let no_core = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+    // SAFETY: a valid limit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
@@ -58,4 +64,18 @@ fn init_logging(default: &str) {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+}
+
+/// Each file the targets map is kept open once it is read (the symbolizer reopens that very file, see
+/// process::files), so the agent may hold a descriptor per distinct library on the node: the soft limit (often
+/// 1024) goes up to the hard one.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer, then a limit within the hard one.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

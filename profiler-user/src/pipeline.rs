@@ -180,8 +180,9 @@ impl Pipeline {
     }
 
     /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
-    pub(crate) fn maps_changed(&mut self, pid: u32) {
-        self.unwinder.mark_stale(pid);
+    pub(crate) fn maps_changed(&mut self, pid: u32, time_ns: u64) {
+        let _busy = crate::watchdog::busy(pid, "re-reading its maps");
+        self.unwinder.mark_stale(pid, time_ns);
     }
 
     /// When the maps used for `pid`'s samples were read (CLOCK_MONOTONIC ns; 0 if never).
@@ -219,6 +220,7 @@ impl Pipeline {
     }
 
     pub(crate) fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        let _busy = crate::watchdog::busy(sample.pid, "unwinding and naming a sample");
         if sample.crash.is_some() {
             self.process_crash(sample, sampler);
             return;

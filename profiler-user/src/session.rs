@@ -92,6 +92,7 @@ impl Session {
     }
 
     pub(crate) fn add_target(&mut self, target: &Process) -> Result<()> {
+        let _busy = crate::watchdog::busy(target.pid, "reading its maps, unwind tables and interpreter");
         self.pipeline.set_process_name(target.pid, &target.name);
         self.pipeline.prepare_process(target.pid);
         if let Some(layout) = self.pipeline.python_layout(target.pid) {
@@ -192,12 +193,19 @@ impl Session {
     }
 
     fn housekeeping(&mut self) {
-        self.pipeline.refresh_changed_maps();
+        {
+            let _busy = crate::watchdog::busy(0, "re-reading the maps of processes that loaded code");
+            self.pipeline.refresh_changed_maps();
+        }
         if self.last_scan.is_some_and(|at| at.elapsed() < SCAN_EVERY) {
             return;
         }
         self.last_scan = Some(Instant::now());
-        for (pid, layout) in self.pipeline.new_python_layouts() {
+        let layouts = {
+            let _busy = crate::watchdog::busy(0, "looking for the interpreters of new processes");
+            self.pipeline.new_python_layouts()
+        };
+        for (pid, layout) in layouts {
             if let Err(err) = self.sampler.set_python_layout(pid, &layout) {
                 tracing::warn!("{err:#}");
             }
@@ -333,7 +341,7 @@ fn handle_event(
         Lifecycle::Signal { pid, sender, signal } => {
             pipeline.process_killed(pid, sender, signal, timed.time_ns);
         }
-        Lifecycle::MapsChanged { pid } => pipeline.maps_changed(pid),
+        Lifecycle::MapsChanged { pid } => pipeline.maps_changed(pid, timed.time_ns),
     }
 }
 

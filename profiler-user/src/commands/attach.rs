@@ -71,6 +71,8 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
             .context("dropping capabilities on the runtime's worker thread")??;
     }
     privilege::verify_threads(&prepared.privileges)?;
+    // With the final capabilities, which its thread inherits.
+    crate::watchdog::start();
     session.set_follow_children(config.follow_children);
     session.follow_new_processes(&config.target);
     for target in &prepared.targets {

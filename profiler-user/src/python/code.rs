@@ -19,8 +19,10 @@ use crate::process::memory::{self, u32_at, u64_at};
 /// Longest name or path read from the target: protects against garbage lengths.
 const MAX_STRING: u64 = 4096;
 const MAX_LINETABLE: u64 = 1 << 16;
-/// Bounds the cache across many processes and code objects.
+/// Bounds the cache across many processes and code objects, by count and by bytes: a target's code objects may
+/// each carry a 64 KiB line table and long names, so a count alone would allow gigabytes.
 const MAX_CACHED_CODES: usize = 100_000;
+const MAX_CACHED_BYTES: usize = 32 << 20;
 
 /// A code object's names and line table.
 #[derive(Debug)]
@@ -35,6 +37,11 @@ pub(crate) struct CodeInfo {
 }
 
 impl CodeInfo {
+    /// What its names and line table take on the heap.
+    fn heap_bytes(&self) -> usize {
+        self.qualname.len().saturating_add(self.filename.len()).saturating_add(self.linetable.len())
+    }
+
     /// From the names the crash probe copied (ASCII, NUL-terminated), when the process can no longer be read.
     pub(crate) fn from_copy(copy: &PyCodeCopy, layout: &CodeLayout) -> Option<Self> {
         let text = |bytes: &[u8]| {
@@ -78,22 +85,38 @@ impl CodeInfo {
 #[derive(Default)]
 pub(crate) struct CodeCache {
     codes: HashMap<(u32, u64, u64), Option<Arc<CodeInfo>>>,
+    /// Bytes held by the cached code objects' names and line tables (roughly: what they allocated).
+    bytes: usize,
 }
 
 impl CodeCache {
     /// The code object of `frame`, or `None` when it cannot be read or is not what the kernel saw.
     pub(crate) fn resolve(&mut self, pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Arc<CodeInfo>> {
-        if self.codes.len() >= MAX_CACHED_CODES {
+        if self.codes.len() >= MAX_CACHED_CODES || self.bytes >= MAX_CACHED_BYTES {
             self.codes.clear();
+            self.bytes = 0;
         }
+        let bytes = &mut self.bytes;
         self.codes
             .entry((pid, frame.code, frame.code_key))
-            .or_insert_with(|| read_code(pid, interpreter, frame).map(Arc::new))
+            .or_insert_with(|| {
+                let code = read_code(pid, interpreter, frame).map(Arc::new);
+                *bytes = bytes.saturating_add(code.as_deref().map_or(0, CodeInfo::heap_bytes));
+                code
+            })
             .clone()
     }
 
     pub(crate) fn forget_process(&mut self, pid: u32) {
-        self.codes.retain(|&(p, _, _), _| p != pid);
+        let mut freed = 0usize;
+        self.codes.retain(|&(p, _, _), code| {
+            let keep = p != pid;
+            if !keep {
+                freed = freed.saturating_add(code.as_deref().map_or(0, CodeInfo::heap_bytes));
+            }
+            keep
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
     }
 }
 

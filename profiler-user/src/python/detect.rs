@@ -53,7 +53,7 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
     let (mapping, target, symbols) = match named {
         Some(mapping) => {
             let target = TargetFile::open(pid, mapping, &root)?;
-            let symbols = Symbols::read(&target, &mapping.path)?;
+            let symbols = Symbols::read(&target.file, &mapping.path)?;
             (mapping, target, symbols)
         }
         None => {
@@ -61,7 +61,7 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
                 return Ok(None);
             };
             let Ok(target) = TargetFile::open(pid, exe, &root) else { return Ok(None) };
-            match Symbols::read(&target, &exe.path) {
+            match Symbols::read(&target.file, &exe.path) {
                 Ok(symbols) if symbols.runtime.is_some() => (exe, target, symbols),
                 _ => return Ok(None),
             }
@@ -136,8 +136,8 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn read(target: &TargetFile, name: &str) -> Result<Self> {
-        let cache = ReadCache::new(&target.file);
+    fn read(file: &std::fs::File, name: &str) -> Result<Self> {
+        let cache = ReadCache::new(file);
         let map = &cache;
         elf::check_section_sizes(map).with_context(|| format!("reading ELF file {name}"))?;
         let elf = object::File::parse(map).with_context(|| format!("reading ELF file {name}"))?;
@@ -161,6 +161,14 @@ impl Symbols {
             eval_ranges: unnamed_eval_code(&elf, map),
         })
     }
+}
+
+/// What Python detection reads of an interpreter file (the fuzz target's view): the runtime's address, the
+/// version constant and the evaluation loop's unnamed ranges, which must lie past the named function's start.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn symbols_of(file: &std::fs::File) -> Option<(Option<u64>, Option<u64>, Vec<std::ops::Range<u64>>)> {
+    let symbols = Symbols::read(file, "fuzz input").ok()?;
+    Some((symbols.runtime, symbols.py_version, symbols.eval_ranges))
 }
 
 /// The most bytes of `_PyEval_EvalFrameDefault` we read (CPython 3.11's is about 60 KiB).

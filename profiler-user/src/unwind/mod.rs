@@ -76,7 +76,11 @@ impl Unwinder {
             return NativeStack { frames: vec![NativeFrame { address: regs.ip, file: None }], truncation: Some(Truncation::NoMaps) };
         }
         let read_at = process.read_at_ns();
-        if later_map_changes.iter().any(|&change| change > sample.time_ns && change <= read_at) {
+        // Code was mapped after the maps in use were read and before this sample (a re-read put off by the
+        // budget): they may name other code than it ran.
+        if process.unread_change_ns().is_some_and(|change| change <= sample.time_ns)
+            || later_map_changes.iter().any(|&change| change > sample.time_ns && change <= read_at)
+        {
             return NativeStack { frames: Vec::new(), truncation: Some(Truncation::MapsChanged) };
         }
 
@@ -163,12 +167,15 @@ impl Unwinder {
     /// budget of immediate re-reads (`modules::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead:
     /// each read is the whole maps file, and a target could otherwise make the agent read it thousands of times
     /// a second.
-    pub(crate) fn mark_stale(&mut self, pid: u32) {
+    /// Until then, samples from `time_ns` on are not named with the maps read before it.
+    pub(crate) fn mark_stale(&mut self, pid: u32, time_ns: u64) {
         if let Some(process) = self.processes.get_mut(&pid) {
             if process.take_immediate_read() {
                 if let Err(err) = process.refresh(&mut self.files) {
                     tracing::debug!("PID {pid}: {err:#}");
                 }
+            } else {
+                process.note_unread_change(time_ns);
             }
             process.mark_stale();
         }

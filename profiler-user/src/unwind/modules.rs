@@ -121,11 +121,13 @@ pub(crate) struct ProcessModules {
     /// Immediate re-reads in the current second: (when the second began, how many).
     immediate_reads: (Option<Instant>, u32),
     budget_logged: bool,
+    /// The first code mapping since the last read whose re-read the budget put off (CLOCK_MONOTONIC ns).
+    unread_change_ns: Option<u64>,
 }
 
 /// How many times a second a process's code mappings may make us re-read its maps at once; past that they are
 /// re-read at the next refresh (every session tick).
-pub(crate) const IMMEDIATE_READS_PER_SECOND: u32 = 20;
+pub(crate) const IMMEDIATE_READS_PER_SECOND: u32 = 100;
 
 /// A process's maps are re-read at most this often when a sample hits an address outside every known module
 /// (a library loaded since, or the dynamic loader still at work after an exec), so a JIT or a bogus address
@@ -144,6 +146,7 @@ impl ProcessModules {
             malformed_map_lines: 0,
             immediate_reads: (None, 0),
             budget_logged: false,
+            unread_change_ns: None,
         }
     }
 
@@ -175,6 +178,15 @@ impl ProcessModules {
 
     pub(crate) fn mark_stale(&mut self) {
         self.stale = true;
+    }
+
+    /// A code mapping at `time_ns` whose re-read was put off.
+    pub(crate) fn note_unread_change(&mut self, time_ns: u64) {
+        self.unread_change_ns.get_or_insert(time_ns);
+    }
+
+    pub(crate) fn unread_change_ns(&self) -> Option<u64> {
+        self.unread_change_ns
     }
 
     /// Whether the budget of immediate re-reads allows one more now; logs once when it trips.
@@ -214,6 +226,7 @@ impl ProcessModules {
     }
 
     fn reload(&mut self, files: &mut FileCache) -> Result<()> {
+        self.unread_change_ns = None;
         self.loaded_at = Some(Instant::now());
         self.read_at_ns = crate::sample::monotonic_ns();
         self.stale = false;
