@@ -22,7 +22,8 @@ use crate::{cmd, Workspace};
 /// python3-numpy: the Python test workloads run on the system interpreter with its own C extensions, with no
 /// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile. linux-perf:
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
-/// service unit in deploy/.
+/// service unit in deploy/. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels.rs) boots the
+/// distributions' kernels with a busybox initramfs.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -36,6 +37,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debootstrap",
     "linux-perf",
     "systemd",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
 ];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11, the one DESIGN.md describes (the
