@@ -105,6 +105,7 @@ unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     }
 }
 
+#[inline(always)]
 fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
     copy.code = code;
     copy.first_line = read::<u32>(code + layout.code_firstlineno).unwrap_or(0);
@@ -127,6 +128,7 @@ fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
     }
 }
 
+#[inline(always)]
 fn read<T>(address: u64) -> Option<T> {
     unsafe { bpf_probe_read_user(address as *const T) }.ok()
 }
