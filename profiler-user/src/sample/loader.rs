@@ -14,7 +14,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use profiler_common::{PY_MAX_FRAMES, PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
+use profiler_common::{CRASH_CODE_COPIES, PY_MAX_FRAMES, PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
 
 use super::{btf, tracefs};
 
@@ -187,10 +187,11 @@ impl Sampler {
     }
 }
 
-/// Python frames walked per sample, most first: the verifier checks every iteration of the walk, and kernels before
-/// 6.8 prune fewer of its paths, so Debian 12's 6.1 and Ubuntu 22.04's 5.15 refuse the full walk as too complex
-/// (over a million instructions to verify). A refusal loads again with the next.
-const PY_FRAME_LIMITS: [u32; 4] = [PY_MAX_FRAMES as u32, 32, 16, 8];
+/// (Python frames walked per sample, code objects a crash report copies), most first: the verifier checks every
+/// iteration of both loops, and kernels before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu
+/// 22.04's 5.15 refuse the full walk and copies as too complex (over a million instructions to verify). A refusal
+/// loads again with the next.
+const PY_LIMITS: [(u32, u32); 3] = [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32), (32, 4), (16, 0)];
 
 /// The first limit worth trying on this kernel: a refused attempt costs seconds (minutes on a slow machine) of
 /// verification, and kernels before 6.8 are known to refuse the full walk.
@@ -218,8 +219,8 @@ fn load_verified(
     ring_bytes: u32,
 ) -> Result<Ebpf> {
     let release = kernel_release();
-    let mut limits = PY_FRAME_LIMITS[first_frame_limit(release)..].iter().peekable();
-    while let Some(&limit) = limits.next() {
+    let mut limits = PY_LIMITS[first_frame_limit(release)..].iter().peekable();
+    while let Some(&(limit, copies)) = limits.next() {
         let mut ebpf = EbpfLoader::new()
             // Errors and statistics only. aya's default adds the per-instruction trace, which for a program the
             // verifier gives up on (a million instructions) does not fit any log buffer: aya then loads it again
@@ -230,6 +231,7 @@ fn load_verified(
             .override_global("LIFECYCLE_CONFIG", lifecycle, true)
             .override_global("TASK_OFFSETS", task_offsets, true)
             .override_global("PY_FRAME_LIMIT", &limit, true)
+            .override_global("CRASH_COPY_LIMIT", &copies, true)
             .map_max_entries("SAMPLES", ring_bytes)
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
@@ -250,14 +252,15 @@ fn load_verified(
                 if limit < PY_MAX_FRAMES as u32 {
                     let version = release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
                     tracing::warn!(
-                        "{version}'s verifier does not take the walk of {PY_MAX_FRAMES} Python frames per sample: \
-                         Python stacks deeper than {limit} frames are cut there (from 6.8 on, {PY_MAX_FRAMES})"
+                        "{version}'s verifier does not take the full Python walk: Python stacks are cut at {limit} \
+                         frames and a crash report copies the names of the innermost {copies} Python frames (from \
+                         6.8 on: {PY_MAX_FRAMES} and {CRASH_CODE_COPIES})"
                     );
                 }
                 return Ok(ebpf);
             }
             Err((_, err)) if too_complex(&err) && limits.peek().is_some() => {
-                tracing::debug!("the verifier refused a walk of {limit} Python frames: {err:#}");
+                tracing::debug!("the verifier refused a walk of {limit} Python frames and {copies} code copies: {err:#}");
             }
             Err((action, err)) => return Err(describe_program_error(action, err)),
         }
@@ -350,11 +353,12 @@ mod tests {
 
     #[test]
     fn kernels_before_6_8_start_with_a_shorter_python_walk() {
-        assert_eq!(PY_FRAME_LIMITS[first_frame_limit(Some((6, 8)))], PY_MAX_FRAMES as u32);
-        assert_eq!(PY_FRAME_LIMITS[first_frame_limit(Some((6, 18)))], PY_MAX_FRAMES as u32);
-        assert_eq!(PY_FRAME_LIMITS[first_frame_limit(None)], PY_MAX_FRAMES as u32);
-        assert_eq!(PY_FRAME_LIMITS[first_frame_limit(Some((6, 1)))], 32);
-        assert_eq!(PY_FRAME_LIMITS[first_frame_limit(Some((5, 15)))], 32);
+        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 8)))], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 18)))], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(None)], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4));
     }
 
     #[test]
