@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_user_buf,
+        bpf_probe_read_kernel, bpf_probe_read_user_buf,
         generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_task_pt_regs},
     },
 };
@@ -61,11 +61,13 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
         header.stack_len = stack_len;
         header.flags = info.flags;
         header.kernel_stack_id = info.kernel_stack_id;
-        header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::task::current_comm(&mut header.comm);
         header.py_frame_count = py_frame_count;
         header.py_flags = py_flags;
-        header.signal = info.signal;
-        header.si_code = info.si_code;
-        header.fault_addr = info.fault_addr;
+        // Volatile: for a CPU sample these are constant zeros, which LLVM would merge into a call to
+        // compiler-builtins' memset, a BPF-to-BPF call (see python.rs).
+        core::ptr::write_volatile(&raw mut header.signal, info.signal);
+        core::ptr::write_volatile(&raw mut header.si_code, info.si_code);
+        core::ptr::write_volatile(&raw mut header.fault_addr, info.fault_addr);
     }
 }

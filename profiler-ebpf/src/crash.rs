@@ -4,14 +4,16 @@
 //!
 //! Signals sent to a target by another process (SIGKILL from the OOM killer, `kill -SEGV`) carry no stack of the
 //! target; they are reported as lifecycle events so the report can say how the process ended.
+use core::{ffi::c_void, ptr::write_volatile};
+
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
+use aya_ebpf::helpers::generated as raw;
 use profiler_common::{
-    CRASH_CODE_COPIES, CRASH_LINETABLE_LEN, CrashRecord, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
+    CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN, CrashRecord, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
     PyCodeCopy, PyLayout,
 };
 
@@ -83,6 +85,12 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     0
 }
 
+/// How many of the innermost Python frames get their code object copied: `CRASH_CODE_COPIES`, unless userspace
+/// lowered it before load for a kernel whose verifier gives up on that many (a constant of the frozen .rodata, so
+/// the verifier checks only that many iterations).
+#[unsafe(no_mangle)]
+static CRASH_COPY_LIMIT: u32 = CRASH_CODE_COPIES as u32;
+
 /// Copies the names and line tables of the innermost Python frames' code objects: userspace reads code objects
 /// lazily, and a crashed process is gone before it gets to them.
 unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
@@ -93,8 +101,9 @@ unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else { return };
     let count = unsafe { (*record).sample.header.py_frame_count } as usize;
     let frames = unsafe { &(*record).sample.py_frames };
+    let limit = unsafe { core::ptr::read_volatile(&CRASH_COPY_LIMIT) } as usize;
     for index in 0..CRASH_CODE_COPIES {
-        if index >= count {
+        if index >= count || index >= limit {
             break;
         }
         let frame = &frames[index];
@@ -105,30 +114,50 @@ unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     }
 }
 
+/// Fills `copy` for the code object at `code`. Each field is read by a helper straight into the record, which
+/// zero-fills what it cannot read (an empty name, a line table of length 0), instead of a branch per read: the
+/// verifier explores every combination of the branches in every iteration of the loop over frames, and before 6.8
+/// it merged too few of them, so this probe went over the million instructions it may take to verify.
+#[inline(always)]
 fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
-    copy.code = code;
-    copy.first_line = read::<u32>(code + layout.code_firstlineno).unwrap_or(0);
-    copy.qualname[0] = 0;
-    copy.filename[0] = 0;
-    copy.linetable_len = 0;
-    if let Some(name) = read::<u64>(code + layout.code_qualname) {
-        let _ = unsafe { bpf_probe_read_user_str_bytes((name + layout.unicode_ascii_data) as *const u8, &mut copy.qualname) };
-    }
-    if let Some(name) = read::<u64>(code + layout.code_filename) {
-        let _ = unsafe { bpf_probe_read_user_str_bytes((name + layout.unicode_ascii_data) as *const u8, &mut copy.filename) };
-    }
-    // A bytes object: size at 16, data at 32 in every supported version. The read is fixed-size (the verifier
-    // wants it so); a table shorter than the buffer leaves harmless trailing bytes that `linetable_len` excludes.
-    if let Some(table) = read::<u64>(code + layout.code_linetable) {
-        let size = read::<u64>(table + 16).unwrap_or(0);
-        if unsafe { bpf_probe_read_user_buf((table + 32) as *const u8, &mut copy.linetable) }.is_ok() {
-            copy.linetable_len = if size > CRASH_LINETABLE_LEN as u64 { CRASH_LINETABLE_LEN as u32 } else { size as u32 };
-        }
+    unsafe {
+        write_volatile(&raw mut copy.code, code);
+        read_user_into((&raw mut copy.first_line).cast(), 4, code.wrapping_add(layout.code_firstlineno));
+        let qualname = read_u64_or_zero(code.wrapping_add(layout.code_qualname));
+        raw::bpf_probe_read_user_str(
+            copy.qualname.as_mut_ptr().cast(),
+            CRASH_QUALNAME_LEN as u32,
+            qualname.wrapping_add(layout.unicode_ascii_data) as *const c_void,
+        );
+        let filename = read_u64_or_zero(code.wrapping_add(layout.code_filename));
+        raw::bpf_probe_read_user_str(
+            copy.filename.as_mut_ptr().cast(),
+            CRASH_FILENAME_LEN as u32,
+            filename.wrapping_add(layout.unicode_ascii_data) as *const c_void,
+        );
+        // A bytes object: size at 16, data at 32 in every supported version. The read is fixed-size (the verifier
+        // wants it so); a table shorter than the buffer leaves harmless trailing bytes that `linetable_len`
+        // excludes.
+        let table = read_u64_or_zero(code.wrapping_add(layout.code_linetable));
+        let size = read_u64_or_zero(table.wrapping_add(16));
+        let copied = read_user_into(copy.linetable.as_mut_ptr().cast(), CRASH_LINETABLE_LEN as u32, table.wrapping_add(32));
+        let len = if !copied { 0 } else if size > CRASH_LINETABLE_LEN as u64 { CRASH_LINETABLE_LEN as u32 } else { size as u32 };
+        write_volatile(&raw mut copy.linetable_len, len);
     }
 }
 
-fn read<T>(address: u64) -> Option<T> {
-    unsafe { bpf_probe_read_user(address as *const T) }.ok()
+/// Reads `size` bytes at user address `address` into `dst` (zeroed if unreadable); true when read.
+#[inline(always)]
+unsafe fn read_user_into(dst: *mut c_void, size: u32, address: u64) -> bool {
+    unsafe { raw::bpf_probe_read_user(dst, size, address as *const c_void) == 0 }
+}
+
+/// The u64 at user address `address`, 0 if unreadable.
+#[inline(always)]
+fn read_u64_or_zero(address: u64) -> u64 {
+    let mut value = 0u64;
+    unsafe { read_user_into((&raw mut value).cast(), 8, address) };
+    value
 }
 
 /// signal/signal_generate (formatted): fatal signals another process sends to a target.

@@ -1,8 +1,10 @@
 //! Keeps the set of profiled processes current without polling: forks of targets are added before the child
 //! first runs (so it is sampled from its first tick), exits are removed, and execs are reported so userspace can
 //! match new processes by name and reload the memory map of a target that replaced its image.
+use core::ptr::write_volatile;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -26,6 +28,7 @@ static LIFECYCLE_CONFIG: LifecycleConfig = LifecycleConfig {
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 
+#[inline(always)]
 pub fn config() -> LifecycleConfig {
     unsafe { core::ptr::read_volatile(&LIFECYCLE_CONFIG) }
 }
@@ -125,50 +128,42 @@ pub fn mmap_done(_ctx: TracePointContext) -> u32 {
         let _ = PENDING_MMAPS.remove(&tid);
         // Stamped with the time the call began: the new mapping shows in /proc/PID/maps before this tracepoint
         // runs, and userspace must know that maps read after that instant may not fit samples taken before it.
-        output(LifecycleEvent {
-            kind: EVENT_MMAP_EXEC,
-            pid: (pid_tgid >> 32) as u32,
-            parent: 0,
-            signal: 0,
-            time_ns: entered_ns,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            exit_code: NO_FIELD,
-            _pad: 0,
-        });
+        output(EVENT_MMAP_EXEC, (pid_tgid >> 32) as u32, 0, 0, entered_ns, NO_FIELD);
     }
     0
 }
 
+#[inline(always)]
 pub fn send(kind: u32, pid: u32, parent: u32, signal: u32) {
-    output(LifecycleEvent {
-        kind,
-        pid,
-        parent,
-        signal,
-        time_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        exit_code: NO_FIELD,
-        _pad: 0,
-    });
+    output(kind, pid, parent, signal, unsafe { bpf_ktime_get_ns() }, NO_FIELD);
 }
 
+#[inline(always)]
 fn send_exit(pid: u32, exit_code: u32) {
-    output(LifecycleEvent {
-        kind: EVENT_EXIT,
-        pid,
-        parent: 0,
-        signal: 0,
-        time_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        exit_code,
-        _pad: 0,
-    });
+    output(EVENT_EXIT, pid, 0, 0, unsafe { bpf_ktime_get_ns() }, exit_code);
 }
 
-fn output(event: LifecycleEvent) {
-    if EVENTS.output::<LifecycleEvent>(&event, 0).is_err() {
+/// Sends an event, with the current thread's name, written field by field into the ring buffer: a struct built on
+/// the stack would be zeroed or copied with calls to compiler-builtins' `memset`/`memcpy`, BPF-to-BPF calls that
+/// older verifiers handle worse (see python.rs).
+#[inline(always)]
+fn output(kind: u32, pid: u32, parent: u32, signal: u32, time_ns: u64, exit_code: u32) {
+    let Some(mut entry) = EVENTS.reserve::<LifecycleEvent>(0) else {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(0) {
             unsafe { *counter += 1 };
         }
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    unsafe {
+        write_volatile(&raw mut (*event).kind, kind);
+        write_volatile(&raw mut (*event).pid, pid);
+        write_volatile(&raw mut (*event).parent, parent);
+        write_volatile(&raw mut (*event).signal, signal);
+        write_volatile(&raw mut (*event).time_ns, time_ns);
+        write_volatile(&raw mut (*event).exit_code, exit_code);
+        write_volatile(&raw mut (*event)._pad, 0);
+        crate::task::current_comm(&mut (*event).comm);
     }
+    entry.submit(0);
 }

@@ -14,6 +14,12 @@ use profiler_common::{
 
 use crate::maps::{PY_PROCESSES, PY_THREADS};
 
+/// How many frames of a thread are walked: `PY_MAX_FRAMES`, unless userspace lowered it before load for a kernel
+/// whose verifier gives up on that many (the verifier walks every iteration, and older ones prune fewer of the
+/// loop's paths). A constant of the frozen .rodata, so the verifier knows it and checks only that many.
+#[unsafe(no_mangle)]
+static PY_FRAME_LIMIT: u32 = PY_MAX_FRAMES as u32;
+
 /// Fills `frames` (innermost first) for thread `tid` of process `tgid`; returns (frame count, `PY_*` flags).
 /// Processes without a layout return (0, 0) after one map lookup.
 #[inline(always)]
@@ -52,8 +58,9 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
     }
     let code_mask = if layout.flags & PY_LAYOUT_TAGGED_CODE != 0 { !3u64 } else { !0u64 };
     let mut count = 0u32;
+    let limit = unsafe { core::ptr::read_volatile(&PY_FRAME_LIMIT) };
     for slot in frames.iter_mut() {
-        if frame == 0 {
+        if frame == 0 || count >= limit {
             break;
         }
         let (Some(code), Some(instr)) =
@@ -103,6 +110,12 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
 
 /// The PyThreadState whose thread id field (native TID, or pthread id for 3.8–3.10) is `key`; cached per `tid`
 /// and re-validated, since thread states are freed and reused.
+///
+/// Inlined, as everything the programs call is: a BPF-to-BPF call makes verifiers before 6.4 give up precision
+/// tracking across it and mark every scalar precise, which stops them from pruning the frame loop's states, and
+/// the sampler then exceeds the million instructions a program may take to verify (Debian 12's 6.1, Ubuntu
+/// 22.04's 5.15).
+#[inline(always)]
 fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32, key: u64) -> Option<u64> {
     if let Some(&cached) = unsafe { PY_THREADS.get(&tid) } {
         if read_u64(cached.wrapping_add(layout.tstate_native_thread_id)) == Some(key) {
@@ -123,6 +136,7 @@ fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32, key: u64) -> Opti
     None
 }
 
+#[inline(always)]
 fn holds_gil(layout: &PyLayout, interp: u64, tstate: u64) -> bool {
     match layout.gil_mode {
         GIL_RUNTIME_TSTATE => read_u64(layout.runtime.wrapping_add(layout.gil_holder)) == Some(tstate),

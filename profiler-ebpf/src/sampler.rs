@@ -24,6 +24,7 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
     0
 }
 
+#[inline(always)]
 fn try_sample_cpu(ctx: &PerfEventContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -61,6 +62,7 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 
+#[inline(always)]
 fn count_lost() {
     if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
         unsafe { *counter += 1 };

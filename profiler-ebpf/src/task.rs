@@ -2,13 +2,14 @@
 //!
 //! aya-ebpf has no CO-RE field relocations for Rust programs, so the two fields we need that no tracepoint
 //! carries (a thread's TLS base, an exiting process's exit code) are read at offsets written before load.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
 use profiler_common::{NO_FIELD, TaskOffsets};
 
 /// Written by userspace before load.
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: TaskOffsets = TaskOffsets::UNKNOWN;
 
+#[inline(always)]
 fn offsets() -> TaskOffsets {
     unsafe { core::ptr::read_volatile(&TASK_OFFSETS) }
 }
@@ -36,4 +37,13 @@ pub fn current_exit_code() -> u32 {
         Ok(code) => code as u32,
         Err(_) => NO_FIELD,
     }
+}
+
+/// The current thread's name (`comm`), written by the helper straight into `dst`, which it zero-fills if it fails.
+/// aya's `bpf_get_current_comm()` fills a zeroed local array first, and that zeroing is a call to
+/// compiler-builtins' `memset`: a BPF-to-BPF call, which costs verifiers before 6.4 their precision tracking (see
+/// python.rs).
+#[inline(always)]
+pub fn current_comm(dst: &mut [u8; 16]) {
+    unsafe { generated::bpf_get_current_comm(dst.as_mut_ptr().cast(), 16) };
 }

@@ -61,12 +61,12 @@ pub(crate) struct Stats {
 
 impl Stats {
     /// Threads sampled in the whole recording.
-    pub fn thread_count(&self) -> u64 {
+    pub(crate) fn thread_count(&self) -> u64 {
         self.exited_threads + self.threads.values().map(|t| t.len() as u64).sum::<u64>()
     }
 
     /// Processes sampled in the whole recording.
-    pub fn process_count(&self) -> u64 {
+    pub(crate) fn process_count(&self) -> u64 {
         self.exited_processes + self.process_samples.len() as u64
     }
 

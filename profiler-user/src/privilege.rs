@@ -15,6 +15,11 @@
 //! 3. [`verify_threads`] reads every thread's sets back from /proc/self/task, because capabilities belong to
 //!    threads, not processes: a thread that kept more is an error, not a silent gap.
 //!
+//! `kernel.perf_event_paranoid` above 2 is a distribution's patch, not mainline: Debian's kernels default to 3 and
+//! Ubuntu's to 4, and at those levels their `perf_event_open` checks `capable(CAP_SYS_ADMIN)` before anything else
+//! (CAP_PERFMON is not enough, root or not). There CAP_SYS_ADMIN joins the loading set, is logged with the reason,
+//! and goes with CAP_PERFMON once every program is attached; without it, the attach error names the sysctl.
+//!
 //! Optional capabilities, kept only when the process has them: CAP_CHECKPOINT_RESTORE opens
 //! /proc/PID/map_files/, the only way to a binary deleted or replaced since the target mapped it (an upgrade in
 //! place); CAP_SYSLOG, only with `--kernel`, makes /proc/kallsyms show addresses; CAP_DAC_OVERRIDE, only for
@@ -51,7 +56,7 @@ impl Plan {
         sorted(&self.keep)
     }
 
-    fn new(permitted: &CapsHashSet, needs: Needs, tracefs_mounted: bool) -> Plan {
+    fn new(permitted: &CapsHashSet, needs: Needs, tracefs_mounted: bool, paranoid: Option<i32>) -> Plan {
         use Capability::*;
         let mut load: CapsHashSet = [CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE].into();
         if needs.kernel_symbols {
@@ -63,7 +68,7 @@ impl Plan {
         // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON where they are missing (older kernels, or a grant
         // of CAP_SYS_ADMIN only); mounting tracefs needs it too.
         let bpf_through_admin = !permitted.contains(&CAP_BPF);
-        if bpf_through_admin || !permitted.contains(&CAP_PERFMON) || !tracefs_mounted {
+        if bpf_through_admin || !permitted.contains(&CAP_PERFMON) || !tracefs_mounted || perf_needs_admin(paranoid) {
             load.insert(CAP_SYS_ADMIN);
         }
         load.retain(|cap| permitted.contains(cap));
@@ -76,6 +81,18 @@ impl Plan {
     }
 }
 
+/// This kernel's `kernel.perf_event_paranoid`, if it has perf events.
+pub(crate) fn perf_event_paranoid() -> Option<i32> {
+    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()
+}
+
+/// Whether `perf_event_open` needs CAP_SYS_ADMIN at this level: above 2 on Debian's (3) and Ubuntu's (4) kernels.
+/// A mainline kernel treats any level above 2 as 2, where CAP_PERFMON is enough; keeping CAP_SYS_ADMIN until
+/// attached costs nothing there.
+pub(crate) fn perf_needs_admin(paranoid: Option<i32>) -> bool {
+    paranoid.is_some_and(|level| level > 2)
+}
+
 /// Step 1: call while the process has a single thread, after `preflight::check`.
 pub(crate) fn before_loading(needs: Needs) -> Result<Plan> {
     let permitted = caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
@@ -83,7 +100,22 @@ pub(crate) fn before_loading(needs: Needs) -> Result<Plan> {
         // Mounting here lets the loading set go without CAP_SYS_ADMIN on kernels with CAP_BPF.
         tracefs::ensure_mounted()?;
     }
-    let plan = Plan::new(&permitted, needs, tracefs_mounted());
+    let paranoid = perf_event_paranoid();
+    if let Some(level) = paranoid.filter(|_| perf_needs_admin(paranoid)) {
+        if permitted.contains(&Capability::CAP_SYS_ADMIN) {
+            tracing::info!(
+                "kernel.perf_event_paranoid is {level}: above 2, Debian's and Ubuntu's kernels let only \
+                 CAP_SYS_ADMIN open perf events, so it is kept until the programs are attached"
+            );
+        } else {
+            tracing::warn!(
+                "kernel.perf_event_paranoid is {level} and CAP_SYS_ADMIN is not granted: on Debian's and Ubuntu's \
+                 kernels the perf events will be refused (grant CAP_SYS_ADMIN, or `sysctl \
+                 kernel.perf_event_paranoid=2`)"
+            );
+        }
+    }
+    let plan = Plan::new(&permitted, needs, tracefs_mounted(), paranoid);
     // The bounding set limits what an exec could regain (uid 0 gets the whole bounding set back at exec). Only a
     // holder of CAP_SETPCAP may narrow it; under a service manager it is narrowed already.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
@@ -175,7 +207,7 @@ mod tests {
 
     #[test]
     fn root_keeps_bpf_ptrace_and_map_files_access() {
-        let plan = Plan::new(&caps::all(), Needs::default(), true);
+        let plan = Plan::new(&caps::all(), Needs::default(), true, Some(2));
         assert_eq!(sorted(&plan.load), [CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
         assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
     }
@@ -183,10 +215,10 @@ mod tests {
     #[test]
     fn optional_capabilities_follow_the_needs_and_what_is_granted() {
         let needs = Needs { kernel_symbols: true, write_as_caller: true };
-        let plan = Plan::new(&caps::all(), needs, true);
+        let plan = Plan::new(&caps::all(), needs, true, Some(2));
         assert_eq!(plan.kept(), [CAP_DAC_OVERRIDE, CAP_SYS_PTRACE, CAP_SYSLOG, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
         // A unit that grants the three required capabilities only.
-        let plan = Plan::new(&set(&[CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE]), needs, true);
+        let plan = Plan::new(&set(&[CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE]), needs, true, Some(2));
         assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_BPF]);
     }
 
@@ -194,16 +226,29 @@ mod tests {
     fn sys_admin_is_kept_only_where_it_stands_in_for_cap_bpf() {
         // A kernel before 5.8: no CAP_BPF or CAP_PERFMON at all.
         let old = set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE]);
-        let plan = Plan::new(&old, Needs::default(), true);
+        let plan = Plan::new(&old, Needs::default(), true, Some(2));
         assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_SYS_ADMIN]);
         // Only tracefs needed it: it goes after attaching.
-        let plan = Plan::new(&caps::all(), Needs::default(), false);
+        let plan = Plan::new(&caps::all(), Needs::default(), false, Some(2));
         assert!(plan.load.contains(&CAP_SYS_ADMIN));
         assert!(!plan.keep.contains(&CAP_SYS_ADMIN));
         // CAP_PERFMON missing, CAP_BPF there: CAP_SYS_ADMIN loads, then goes.
-        let plan = Plan::new(&set(&[CAP_BPF, CAP_SYS_ADMIN, CAP_SYS_PTRACE]), Needs::default(), true);
+        let plan = Plan::new(&set(&[CAP_BPF, CAP_SYS_ADMIN, CAP_SYS_PTRACE]), Needs::default(), true, Some(2));
         assert_eq!(sorted(&plan.load), [CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_BPF]);
         assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_BPF]);
+    }
+
+    #[test]
+    fn debian_and_ubuntu_paranoid_levels_keep_sys_admin_until_attached() {
+        for level in [3, 4] {
+            let plan = Plan::new(&caps::all(), Needs::default(), true, Some(level));
+            assert_eq!(sorted(&plan.load), [CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
+            assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
+        }
+        // Not granted (a unit with the three capabilities only): not added.
+        let plan = Plan::new(&set(&[CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE]), Needs::default(), true, Some(3));
+        assert!(!plan.load.contains(&CAP_SYS_ADMIN));
+        assert!(!perf_needs_admin(Some(2)) && !perf_needs_admin(None) && perf_needs_admin(Some(3)));
     }
 
     #[test]

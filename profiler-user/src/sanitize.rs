@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 /// The most bytes a name keeps (Pyroscope's default label value limit is 2048; a C++ symbol rarely passes 1 KiB).
-pub const MAX_NAME_BYTES: usize = 1024;
+pub(crate) const MAX_NAME_BYTES: usize = 1024;
 
 /// `raw` with control and bidirectional-override characters escaped (`\n`, `\u{1b}`) and cut to
 /// [`MAX_NAME_BYTES`] (ending in `…` when cut). Borrowed when nothing needed changing.

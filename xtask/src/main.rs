@@ -1,4 +1,4 @@
-//! The project's developer tasks: `cargo xtask setup | build | run | test | fuzz | demo | bench`.
+//! The project's developer tasks: `cargo xtask setup | build | run | test | fuzz | demo | bench | kernels`.
 //!
 //! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
 //! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
@@ -9,6 +9,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod kernels;
 mod setup;
 
 use std::{
@@ -56,9 +57,10 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Set up, build the release binary, check the parsers' arithmetic lint, run the whole test suite (needs
-    /// root), then replay the committed fuzz corpus and every past finding with overflow checks on. Nothing in
-    /// it is random: it passes or fails the same way every time. Arguments after `--` go to `cargo test` (and
-    /// skip the lint and the replay: a filtered run is a quick one).
+    /// root), replay the committed fuzz corpus and every past finding with overflow checks on, then the kernel
+    /// matrix's smoke run (`kernels --smoke`). No stage is random: it passes or fails the same way every time.
+    /// Arguments after `--` go to `cargo test` (and skip the lint, the replay and the kernels: a filtered run is
+    /// a quick one).
     Test {
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -87,6 +89,19 @@ enum Task {
         /// Profile examples/native-burn instead: a C program whose profile is known by construction.
         #[arg(long)]
         native: bool,
+    },
+    /// Boot the distributions' kernels of the matrix (Ubuntu 22.04 and 24.04, Debian 12 and 13) under qemu and run
+    /// record, crash capture and a push in each; rewrites the README's tested kernels when all pass.
+    Kernels {
+        /// Only these kernels (ubuntu-22.04, debian-12, ubuntu-24.04, debian-13); all when none is given.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// The short run of `cargo xtask test`.
+        #[arg(long)]
+        smoke: bool,
+        /// Test this profiler binary instead of building the release one.
+        #[arg(long)]
+        profiler: Option<PathBuf>,
     },
     /// Measure the profiler beside py-spy and perf (target slowdown, agent CPU and memory, sampling rate, cost per
     /// pipeline stage, fidelity) and write the table to bench/RESULTS.md; needs root, takes about 8 minutes.
@@ -195,6 +210,7 @@ fn run() -> Result<ExitCode> {
             cmd::run(&mut test)?;
             if !filtered {
                 fuzz::replay(&ws)?;
+                kernels::run(&ws, &profiler, kernels::Mode::Smoke, &[])?;
             }
         }
         Task::Fuzz { seconds, targets, merge } => {
@@ -206,6 +222,15 @@ fn run() -> Result<ExitCode> {
             setup::setup(&ws)?;
             let workload = if native { demo::Workload::NativeBurn } else { demo::Workload::QuakeMonitor };
             demo::demo(&ws, &duration, workload)?;
+        }
+        Task::Kernels { kernels: names, smoke, profiler } => {
+            setup::setup(&ws)?;
+            let profiler = match profiler {
+                Some(profiler) => profiler,
+                None => ws.build_profiler(true)?,
+            };
+            let mode = if smoke { kernels::Mode::Smoke } else { kernels::Mode::Full };
+            kernels::run(&ws, &profiler, mode, &names)?;
         }
         Task::Bench { rounds } => {
             setup::setup(&ws)?;

@@ -23,7 +23,8 @@ use crate::{cmd, Workspace};
 /// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile. linux-perf:
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
-/// seccomp allow lists must hold.
+/// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels.rs) boots the
+/// distributions' kernels with a busybox initramfs.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -38,6 +39,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "linux-perf",
     "systemd",
     "strace",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
 ];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be

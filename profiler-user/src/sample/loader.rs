@@ -6,7 +6,7 @@ use std::io;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader, include_bytes_aligned,
+    Ebpf, EbpfLoader, VerifierLogLevel, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
         PerfEvent, ProgramError, RawTracePoint, TracePoint,
@@ -14,7 +14,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use profiler_common::{PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
+use profiler_common::{CRASH_CODE_COPIES, PY_MAX_FRAMES, PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
 
 use super::{btf, tracefs};
 
@@ -52,13 +52,8 @@ impl Sampler {
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let task_offsets = btf::task_offsets();
         let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("SAMPLER_CONFIG", &config, true)
-            .override_global("LIFECYCLE_CONFIG", &lifecycle, true)
-            .override_global("TASK_OFFSETS", &task_offsets, true)
-            .map_max_entries("SAMPLES", samples_ring_bytes(cpus.len(), options.rate_hz))
-            .load(KERNEL_OBJECT)
-            .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
+        let ring_bytes = samples_ring_bytes(cpus.len(), options.rate_hz);
+        let mut ebpf = load_verified(&config, &lifecycle, &task_offsets, ring_bytes)?;
         // Loading parsed the kernel's BTF (megabytes of type records, ours and aya's) into memory that is free
         // now but that glibc keeps; handing it back keeps the agent's resident size to what it uses (~13 MB less).
         // SAFETY: malloc_trim only releases free heap memory; no allocation is touched.
@@ -68,7 +63,6 @@ impl Sampler {
             .program_mut("sample_cpu")
             .context("the embedded eBPF object has no `sample_cpu` program")?
             .try_into()?;
-        program.load().map_err(|err| describe_program_error("loading the CPU sampler", err))?;
         for cpu in cpus {
             program
                 .attach(
@@ -116,7 +110,6 @@ impl Sampler {
             .program_mut("signal_generate")
             .context("the embedded eBPF object has no `signal_generate` program")?
             .try_into()?;
-        crash.load().map_err(|err| describe_program_error("loading the crash probe", err))?;
         crash
             .attach("signal_generate")
             .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
@@ -194,6 +187,92 @@ impl Sampler {
     }
 }
 
+/// (Python frames walked per sample, code objects a crash report copies), most first: the verifier checks every
+/// iteration of both loops, and kernels before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu
+/// 22.04's 5.15 refuse the full walk and copies as too complex (over a million instructions to verify). A refusal
+/// loads again with the next.
+const PY_LIMITS: [(u32, u32); 3] = [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32), (32, 4), (16, 0)];
+
+/// The first limit worth trying on this kernel: a refused attempt costs seconds (minutes on a slow machine) of
+/// verification, and kernels before 6.8 are known to refuse the full walk.
+fn first_frame_limit(release: Option<(u32, u32)>) -> usize {
+    match release {
+        Some(version) if version < (6, 8) => 1,
+        _ => 0,
+    }
+}
+
+/// The running kernel's (major, minor).
+fn kernel_release() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+}
+
+/// Loads the object and its two large programs (the CPU sampler and the crash probe, which share the sample
+/// capture), with the longest Python frame walk this kernel's verifier accepts; one warning when that is less than
+/// the whole.
+fn load_verified(
+    config: &SamplerConfig,
+    lifecycle: &profiler_common::LifecycleConfig,
+    task_offsets: &profiler_common::TaskOffsets,
+    ring_bytes: u32,
+) -> Result<Ebpf> {
+    let release = kernel_release();
+    let mut limits = PY_LIMITS[first_frame_limit(release)..].iter().peekable();
+    while let Some(&(limit, copies)) = limits.next() {
+        let mut ebpf = EbpfLoader::new()
+            // Errors and statistics only. aya's default adds the per-instruction trace, which for a program the
+            // verifier gives up on (a million instructions) does not fit any log buffer: aya then loads it again
+            // with ever larger buffers, ten times in all, and each verification that prints its every step takes
+            // minutes on a slow machine, before the one line that explains the failure.
+            .verifier_log_level(VerifierLogLevel::STATS)
+            .override_global("SAMPLER_CONFIG", config, true)
+            .override_global("LIFECYCLE_CONFIG", lifecycle, true)
+            .override_global("TASK_OFFSETS", task_offsets, true)
+            .override_global("PY_FRAME_LIMIT", &limit, true)
+            .override_global("CRASH_COPY_LIMIT", &copies, true)
+            .map_max_entries("SAMPLES", ring_bytes)
+            .load(KERNEL_OBJECT)
+            .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
+        let sampler: &mut PerfEvent = ebpf
+            .program_mut("sample_cpu")
+            .context("the embedded eBPF object has no `sample_cpu` program")?
+            .try_into()?;
+        let loaded = sampler.load().map_err(|err| ("loading the CPU sampler", err)).and_then(|()| {
+            let crash: &mut RawTracePoint = ebpf
+                .program_mut("signal_generate")
+                .ok_or(("loading the crash probe", ProgramError::NotLoaded))?
+                .try_into()
+                .map_err(|err| ("loading the crash probe", err))?;
+            crash.load().map_err(|err| ("loading the crash probe", err))
+        });
+        match loaded {
+            Ok(()) => {
+                if limit < PY_MAX_FRAMES as u32 {
+                    let version = release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
+                    tracing::warn!(
+                        "{version}'s verifier does not take the full Python walk: Python stacks are cut at {limit} \
+                         frames and a crash report copies the names of the innermost {copies} Python frames (from \
+                         6.8 on: {PY_MAX_FRAMES} and {CRASH_CODE_COPIES})"
+                    );
+                }
+                return Ok(ebpf);
+            }
+            Err((_, err)) if too_complex(&err) && limits.peek().is_some() => {
+                tracing::debug!("the verifier refused a walk of {limit} Python frames and {copies} code copies: {err:#}");
+            }
+            Err((action, err)) => return Err(describe_program_error(action, err)),
+        }
+    }
+    unreachable!("the last limit returns or fails")
+}
+
+/// The verifier's "too complex" (E2BIG: a million instructions processed, or too long a sequence of jumps).
+fn too_complex(err: &ProgramError) -> bool {
+    matches!(err, ProgramError::LoadError { io_error, .. } if io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
 /// The sample ring's size: about half a second of full records from every CPU at `rate_hz` (a CPU samples at most
 /// one thread per tick), a power of two (the kernel requires it) between 4 MiB and 256 MiB. Userspace drains it every
 /// 50–100 ms and is woken when it is a quarter full, so only a stall of the reader loses samples (they are counted).
@@ -219,9 +298,7 @@ fn describe_program_error(action: &str, err: ProgramError) -> anyhow::Error {
         _ => None,
     };
     match io_error.and_then(io::Error::raw_os_error) {
-        Some(libc::EPERM | libc::EACCES) => anyhow!(
-            "{action} was refused by the kernel: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"
-        ),
+        Some(libc::EPERM | libc::EACCES) => refused(action, crate::privilege::perf_event_paranoid(), has_sys_admin()),
         Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV) => anyhow!(
             "{action} failed: this kernel has no usable perf events (needs CONFIG_PERF_EVENTS and the software \
              cpu-clock event)"
@@ -230,9 +307,70 @@ fn describe_program_error(action: &str, err: ProgramError) -> anyhow::Error {
     }
 }
 
+/// Whether this thread holds CAP_SYS_ADMIN (effective).
+fn has_sys_admin() -> bool {
+    caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false)
+}
+
+/// What to do when the kernel said no: above 2, `perf_event_paranoid` is the reason on Debian's and Ubuntu's
+/// kernels (root or not), so that is what the line names; otherwise it is a missing capability.
+fn refused(action: &str, paranoid: Option<i32>, sys_admin: bool) -> anyhow::Error {
+    match paranoid {
+        Some(level) if crate::privilege::perf_needs_admin(paranoid) && !sys_admin => anyhow!(
+            "{action} was refused by the kernel: kernel.perf_event_paranoid is {level}, at which Debian's and \
+             Ubuntu's kernels let only CAP_SYS_ADMIN open perf events: grant CAP_SYS_ADMIN as well, or run \
+             `sysctl kernel.perf_event_paranoid=2`"
+        ),
+        Some(level) if crate::privilege::perf_needs_admin(paranoid) => anyhow!(
+            "{action} was refused by the kernel although the profiler holds CAP_SYS_ADMIN: \
+             kernel.perf_event_paranoid is {level}; run `sysctl kernel.perf_event_paranoid=2`, and check for a \
+             security module (SELinux, AppArmor) or seccomp filter denying perf_event_open or bpf"
+        ),
+        _ => anyhow!("{action} was refused by the kernel: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every function the programs call is inlined (see profiler-ebpf's python.rs): a subprogram in .text would
+    /// make the verifiers of 5.15 and 6.1 refuse the sampler as too complex. Only compiler-builtins' memory
+    /// functions, which nothing calls, may be there.
+    #[test]
+    fn the_kernel_programs_call_no_subprograms() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+        let file = object::File::parse(KERNEL_OBJECT).expect("the embedded eBPF object parses");
+        let text = file.section_by_name(".text").map(|section| section.index());
+        let subprograms: Vec<String> = file
+            .symbols()
+            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.section_index().is_some() && symbol.section_index() == text)
+            .map(|symbol| symbol.name().unwrap_or("?").to_owned())
+            .filter(|name| !["memset", "memcpy", "memmove", "memcmp", "bcmp"].contains(&name.as_str()))
+            .collect();
+        assert!(subprograms.is_empty(), "functions left out of line in the eBPF object: {subprograms:?}");
+    }
+
+    #[test]
+    fn kernels_before_6_8_start_with_a_shorter_python_walk() {
+        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 8)))], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 18)))], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(None)], full);
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4));
+    }
+
+    #[test]
+    fn a_refusal_above_paranoid_2_names_the_sysctl() {
+        let err = refused("attaching the CPU sampler to CPU 0", Some(3), false).to_string();
+        assert!(err.contains("kernel.perf_event_paranoid is 3") && err.contains("sysctl kernel.perf_event_paranoid=2"), "{err}");
+        assert!(!err.contains("run as root"), "{err}");
+        let err = refused("attaching", Some(4), true).to_string();
+        assert!(err.contains("is 4") && err.contains("sysctl kernel.perf_event_paranoid=2"), "{err}");
+        let err = refused("attaching", Some(2), false).to_string();
+        assert!(err.contains("grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"), "{err}");
+    }
 
     #[test]
     fn the_sample_ring_holds_half_a_second_of_every_cpu() {

@@ -12,9 +12,14 @@ const CAP_BPF: u32 = 39;
 const REQUIRED: [(u32, &str); 3] =
     [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")];
 
-/// Fails with one line naming what is missing: capabilities, BTF, perf events.
+/// The oldest kernel the programs load on: `bpf_task_pt_regs`, which the sampler reads user registers with, came
+/// in 5.15. (Ubuntu 22.04's 5.15 is the oldest kernel `cargo xtask kernels` boots.)
+const OLDEST_KERNEL: (u32, u32) = (5, 15);
+
+/// Fails with one line naming what is missing: capabilities, a recent enough kernel, BTF, perf events.
 pub(crate) fn check() -> Result<()> {
     check_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default())?;
+    check_kernel_release(&fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default())?;
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
             "this kernel does not expose BTF (/sys/kernel/btf/vmlinux is missing): use a kernel built with \
@@ -23,6 +28,23 @@ pub(crate) fn check() -> Result<()> {
     }
     if !std::path::Path::new("/proc/sys/kernel/perf_event_paranoid").exists() {
         bail!("this kernel has no perf events (/proc/sys/kernel/perf_event_paranoid is missing): build it with CONFIG_PERF_EVENTS=y");
+    }
+    Ok(())
+}
+
+/// Refuses a kernel older than [`OLDEST_KERNEL`] by its release string (`5.10.0-28-amd64`); an unreadable one is
+/// let through, to fail later with the kernel's own words.
+fn check_kernel_release(release: &str) -> Result<()> {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    let (Some(Ok(major)), Some(Ok(minor))) = (numbers.next(), numbers.next()) else { return Ok(()) };
+    if (major, minor) < OLDEST_KERNEL {
+        bail!(
+            "Linux {major}.{minor} is too old: the profiler needs {}.{} or newer (its sampler reads user registers \
+             with bpf_task_pt_regs, which came in 5.15); upgrade the kernel (Debian 12, Ubuntu 22.04 and later ship \
+             one)",
+            OLDEST_KERNEL.0,
+            OLDEST_KERNEL.1
+        );
     }
     Ok(())
 }
@@ -52,6 +74,17 @@ fn check_capabilities(proc_status: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_kernels_before_5_15_in_one_line() {
+        let err = check_kernel_release("5.10.0-28-amd64\n").unwrap_err().to_string();
+        assert!(err.starts_with("Linux 5.10 is too old: the profiler needs 5.15 or newer"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(check_kernel_release("4.18.0-553.el8_10.x86_64").is_err());
+        for fine in ["5.15.0-208-generic", "6.1.0-50-cloud-amd64", "6.12.117+deb13-cloud-amd64", "6.18.44-fc", "garbage"] {
+            assert!(check_kernel_release(fine).is_ok(), "{fine}");
+        }
+    }
 
     #[test]
     fn root_has_everything() {

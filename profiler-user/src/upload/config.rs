@@ -64,7 +64,7 @@ pub(crate) struct Credentials {
 impl Credentials {
     /// `text` without the key in any form it was sent in: as itself, and inside the base64 of the
     /// `Authorization: Basic` header (a server or proxy may echo the header it got in an error body).
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let text = self.key.redact(text);
         if self.key.0.is_empty() {
             return text;
