@@ -16,13 +16,11 @@ use std::{
 
 use profiler_tests::{
     c_function_lines,
-    crash_support::{
-        build_crash_by_name, crash_sources, file_names, libcrash, python_workload, read_reports, stage_script, Ended,
-        Json, Recorder, Report, Workload,
-    },
+    crash::{build_crash_by_name, crash_sources, libcrash, python_workload, stage_script, Ended, Workload},
+    crash_report::{file_names, read_reports, Field as _, Report},
     exclusive_cpu, gnu_build_id, profiler,
-    python_support::{marked_line, pprof_samples},
-    read_pprof, require_root, send_signal, Run, TestDir,
+    python::{marked_line, pprof_samples},
+    read_pprof, require_root, send_signal, Recorder, Run, TestDir,
 };
 
 /// What `--crash-window` defaults to.
@@ -81,7 +79,7 @@ fn crash_python(label: &str, script: &str, reading: Reading) -> PythonCrash {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     if reading == Reading::AfterTheProcessIsGone {
         send_signal(recorder.pid(), libc::SIGSTOP);
     }
@@ -92,7 +90,7 @@ fn crash_python(label: &str, script: &str, reading: Reading) -> PythonCrash {
         thread::sleep(Duration::from_millis(500));
         send_signal(recorder.pid(), libc::SIGCONT);
     }
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     eprintln!("{label}: the workload ended with {}; its stderr:\n{}", ended.status, ended.stderr);
     eprintln!("{label}: the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
@@ -151,21 +149,21 @@ fn check_python_fault<'c>(crash: &'c PythonCrash, want: &Expected) -> &'c Report
     let name = report.base.file_name().and_then(|n| n.to_str()).expect("a file name");
     let prefix = format!("crash-{}-{}-", crash.pid, want.signal_name);
     assert!(name.starts_with(&prefix), "the report is named {name}, not {prefix}MILLIS; {shown}");
-    assert_eq!(json.get("kind"), &Json::String("fault".into()), "kind; {shown}");
-    assert_eq!(json.get("pid").i64(), i64::from(crash.pid), "pid; {shown}");
+    assert_eq!(json.field("kind"), "fault", "kind; {shown}");
+    assert_eq!(json.field("pid").i64(), i64::from(crash.pid), "pid; {shown}");
     assert_eq!(
-        json.get("tid").i64(),
+        json.field("tid").i64(),
         i64::from(crash.tid),
         "tid (the crashing thread, as the workload saw it); {shown}"
     );
-    assert_eq!(json.get("process_name").str(), "python3", "process_name; {shown}");
-    assert_eq!(json.get("thread_name").str(), want.thread_name, "thread_name; {shown}");
-    assert_eq!(json.get("signal").i64(), want.signal, "signal; {shown}");
-    assert_eq!(json.get("signal_name").str(), want.signal_name, "signal_name; {shown}");
-    assert_eq!(json.get("si_code").i64(), want.si_code, "si_code; {shown}");
-    assert_eq!(json.get("python_version").opt_str(), Some("3.11"), "python_version; {shown}");
-    check_time(json.get("time").str());
-    assert_eq!(json.get("window_seconds").f64(), DEFAULT_WINDOW_SECONDS, "window_seconds; {shown}");
+    assert_eq!(json.field("process_name").str(), "python3", "process_name; {shown}");
+    assert_eq!(json.field("thread_name").str(), want.thread_name, "thread_name; {shown}");
+    assert_eq!(json.field("signal").i64(), want.signal, "signal; {shown}");
+    assert_eq!(json.field("signal_name").str(), want.signal_name, "signal_name; {shown}");
+    assert_eq!(json.field("si_code").i64(), want.si_code, "si_code; {shown}");
+    assert_eq!(json.field("python_version").opt_str(), Some("3.11"), "python_version; {shown}");
+    check_time(json.field("time").str());
+    assert_eq!(json.field("window_seconds").f64(), DEFAULT_WINDOW_SECONDS, "window_seconds; {shown}");
     crash.ended.assert_reported_in(report);
 
     // The C function(s) at the top.
@@ -260,7 +258,7 @@ fn check_time(time: &str) {
 /// Checks the last-window flame graph and pprof of a report: present, agreeing with `window_samples`, and showing
 /// `function`.
 fn check_window(report: &Report, function: &str, min_samples: i64) {
-    let samples = report.json.get("window_samples").i64();
+    let samples = report.json.field("window_samples").i64();
     assert!(
         samples >= min_samples,
         "only {samples} samples in the window before the crash, expected at least {min_samples}; {}",
@@ -325,7 +323,7 @@ fn crash_segv_in_python_worker_thread() {
     // 2 s at 100 Hz is 200 samples; the machine's two cores are shared, so ask for a quarter.
     check_window(report, "busy_python_work", 50);
     assert_eq!(
-        report.json.get("fault_address").opt_str(),
+        report.json.field("fault_address").opt_str(),
         Some("0x0"),
         "fault_address of a NULL store; {}",
         report.text
@@ -356,7 +354,7 @@ fn crash_abort_from_c() {
             python: &["give_up", "main", "<module>"],
         },
     );
-    assert!(report.json.get("fault_address").is_null(), "abort() has no fault address; {}", report.text);
+    assert!(report.json.field("fault_address").is_null(), "abort() has no fault address; {}", report.text);
     let stack = report.stack();
     assert!(
         // Named `__GI_abort` by libc's debug info.
@@ -394,7 +392,7 @@ fn crash_sigfpe_integer_division() {
         },
     );
     let address =
-        report.json.get("fault_address").opt_str().unwrap_or_else(|| panic!("no fault address; {}", report.text));
+        report.json.field("fault_address").opt_str().unwrap_or_else(|| panic!("no fault address; {}", report.text));
     let address = parse_address(address);
     assert!(!crash.libcrash_maps.is_empty(), "the workload had not mapped {}", libcrash().display());
     assert!(
@@ -433,7 +431,7 @@ fn crash_sigbus_truncated_mmap() {
         .find_map(|line| line.strip_prefix("touch_truncated: mapping at "))
         .unwrap_or_else(|| panic!("the workload did not print its mapping's address:\n{}", crash.ended.stderr));
     let address =
-        report.json.get("fault_address").opt_str().unwrap_or_else(|| panic!("no fault address; {}", report.text));
+        report.json.field("fault_address").opt_str().unwrap_or_else(|| panic!("no fault address; {}", report.text));
     assert_eq!(parse_address(address), parse_address(printed.trim()), "the fault address; {}", report.text);
 }
 
@@ -471,7 +469,7 @@ fn crash_with_faulthandler_reports_once() {
     let printed = crash.run.stderr.matches("crash: SIGSEGV").count();
     assert_eq!(printed, 1, "the profiler printed {printed} crash reports:\n{}", crash.run.stderr);
     assert_eq!(
-        report.json.get("fault_address").opt_str(),
+        report.json.field("fault_address").opt_str(),
         Some("0x0"),
         "fault_address of a NULL store; {}",
         report.text
@@ -551,12 +549,12 @@ fn crash_sigkill_by_another_process() {
         .arg(&crash_dir)
         .arg("-o")
         .arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     fs::write(dir.join("go"), "").expect("writing the go file");
     thread::sleep(Duration::from_secs(2));
     send_signal(pid, libc::SIGKILL);
     let ended = workload.wait_exit(Duration::from_secs(30));
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     eprintln!("crash-sigkill: the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
     ended.assert_killed_by(libc::SIGKILL);
@@ -570,15 +568,15 @@ fn crash_sigkill_by_another_process() {
     let me = i64::from(std::process::id());
     let name = report.base.file_name().and_then(|n| n.to_str()).expect("a file name");
     assert!(name.starts_with(&format!("crash-{pid}-SIGKILL-")), "the report is named {name}");
-    assert_eq!(json.get("kind").get("killed").get("sender_pid").i64(), me, "kind.killed.sender_pid; {shown}");
-    assert_eq!(json.get("pid").i64(), i64::from(pid), "pid; {shown}");
-    assert_eq!(json.get("signal").i64(), 9, "signal; {shown}");
-    assert_eq!(json.get("signal_name").str(), "SIGKILL", "signal_name; {shown}");
-    assert_eq!(json.get("process_name").str(), "python3", "process_name; {shown}");
-    assert!(json.get("fault_address").is_null(), "fault_address; {shown}");
-    assert_eq!(json.get("python_version").opt_str(), Some("3.11"), "python_version; {shown}");
-    assert!(json.get("stack").array().is_empty(), "a killed process has no stack of its own; {shown}");
-    check_time(json.get("time").str());
+    assert_eq!(json.field("kind").field("killed").field("sender_pid").i64(), me, "kind.killed.sender_pid; {shown}");
+    assert_eq!(json.field("pid").i64(), i64::from(pid), "pid; {shown}");
+    assert_eq!(json.field("signal").i64(), 9, "signal; {shown}");
+    assert_eq!(json.field("signal_name").str(), "SIGKILL", "signal_name; {shown}");
+    assert_eq!(json.field("process_name").str(), "python3", "process_name; {shown}");
+    assert!(json.field("fault_address").is_null(), "fault_address; {shown}");
+    assert_eq!(json.field("python_version").opt_str(), Some("3.11"), "python_version; {shown}");
+    assert!(json.field("stack").array().is_empty(), "a killed process has no stack of its own; {shown}");
+    check_time(json.field("time").str());
     assert!(report.text.contains(&format!("killed by PID {me}")), "the text does not name the sender; {shown}");
     assert!(run.stderr.contains(&report.text), "the text report is not on the profiler's stderr; {shown}");
     // 2 s of spinning at 100 Hz before the kill.
@@ -605,7 +603,7 @@ fn crash_in_process_followed_by_name() {
     let mut record = profiler();
     record.args(["record", "--name", &name, "--duration", "15s", "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     fs::write(&go, "").expect("writing the go file");
     let first_ended = first.wait_exit(Duration::from_secs(30));
     first_ended.assert_killed_by(libc::SIGSEGV);
@@ -613,7 +611,7 @@ fn crash_in_process_followed_by_name() {
     let mut second = Workload::start(std::process::Command::new(&exe).arg(&go).arg("1500"));
     let second_ended = second.wait_exit(Duration::from_secs(30));
     second_ended.assert_killed_by(libc::SIGSEGV);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     eprintln!("crash-by-name: the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
 
@@ -631,14 +629,14 @@ fn crash_in_process_followed_by_name() {
         ended.assert_reported_in(report);
         let json = &report.json;
         let shown = format!("the report:\n{}", report.text);
-        assert_eq!(json.get("kind"), &Json::String("fault".into()), "kind; {shown}");
-        assert_eq!(json.get("pid").i64(), i64::from(pid), "pid (the reports in time order); {shown}");
-        assert_eq!(json.get("tid").i64(), i64::from(pid), "tid; {shown}");
-        assert_eq!(json.get("process_name").str(), name, "process_name; {shown}");
-        assert_eq!(json.get("thread_name").str(), name, "thread_name; {shown}");
-        assert_eq!(json.get("signal_name").str(), "SIGSEGV", "signal_name; {shown}");
-        assert_eq!(json.get("si_code").i64(), SEGV_MAPERR, "si_code; {shown}");
-        assert!(json.get("python_version").is_null(), "python_version; {shown}");
+        assert_eq!(json.field("kind"), "fault", "kind; {shown}");
+        assert_eq!(json.field("pid").i64(), i64::from(pid), "pid (the reports in time order); {shown}");
+        assert_eq!(json.field("tid").i64(), i64::from(pid), "tid; {shown}");
+        assert_eq!(json.field("process_name").str(), name, "process_name; {shown}");
+        assert_eq!(json.field("thread_name").str(), name, "thread_name; {shown}");
+        assert_eq!(json.field("signal_name").str(), "SIGSEGV", "signal_name; {shown}");
+        assert_eq!(json.field("si_code").i64(), SEGV_MAPERR, "si_code; {shown}");
+        assert!(json.field("python_version").is_null(), "python_version; {shown}");
         let stack = report.stack();
         let top: Vec<&str> = stack.iter().take(2).map(|f| f.function.as_str()).collect();
         assert_eq!(top, ["crash_here", "main"], "the top of the stack; {shown}{}", report.stack_text());
@@ -649,8 +647,8 @@ fn crash_in_process_followed_by_name() {
             "crash_here's line; {}",
             report.stack_text()
         );
-        assert!(report.json.get("window_samples").i64() > 0, "no samples before the crash of {pid}; {shown}");
-        assert_eq!(json.get("fault_address").opt_str(), Some("0x0"), "fault_address; {shown}");
+        assert!(report.json.field("window_samples").i64() > 0, "no samples before the crash of {pid}; {shown}");
+        assert_eq!(json.field("fault_address").opt_str(), Some("0x0"), "fault_address; {shown}");
     }
 }
 
@@ -670,10 +668,10 @@ fn exit_code_of_a_target_is_logged() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     let ended = workload.wait_exit(Duration::from_secs(30));
     assert_eq!(ended.status.code(), Some(3), "the workload: {}", ended.stderr);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     run.assert_success();
     let line = format!("PID {pid} (python3) exited with code 3");
     assert!(run.stderr.contains(&line), "the profiler's stderr does not say `{line}`:\n{}", run.stderr);

@@ -18,13 +18,14 @@ use std::{
 };
 
 use profiler_tests::{
-    crash_support::{self, file_names, read_reports, Report},
+    agent::AGENT_ENV,
+    crash_report::{file_names, read_reports, Field as _, Report},
     exclusive_cpu,
-    lifecycle_support::{quake_venv, ProcessGroup},
+    lifecycle::{quake_venv, ProcessGroup},
     profiler,
-    python_support::{marked_line, pprof_samples, PprofFrame},
+    python::{marked_line, pprof_samples, PprofFrame},
     receiver::{basic_auth, decode_push, free_port, function_names, Expect, Pushed, Receiver},
-    require_root, wait_with_limit, workspace_root, Folded, Recorder, TestDir,
+    require_root, wait_with_limit, workspace_root, Folded, Recorder, TestDir, SETTLE,
 };
 
 /// The app's functions the load runs: `/earthquakes` (a worker-thread `def`) and `/weather` (an `async def`).
@@ -36,9 +37,6 @@ const LOAD_SECONDS: u32 = 10;
 const BEFORE_CRASH: Duration = Duration::from_secs(4);
 const USERNAME: &str = "918273";
 const API_KEY: &str = "glc_eyJrIjoiZmFrZS10ZXN0LWtleSJ9";
-/// The settings an operator's environment may hold: none may leak into the agent from the outside.
-const AGENT_ENV: [&str; 5] =
-    ["PYROSCOPE_SERVER_URL", "PYROSCOPE_USERNAME", "PYROSCOPE_API_KEY", "PROFILING_ENABLED", "ENVIRONMENT"];
 
 // ---------------------------------------------------------------------------------------------------------------
 // The app
@@ -179,10 +177,10 @@ fn only_segv_report(crash_dir: &Path, pid: u32, profiler_log: &str) -> Report {
     let name = report.base.file_name().and_then(|n| n.to_str()).expect("a file name");
     let prefix = format!("crash-{pid}-SIGSEGV-");
     assert!(name.starts_with(&prefix), "the report is named {name}, not {prefix}MILLIS; {shown}");
-    assert_eq!(json.get("kind").opt_str(), Some("fault"), "kind; {shown}");
-    assert_eq!(json.get("pid").i64(), i64::from(pid), "pid; {shown}");
-    assert_eq!(json.get("signal").i64(), i64::from(libc::SIGSEGV), "signal; {shown}");
-    assert_eq!(json.get("signal_name").str(), "SIGSEGV", "signal_name; {shown}");
+    assert_eq!(json.field("kind").opt_str(), Some("fault"), "kind; {shown}");
+    assert_eq!(json.field("pid").i64(), i64::from(pid), "pid; {shown}");
+    assert_eq!(json.field("signal").i64(), i64::from(libc::SIGSEGV), "signal; {shown}");
+    assert_eq!(json.field("signal_name").str(), "SIGSEGV", "signal_name; {shown}");
     assert!(report.file("txt").is_some(), "no text report next to {}.json", report.base.display());
     report
 }
@@ -234,7 +232,7 @@ fn check_crash_stack(report: &Report) {
     assert!(is_app_py(next.file.as_deref()), "crash is not in app.py; {shown}");
     assert!(!stack.iter().any(|f| f.kind == "truncated"), "the stack was cut short; {shown}");
     // `crash` is a plain `def` endpoint: FastAPI runs it on a worker thread, not on the event loop's.
-    let (pid, tid) = (report.json.get("pid").i64(), report.json.get("tid").i64());
+    let (pid, tid) = (report.json.field("pid").i64(), report.json.field("tid").i64());
     assert_ne!(tid, pid, "the crash should be on a FastAPI worker thread, not the main thread; {shown}");
 }
 
@@ -245,7 +243,7 @@ fn names_load_function(names: impl IntoIterator<Item = impl AsRef<str>>) -> bool
 
 /// The last window's flame graph is there, not empty, and shows the load.
 fn check_window_flame_graph(report: &Report) {
-    let samples = report.json.get("window_samples").i64();
+    let samples = report.json.field("window_samples").i64();
     assert!(samples > 0, "no samples in the window before the crash; {}", report.text);
     let files = file_names(report.base.parent().expect("a directory"));
     let svg = report.file("svg").unwrap_or_else(|| panic!("no flame graph next to the report: {files:?}"));
@@ -280,10 +278,10 @@ fn demo_app_crash_under_load_is_reported() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir).arg("-o").arg(&folded);
     // Returns once it records (its SIGINT handler, and a margin for the targets to be added).
-    let mut recorder = crash_support::Recorder::start(&mut record);
-    thread::sleep(BEFORE_CRASH.saturating_sub(crash_support::SETTLE));
+    let recorder = Recorder::start_recording(&mut record);
+    thread::sleep(BEFORE_CRASH.saturating_sub(SETTLE));
     app.crash();
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     eprintln!("the profiler's stderr:\n{}", run.stderr);
     run.assert_success();
 

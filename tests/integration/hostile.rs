@@ -14,14 +14,15 @@ use std::{
 };
 
 use profiler_tests::{
-    agent_support::Agent,
+    agent::Agent,
     compile_c,
-    crash_support::{build_crash_by_name, read_reports, Recorder, Workload},
+    crash::{build_crash_by_name, Workload},
+    crash_report::{read_reports, Field as _},
     exclusive_cpu, profiler,
-    python_support::{debian_python, pprof_samples, PprofFrame},
+    python::{debian_python, pprof_samples, PprofFrame},
     read_pprof,
     receiver::{basic_auth, free_port, Receiver, Reply},
-    require_root, run, scratch_root, start_native_burn, workspace_root, Process, TestDir,
+    require_root, run, scratch_root, start_native_burn, workspace_root, Process, Recorder, TestDir,
 };
 
 struct Built {
@@ -63,7 +64,7 @@ fn built() -> &'static Built {
 
 /// Records `pid` for `seconds` into a pprof and a folded file; panics unless the profiler exits 0 without a
 /// sign of a crash. Returns the pprof samples and stderr.
-fn record(pid: u32, seconds: u32, dir: &TestDir) -> (Vec<profiler_tests::python_support::PprofSample>, String) {
+fn record(pid: u32, seconds: u32, dir: &TestDir) -> (Vec<profiler_tests::python::PprofSample>, String) {
     let mut cmd = profiler();
     cmd.args(["record", "--pid", &pid.to_string(), "--duration", &format!("{seconds}s")]);
     cmd.arg("-o").arg(dir.join("out.pb.gz")).arg("-o").arg(dir.join("out.folded"));
@@ -274,7 +275,7 @@ fn crash_reports_never_follow_links_planted_in_the_crash_directory() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     // Every millisecond of the next 20 s, every extension a report has.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     for ms in now..now + 20_000 {
@@ -284,7 +285,7 @@ fn crash_reports_never_follow_links_planted_in_the_crash_directory() {
     }
     fs::write(&go, "").unwrap();
     workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     run.assert_success();
     assert_eq!(fs::read_to_string(&precious).unwrap(), "root's file\n", "root's file was overwritten through a link");
     let reports = read_reports(&crash_dir);
@@ -352,10 +353,10 @@ fn names_with_control_characters_cannot_forge_log_or_report_lines() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     fs::write(&go, "").unwrap();
     workload.wait_exit(Duration::from_secs(30)).assert_killed_by(libc::SIGSEGV);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     run.assert_success();
     let reports = read_reports(&crash_dir);
     assert_eq!(reports.len(), 1, "one report; stderr:\n{}", run.stderr);
@@ -372,7 +373,7 @@ fn names_with_control_characters_cannot_forge_log_or_report_lines() {
         "the report does not name the function, escaped:\n{}",
         report.text
     );
-    let process_name = report.json.get("process_name").str();
+    let process_name = report.json.field("process_name").str();
     assert!(!process_name.chars().any(char::is_control), "process_name {process_name:?}");
 }
 
@@ -427,7 +428,7 @@ fn a_crashing_agent_writes_no_core_dump() {
     use std::os::unix::process::ExitStatusExt as _;
     let dumped = stopped.status.core_dumped();
     if dumped {
-        // The agent's working directory is the temp dir (see agent_support): do not leave the key lying there.
+        // The agent's working directory is the temp dir (see tests/support/agent.rs): do not leave the key lying there.
         let _ = fs::remove_file(std::env::temp_dir().join("core"));
     }
     assert_eq!(stopped.status.signal(), Some(libc::SIGABRT), "{}", stopped.stderr);
@@ -488,11 +489,11 @@ fn a_target_crashing_in_a_loop_gets_a_bounded_number_of_reports() {
     let mut record = profiler();
     record.args(["record", "--pid", &pid.to_string(), "--crash-dir"]).arg(&crash_dir);
     record.arg("-o").arg(dir.join("x.folded"));
-    let mut recorder = Recorder::start(&mut record);
+    let recorder = Recorder::start_recording(&mut record);
     fs::write(&go, "").unwrap();
     let ended = workload.wait_exit(Duration::from_secs(30));
     assert_eq!(ended.status.code(), Some(0), "the target did not survive its faults: {}", ended.stderr);
-    let run = recorder.finish(Duration::from_secs(60));
+    let run = recorder.finish(Duration::from_secs(60), "the profiler");
     run.assert_success();
     let reports = read_reports(&crash_dir);
     let files = fs::read_dir(&crash_dir).map(|d| d.count()).unwrap_or(0);
@@ -525,8 +526,8 @@ fn a_target_mapping_code_in_a_loop_costs_the_agent_little() {
     cmd.arg("-o").arg(dir.join("x.folded"));
     let result = run(&mut cmd, Duration::from_secs(60));
     result.assert_success();
-    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
-    let cpu = json.get("cpu_user_s").f64() + json.get("cpu_system_s").f64();
+    let json = profiler_tests::crash_report::parse_json(&fs::read_to_string(&stats).unwrap());
+    let cpu = json.field("cpu_user_s").f64() + json.field("cpu_system_s").f64();
     eprintln!("map storm: the agent used {cpu:.2} s of CPU in 5 s");
     assert!(
         result.stderr.contains(&format!("PID {} maps code more than", target.pid())),
@@ -555,8 +556,8 @@ fn record_within(pid: u32, seconds: u32, dir: &TestDir, limit: Duration) -> (Vec
     for sign_of_a_crash in ["panicked", "RUST_BACKTRACE", "SIGBUS", "SIGSEGV"] {
         assert!(!result.stderr.contains(sign_of_a_crash), "the profiler crashed:\n{}", result.stderr);
     }
-    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
-    let rss = json.get("max_rss_kib").i64();
+    let json = profiler_tests::crash_report::parse_json(&fs::read_to_string(&stats).unwrap());
+    let rss = json.field("max_rss_kib").i64();
     (pprof_samples(&read_pprof(&dir.join("out.pb.gz"))), result.stderr, result.wall, rss)
 }
 

@@ -15,12 +15,12 @@ use std::{
 
 use profiler_tests::{
     exclusive_cpu,
-    lifecycle_support::{
+    lifecycle::{
         comm, count_with_frame, expected_samples, lifecycle_workloads, monotonic_ns, process_cpu, python, sample_pid,
         samples_by_pid, samples_of, stage_python, wait_for_file, Facts, QuakeMonitor, RssWatch, RESTART_NAME,
     },
     profiler,
-    python_support::{pprof_samples, PprofFrame, PprofSample},
+    python::{pprof_samples, PprofFrame, PprofSample},
     read_pprof, require_root, run, send_signal, Folded, Process, Recorder, Run, TestDir,
 };
 
@@ -72,7 +72,7 @@ fn uvicorn_master_and_workers_by_name_and_by_master_pid() {
         "uvicorn: master {master} named `{}`, workers {workers:?} named {:?}; all children of the master: {:?}",
         comm(master),
         workers.iter().map(|&w| comm(w)).collect::<Vec<_>>(),
-        profiler_tests::lifecycle_support::children(master).iter().map(|&p| (p, comm(p))).collect::<Vec<_>>()
+        profiler_tests::lifecycle::children(master).iter().map(|&p| (p, comm(p))).collect::<Vec<_>>()
     );
     let _load = app.load(20, 300);
     // Past the first requests (imports, caches).
@@ -540,7 +540,7 @@ fn fork_storm_neither_crashes_nor_grows_the_agent() {
     let settled = Instant::now();
     let after = rss.max_between(storm_ended, settled).expect("RSS readings after the storm");
     let peak = rss.max_between(storm_started, settled).expect("RSS readings during the storm");
-    let agent_alive = profiler_tests::lifecycle_support::vm_rss_kib(recorder.pid()).is_some();
+    let agent_alive = profiler_tests::lifecycle::vm_rss_kib(recorder.pid()).is_some();
     send_signal(recorder.pid(), libc::SIGINT);
     let run = recorder.finish(Duration::from_secs(60), "the profiler after the fork storm");
     send_signal(parent_pid, libc::SIGUSR1);
@@ -841,7 +841,7 @@ fn child_forked_while_the_profiler_starts_is_followed() {
     fs::write(dir.join("family.out.go"), "").expect("writing the go file");
     let give_up = Instant::now() + Duration::from_secs(10);
     let child = loop {
-        if let Some(&child) = profiler_tests::lifecycle_support::children(parent).first() {
+        if let Some(&child) = profiler_tests::lifecycle::children(parent).first() {
             break child;
         }
         assert!(Instant::now() < give_up, "family's parent forked no child");

@@ -1,4 +1,4 @@
-//! Integration tests of `profiler record` against real processes: one test binary, helpers in the crate's lib.rs.
+//! Integration tests of `profiler record` against real processes: one test binary, helpers in tests/support/.
 //!
 //! The tests that profile need root and take `exclusive_cpu()`, so they run one at a time whatever
 //! `--test-threads` says: the shares and rates they measure depend on the CPU the workloads get.

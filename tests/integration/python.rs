@@ -1,5 +1,5 @@
 //! Python processes, on every CPython the project supports here (Debian's 3.11, the other 3.11 on PATH, 3.13 in a
-//! Debian trixie root, 3.14 in a sid root; see `python_support`): Python stacks joined with the C-extension frames
+//! Debian trixie root, 3.14 in a sid root; see `profiler_tests::python`): Python stacks joined with the C-extension frames
 //! they call, shares against the workload's own measurement, line numbers, GIL labels and `--gil-only`, and a Python
 //! the profiler does not support.
 use std::{
@@ -13,7 +13,7 @@ use std::{
 
 use profiler_tests::{
     exclusive_cpu, profiler,
-    python_support::{
+    python::{
         marked_line, python_2_7, pprof_samples, python_interpreters, Interpreter, PprofFrame, PprofSample,
     },
     read_pprof, require_root, run, workloads, workspace_root, Folded, Process, Run, TestDir,

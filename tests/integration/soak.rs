@@ -17,9 +17,9 @@ use std::{
 };
 
 use profiler_tests::{
-    agent_support::Agent,
+    agent::Agent,
     exclusive_cpu,
-    lifecycle_support::{children, cmdline, quake_venv, ProcessGroup},
+    lifecycle::{children, cmdline, quake_venv, ProcessGroup},
     receiver::{decode_push, free_port, unix_now_ns, Expect, Receiver, Reply},
     require_root, send_signal, workspace_root, TestDir,
 };

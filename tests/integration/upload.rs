@@ -1,4 +1,4 @@
-//! `profiler run` against a loopback Pyroscope stand-in (tests/receiver.rs): what it pushes (path, headers, auth,
+//! `profiler run` against a loopback Pyroscope stand-in (tests/support/receiver.rs): what it pushes (path, headers, auth,
 //! labels, the pprof and its time range), how it rides out a failing server (500s, 429 with Retry-After, 401, a
 //! server that never answers, one that is down), and how it starts and stops (PROFILING_ENABLED=false, SIGTERM).
 //!
@@ -6,23 +6,21 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     fs,
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt as _,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use profiler::pprof::proto;
 use profiler_tests::{
+    agent::{numbers_before, Agent, Stopped, AGENT_ENV},
     exclusive_cpu, profiler, profiler_bin,
     receiver::{
         basic_auth, cpu_sample_count, decode_ingest, decode_push, free_port, function_names, label_values, unix_now_ns,
         Expect, Pushed, Receiver, Reply, Request,
     },
-    require_root, run, send_signal, start_native_burn, unused_pid, wait_for_sigint_handler, wait_with_limit, workloads,
-    Process, TestDir,
+    require_root, run, start_native_burn, unused_pid, workloads, Process, TestDir,
 };
 
 /// 100 Hz.
@@ -31,125 +29,12 @@ const PERIOD_NS: i64 = 10_000_000;
 const HOT_FUNCTIONS: [&str; 4] = ["hot_main_a", "hot_main_b", "lib_hot_x", "hot_b"];
 const USERNAME: &str = "918273";
 const API_KEY: &str = "glc_eyJrIjoiZmFrZS10ZXN0LWtleSJ9";
-/// The settings an operator's environment may hold: none of them may leak into a test from the outside.
-const AGENT_ENV: [&str; 5] =
-    ["PYROSCOPE_SERVER_URL", "PYROSCOPE_USERNAME", "PYROSCOPE_API_KEY", "PROFILING_ENABLED", "ENVIRONMENT"];
 
-/// A running `profiler run`, its stderr collected live (the status line is read while it runs); killed on drop.
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<thread::JoinHandle<()>>,
-}
-
-struct Stopped {
-    status: ExitStatus,
-    stderr: String,
-    /// From the signal to the exit.
-    took: Duration,
-}
-
-impl Agent {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut cmd = profiler();
-        for var in AGENT_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.arg("run")
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let reader = {
-            let stderr = stderr.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut text = stderr.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            })
-        };
-        let mut agent = Agent { child, stderr, reader: Some(reader) };
-        // The SIGINT handler is installed right after the sampler is loaded: from then on it samples.
-        wait_for_sigint_handler(&mut agent.child, Duration::from_secs(60));
-        agent
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The agent's command line as any user can read it.
-    fn cmdline(&self) -> String {
-        let raw = fs::read(format!("/proc/{}/cmdline", self.pid())).expect("reading the agent's cmdline");
-        String::from_utf8_lossy(&raw).replace('\0', " ")
-    }
-
-    /// Sends `signal` and waits for the exit.
-    fn stop(mut self, signal: libc::c_int) -> Stopped {
-        let signalled = Instant::now();
-        send_signal(self.pid(), signal);
-        let status = wait_with_limit(&mut self.child, Duration::from_secs(20), "the agent after the signal");
-        let took = signalled.elapsed();
-        if let Some(reader) = self.reader.take() {
-            reader.join().expect("stderr reader");
-        }
-        Stopped { status, stderr: self.stderr(), took }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("the agent's stderr:\n{}", self.stderr());
-        }
-    }
-}
-
-/// Shows the agent's log when the test fails after the agent has stopped.
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("the agent's stderr:\n{}", self.stderr);
-        }
-    }
-}
-
-impl Stopped {
-    fn assert_clean_exit(&self, within: Duration) {
-        assert!(self.status.success(), "the agent failed ({}); its stderr:\n{}", self.status, self.stderr);
-        assert!(
-            self.took <= within,
-            "the agent took {:?} to stop (limit {within:?}); stderr:\n{}",
-            self.took,
-            self.stderr
-        );
-        for sign_of_a_crash in ["panicked", "RUST_BACKTRACE"] {
-            assert!(!self.stderr.contains(sign_of_a_crash), "the agent crashed:\n{}", self.stderr);
-        }
-        assert!(!self.stderr.contains(API_KEY), "the API key is in the agent's log:\n{}", self.stderr);
-    }
-
-    /// The last "stopped: N windows sent, R retries, D dropped, J rejected" numbers.
-    fn final_counts(&self) -> (u64, u64, u64, u64) {
-        let line = self.stderr.lines().rev().find(|line| line.contains("stopped: ")).unwrap_or_else(|| {
-            panic!("no final `stopped:` line in:\n{}", self.stderr);
-        });
-        let numbers = numbers_before(line, &["windows sent", "retries", "dropped", "rejected"]);
-        (numbers[0], numbers[1], numbers[2], numbers[3])
-    }
+/// A clean exit within `within` of the signal, and the API key nowhere in the log.
+fn assert_clean_stop(stopped: &Stopped, within: Duration) {
+    stopped.assert_clean_exit();
+    stopped.assert_stopped_within(within);
+    assert!(!stopped.stderr.contains(API_KEY), "the API key is in the agent's log:\n{}", stopped.stderr);
 }
 
 /// The status lines logged so far: (samples/s, targets, sent, retries, dropped, queued windows, queued bytes).
@@ -166,21 +51,6 @@ fn status_lines(stderr: &str) -> Vec<[f64; 7]> {
                 .unwrap_or_else(|| panic!("no samples/s in {line:?}"));
             let n = numbers_before(line, &["targets", "windows sent", "retries", "dropped", "windows /", "bytes"]);
             [rate, n[0] as f64, n[1] as f64, n[2] as f64, n[3] as f64, n[4] as f64, n[5] as f64]
-        })
-        .collect()
-}
-
-/// For each `label`, the integer just before its first occurrence in `line`.
-fn numbers_before(line: &str, labels: &[&str]) -> Vec<u64> {
-    labels
-        .iter()
-        .map(|label| {
-            let at = line.find(&format!(" {label}")).unwrap_or_else(|| panic!("no `{label}` in {line:?}"));
-            line[..at]
-                .rsplit(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no number before `{label}` in {line:?}"))
         })
         .collect()
 }
@@ -240,6 +110,7 @@ fn push_sends_one_profile_per_service_and_window_with_labels_and_workload_stacks
     let mut env = auth_env();
     env.push(("ENVIRONMENT", "ci"));
     let agent = Agent::start(
+        &[],
         &["--pid", &burn_pid, "--pid", &copy_pid, "--server-url", &url, "--upload-interval", "2s"]
             .into_iter()
             .chain(["--tag", "region=eu-west-1", "--tag", "version=1.4.2", "--tenant-id", "team-a"])
@@ -252,7 +123,7 @@ fn push_sends_one_profile_per_service_and_window_with_labels_and_workload_stacks
     thread::sleep(Duration::from_secs(1));
     let stopped = agent.stop(libc::SIGTERM);
     let after = unix_now_ns();
-    stopped.assert_clean_exit(Duration::from_secs(6));
+    assert_clean_stop(&stopped, Duration::from_secs(6));
     receiver.assert_clean();
 
     let requests = receiver.requests();
@@ -331,6 +202,7 @@ fn ingest_protocol_posts_a_multipart_pprof_with_the_labels_in_the_name() {
     let receiver = Receiver::start();
     let (pid, url) = (burn.pid().to_string(), receiver.url());
     let agent = Agent::start(
+        &[],
         &[
             "--pid",
             &pid,
@@ -350,7 +222,7 @@ fn ingest_protocol_posts_a_multipart_pprof_with_the_labels_in_the_name() {
     receiver.wait_for("2 uploads", Duration::from_secs(20), |requests| requests.len() >= 2);
     // Ctrl-C stops the agent like SIGTERM.
     let stopped = agent.stop(libc::SIGINT);
-    stopped.assert_clean_exit(Duration::from_secs(6));
+    assert_clean_stop(&stopped, Duration::from_secs(6));
     receiver.assert_clean();
 
     let requests = receiver.requests();
@@ -386,11 +258,11 @@ fn server_errors_are_retried_with_backoff_and_each_window_arrives_once() {
     let receiver = Receiver::start();
     receiver.script([Reply::Status(500), Reply::Status(500)]);
     let (pid, url) = (burn.pid().to_string(), receiver.url());
-    let agent = Agent::start(&["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
+    let agent = Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
     let delivered = |requests: &[Request]| requests.iter().filter(|r| r.answered == Some(200)).count();
     receiver.wait_for("3 delivered windows", Duration::from_secs(25), |requests| delivered(requests) >= 3);
     let stopped = agent.stop(libc::SIGTERM);
-    stopped.assert_clean_exit(Duration::from_secs(6));
+    assert_clean_stop(&stopped, Duration::from_secs(6));
     receiver.assert_clean();
 
     let requests = receiver.requests();
@@ -425,7 +297,7 @@ fn server_errors_are_retried_with_backoff_and_each_window_arrives_once() {
     let mut windows: Vec<&proto::Profile> = delivered.iter().map(|p| &p.profile).collect();
     windows.sort_by_key(|w| w.time_nanos);
     assert_contiguous(&windows, "native-burn");
-    let (sent, retries, dropped, rejected) = stopped.final_counts();
+    let [sent, retries, dropped, rejected] = stopped.final_counts();
     assert_eq!((sent as usize, retries, dropped, rejected), (delivered.len(), 2, 0, 0), "the agent's own counts");
     let warnings = stopped.stderr.lines().filter(|l| l.contains("retrying with backoff")).count();
     assert_eq!(warnings, 1, "one warning per outage, not per attempt:\n{}", stopped.stderr);
@@ -442,10 +314,10 @@ fn retry_after_from_a_429_is_honoured() {
     // Longer than any first backoff delay (at most 1 s), so only honouring the header explains the wait.
     receiver.script([Reply::StatusWith(429, vec![("Retry-After".into(), "2".into())])]);
     let (pid, url) = (burn.pid().to_string(), receiver.url());
-    let agent = Agent::start(&["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
+    let agent = Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
     receiver.wait_for("the retried window", Duration::from_secs(20), |requests| requests.len() >= 2);
     let stopped = agent.stop(libc::SIGTERM);
-    stopped.assert_clean_exit(Duration::from_secs(6));
+    assert_clean_stop(&stopped, Duration::from_secs(6));
 
     let requests = receiver.requests();
     let pushed = decode_all_push(&requests, &expect_auth());
@@ -475,6 +347,7 @@ fn unauthorized_is_reported_once_while_sampling_goes_on() {
     let (pid, url) = (burn.pid().to_string(), receiver.url());
     let key_path = key_file.to_str().expect("UTF-8 path");
     let agent = Agent::start(
+        &[],
         &[
             "--pid",
             &pid,
@@ -496,7 +369,7 @@ fn unauthorized_is_reported_once_while_sampling_goes_on() {
     let status = status_lines(&agent.stderr());
     let stopped = agent.stop(libc::SIGTERM);
     // Wrong credentials will not become right during the shutdown flush: no reason to wait for its deadline.
-    stopped.assert_clean_exit(Duration::from_secs(3));
+    assert_clean_stop(&stopped, Duration::from_secs(3));
     receiver.assert_clean();
 
     assert_eq!(seen_while_running, 1, "after a 401 the agent retries slowly (every 60 s), not in a loop");
@@ -531,6 +404,7 @@ fn a_server_that_never_answers_times_out_and_the_queue_stays_bounded() {
     // Room for about three windows of native-burn (1–2 KiB each).
     let max_queue = 4 * 1024;
     let agent = Agent::start(
+        &[],
         &[
             "--pid",
             &pid,
@@ -550,7 +424,7 @@ fn a_server_that_never_answers_times_out_and_the_queue_stays_bounded() {
     thread::sleep(Duration::from_secs(9));
     let stopped = agent.stop(libc::SIGTERM);
     // The flush gets 5 s, then the agent gives up on what is left.
-    stopped.assert_clean_exit(Duration::from_secs(7));
+    assert_clean_stop(&stopped, Duration::from_secs(7));
     receiver.assert_clean();
 
     let attempts = receiver.requests();
@@ -587,14 +461,14 @@ fn windows_wait_for_a_server_that_is_down_and_arrive_once_it_is_back() {
     let url = format!("http://127.0.0.1:{port}");
     let pid = burn.pid().to_string();
     let before = unix_now_ns();
-    let agent = Agent::start(&["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
+    let agent = Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "2s"], &auth_env());
     let sampling = unix_now_ns();
     // Down for the first two windows.
     thread::sleep(Duration::from_secs(5));
     let receiver = Receiver::start_on(port);
     receiver.wait_for("3 windows", Duration::from_secs(25), |requests| requests.len() >= 3);
     let stopped = agent.stop(libc::SIGTERM);
-    stopped.assert_clean_exit(Duration::from_secs(6));
+    assert_clean_stop(&stopped, Duration::from_secs(6));
     receiver.assert_clean();
 
     let pushed = decode_all_push(&receiver.requests(), &expect_auth());
@@ -608,7 +482,7 @@ fn windows_wait_for_a_server_that_is_down_and_arrive_once_it_is_back() {
         (before..=sampling).contains(&windows[0].time_nanos),
         "the first window delivered starts after the agent was ready: the windows before it were lost"
     );
-    let (sent, retries, dropped, _) = stopped.final_counts();
+    let [sent, retries, dropped, _] = stopped.final_counts();
     eprintln!("server down ~5 s: {sent} windows sent, {retries} retries, {dropped} dropped");
     assert!(retries >= 2 && dropped == 0, "{retries} retries, {dropped} dropped");
     assert!(stopped.stderr.contains("Connection refused"), "the cause is named:\n{}", stopped.stderr);
@@ -626,11 +500,11 @@ fn sigterm_sends_the_last_window_and_exits_0() {
     let (pid, url) = (burn.pid().to_string(), receiver.url());
     let started = unix_now_ns();
     // No window would end for a minute: only the shutdown sends one.
-    let agent = Agent::start(&["--pid", &pid, "--server-url", &url, "--upload-interval", "60s"], &auth_env());
+    let agent = Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "60s"], &auth_env());
     thread::sleep(Duration::from_secs(3));
     let signalled = unix_now_ns();
     let stopped = agent.stop(libc::SIGTERM);
-    stopped.assert_clean_exit(Duration::from_secs(2));
+    assert_clean_stop(&stopped, Duration::from_secs(2));
     receiver.assert_clean();
 
     let requests = receiver.requests();

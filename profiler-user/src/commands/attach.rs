@@ -32,8 +32,16 @@ pub(crate) enum NoMatchYet {
     Wait,
 }
 
-pub(crate) fn prepare(config: &AttachConfig, needs: privilege::Needs, no_match: NoMatchYet) -> Result<Prepared> {
+/// `checks` are the command's own (its outputs, its crash directory): after preflight, so a missing privilege
+/// or kernel feature is what a user hears about first, and before anything is loaded.
+pub(crate) fn prepare(
+    config: &AttachConfig,
+    needs: privilege::Needs,
+    no_match: NoMatchYet,
+    checks: impl FnOnce() -> Result<()>,
+) -> Result<Prepared> {
     preflight::check()?;
+    checks()?;
     let targets = match (&config.target, no_match) {
         (TargetSpec::Pids(_), _) | (_, NoMatchYet::Fail) => selection::resolve(&config.target)?,
         (spec, NoMatchYet::Wait) => selection::resolve(spec).unwrap_or_default(),

@@ -32,7 +32,12 @@ pub(crate) fn run(config: RunConfig) -> Result<()> {
     // Before the runtime starts its threads, so that they inherit the narrowed sets.
     let needs = privilege::Needs { kernel_symbols: config.attach.kernel_stacks, write_as_caller: false };
     // An agent may well start before the service it profiles: the session picks it up when it starts.
-    let prepared = attach::prepare(&config.attach, needs, NoMatchYet::Wait)?;
+    let mut crashes = None;
+    let prepared = attach::prepare(&config.attach, needs, NoMatchYet::Wait, || {
+        crashes = Some(CrashWriter::new(&config.attach.crash_dir)?);
+        Ok(())
+    })?;
+    let crashes = crashes.expect("made by the checks");
     // The sampling loop runs on this thread, uploads (network, TLS) on the runtime's worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -40,11 +45,15 @@ pub(crate) fn run(config: RunConfig) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(agent(config, credentials, prepared))
+    runtime.block_on(agent(config, credentials, prepared, crashes))
 }
 
-async fn agent(config: RunConfig, credentials: Option<Credentials>, prepared: Prepared) -> Result<()> {
-    let mut crashes = CrashWriter::new(&config.attach.crash_dir)?;
+async fn agent(
+    config: RunConfig,
+    credentials: Option<Credentials>,
+    prepared: Prepared,
+    mut crashes: CrashWriter,
+) -> Result<()> {
     let mut session = attach::attach(&config.attach, &prepared, TICK).await?;
     let mut services = Services::new(&config);
     services.update(&session);

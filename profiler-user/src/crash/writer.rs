@@ -47,10 +47,11 @@ impl CrashWriter {
         match lstat(path) {
             Ok(_) => writer.open_existing()?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                // The nearest directory that exists is where the missing ones will be made.
+                // The nearest directory that exists is where the missing ones would be made
+                // (`/var/lib/profiler/crashes` on a host where nothing made `/var/lib/profiler` yet).
                 let mut parent = parent_dir(path);
-                while !parent.exists() && parent.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
-                    parent = parent.parent().expect("checked");
+                while lstat(parent).is_err_and(|err| err.kind() == io::ErrorKind::NotFound) {
+                    parent = parent_dir(parent);
                 }
                 let meta = std::fs::metadata(parent).with_context(|| {
                     format!("cannot create the crash directory {}: {} is not usable", path.display(), parent.display())
@@ -95,7 +96,7 @@ impl CrashWriter {
     fn dir(&mut self) -> Result<&OwnedFd> {
         if self.dir.is_none() {
             let parent_path = parent_dir(&self.path);
-            // Missing parents of a path the user gave (`/var/lib/profiler` outside systemd) are made as given.
+            // The parents are the operator's path (checked at startup): made as needed, like `mkdir -p`.
             std::fs::create_dir_all(parent_path)
                 .with_context(|| format!("cannot create the crash directory's parent {}", parent_path.display()))?;
             let parent = open_dir(libc::AT_FDCWD, &c_path(parent_path)?, libc::O_DIRECTORY)
@@ -362,6 +363,16 @@ mod tests {
     }
 
     #[test]
+    fn missing_parents_are_made_at_the_first_crash() {
+        let tmp = TempDir::new("parents");
+        let dir = tmp.0.join("var/lib/profiler/crashes");
+        let mut writer = CrashWriter::new(&dir).unwrap();
+        assert!(!tmp.0.join("var").exists(), "nothing is made before a crash");
+        let text = writer.write(&crash(7)).unwrap();
+        assert!(text.starts_with(&dir) && text.is_file());
+    }
+
+    #[test]
     fn makes_the_directory_only_when_a_crash_comes() {
         let tmp = TempDir::new("lazy");
         let dir = tmp.0.join("crashes");
@@ -371,16 +382,6 @@ mod tests {
         assert!(text.starts_with(&dir));
         let meta = std::fs::metadata(&text).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-    }
-
-    #[test]
-    fn makes_missing_parents_at_the_first_crash() {
-        let tmp = TempDir::new("parents");
-        let dir = tmp.0.join("var/lib/profiler/crashes");
-        let mut writer = CrashWriter::new(&dir).unwrap();
-        assert!(!tmp.0.join("var").exists());
-        writer.write(&crash(3)).unwrap();
-        assert!(dir.is_dir());
     }
 
     #[test]

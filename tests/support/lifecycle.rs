@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{compile_c, python_support::PprofSample, scratch_root, workspace_root, Process};
+use crate::{compile_c, python::PprofSample, scratch_root, workspace_root, Process};
 
 /// The Python the lifecycle workloads run under: Debian's 3.11 (multiprocessing's default start method there is
 /// fork).
@@ -422,7 +422,7 @@ pub fn samples_of(samples: &[PprofSample], pid: u32) -> Vec<&PprofSample> {
 }
 
 /// How many of `samples` have a frame for which `pick` holds.
-pub fn count_with_frame(samples: &[&PprofSample], pick: impl Fn(&crate::python_support::PprofFrame) -> bool) -> u64 {
+pub fn count_with_frame(samples: &[&PprofSample], pick: impl Fn(&crate::python::PprofFrame) -> bool) -> u64 {
     samples.iter().filter(|s| s.frames.iter().any(&pick)).map(|s| s.count).sum()
 }
 

@@ -206,7 +206,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
         shared.arrived.notify_all();
         match reply {
             Reply::Status(code) => respond(&mut writer, code, &[]),
-            Reply::EchoAuthorization(code) => respond_with(&mut writer, code, &[], &format!("you sent {authorization}")),
+            Reply::EchoAuthorization(code) => {
+                respond_with(&mut writer, code, &[], &format!("you sent {authorization}"))
+            }
             Reply::StatusWith(code, headers) => respond(&mut writer, code, &headers),
             Reply::Hang => {
                 while !shared.stop.load(Ordering::SeqCst) {
@@ -361,23 +363,11 @@ pub struct Ingested {
     pub profile: proto::Profile,
 }
 
-/// The value of an `Authorization: Basic` header.
+/// The value of an `Authorization: Basic` header: standard base64 of `user:password`, by the base64 crate, not the
+/// profiler's own encoder.
 pub fn basic_auth(username: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{username}:{password}");
-    let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
 
 fn check_common(request: &Request, expect: &Expect) {

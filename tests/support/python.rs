@@ -135,17 +135,19 @@ impl Interpreter {
         cmd
     }
 
+    /// Runs a short snippet (`python -c CODE`) to its end: the command, for messages, and what it left.
+    fn run_snippet(&self, code: &str) -> (Command, std::process::Output) {
+        let mut cmd = self.python();
+        cmd.args(["-c", code]);
+        let output = cmd.output().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        (cmd, output)
+    }
+
     /// Runs a short snippet to its end and returns its stdout; panics, showing stderr, when it fails.
     fn eval(&self, code: &str) -> String {
-        let mut cmd = self.python();
-        let output = cmd.args(["-c", code]).output();
-        let output = output.unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-        assert!(
-            output.status.success(),
-            "{cmd:?} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (cmd, output) = self.run_snippet(code);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{cmd:?} failed ({}):\n{stderr}", output.status);
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
@@ -161,15 +163,9 @@ impl Interpreter {
 
     /// Panics unless lxml and numpy import, with what to do about it.
     fn require_lxml_and_numpy(&self, remedy: &str) {
-        let mut cmd = self.python();
-        let output = cmd.args(["-c", "import lxml.etree, numpy"]).output();
-        let output = output.unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-        assert!(
-            output.status.success(),
-            "{}: lxml and numpy do not import ({remedy}):\n{}",
-            self.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (_, output) = self.run_snippet("import lxml.etree, numpy");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{}: lxml and numpy do not import ({remedy}):\n{stderr}", self.name);
     }
 }
 
@@ -248,69 +244,45 @@ pub fn path_python() -> Option<&'static Interpreter> {
         .as_ref()
 }
 
-/// CPython 3.13 (`python3`) in a Debian trixie root, with Debian's lxml and numpy.
-pub fn trixie_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = ensure_debian_root("trixie", &["python3", "python3-lxml", "python3-numpy"]);
-        with_lxml_and_numpy("trixie", root, "python3")
-    })
+/// The distribution roots the Python tests cover, in the tests' order: (distribution, suite, the interpreter to run,
+/// the packages to install).
+const ROOTS: [(Distribution, &str, &str, &[&str]); 6] = [
+    // CPython 3.8, and Python 2.7 (see [`python_2_7`]).
+    (Distribution::Ubuntu, "focal", "python3", &["python3", "python3-lxml", "python3-numpy", "python2.7-minimal"]),
+    // CPython 3.9.
+    (Distribution::Debian, "bullseye", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    // CPython 3.10.
+    (Distribution::Ubuntu, "jammy", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    // CPython 3.12.
+    (Distribution::Ubuntu, "noble", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    // CPython 3.13.
+    (Distribution::Debian, "trixie", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    // CPython 3.14 (Debian builds lxml and numpy for it there too).
+    (Distribution::Debian, "sid", "python3.14", &["python3", "python3.14", "python3-lxml", "python3-numpy"]),
+];
+
+/// The place of `suite` in [`ROOTS`].
+fn root_index(suite: &str) -> usize {
+    ROOTS.iter().position(|(_, s, _, _)| *s == suite).unwrap_or_else(|| panic!("no Python root {suite}"))
 }
 
-/// CPython 3.14 (`python3.14`) in a Debian sid root, with Debian's lxml and numpy (built for 3.14 there too).
-pub fn sid_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = ensure_debian_root("sid", &["python3", "python3.14", "python3-lxml", "python3-numpy"]);
-        with_lxml_and_numpy("sid", root, "python3.14")
-    })
+/// The root `ROOTS[at]`, made if it is not there yet.
+fn root(at: usize) -> PathBuf {
+    let (distribution, suite, _, packages) = ROOTS[at];
+    ensure_root(distribution, suite, packages)
 }
 
-/// `python` in `root`, named after `name`, which must import lxml and numpy (or the root is to be made again).
-fn with_lxml_and_numpy(name: &str, root: PathBuf, python: &str) -> Interpreter {
-    let interpreter = Interpreter::with_version(name, Launch::Chroot { root: root.clone(), python: python.into() });
-    interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
-    interpreter
-}
-
-/// The Ubuntu focal root: CPython 3.8 with Ubuntu's lxml and numpy, and Python 2.7.
-fn focal_root() -> PathBuf {
-    ensure_root(Distribution::Ubuntu, "focal", &["python3", "python3-lxml", "python3-numpy", "python2.7-minimal"])
-}
-
-/// CPython 3.8 (`python3`) in an Ubuntu focal root.
-pub fn focal_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = focal_root();
-        with_lxml_and_numpy("focal", root, "python3")
-    })
-}
-
-/// CPython 3.9 (`python3`) in a Debian bullseye root.
-pub fn bullseye_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = ensure_debian_root("bullseye", &["python3", "python3-lxml", "python3-numpy"]);
-        with_lxml_and_numpy("bullseye", root, "python3")
-    })
-}
-
-/// CPython 3.10 (`python3`) in an Ubuntu jammy root.
-pub fn jammy_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = ensure_root(Distribution::Ubuntu, "jammy", &["python3", "python3-lxml", "python3-numpy"]);
-        with_lxml_and_numpy("jammy", root, "python3")
-    })
-}
-
-/// CPython 3.12 (`python3`) in an Ubuntu noble root.
-pub fn noble_python() -> &'static Interpreter {
-    static PYTHON: OnceLock<Interpreter> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = ensure_root(Distribution::Ubuntu, "noble", &["python3", "python3-lxml", "python3-numpy"]);
-        with_lxml_and_numpy("noble", root, "python3")
+/// The CPython of the root of `suite` (one of [`ROOTS`]: focal, bullseye, jammy, noble, trixie, sid), run with
+/// `chroot`, with its distribution's lxml and numpy.
+pub fn chroot_python(suite: &str) -> &'static Interpreter {
+    static PYTHONS: [OnceLock<Interpreter>; ROOTS.len()] = [const { OnceLock::new() }; ROOTS.len()];
+    let at = root_index(suite);
+    PYTHONS[at].get_or_init(|| {
+        let root = root(at);
+        let launch = Launch::Chroot { root: root.clone(), python: ROOTS[at].2.into() };
+        let interpreter = Interpreter::with_version(suite, launch);
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
+        interpreter
     })
 }
 
@@ -318,7 +290,8 @@ pub fn noble_python() -> &'static Interpreter {
 pub fn python_2_7() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        Interpreter::with_version("focal", Launch::Chroot { root: focal_root(), python: "python2.7".into() })
+        let root = root(root_index("focal"));
+        Interpreter::with_version("focal", Launch::Chroot { root, python: "python2.7".into() })
     })
 }
 
@@ -326,12 +299,7 @@ pub fn python_2_7() -> &'static Interpreter {
 pub fn python_interpreters() -> Vec<&'static Interpreter> {
     let mut all = vec![debian_python()];
     all.extend(path_python());
-    all.push(focal_python());
-    all.push(bullseye_python());
-    all.push(jammy_python());
-    all.push(noble_python());
-    all.push(trixie_python());
-    all.push(sid_python());
+    all.extend(ROOTS.iter().map(|(_, suite, _, _)| chroot_python(suite)));
     all
 }
 

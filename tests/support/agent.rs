@@ -1,6 +1,7 @@
-//! A `profiler run` agent in the background for the deployment, hostile-input and soak tests: started through an
-//! optional wrapper (setpriv, to run it the way a service manager would), its stderr collected live, its
-//! capabilities and resource use read from /proc while it runs, killed if the test ends first.
+//! A `profiler run` agent in the background for the upload, deployment, hostile-input and soak tests: started
+//! through an optional wrapper (setpriv, to run it the way a service manager would), its stderr collected live (the
+//! status lines are read while it runs), its command line, capabilities and resource use read from /proc while it
+//! runs, stopped by a signal and its exit checked, killed if the test ends first.
 use std::{
     fs,
     io::{BufRead as _, BufReader},
@@ -10,42 +11,45 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{profiler_bin, send_signal, wait_with_limit};
+use crate::{profiler, profiler_bin, send_signal, wait_for_sigint_handler, wait_with_limit};
 
 /// The settings an operator's environment may hold: none may leak into a test from the outside.
-const AGENT_ENV: [&str; 5] =
+pub const AGENT_ENV: [&str; 5] =
     ["PYROSCOPE_SERVER_URL", "PYROSCOPE_USERNAME", "PYROSCOPE_API_KEY", "PROFILING_ENABLED", "ENVIRONMENT"];
 
+/// A running `profiler run`; killed on drop, its stderr shown when the test fails.
 pub struct Agent {
     child: Child,
     stderr: Arc<Mutex<String>>,
     reader: Option<thread::JoinHandle<()>>,
 }
 
+/// How an agent stopped by [`Agent::stop`] ended; its stderr is shown when the test fails after it.
 pub struct Stopped {
     pub status: ExitStatus,
     pub stderr: String,
+    /// From the signal to the exit.
+    pub took: Duration,
 }
 
 impl Agent {
-    /// Starts `wrapper… profiler run args…` and returns once the agent samples (its SIGINT handler is installed
-    /// right after its programs are attached).
+    /// Starts `wrapper… profiler run args…` (no wrapper when `wrapper` is empty) and returns once the agent samples:
+    /// it has logged its capabilities after attaching its programs, and its SIGINT handler is installed (right
+    /// after its sampler is loaded).
     pub fn start(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut cmd = Command::new(program);
                 cmd.args(rest).arg(profiler_bin());
+                cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE").current_dir(std::env::temp_dir());
                 cmd
             }
-            None => Command::new(profiler_bin()),
+            None => profiler(),
         };
         for var in AGENT_ENV {
             cmd.env_remove(var);
         }
-        cmd.env_remove("RUST_LOG")
-            .env_remove("RUST_BACKTRACE")
-            .current_dir(std::env::temp_dir())
-            .arg("run")
+        cmd.arg("run")
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -67,6 +71,7 @@ impl Agent {
         };
         let mut agent = Agent { child, stderr, reader: Some(reader) };
         agent.wait_for_log("capabilities after attaching", Duration::from_secs(60));
+        wait_for_sigint_handler(&mut agent.child, Duration::from_secs(60));
         agent
     }
 
@@ -76,6 +81,12 @@ impl Agent {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The agent's command line as any user can read it.
+    pub fn cmdline(&self) -> String {
+        let raw = fs::read(format!("/proc/{}/cmdline", self.pid())).expect("reading the agent's cmdline");
+        String::from_utf8_lossy(&raw).replace('\0', " ")
     }
 
     /// Waits until the log has a line containing `text`; fails if the agent exits first.
@@ -134,12 +145,14 @@ impl Agent {
 
     /// Sends `signal` and waits (at most 20 s) for the exit.
     pub fn stop(mut self, signal: libc::c_int) -> Stopped {
+        let signalled = Instant::now();
         send_signal(self.pid(), signal);
         let status = wait_with_limit(&mut self.child, Duration::from_secs(20), "the agent after the signal");
+        let took = signalled.elapsed();
         if let Some(reader) = self.reader.take() {
             reader.join().expect("stderr reader");
         }
-        Stopped { status, stderr: self.stderr() }
+        Stopped { status, stderr: self.stderr(), took }
     }
 }
 
@@ -153,6 +166,14 @@ impl Drop for Agent {
     }
 }
 
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("the agent's stderr:\n{}", self.stderr);
+        }
+    }
+}
+
 impl Stopped {
     /// Exit 0 and nothing in the log that looks like a crash.
     pub fn assert_clean_exit(&self) {
@@ -160,6 +181,16 @@ impl Stopped {
         for sign_of_a_crash in ["panicked", "RUST_BACKTRACE", "SIGSEGV in profiler"] {
             assert!(!self.stderr.contains(sign_of_a_crash), "the agent crashed:\n{}", self.stderr);
         }
+    }
+
+    /// Panics unless the agent exited within `limit` of the signal.
+    pub fn assert_stopped_within(&self, limit: Duration) {
+        assert!(
+            self.took <= limit,
+            "the agent took {:?} to stop (limit {limit:?}); stderr:\n{}",
+            self.took,
+            self.stderr
+        );
     }
 
     /// The final "stopped: N windows sent, R retries, D dropped, J rejected" numbers.
