@@ -512,7 +512,8 @@ fn the_unit_and_the_seccomp_profile_allow_what_the_agent_calls_and_no_more() {
     assert!(fs::read_dir(dir.join("crashes")).is_ok_and(|d| d.count() > 0), "no crash report: {}", result.stderr);
     used.extend(straced_syscalls(&summary));
     // run, uploading until its target exits.
-    let target = start_native_burn(Duration::from_secs(4));
+    // Long enough for an agent slowed down by strace to attach and upload a window or two.
+    let target = start_native_burn(Duration::from_secs(8));
     let receiver = Receiver::start();
     let summary = dir.join("run.strace");
     let mut agent = Command::new(&strace);
