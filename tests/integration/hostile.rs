@@ -556,8 +556,8 @@ fn record_within(pid: u32, seconds: u32, dir: &TestDir, limit: Duration) -> (Vec
     for sign_of_a_crash in ["panicked", "RUST_BACKTRACE", "SIGBUS", "SIGSEGV"] {
         assert!(!result.stderr.contains(sign_of_a_crash), "the profiler crashed:\n{}", result.stderr);
     }
-    let json = profiler_tests::crash_support::Json::parse(&fs::read_to_string(&stats).unwrap());
-    let rss = json.get("max_rss_kib").i64();
+    let json = profiler_tests::crash_report::parse_json(&fs::read_to_string(&stats).unwrap());
+    let rss = json.field("max_rss_kib").i64();
     (pprof_samples(&read_pprof(&dir.join("out.pb.gz"))), result.stderr, result.wall, rss)
 }
 

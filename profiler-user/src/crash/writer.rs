@@ -375,16 +375,6 @@ mod tests {
     }
 
     #[test]
-    fn makes_missing_parents_at_the_first_crash() {
-        let tmp = TempDir::new("parents");
-        let dir = tmp.0.join("var/lib/profiler/crashes");
-        let mut writer = CrashWriter::new(&dir).unwrap();
-        assert!(!tmp.0.join("var").exists());
-        writer.write(&crash(3)).unwrap();
-        assert!(dir.is_dir());
-    }
-
-    #[test]
     fn never_writes_through_a_planted_link() {
         let tmp = TempDir::new("links");
         let victim = tmp.0.join("victim");

@@ -218,6 +218,24 @@ pub(crate) fn describe(pid: u32) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Detection reads the interpreter with pread, never a mapping: a file cut short between its opening and its
+    /// parsing (a target truncating its interpreter) makes reads come up short, not the agent die of SIGBUS.
+    #[test]
+    fn an_interpreter_truncated_while_it_is_read_is_an_error_not_a_crash() {
+        let Ok(python) = std::fs::read("/usr/bin/python3") else { return };
+        let path = std::env::temp_dir().join(format!("profiler-detect-truncated-{}", std::process::id()));
+        std::fs::write(&path, &python).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let whole = Symbols::read(&file, "python3").unwrap();
+        assert!(whole.runtime.is_some(), "the real interpreter has _PyRuntime");
+        for cut in [python.len() / 2, 4096, 64] {
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut as u64).unwrap();
+            // Parsed or refused, but read to the end without a fault.
+            let _ = Symbols::read(&file, "python3");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn recognizes_interpreter_file_names() {
         assert!(looks_like_python("/usr/bin/python3.11"));

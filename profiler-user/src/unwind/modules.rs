@@ -197,7 +197,7 @@ impl ProcessModules {
             *since = Some(now);
             *count = 0;
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         if *count <= IMMEDIATE_READS_PER_SECOND {
             return true;
         }
