@@ -59,8 +59,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build the release binary and run the whole test suite (needs root), then each fuzz target for
-    /// 25 s. Arguments after `--` go to `cargo test` (and skip the fuzzing: a filtered run is a quick one).
+    /// Set up, build the release binary and run the whole test suite (needs root), the short run of the kernel
+    /// matrix (`kernels --smoke`), then each fuzz target for 25 s. Arguments after `--` go to `cargo test` (and
+    /// skip the kernels and the fuzzing: a filtered run is a quick one).
     Test {
         #[arg(last = true)]
         args: Vec<OsString>,
