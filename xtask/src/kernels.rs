@@ -370,6 +370,8 @@ impl Drop for FileLock {
 /// statically, so the binary, a few libraries and the modules the scripts import are all it needs).
 const PYTHON: &str = "/usr/bin/python3.11";
 
+const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Standard-library modules the guest's scripts import (their dependencies follow).
 const PYTHON_MODULES: &str = "http.server, zlib, sys";
 
@@ -398,12 +400,13 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
     // The workloads, built as the integration tests build them.
     cmd::run(Command::new("bash").arg(ws.root.join("examples/native-burn/build.sh")).arg(&w))?;
     elves.extend([w.join("native-burn"), w.join("libburnlib.so")]);
+    // No sibling calls, as tests/lifecycle_support.rs builds family: child_burn must stay on the stack.
     for (source, name) in
         [("tests/workloads/lifecycle/family.c", "family"), ("tests/workloads/crash/crash-by-name.c", "crash-by-name")]
     {
         cmd::run(
             Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()))
-                .args(["-O2", "-g", "-fomit-frame-pointer", "-Wl,--build-id", "-o"])
+                .args(["-O2", "-g", "-fomit-frame-pointer", "-fno-optimize-sibling-calls", "-Wl,--build-id", "-o"])
                 .arg(w.join(name))
                 .arg(ws.root.join(source)),
         )?;
@@ -451,6 +454,9 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
             }
         }
     }
+    // The system's CA certificates, as every server has them: `profiler run` sets up its HTTPS client with them
+    // even for a plain-http receiver.
+    copy(Path::new(CA_CERTIFICATES), &stage.join(CA_CERTIFICATES.trim_start_matches('/')))?;
     let (record_seconds, push_seconds) = mode.seconds();
     fs::write(
         stage.join("etc/kernels.conf"),
