@@ -8,6 +8,7 @@ are, so no decoder is needed).
 Usage: python3 receiver.py PORT
 """
 import http.server
+import socketserver
 import sys
 import zlib
 
@@ -37,4 +38,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+class Server(http.server.HTTPServer):
+    def server_bind(self):
+        # HTTPServer's own looks the host's name up (getfqdn), which needs a resolver the guest does not have.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
