@@ -373,7 +373,7 @@ const PYTHON: &str = "/usr/bin/python3.11";
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Standard-library modules the guest's scripts import (their dependencies follow).
-const PYTHON_MODULES: &str = "http.server, socketserver, zlib, sys";
+const PYTHON_MODULES: &str = "socket, zlib, sys";
 
 /// Builds `work/initramfs.cpio` (uncompressed: the kernel unpacks it at once, where gzip would cost seconds of
 /// emulated CPU) from a staging directory.
