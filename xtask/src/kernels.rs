@@ -650,6 +650,16 @@ impl Report {
                 _ => {}
             }
         }
+        // The receiver's lines reach the console inside its log file.
+        let pushes: Vec<String> = report
+            .files
+            .get("receiver.log")
+            .into_iter()
+            .flatten()
+            .flat_map(|text| text.lines())
+            .filter_map(|line| line.split_once("@@push ").map(|(_, push)| push.trim().to_owned()))
+            .collect();
+        report.pushes.extend(pushes);
         report
     }
 
@@ -872,7 +882,8 @@ mod tests {
         python3;python3;<module> (/w/spin.py);spin_forever (/w/spin.py);spin_step (/w/spin.py) 7\n\
         \n@@eof\n@@file crash.txt\nSIGSEGV in crash_here\n@@eof\n@@file crash.txt\nsecond\n@@eof\n\
         [   61.0] random kernel line\n@@push /push.v1.PusherService/Push application/proto 812 service=yes functions=hot_main_a\n\
-        @@done 90.5\n";
+        @@file receiver.log\n@@receiver listening\n@@push /push.v1.PusherService/Push application/proto 9 service=no functions=none\n\
+        @@eof\n@@done 90.5\n";
 
     #[test]
     fn reads_the_console() {
@@ -884,7 +895,8 @@ mod tests {
         assert_eq!(report.startup("record"), Some(36.4));
         assert_eq!(report.files["crash.txt"].len(), 2);
         assert!(report.file("record.folded").contains("hot_main_b 20"));
-        assert_eq!(report.pushes.len(), 1);
+        assert_eq!(report.pushes.len(), 2);
+        assert!(report.pushes[1].ends_with("service=no functions=none"), "{:?}", report.pushes);
         assert_eq!(report.done, Some(90.5));
     }
 
