@@ -119,7 +119,7 @@ impl Mode {
     /// Seconds `record` runs once attached, and seconds `run` runs before it is stopped.
     fn seconds(self) -> (u32, u32) {
         match self {
-            Mode::Smoke => (10, 2),
+            Mode::Smoke => (12, 2),
             Mode::Full => (25, 20),
         }
     }

@@ -47,7 +47,7 @@ sh -c '
     python3 /w/spin.py &
     while [ ! -e /tmp/go ]; do sleep 0.1; done
     touch /tmp/family.out.go /tmp/crash.go
-    /w/family /tmp/family.out 2000 2000 &
+    /w/family /tmp/family.out 3000 5000 &
     /w/crash-by-name /tmp/crash.go 4000
     wait
 ' &
