@@ -7,6 +7,8 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_task_pt_regs},
     },
 };
+use core::ptr::write_volatile;
+
 use profiler_common::{STACK_CHUNK, STACK_CHUNKS, SampleRecord, UserRegs};
 
 /// What the caller knows that the capture does not.
@@ -33,6 +35,19 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
         }
     };
 
+    // What the caller knows goes into the record first: left in registers until the end, each combination of it
+    // (user or kernel mode, kernel stack or not, a fault address read or not) would be carried separately through
+    // the loops below, and older verifiers (5.15, 6.1) refuse the crash probe as too complex.
+    unsafe {
+        let header = &mut (*record).header;
+        write_volatile(&raw mut header.kind, info.kind);
+        write_volatile(&raw mut header.flags, info.flags);
+        write_volatile(&raw mut header.kernel_stack_id, info.kernel_stack_id);
+        write_volatile(&raw mut header.signal, info.signal);
+        write_volatile(&raw mut header.si_code, info.si_code);
+        write_volatile(&raw mut header.fault_addr, info.fault_addr);
+    }
+
     // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length
     // reads); the first unreadable page is the end of the stack mapping.
     let stack_base = regs.sp & !(STACK_CHUNK as u64 - 1);
@@ -51,7 +66,6 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
         let (py_frame_count, py_flags) = crate::python::capture(tgid, tid, &mut (*record).py_frames);
 
         let header = &mut (*record).header;
-        header.kind = info.kind;
         header.cpu = bpf_get_smp_processor_id();
         header.pid = tgid;
         header.tid = tid;
@@ -59,15 +73,8 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
         header.regs = regs;
         header.stack_base = stack_base;
         header.stack_len = stack_len;
-        header.flags = info.flags;
-        header.kernel_stack_id = info.kernel_stack_id;
         crate::task::current_comm(&mut header.comm);
         header.py_frame_count = py_frame_count;
         header.py_flags = py_flags;
-        // Volatile: for a CPU sample these are constant zeros, which LLVM would merge into a call to
-        // compiler-builtins' memset, a BPF-to-BPF call (see python.rs).
-        core::ptr::write_volatile(&raw mut header.signal, info.signal);
-        core::ptr::write_volatile(&raw mut header.si_code, info.si_code);
-        core::ptr::write_volatile(&raw mut header.fault_addr, info.fault_addr);
     }
 }

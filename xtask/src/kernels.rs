@@ -119,7 +119,7 @@ impl Mode {
     /// Seconds `record` runs once attached, and seconds `run` runs before it is stopped.
     fn seconds(self) -> (u32, u32) {
         match self {
-            Mode::Smoke => (8, 2),
+            Mode::Smoke => (12, 2),
             Mode::Full => (25, 20),
         }
     }
@@ -370,8 +370,10 @@ impl Drop for FileLock {
 /// statically, so the binary, a few libraries and the modules the scripts import are all it needs).
 const PYTHON: &str = "/usr/bin/python3.11";
 
+const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Standard-library modules the guest's scripts import (their dependencies follow).
-const PYTHON_MODULES: &str = "http.server, zlib, sys";
+const PYTHON_MODULES: &str = "socket, zlib, sys";
 
 /// Builds `work/initramfs.cpio` (uncompressed: the kernel unpacks it at once, where gzip would cost seconds of
 /// emulated CPU) from a staging directory.
@@ -398,12 +400,13 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
     // The workloads, built as the integration tests build them.
     cmd::run(Command::new("bash").arg(ws.root.join("examples/native-burn/build.sh")).arg(&w))?;
     elves.extend([w.join("native-burn"), w.join("libburnlib.so")]);
+    // No sibling calls, as tests/lifecycle_support.rs builds family: child_burn must stay on the stack.
     for (source, name) in
         [("tests/workloads/lifecycle/family.c", "family"), ("tests/workloads/crash/crash-by-name.c", "crash-by-name")]
     {
         cmd::run(
             Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()))
-                .args(["-O2", "-g", "-fomit-frame-pointer", "-Wl,--build-id", "-o"])
+                .args(["-O2", "-g", "-fomit-frame-pointer", "-fno-optimize-sibling-calls", "-Wl,--build-id", "-o"])
                 .arg(w.join(name))
                 .arg(ws.root.join(source)),
         )?;
@@ -451,6 +454,9 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
             }
         }
     }
+    // The system's CA certificates, as every server has them: `profiler run` sets up its HTTPS client with them
+    // even for a plain-http receiver.
+    copy(Path::new(CA_CERTIFICATES), &stage.join(CA_CERTIFICATES.trim_start_matches('/')))?;
     let (record_seconds, push_seconds) = mode.seconds();
     fs::write(
         stage.join("etc/kernels.conf"),
@@ -644,6 +650,16 @@ impl Report {
                 _ => {}
             }
         }
+        // The receiver's lines reach the console inside its log file.
+        let pushes: Vec<String> = report
+            .files
+            .get("receiver.log")
+            .into_iter()
+            .flatten()
+            .flat_map(|text| text.lines())
+            .filter_map(|line| line.split_once("@@push ").map(|(_, push)| push.trim().to_owned()))
+            .collect();
+        report.pushes.extend(pushes);
         report
     }
 
@@ -866,7 +882,8 @@ mod tests {
         python3;python3;<module> (/w/spin.py);spin_forever (/w/spin.py);spin_step (/w/spin.py) 7\n\
         \n@@eof\n@@file crash.txt\nSIGSEGV in crash_here\n@@eof\n@@file crash.txt\nsecond\n@@eof\n\
         [   61.0] random kernel line\n@@push /push.v1.PusherService/Push application/proto 812 service=yes functions=hot_main_a\n\
-        @@done 90.5\n";
+        @@file receiver.log\n@@receiver listening\n@@push /push.v1.PusherService/Push application/proto 9 service=no functions=none\n\
+        @@eof\n@@done 90.5\n";
 
     #[test]
     fn reads_the_console() {
@@ -878,7 +895,8 @@ mod tests {
         assert_eq!(report.startup("record"), Some(36.4));
         assert_eq!(report.files["crash.txt"].len(), 2);
         assert!(report.file("record.folded").contains("hot_main_b 20"));
-        assert_eq!(report.pushes.len(), 1);
+        assert_eq!(report.pushes.len(), 2);
+        assert!(report.pushes[1].ends_with("service=no functions=none"), "{:?}", report.pushes);
         assert_eq!(report.done, Some(90.5));
     }
 

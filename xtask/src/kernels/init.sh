@@ -38,15 +38,17 @@ say cpus "$(grep -c ^processor /proc/cpuinfo)"
 
 # record: one recording of a parent shell whose children are the workloads. native-burn and the Python spin loop
 # exist before the profiler starts (existing descendants); family (which forks) and the crashing program are
-# started by the parent once the programs are attached, so they are followed through fork alone.
+# started by the parent once the programs are attached, so they are followed through fork alone. The crash comes 4 s
+# after its exec: under emulation the profiler takes seconds to read a new image's maps, and a crash before that
+# has no stack to show.
 mkdir -p /tmp/crashes
 sh -c '
     /w/native-burn &
     python3 /w/spin.py &
     while [ ! -e /tmp/go ]; do sleep 0.1; done
     touch /tmp/family.out.go /tmp/crash.go
-    /w/family /tmp/family.out 2000 2000 &
-    /w/crash-by-name /tmp/crash.go 1500
+    /w/family /tmp/family.out 3000 5000 &
+    /w/crash-by-name /tmp/crash.go 4000
     wait
 ' &
 PARENT=$!
