@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use core::ptr::write_volatile;
 
-use profiler_common::{STACK_CHUNK, STACK_CHUNKS, SampleRecord, UserRegs};
+use profiler_common::{SampleRecord, UserRegs, STACK_CHUNK, STACK_CHUNKS};
 
 /// What the caller knows that the capture does not.
 pub struct CaptureInfo {

@@ -6,19 +6,19 @@
 //! target; they are reported as lifecycle events so the report can say how the process ended.
 use core::{ffi::c_void, ptr::write_volatile};
 
+use aya_ebpf::helpers::generated as raw;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use aya_ebpf::helpers::generated as raw;
 use profiler_common::{
-    CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN, CrashRecord, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
-    PyCodeCopy, PyLayout,
+    CrashRecord, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN,
+    EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
 };
 
 use crate::{
-    capture::{CaptureInfo, fill},
+    capture::{fill, CaptureInfo},
     lifecycle::{config, send},
     maps::{CRASHES, LOST_SAMPLES, PY_PROCESSES, TARGETS},
 };
@@ -140,8 +140,15 @@ fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
         // excludes.
         let table = read_u64_or_zero(code.wrapping_add(layout.code_linetable));
         let size = read_u64_or_zero(table.wrapping_add(16));
-        let copied = read_user_into(copy.linetable.as_mut_ptr().cast(), CRASH_LINETABLE_LEN as u32, table.wrapping_add(32));
-        let len = if !copied { 0 } else if size > CRASH_LINETABLE_LEN as u64 { CRASH_LINETABLE_LEN as u32 } else { size as u32 };
+        let copied =
+            read_user_into(copy.linetable.as_mut_ptr().cast(), CRASH_LINETABLE_LEN as u32, table.wrapping_add(32));
+        let len = if !copied {
+            0
+        } else if size > CRASH_LINETABLE_LEN as u64 {
+            CRASH_LINETABLE_LEN as u32
+        } else {
+            size as u32
+        };
         write_volatile(&raw mut copy.linetable_len, len);
     }
 }

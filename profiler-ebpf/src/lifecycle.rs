@@ -9,7 +9,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use profiler_common::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, LifecycleConfig, LifecycleEvent, NO_FIELD, TARGET_FOLLOW_CHILDREN,
+    LifecycleConfig, LifecycleEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, NO_FIELD,
+    TARGET_FOLLOW_CHILDREN,
 };
 
 use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, TARGETS};

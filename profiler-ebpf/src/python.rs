@@ -7,9 +7,9 @@
 //! Only code object addresses are sent; userspace turns them into names.
 use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
-    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_FRAMES_TRUNCATED, PY_GIL_HELD,
-    PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PY_MAX_FRAMES, PY_MAX_THREADS,
-    PY_READ_FAILED, PY_THREAD_FOUND, PyFrame, PyLayout,
+    PyFrame, PyLayout, GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_FRAMES_TRUNCATED, PY_FRAME_ENTRY, PY_FRAME_SHIM,
+    PY_GIL_HELD, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE, PY_MAX_FRAMES,
+    PY_MAX_THREADS, PY_READ_FAILED, PY_THREAD_FOUND,
 };
 
 use crate::maps::{PY_PROCESSES, PY_THREADS};
@@ -81,7 +81,11 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
         let frame_flags = if frame_objects {
             PY_FRAME_ENTRY
         } else if layout.flags & PY_LAYOUT_IS_ENTRY_BYTE != 0 {
-            if owner != 0 { PY_FRAME_ENTRY } else { 0 }
+            if owner != 0 {
+                PY_FRAME_ENTRY
+            } else {
+                0
+            }
         } else if owner >= 3 {
             PY_FRAME_SHIM
         } else {

@@ -5,12 +5,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::perf_event,
-    programs::{PerfEventContext, tracing::StackIdContext as _},
+    programs::{tracing::StackIdContext as _, PerfEventContext},
 };
-use profiler_common::{FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, SampleRecord, SamplerConfig};
+use profiler_common::{SampleRecord, SamplerConfig, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU};
 
 use crate::{
-    capture::{CaptureInfo, fill},
+    capture::{fill, CaptureInfo},
     maps::{KERNEL_STACKS, LOST_SAMPLES, SAMPLES, TARGETS},
 };
 

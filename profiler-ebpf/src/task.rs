@@ -3,7 +3,7 @@
 //! aya-ebpf has no CO-RE field relocations for Rust programs, so the two fields we need that no tracepoint
 //! carries (a thread's TLS base, an exiting process's exit code) are read at offsets written before load.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
-use profiler_common::{NO_FIELD, TaskOffsets};
+use profiler_common::{TaskOffsets, NO_FIELD};
 
 /// Written by userspace before load.
 #[unsafe(no_mangle)]

@@ -12,18 +12,18 @@ use std::{
     path::PathBuf,
 };
 
-use prost::Message as _;
 use profiler_common::PyCodeCopy;
+use prost::Message as _;
 
 use crate::{
     aggregate::{Frame, FrameKind, Label, LabelValue, Module, Profile, StackCount},
     pprof::{self, proto},
+    process::maps,
     python::{
         code::CodeInfo,
         layout::{CodeLayout, LineFormat},
         linetable,
     },
-    process::maps,
     python::{detect, eval_ranges},
     unwind::{cfa::CfaExpressionIndex, elf::ElfFile},
 };
@@ -182,7 +182,8 @@ pub fn pprof(data: &[u8]) {
         let ns = stack.count.saturating_mul(profile.period_ns);
         assert_eq!(sample.value, [i64::try_from(ns).unwrap_or(i64::MAX)]);
         let shown = stack.frames.iter().filter(|&&id| profile.frame(id).kind != FrameKind::Context).count();
-        let lines: usize = sample.location_id.iter().map(|&id| decoded.location[id as usize - 1].line.len().max(1)).sum();
+        let lines: usize =
+            sample.location_id.iter().map(|&id| decoded.location[id as usize - 1].line.len().max(1)).sum();
         assert_eq!(lines, shown, "a frame was lost or invented");
     }
     pprof::encode_gzip(&profile).expect("gzip into memory");
@@ -238,10 +239,8 @@ fn profile_from(input: &mut Input) -> Profile {
             0 => format!("[{}+0x{:x}]", input.text(8), input.u16()),
             _ => input.text(12),
         };
-        let module = (flags & 4 != 0).then(|| Module {
-            path: input.text(8),
-            build_id: (flags & 8 != 0).then(|| input.text(8)),
-        });
+        let module =
+            (flags & 4 != 0).then(|| Module { path: input.text(8), build_id: (flags & 8 != 0).then(|| input.text(8)) });
         profile.frames.push(Frame {
             kind: KINDS[usize::from(input.u8()) % KINDS.len()],
             function,

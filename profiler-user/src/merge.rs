@@ -136,7 +136,13 @@ mod tests {
     #[test]
     fn orders_kernel_native_truncation_then_context() {
         let kernel: Arc<[Frame]> = Arc::from([synthetic(FrameKind::Kernel, "do_syscall_64")]);
-        let frames = merge(&[kernel], &[native("read", "/libc"), native("main", "/a")], Some(Truncation::StackCopyEnd), None, &CONTEXT);
+        let frames = merge(
+            &[kernel],
+            &[native("read", "/libc"), native("main", "/a")],
+            Some(Truncation::StackCopyEnd),
+            None,
+            &CONTEXT,
+        );
         assert_eq!(
             names(&frames),
             ["do_syscall_64", "read", "main", "[truncated: stack deeper than the copy]", "worker", "app"]
@@ -158,7 +164,8 @@ mod tests {
             native("__libc_start_call_main", "/libc"),
         ];
         let python = [py("callback", true), py("parse", false), py("handler", false), py("<module>", true)];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
+        let stack =
+            PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
         assert_eq!(
             names(&frames),
@@ -175,7 +182,8 @@ mod tests {
             native("_PyEval_EvalFrameDefault", PYTHON),
         ];
         let python = [py("inner", false), shim(), py("compute", false), py("<module>", false), shim()];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
+        let stack =
+            PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &[], keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
         assert_eq!(names(&frames), ["inner", "numpy_op", "compute", "<module>", "worker", "app"]);
     }
@@ -188,7 +196,8 @@ mod tests {
         let native_stack = [body, native("main", PYTHON)];
         let python = [py("leaf", false), py("<module>", false), shim()];
         let ranges = [0x3fb58..0x5451f];
-        let stack = PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &ranges, keep_internals: false };
+        let stack =
+            PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &ranges, keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);
         assert_eq!(names(&frames), ["leaf", "<module>", "worker", "app"]);
     }
@@ -201,7 +210,15 @@ mod tests {
         let frames = merge(&[], &native_stack, Some(Truncation::StackCopyEnd), Some(&stack), &CONTEXT);
         assert_eq!(
             names(&frames),
-            ["f", "_PyEval_EvalFrameDefault", "PyObject_Call", "[truncated: stack deeper than the copy]", "<module>", "worker", "app"]
+            [
+                "f",
+                "_PyEval_EvalFrameDefault",
+                "PyObject_Call",
+                "[truncated: stack deeper than the copy]",
+                "<module>",
+                "worker",
+                "app"
+            ]
         );
     }
 }

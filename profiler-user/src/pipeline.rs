@@ -10,8 +10,8 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
-    crash::{Crash, CrashReport, Crashed, Reraises, budget::CrashBudget, recent::RecentStacks},
-    merge::{PythonStack, SampleContext, merge},
+    crash::{budget::CrashBudget, recent::RecentStacks, Crash, CrashReport, Crashed, Reraises},
+    merge::{merge, PythonStack, SampleContext},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
     symbolize::Symbolizer,
@@ -237,7 +237,11 @@ impl Pipeline {
         times.aggregate = lap.lap();
         let seen = self.stats.process_samples.entry(sample.pid).or_default();
         *seen += 1;
-        if *seen <= COLD_SAMPLES { self.stats.cold.add(&times) } else { self.stats.warm.add(&times) }
+        if *seen <= COLD_SAMPLES {
+            self.stats.cold.add(&times)
+        } else {
+            self.stats.warm.add(&times)
+        }
 
         self.stats.samples += 1;
         self.stats.complete_stacks += u64::from(complete);

@@ -28,7 +28,7 @@
 //! which is then what bpf() checks.
 use std::{fs, path::Path};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::sample::tracefs;
@@ -121,7 +121,8 @@ pub(crate) fn before_loading(needs: Needs) -> Result<Plan> {
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
         let bounding = caps::read(None, CapSet::Bounding).context("reading the bounding set")?;
         for cap in bounding.difference(&plan.load) {
-            caps::drop(None, CapSet::Bounding, *cap).with_context(|| format!("dropping {cap} from the bounding set"))?;
+            caps::drop(None, CapSet::Bounding, *cap)
+                .with_context(|| format!("dropping {cap} from the bounding set"))?;
         }
     }
     caps::clear(None, CapSet::Ambient).context("clearing the ambient capabilities")?;
@@ -242,7 +243,10 @@ mod tests {
     fn debian_and_ubuntu_paranoid_levels_keep_sys_admin_until_attached() {
         for level in [3, 4] {
             let plan = Plan::new(&caps::all(), Needs::default(), true, Some(level));
-            assert_eq!(sorted(&plan.load), [CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
+            assert_eq!(
+                sorted(&plan.load),
+                [CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_CHECKPOINT_RESTORE]
+            );
             assert_eq!(plan.kept(), [CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE]);
         }
         // Not granted (a unit with the three capabilities only): not added.

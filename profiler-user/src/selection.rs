@@ -1,6 +1,6 @@
 //! Which processes we profile: the user's choice (`--pid`, `--name`, `--match-cmdline`) resolved against the
 //! running processes, and matched against the processes that start later.
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 
 use crate::process::{self, Process};
 
@@ -144,7 +144,9 @@ mod tests {
         assert_eq!(pattern.as_str(), "uvicorn .*app");
         let err = CmdlinePattern::new("(").unwrap_err().to_string();
         assert!(err.contains("not a valid regular expression"), "{err}");
-        let me = TargetSpec::Cmdline(CmdlinePattern::new(&regex::escape(&process::cmdline(std::process::id()).unwrap())).unwrap());
+        let me = TargetSpec::Cmdline(
+            CmdlinePattern::new(&regex::escape(&process::cmdline(std::process::id()).unwrap())).unwrap(),
+        );
         assert!(me.matches_new(std::process::id(), ""));
     }
 }

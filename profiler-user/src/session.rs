@@ -8,18 +8,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{Signal, SignalKind, signal},
-    time::{Instant, Interval, MissedTickBehavior, interval, sleep_until},
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, Signal, SignalKind},
+    time::{interval, sleep_until, Instant, Interval, MissedTickBehavior},
 };
 
 use crate::{
     pipeline::{Pipeline, PipelineOptions},
-    sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
     process::Process,
+    sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
     selection::{self, TargetSpec},
 };
 
@@ -153,18 +153,19 @@ impl Session {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut read_until = read_pending(crashes, events, &mut pending);
         pipeline.set_upcoming_map_changes(map_changes(&pending));
-        let handle = |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>| {
-            match pending {
-                Pending::Crash { record, .. } => {
-                    if let Some(sample) = pipeline.parse_record(&record) {
-                        pipeline.process_sample(&sample, sampler);
+        let handle =
+            |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>| {
+                match pending {
+                    Pending::Crash { record, .. } => {
+                        if let Some(sample) = pipeline.parse_record(&record) {
+                            pipeline.process_sample(&sample, sampler);
+                        }
+                    }
+                    Pending::Event(event) => {
+                        handle_event(pipeline, sampler, live, matcher.as_ref(), *follow_children, event)
                     }
                 }
-                Pending::Event(event) => {
-                    handle_event(pipeline, sampler, live, matcher.as_ref(), *follow_children, event)
-                }
-            }
-        };
+            };
         let ring = samples.get_mut();
         while let Some(record) = ring.next() {
             let Some(sample) = pipeline.parse_record(&record) else { continue };
@@ -179,7 +180,8 @@ impl Session {
             let mut handled_map_change = false;
             while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns) {
                 let next = pending.pop_front().expect("front exists");
-                handled_map_change |= matches!(&next, Pending::Event(e) if matches!(e.event, Lifecycle::MapsChanged { .. }));
+                handled_map_change |=
+                    matches!(&next, Pending::Event(e) if matches!(e.event, Lifecycle::MapsChanged { .. }));
                 handle(next, pipeline, sampler, live);
             }
             if handled_map_change {
@@ -282,7 +284,6 @@ fn map_changes(pending: &VecDeque<Pending>) -> impl Iterator<Item = (u32, u64)> 
     })
 }
 
-
 /// A crash record or lifecycle event waiting for its turn among the samples.
 enum Pending {
     Crash { time_ns: u64, record: Vec<u8> },
@@ -346,7 +347,13 @@ fn handle_event(
 }
 
 /// A target (new, or one that replaced its image) whose interpreter is yet to be found.
-fn start_tracking(pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>, pid: u32, comm: &str) {
+fn start_tracking(
+    pipeline: &mut Pipeline,
+    sampler: &mut Sampler,
+    live: &mut HashMap<u32, Process>,
+    pid: u32,
+    comm: &str,
+) {
     pipeline.expect_new_image(pid, comm);
     match Process::read(pid) {
         Some(target) => {

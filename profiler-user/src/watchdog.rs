@@ -5,8 +5,8 @@
 //! has taken longer than `STALL`.
 use std::{
     sync::{
-        Mutex,
         atomic::{AtomicBool, Ordering},
+        Mutex,
     },
     thread,
     time::{Duration, Instant},
@@ -57,11 +57,9 @@ pub(crate) fn start() {
     if STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let spawned = thread::Builder::new().name("profiler-watch".into()).spawn(|| {
-        loop {
-            thread::sleep(Duration::from_secs(1));
-            check(Instant::now());
-        }
+    let spawned = thread::Builder::new().name("profiler-watch".into()).spawn(|| loop {
+        thread::sleep(Duration::from_secs(1));
+        check(Instant::now());
     });
     if let Err(err) = spawned {
         tracing::warn!("no watchdog for the pipeline: {err}");

@@ -16,8 +16,7 @@ use std::{
 
 use profiler_tests::{
     agent::{capability_bit, Agent},
-    alloy,
-    exclusive_cpu, profiler, profiler_bin,
+    alloy, exclusive_cpu, profiler, profiler_bin,
     receiver::{basic_auth, decode_push, Expect, Receiver},
     require_root, run, start_native_burn, workspace_root, TestDir,
 };
@@ -54,7 +53,8 @@ fn unit_capabilities(unit: &str) -> Vec<&str> {
 
 /// `setpriv` arguments that give the agent exactly `caps` (names as in unit files), as systemd would.
 fn setpriv_with(caps: &[&str], no_new_privs: bool) -> Vec<String> {
-    let list: String = caps.iter().map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
+    let list: String =
+        caps.iter().map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
     let mut args = vec![
         "setpriv".to_owned(),
         format!("--bounding-set=-all{list}"),
@@ -190,7 +190,10 @@ fn the_agent_run_as_root_drops_every_other_capability() {
 fn the_systemd_unit_passes_systemd_analyze() {
     let unit = read(UNIT);
     let Some(analyze) = which("systemd-analyze") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "systemd-analyze is missing (cargo xtask setup installs systemd)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "systemd-analyze is missing (cargo xtask setup installs systemd)"
+        );
         eprintln!("skipping: no systemd-analyze");
         return;
     };
@@ -315,8 +318,12 @@ fn the_daemonset_runs_the_agent_with_its_capabilities_key_file_and_node_tag() {
     assert_eq!(security["privileged"], false);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    let added: BTreeSet<String> =
-        security["capabilities"]["add"].as_array().unwrap().iter().map(|c| format!("CAP_{}", c.as_str().unwrap())).collect();
+    let added: BTreeSet<String> = security["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("CAP_{}", c.as_str().unwrap()))
+        .collect();
     let unit = read(UNIT);
     let in_unit: BTreeSet<String> = unit_capabilities(&unit).into_iter().map(str::to_owned).collect();
     assert_eq!(added, in_unit, "the DaemonSet and the systemd unit grant different capabilities");
@@ -346,7 +353,10 @@ fn the_daemonset_runs_the_agent_with_its_capabilities_key_file_and_node_tag() {
     let secret = &volume["secret"];
     assert!(secret["secretName"].is_string(), "{key_file} is not from a Secret");
     let file_name = Path::new(&key_file).file_name().unwrap().to_str().unwrap();
-    assert!(secret["items"].as_array().unwrap().iter().any(|i| i["path"] == file_name), "the Secret has no {file_name}");
+    assert!(
+        secret["items"].as_array().unwrap().iter().any(|i| i["path"] == file_name),
+        "the Secret has no {file_name}"
+    );
     assert!(mounts.iter().any(|m| m["mountPath"] == "/sys/kernel/tracing"), "tracefs is not mounted in the container");
 
     // The binary accepts the arguments (PROFILING_ENABLED=false stops it right after parsing them).
@@ -385,7 +395,10 @@ fn the_alloy_checker_rejects_what_alloy_would() {
         (good.replace("basic_auth {", "basic_authentication {"), "basic_authentication"),
         (good.replacen('}', "", 1), "end of file"),
         (good.replace("pyroscope.write \"grafana_cloud\"", "pyroscope.writer \"grafana_cloud\""), "pyroscope.writer"),
-        (format!("{good}\npyroscope.write \"grafana_cloud\" {{\n  endpoint {{\n    url = \"http://x\"\n  }}\n}}\n"), "twice"),
+        (
+            format!("{good}\npyroscope.write \"grafana_cloud\" {{\n  endpoint {{\n    url = \"http://x\"\n  }}\n}}\n"),
+            "twice",
+        ),
     ] {
         let err = alloy::check(&broken).expect_err(&format!("accepted a config with {complaint}"));
         assert!(err.contains(complaint), "the error for {complaint} does not name it: {err}");
@@ -472,7 +485,10 @@ fn the_unit_and_the_seccomp_profile_allow_what_the_agent_calls_and_no_more() {
         return;
     }
     let (Some(analyze), Some(strace)) = (which("systemd-analyze"), which("strace")) else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "strace or systemd-analyze is missing (cargo xtask setup)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "strace or systemd-analyze is missing (cargo xtask setup)"
+        );
         eprintln!("skipping: no strace or systemd-analyze");
         return;
     };
@@ -519,7 +535,11 @@ fn the_unit_and_the_seccomp_profile_allow_what_the_agent_calls_and_no_more() {
     let mut agent = Command::new(&strace);
     agent.args(["-f", "-c", "-o"]).arg(&summary).arg(profiler_bin());
     agent.args(["run", "--pid", &target.pid().to_string(), "--server-url", &receiver.url(), "--upload-interval", "1s"]);
-    agent.arg("--crash-dir").arg(dir.join("run-crashes")).env_remove("PYROSCOPE_API_KEY").env_remove("PYROSCOPE_USERNAME");
+    agent
+        .arg("--crash-dir")
+        .arg(dir.join("run-crashes"))
+        .env_remove("PYROSCOPE_API_KEY")
+        .env_remove("PYROSCOPE_USERNAME");
     let result = run(&mut agent, Duration::from_secs(60));
     assert!(result.status.success(), "run under strace: {}", result.stderr);
     assert!(!receiver.requests().is_empty(), "nothing was uploaded: {}", result.stderr);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use profiler_tests::{
-    Folded, Recorder, TestDir, exclusive_cpu, profiler, profiler_bin, require_root, run, start_native_burn, unused_pid,
+    exclusive_cpu, profiler, profiler_bin, require_root, run, start_native_burn, unused_pid, Folded, Recorder, TestDir,
 };
 
 /// Generous: none of these should record for long.

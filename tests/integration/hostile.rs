@@ -280,7 +280,8 @@ fn crash_reports_never_follow_links_planted_in_the_crash_directory() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     for ms in now..now + 20_000 {
         for extension in ["json", "txt", "svg", "pb.gz"] {
-            std::os::unix::fs::symlink(&precious, crash_dir.join(format!("crash-{pid}-SIGSEGV-{ms}.{extension}"))).unwrap();
+            std::os::unix::fs::symlink(&precious, crash_dir.join(format!("crash-{pid}-SIGSEGV-{ms}.{extension}")))
+                .unwrap();
         }
     }
     fs::write(&go, "").unwrap();
@@ -362,7 +363,9 @@ fn names_with_control_characters_cannot_forge_log_or_report_lines() {
     assert_eq!(reports.len(), 1, "one report; stderr:\n{}", run.stderr);
     let report = &reports[0];
     let folded = fs::read_to_string(dir.join("x.folded")).unwrap();
-    for (what, text) in [("the log", run.stderr.as_str()), ("the text report", &report.text), ("the folded stacks", &folded)] {
+    for (what, text) in
+        [("the log", run.stderr.as_str()), ("the text report", &report.text), ("the folded stacks", &folded)]
+    {
         for line in text.lines() {
             assert!(!line.trim_start().starts_with("ERROR forged"), "a forged line in {what}: {line:?}\n{text}");
         }
@@ -548,7 +551,12 @@ fn compile_hostile(source: &str, flags: &[&str], out: &Path) {
 
 /// Records `pid` for `seconds`, with a limit on the wall time far shorter than the test's: a profiler that
 /// blocks is killed and the test fails. Returns (pprof samples, stderr, wall time, peak RSS in KiB).
-fn record_within(pid: u32, seconds: u32, dir: &TestDir, limit: Duration) -> (Vec<profiler_tests::python_support::PprofSample>, String, Duration, i64) {
+fn record_within(
+    pid: u32,
+    seconds: u32,
+    dir: &TestDir,
+    limit: Duration,
+) -> (Vec<profiler_tests::python_support::PprofSample>, String, Duration, i64) {
     let stats = dir.join("stats.json");
     let mut cmd = profiler();
     cmd.args(["record", "--pid", &pid.to_string(), "--duration", &format!("{seconds}s"), "--stats-json"]).arg(&stats);
@@ -618,7 +626,9 @@ fn a_library_cut_short_while_symbolized_does_not_crash_the_agent() {
     let (samples, stderr, _, _) = record_within(target.pid(), 8, &dir, Duration::from_secs(60));
     drop(target);
     assert!(fs::metadata(&library).unwrap().len() < full, "the target did not cut its library");
-    let named = |name: &str| samples.iter().filter(|s| s.frames.iter().any(|f| f.function == name)).map(|s| s.count).sum::<u64>();
+    let named = |name: &str| {
+        samples.iter().filter(|s| s.frames.iter().any(|f| f.function == name)).map(|s| s.count).sum::<u64>()
+    };
     eprintln!("truncsym: first_hot {}, second_hot {}", named("first_hot"), named("second_hot"));
     assert!(named("first_hot") > 0 && named("second_hot") > 0, "both functions are named:\n{stderr}");
 }
@@ -639,7 +649,8 @@ fn a_library_claiming_gigabytes_of_tables_costs_the_agent_little_memory() {
     let u16_at = |b: &[u8], at: usize| u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as usize;
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
-    let (shoff, shentsize, shnum, shstrndx) = (u64_at(&bytes, 0x28), u16_at(&bytes, 0x3a), u16_at(&bytes, 0x3c), u16_at(&bytes, 0x3e));
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(&bytes, 0x28), u16_at(&bytes, 0x3a), u16_at(&bytes, 0x3c), u16_at(&bytes, 0x3e));
     let names = u64_at(&bytes, shoff + shstrndx * shentsize + 0x18);
     let mut forged = Vec::new();
     for index in 0..shnum {

@@ -5,7 +5,7 @@ use std::{
 };
 
 use profiler_tests::{
-    Folded, Recorder, TestDir, exclusive_cpu, profiler, require_root, send_signal, start_native_burn,
+    exclusive_cpu, profiler, require_root, send_signal, start_native_burn, Folded, Recorder, TestDir,
 };
 
 #[test]

@@ -8,8 +8,8 @@ use std::{
 
 use profiler::pprof::proto;
 use profiler_tests::{
-    Folded, NATIVE_BURN_THREADS, Run, TestDir, c_function_lines, count_where, exclusive_cpu, gnu_build_id,
-    is_truncation, profiler, read_pprof, require_root, run, start_native_burn, workloads, workspace_root,
+    c_function_lines, count_where, exclusive_cpu, gnu_build_id, is_truncation, profiler, read_pprof, require_root, run,
+    start_native_burn, workloads, workspace_root, Folded, Run, TestDir, NATIVE_BURN_THREADS,
 };
 
 /// Within-thread shares must be within this many percentage points of the design...

@@ -13,9 +13,7 @@ use std::{
 
 use profiler_tests::{
     exclusive_cpu, profiler,
-    python::{
-        marked_line, python_2_7, pprof_samples, python_interpreters, Interpreter, PprofFrame, PprofSample,
-    },
+    python::{marked_line, pprof_samples, python_2_7, python_interpreters, Interpreter, PprofFrame, PprofSample},
     read_pprof, require_root, run, workloads, workspace_root, Folded, Process, Run, TestDir,
 };
 
@@ -598,11 +596,8 @@ fn unsupported_python_degrades_to_native_stacks_with_one_warning() {
     assert_eq!(python, 0, "{python} samples have Python frames for an unsupported Python");
     let labelled: u64 = samples.iter().filter(|s| s.label("gil").is_some()).map(|s| s.count).sum();
     assert_eq!(labelled, 0, "{labelled} samples have a gil label for an unsupported Python");
-    let in_eval: u64 = samples
-        .iter()
-        .filter(|s| s.frames.iter().any(|f| f.function == "PyEval_EvalFrameEx"))
-        .map(|s| s.count)
-        .sum();
+    let in_eval: u64 =
+        samples.iter().filter(|s| s.frames.iter().any(|f| f.function == "PyEval_EvalFrameEx")).map(|s| s.count).sum();
     assert!(
         in_eval as f64 >= 0.9 * total as f64,
         "only {in_eval} of {total} samples show Python 2's native evaluation loop PyEval_EvalFrameEx"

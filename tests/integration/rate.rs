@@ -7,7 +7,7 @@ use std::{
 };
 
 use profiler_tests::{
-    Folded, Process, Recorder, TestDir, count_where, exclusive_cpu, profiler, require_root, send_signal, workloads,
+    count_where, exclusive_cpu, profiler, require_root, send_signal, workloads, Folded, Process, Recorder, TestDir,
 };
 
 /// Samples per second of the thread's CPU time must be within 3% of `--rate` (100 ± 3 at 100 Hz)...

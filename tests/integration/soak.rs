@@ -99,7 +99,9 @@ impl FlappingServer {
                     let Ok(server) = TcpStream::connect(backend) else { continue };
                     let mut open = connections.lock().unwrap();
                     open.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                    for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    for (mut from, mut to) in
+                        [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                    {
                         thread::spawn(move || {
                             let _ = io::copy(&mut from, &mut to);
                             let _ = to.shutdown(Shutdown::Write);
@@ -213,7 +215,12 @@ fn ten_minutes_of_restarts_and_a_flapping_server() {
         "soak: {ran:.0?}; {sent} windows sent, {retries} retries, {dropped} dropped, {rejected} rejected, {failed} answered 500, {empty} empty; \
          usage (cycle, RSS KiB, CPU ticks) {usage:?}"
     );
-    assert_eq!(windows.len() as u64, sent, "the agent says it sent {sent} windows, the receiver accepted {}", windows.len());
+    assert_eq!(
+        windows.len() as u64,
+        sent,
+        "the agent says it sent {sent} windows, the receiver accepted {}",
+        windows.len()
+    );
     assert_eq!(rejected, 0, "nothing was refused for good");
     assert!(failed > 0 && retries > failed, "{failed} uploads failed with 500, the agent counts {retries} retries");
 

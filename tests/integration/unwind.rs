@@ -3,8 +3,8 @@
 use std::{process::Command, time::Duration};
 
 use profiler_tests::{
-    Folded, Process, TestDir, compile_c, count_where, exclusive_cpu, is_truncation, profiler, require_root, run,
-    workspace_root,
+    compile_c, count_where, exclusive_cpu, is_truncation, profiler, require_root, run, workspace_root, Folded, Process,
+    TestDir,
 };
 
 /// Of the workload's samples, at least this share must unwind to `main` through the realigned frame.

@@ -2,8 +2,8 @@
 use std::{
     ffi::OsStr,
     io,
-    path::Path,
     os::unix::process::CommandExt as _,
+    path::Path,
     process::{Command, Output},
 };
 
@@ -11,9 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 /// The command as a line one could paste into a shell: explicitly set variables first, then program and args.
 pub fn display(cmd: &Command) -> String {
-    let envs = cmd
-        .get_envs()
-        .filter_map(|(key, value)| Some(format!("{}={}", key.to_string_lossy(), quote(value?))));
+    let envs = cmd.get_envs().filter_map(|(key, value)| Some(format!("{}={}", key.to_string_lossy(), quote(value?))));
     let words = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote);
     envs.chain(words).collect::<Vec<_>>().join(" ")
 }
@@ -67,8 +65,8 @@ pub fn as_root(program: &Path) -> Result<Command> {
     if is_root() {
         return Ok(Command::new(program));
     }
-    let has_sudo = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("sudo").is_file()));
+    let has_sudo =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("sudo").is_file()));
     if !has_sudo {
         bail!(
             "{} needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE) and there is no sudo: run it as root",

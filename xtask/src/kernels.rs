@@ -36,9 +36,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 
-use crate::{Workspace, cmd};
+use crate::{cmd, Workspace};
 
 /// Where the kernels (and the apt state that fetched them) are kept across runs.
 pub const CACHE_DIR: &str = "/var/cache/profiler-kernels";
@@ -195,12 +195,7 @@ fn ensure_kernel(kernel: &Kernel) -> Result<PathBuf> {
     let dir = Path::new(CACHE_DIR).join(kernel.name);
     let vmlinuz = dir.join("vmlinuz");
     let stamp = dir.join("stamp");
-    let recipe = format!(
-        "recipe {RECIPE_VERSION}: {:?} {} {}\n",
-        kernel.archive,
-        kernel.suites.join(","),
-        kernel.meta
-    );
+    let recipe = format!("recipe {RECIPE_VERSION}: {:?} {} {}\n", kernel.archive, kernel.suites.join(","), kernel.meta);
     let ready = || vmlinuz.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s.starts_with(&recipe));
     if ready() {
         return Ok(vmlinuz);
@@ -243,7 +238,11 @@ fn only_file(dir: &Path, suffix: &str) -> Result<PathBuf> {
     }
     match <[PathBuf; 1]>::try_from(found) {
         Ok([path]) => Ok(path),
-        Err(found) => bail!("expected one {} in {}, found {found:?}", if suffix.is_empty() { "vmlinuz*" } else { suffix }, dir.display()),
+        Err(found) => bail!(
+            "expected one {} in {}, found {found:?}",
+            if suffix.is_empty() { "vmlinuz*" } else { suffix },
+            dir.display()
+        ),
     }
 }
 
@@ -388,7 +387,10 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
     }
     let busybox = Path::new("/bin/busybox");
     if !busybox.is_file() || !shared_libraries(busybox)?.is_empty() {
-        bail!("{} is missing or not statically linked: install Debian's busybox-static (`cargo xtask setup`)", busybox.display());
+        bail!(
+            "{} is missing or not statically linked: install Debian's busybox-static (`cargo xtask setup`)",
+            busybox.display()
+        );
     }
     let mut elves = Vec::new();
     copy(busybox, &stage.join("bin/busybox"))?;
@@ -420,15 +422,18 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
     std::os::unix::fs::symlink("python3.11", stage.join("usr/bin/python3")).context("linking python3")?;
     elves.push(stage.join(PYTHON.trim_start_matches('/')));
     let listing = Command::new(PYTHON)
-        .args(["-c", &format!(
-            "import importlib.util, {PYTHON_MODULES}\n\
+        .args([
+            "-c",
+            &format!(
+                "import importlib.util, {PYTHON_MODULES}\n\
              for m in list(sys.modules.values()):\n\
              \x20   f = getattr(m, '__file__', None)\n\
              \x20   if f:\n\
              \x20       print(f)\n\
              \x20       if f.endswith('.py'):\n\
              \x20           print(importlib.util.cache_from_source(f))\n"
-        )])
+            ),
+        ])
         .output()
         .with_context(|| format!("running {PYTHON}"))?;
     if !listing.status.success() {
@@ -460,10 +465,13 @@ fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work: &Path) -> 
     let (record_seconds, push_seconds) = mode.seconds();
     fs::write(
         stage.join("etc/kernels.conf"),
-        format!("MODE={}\nRECORD_SECONDS={record_seconds}\nPUSH_SECONDS={push_seconds}\n", match mode {
-            Mode::Smoke => "smoke",
-            Mode::Full => "full",
-        }),
+        format!(
+            "MODE={}\nRECORD_SECONDS={record_seconds}\nPUSH_SECONDS={push_seconds}\n",
+            match mode {
+                Mode::Smoke => "smoke",
+                Mode::Full => "full",
+            }
+        ),
     )
     .context("writing kernels.conf")?;
 
@@ -534,7 +542,9 @@ fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path, timeout: Duration) -> Resu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let line = cmd::display(&qemu);
-    let mut child = qemu.spawn().with_context(|| format!("could not start `{line}`: install qemu-system-x86 (`cargo xtask setup`)"))?;
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("could not start `{line}`: install qemu-system-x86 (`cargo xtask setup`)"))?;
     let stdout = child.stdout.take().context("qemu's stdout")?;
     let mut log_file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let (sender, receiver) = mpsc::channel();
@@ -713,9 +723,8 @@ fn check(report: &Report, mode: Mode) -> Vec<String> {
         return failures;
     }
     let record_log = report.file("record.log");
-    let error = |log: &str| {
-        log.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("(no error line)").to_owned()
-    };
+    let error =
+        |log: &str| log.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("(no error line)").to_owned();
     let record = report.steps.get("record").cloned().unwrap_or_default();
     if record.attached.is_none() {
         fail(format!("record: the programs were not loaded and attached: {}", error(record_log)));
@@ -747,7 +756,10 @@ fn check(report: &Report, mode: Mode) -> Vec<String> {
             }
         }
         if count("child_burn") == 0 {
-            fail("record: no sample names child_burn, from the child family forked after attaching (fork not followed)".into());
+            fail(
+                "record: no sample names child_burn, from the child family forked after attaching (fork not followed)"
+                    .into(),
+            );
         }
         let crash = report.files.get("crash.txt").and_then(|c| c.first());
         match crash {
@@ -802,7 +814,13 @@ impl Outcome {
         if self.failures.is_empty() {
             let _ = write!(text, "kernels: {} passed in {:.0?}", self.kernel.label, self.elapsed);
         } else {
-            let _ = write!(text, "kernels: {} FAILED in {:.0?} (console in {}):", self.kernel.label, self.elapsed, log.display());
+            let _ = write!(
+                text,
+                "kernels: {} FAILED in {:.0?} (console in {}):",
+                self.kernel.label,
+                self.elapsed,
+                log.display()
+            );
             for failure in &self.failures {
                 let _ = write!(text, "\n  - {failure}");
             }
@@ -891,7 +909,10 @@ mod tests {
         assert_eq!(report.release, "6.1.0-50-cloud-amd64");
         assert_eq!(report.paranoid, "3");
         let record = &report.steps["record"];
-        assert_eq!((record.start, record.attached, record.end, record.rc), (Some(4.1), Some(40.5), Some(60.25), Some(0)));
+        assert_eq!(
+            (record.start, record.attached, record.end, record.rc),
+            (Some(4.1), Some(40.5), Some(60.25), Some(0))
+        );
         assert_eq!(report.startup("record"), Some(36.4));
         assert_eq!(report.files["crash.txt"].len(), 2);
         assert!(report.file("record.folded").contains("hot_main_b 20"));

@@ -82,9 +82,8 @@ pub fn quake_venv_dir(ws: &Workspace) -> PathBuf {
 }
 
 fn debian_packages() -> Result<()> {
-    let query = cmd::probe(
-        Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(DEBIAN_PACKAGES),
-    )?;
+    let query =
+        cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(DEBIAN_PACKAGES))?;
     let Some(query) = query else {
         eprintln!(
             "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
@@ -95,9 +94,8 @@ fn debian_packages() -> Result<()> {
     };
     // dpkg-query exits 1 when a package is unknown but still lists the known ones: read the list, not the status.
     let listing = String::from_utf8_lossy(&query.stdout);
-    let installed = |package: &str| {
-        listing.lines().any(|line| line.split_once('\t') == Some((package, "install ok installed")))
-    };
+    let installed =
+        |package: &str| listing.lines().any(|line| line.split_once('\t') == Some((package, "install ok installed")));
     let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         eprintln!("ok: Debian packages {}", DEBIAN_PACKAGES.join(" "));
@@ -188,10 +186,14 @@ fn bpf_linker() -> Result<()> {
     )?;
     match bpf_linker_version()? {
         Some(version) if is_wanted_bpf_linker(&version) => Ok(()),
-        Some(version) => bail!("after `cargo install`, the bpf-linker on PATH is still {version}: put cargo's bin \
-                                directory ($CARGO_HOME/bin, usually ~/.cargo/bin) first on PATH"),
-        None => bail!("bpf-linker was installed but is not on PATH: add cargo's bin directory ($CARGO_HOME/bin, \
-                       usually ~/.cargo/bin) to PATH"),
+        Some(version) => bail!(
+            "after `cargo install`, the bpf-linker on PATH is still {version}: put cargo's bin \
+                                directory ($CARGO_HOME/bin, usually ~/.cargo/bin) first on PATH"
+        ),
+        None => bail!(
+            "bpf-linker was installed but is not on PATH: add cargo's bin directory ($CARGO_HOME/bin, \
+                       usually ~/.cargo/bin) to PATH"
+        ),
     }
 }
 
@@ -208,8 +210,10 @@ fn tracefs() {
         return;
     }
     if !cmd::is_root() {
-        eprintln!("warning: tracefs is not mounted at {TRACEFS} and mounting it needs root: run `sudo mount -t \
-                   tracefs tracefs {TRACEFS}`");
+        eprintln!(
+            "warning: tracefs is not mounted at {TRACEFS} and mounting it needs root: run `sudo mount -t \
+                   tracefs tracefs {TRACEFS}`"
+        );
         return;
     }
     eprintln!("installing: tracefs mount at {TRACEFS}");

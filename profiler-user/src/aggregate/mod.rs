@@ -53,12 +53,7 @@ pub(crate) struct Aggregator {
 
 impl Aggregator {
     pub(crate) fn new(period_ns: u64) -> Self {
-        Self {
-            period_ns,
-            frames: FrameTable::default(),
-            stacks: HashMap::default(),
-            window_start: SystemTime::now(),
-        }
+        Self { period_ns, frames: FrameTable::default(), stacks: HashMap::default(), window_start: SystemTime::now() }
     }
 
     /// Counts one sample of `frames` (leaf first) with `labels`.
@@ -81,11 +76,8 @@ impl Aggregator {
     pub(crate) fn take(&mut self) -> Profile {
         let end = SystemTime::now();
         let start = std::mem::replace(&mut self.window_start, end);
-        let mut stacks: Vec<StackCount> = self
-            .stacks
-            .drain()
-            .map(|((frames, labels), count)| StackCount { frames, labels, count })
-            .collect();
+        let mut stacks: Vec<StackCount> =
+            self.stacks.drain().map(|((frames, labels), count)| StackCount { frames, labels, count }).collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
         Profile {
             frames: self.frames.take(),

@@ -3,14 +3,14 @@
 //! and nothing downstream re-checks or completes a configuration.
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 
 use super::{Cli, Command, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
 use crate::{
     output::OutputFormat,
     pipeline::PipelineOptions,
     selection::{CmdlinePattern, TargetSpec},
-    upload::{Endpoint, KeySource, Secret, UploadConfig, config::PendingCredentials, labels},
+    upload::{config::PendingCredentials, labels, Endpoint, KeySource, Secret, UploadConfig},
 };
 
 /// What `main` runs.
@@ -230,7 +230,6 @@ fn resolve_run(args: RunArgs, env: &RunEnv) -> Result<RunConfig> {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -253,8 +252,9 @@ mod tests {
 
     #[test]
     fn resolves_record_arguments() {
-        let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "--pid", "2", "-o", "a.svg", "-o", "b.pb.gz"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["profiler", "record", "--pid", "1", "--pid", "2", "-o", "a.svg", "-o", "b.pb.gz"])
+                .unwrap();
         let Command::Record(args) = cli.command else { panic!("not record") };
         let config = resolve_record(args).unwrap();
         assert_eq!(config.attach.target, TargetSpec::Pids(vec![1, 2]));
@@ -292,7 +292,9 @@ mod tests {
 
     #[test]
     fn resolves_run_settings_from_flags_and_environment() {
-        let config = resolve_run(run_args(&["--name", "uvicorn", "--tag", "region=eu", "--tenant-id", "t1"]), &cloud_env()).unwrap();
+        let config =
+            resolve_run(run_args(&["--name", "uvicorn", "--tag", "region=eu", "--tenant-id", "t1"]), &cloud_env())
+                .unwrap();
         assert_eq!(config.attach.target, TargetSpec::Name("uvicorn".into()));
         assert_eq!(config.upload.endpoint.to_string(), "https://profiles-prod-001.grafana.net");
         assert_eq!(config.upload.protocol, Protocol::Push);
@@ -312,8 +314,14 @@ mod tests {
     #[test]
     fn flags_win_over_the_environment() {
         let args = run_args(&[
-            "--pid", "1", "--server-url", "https://pyroscope.internal", "--tag", "environment=staging",
-            "--api-key-file", "/run/secrets/key",
+            "--pid",
+            "1",
+            "--server-url",
+            "https://pyroscope.internal",
+            "--tag",
+            "environment=staging",
+            "--api-key-file",
+            "/run/secrets/key",
         ]);
         let config = resolve_run(args, &cloud_env()).unwrap();
         assert_eq!(config.upload.endpoint.to_string(), "https://pyroscope.internal");
@@ -354,5 +362,4 @@ mod tests {
         assert_eq!(RunEnv::default().disabled_by().unwrap(), None);
         assert!(with("flase").disabled_by().unwrap_err().to_string().contains("not a boolean"));
     }
-
 }

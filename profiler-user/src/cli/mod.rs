@@ -7,8 +7,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+pub(crate) use self::config::{resolve, RunEnv};
 pub(crate) use self::config::{AttachConfig, Config, RecordConfig, RunConfig};
-pub(crate) use self::config::{RunEnv, resolve};
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::upload::Protocol;
 
@@ -161,4 +161,3 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/profiler/crashes")]
     pub crash_dir: PathBuf,
 }
-

@@ -33,7 +33,6 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a valid duration"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use crate::{
     cli::AttachConfig,
     privilege,
     process::{self, Process},
-    sample::{SamplerOptions, preflight},
+    sample::{preflight, SamplerOptions},
     selection::{self, TargetSpec},
     session::Session,
 };

@@ -16,7 +16,7 @@ use crate::{
     privilege,
     selection::TargetSpec,
     session::{Session, Wake},
-    upload::{Credentials, Protocol, UploadStats, Uploader, config::PendingCredentials, labels, split},
+    upload::{config::PendingCredentials, labels, split, Credentials, Protocol, UploadStats, Uploader},
 };
 
 /// How often the loop drains the ring buffers (the kernel wakes it early only when they fill up), looks at the

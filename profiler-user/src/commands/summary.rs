@@ -9,11 +9,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::{
     aggregate::{FrameKind, Profile},
-    pipeline::{COLD_SAMPLES, StageTimes, Stats},
+    pipeline::{StageTimes, Stats, COLD_SAMPLES},
 };
 
 const TOP: usize = 10;
@@ -138,7 +138,8 @@ mod tests {
     #[test]
     fn ranks_self_and_total_without_context_frames() {
         let mut aggregator = Aggregator::new(1);
-        let (hot, main, ctx) = (frame(FrameKind::Native, "hot"), frame(FrameKind::Native, "main"), frame(FrameKind::Context, "app"));
+        let (hot, main, ctx) =
+            (frame(FrameKind::Native, "hot"), frame(FrameKind::Native, "main"), frame(FrameKind::Context, "app"));
         for _ in 0..3 {
             aggregator.add([&hot, &main, &ctx], vec![]);
         }

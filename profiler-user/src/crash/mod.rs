@@ -7,9 +7,9 @@ pub(crate) mod writer;
 
 use std::time::SystemTime;
 
+use self::report::{signal_name, ReportFrame};
 pub(crate) use self::report::{CrashKind, CrashReport};
 pub(crate) use self::writer::CrashWriter;
-use self::report::{ReportFrame, signal_name};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
     sample::CrashSignal,
@@ -37,7 +37,14 @@ impl Crashed<'_> {
         self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new())
     }
 
-    fn report(self, kind: CrashKind, signal: u32, si_code: i32, fault: Option<u64>, stack: Vec<ReportFrame>) -> CrashReport {
+    fn report(
+        self,
+        kind: CrashKind,
+        signal: u32,
+        si_code: i32,
+        fault: Option<u64>,
+        stack: Vec<ReportFrame>,
+    ) -> CrashReport {
         CrashReport {
             kind,
             time: rfc3339_now(),

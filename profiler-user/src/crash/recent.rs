@@ -84,7 +84,15 @@ mod tests {
     use crate::aggregate::FrameKind;
 
     fn frame(name: &str) -> Frame {
-        Frame { kind: FrameKind::Native, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }
+        Frame {
+            kind: FrameKind::Native,
+            function: name.into(),
+            file: None,
+            line: None,
+            module: None,
+            address: 0,
+            inlined: false,
+        }
     }
 
     #[test]

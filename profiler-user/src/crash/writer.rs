@@ -19,7 +19,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 
 use super::Crash;
 use crate::output::{self, OutputFormat};
@@ -57,11 +57,18 @@ impl CrashWriter {
                     format!("cannot create the crash directory {}: {} is not usable", path.display(), parent.display())
                 })?;
                 if !meta.is_dir() {
-                    bail!("cannot create the crash directory {}: {} is not a directory", path.display(), parent.display());
+                    bail!(
+                        "cannot create the crash directory {}: {} is not a directory",
+                        path.display(),
+                        parent.display()
+                    );
                 }
                 let c_parent = c_path(parent)?;
                 // SAFETY: a valid C string; faccessat only reads it.
-                if unsafe { libc::faccessat(libc::AT_FDCWD, c_parent.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) } != 0 {
+                if unsafe {
+                    libc::faccessat(libc::AT_FDCWD, c_parent.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS)
+                } != 0
+                {
                     bail!(
                         "cannot create the crash directory {}: {} is not writable ({}); choose another with --crash-dir",
                         path.display(),
@@ -163,12 +170,19 @@ impl CrashWriter {
                     return Ok(self.path.join(format!("{base}.txt")));
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                    tracing::warn!("{}/{base}.* is taken (a file or link already there): trying another name", self.path.display());
+                    tracing::warn!(
+                        "{}/{base}.* is taken (a file or link already there): trying another name",
+                        self.path.display()
+                    );
                 }
                 Err(err) => bail!("writing the crash report {}/{base}.*: {err}", self.path.display()),
             }
         }
-        bail!("no free name for the crash report of PID {} in {} after {NAME_ATTEMPTS} tries", report.pid, self.path.display())
+        bail!(
+            "no free name for the crash report of PID {} in {} after {NAME_ATTEMPTS} tries",
+            report.pid,
+            self.path.display()
+        )
     }
 }
 
@@ -236,7 +250,12 @@ fn probe(fd: &OwnedFd, path: &Path) -> Result<()> {
     let name = CString::new(format!(".probe-{}", std::process::id())).expect("no NUL");
     // SAFETY: a valid fd and C string.
     let probe = unsafe {
-        libc::openat(fd.as_raw_fd(), name.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600 as libc::c_uint)
+        libc::openat(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
     };
     if probe < 0 {
         bail!("cannot create files in the crash directory {}: {}", path.display(), io::Error::last_os_error());
@@ -312,7 +331,7 @@ fn parent_dir(path: &Path) -> &Path {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
+    use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
 
     use super::*;
     use crate::{

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self as inferno_fg, Options};
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{bail, ensure, Context as _};
 
 use crate::aggregate::Profile;
 use crate::pprof;

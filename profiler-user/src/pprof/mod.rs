@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::Context as _;
-use flate2::Compression;
 use flate2::write::GzEncoder;
+use flate2::Compression;
 use prost::Message as _;
 
 use crate::aggregate::{Frame, FrameId, FrameKind, Label, LabelValue, Module, Profile};
@@ -359,9 +359,11 @@ mod tests {
             names,
             [vec!["do_syscall_64"], vec!["inlined_callee", "caller"], vec!["handler"], vec!["[truncated]"]]
         );
-        assert!(
-            d.0.function.iter().all(|f| !d.s(f.name).starts_with("process ") && !d.s(f.name).starts_with("thread "))
-        );
+        assert!(d
+            .0
+            .function
+            .iter()
+            .all(|f| !d.s(f.name).starts_with("process ") && !d.s(f.name).starts_with("thread ")));
         // Same frames, same location.
         assert_eq!(s[2].location_id, s[0].location_id[1..2]);
         assert_eq!(s[1].location_id[2..], s[0].location_id[2..3]);

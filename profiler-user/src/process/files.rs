@@ -77,10 +77,8 @@ impl TargetFile {
         use anyhow::Context as _;
         // map_files entries are links the kernel resolves to the mapped file itself: followed. A path under the
         // target's root is the target's to change: its last step is not followed.
-        let candidates = [
-            (map_file(pid, mapping), true),
-            (resolve_path(root, mapping.path.trim_end_matches(" (deleted)")), false),
-        ];
+        let candidates =
+            [(map_file(pid, mapping), true), (resolve_path(root, mapping.path.trim_end_matches(" (deleted)")), false)];
         let mut last_error = None;
         for (path, follow) in &candidates {
             match open_checked(path, mapping, *follow) {
@@ -160,7 +158,11 @@ fn sealed_copy(file: &std::fs::File, size: u64) -> anyhow::Result<std::fs::File>
     }
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
     // SAFETY: fcntl on our own fd with integer arguments.
-    anyhow::ensure!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } == 0, "sealing: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } == 0,
+        "sealing: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(copy)
 }
 

@@ -43,10 +43,7 @@ pub(crate) fn cmdline(pid: u32) -> Option<String> {
 
 /// The PIDs of every process on the host (as far as this PID namespace shows them).
 pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+    fs::read_dir("/proc").into_iter().flatten().filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
 
 /// The running descendants of `roots` (children, grandchildren, ...), found through each process's parent pid.

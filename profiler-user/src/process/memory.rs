@@ -1,7 +1,7 @@
 //! Reads another process's memory with process_vm_readv: one syscall per read, no ptrace stop of the target.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 
 /// Reads `len` bytes at `address` of process `pid`; a short read (unmapped memory) is an error.
 pub(crate) fn read(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {

@@ -11,7 +11,7 @@ pub(crate) mod memory;
 
 use anyhow::{Context as _, Result};
 
-pub(crate) use self::list::{Process, all_pids, cmdline, descendants};
+pub(crate) use self::list::{all_pids, cmdline, descendants, Process};
 
 /// Reads a process's maps once to fail early with a clear message when they are not readable.
 pub(crate) fn check_readable(pid: u32) -> Result<()> {

@@ -73,9 +73,9 @@ impl CodeInfo {
             LineFormat::Lnotab => linetable::lnotab_line(&self.linetable, self.first_line, lasti as u64),
             LineFormat::LineTable310 => {
                 // lasti counts 2-byte code units; an absurd one gives no line rather than a wrapped offset.
-                (lasti as u64).checked_mul(2).and_then(|offset| {
-                    linetable::line_table_310_line(&self.linetable, self.first_line, offset)
-                })
+                (lasti as u64)
+                    .checked_mul(2)
+                    .and_then(|offset| linetable::line_table_310_line(&self.linetable, self.first_line, offset))
             }
         };
         line.unwrap_or(self.first_line)

@@ -4,7 +4,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, ReadRef as _};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     process::{
-        files::{TargetFile, process_root},
+        files::{process_root, TargetFile},
         maps, memory,
     },
     unwind::elf::{self, ElfFile},
@@ -175,7 +175,10 @@ pub(crate) fn symbols_of(file: &std::fs::File) -> Option<(Option<u64>, Option<u6
 const MAX_EVAL_LOOP_BYTES: u64 = 4 << 20;
 
 /// The unnamed parts of `_PyEval_EvalFrameDefault`, as file offsets (frames carry file offsets).
-fn unnamed_eval_code<'d>(elf: &object::File<'d, &'d ReadCache<&std::fs::File>>, map: &'d ReadCache<&std::fs::File>) -> Vec<std::ops::Range<u64>> {
+fn unnamed_eval_code<'d>(
+    elf: &object::File<'d, &'d ReadCache<&std::fs::File>>,
+    map: &'d ReadCache<&std::fs::File>,
+) -> Vec<std::ops::Range<u64>> {
     let Some(eval) = elf
         .dynamic_symbols()
         .chain(elf.symbols())
@@ -183,7 +186,8 @@ fn unnamed_eval_code<'d>(elf: &object::File<'d, &'d ReadCache<&std::fs::File>>, 
     else {
         return Vec::new();
     };
-    let (Some(code_offset), Some(hdr)) = (ElfFile::svma_to_offset_in(elf, eval.address()), elf.section_by_name(".eh_frame_hdr"))
+    let (Some(code_offset), Some(hdr)) =
+        (ElfFile::svma_to_offset_in(elf, eval.address()), elf.section_by_name(".eh_frame_hdr"))
     else {
         return Vec::new();
     };

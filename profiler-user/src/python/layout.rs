@@ -9,12 +9,11 @@
 //! (`f_lasti`) and the line table an older format.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 use profiler_common::{
-    GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE, PY_LAYOUT_TAGGED_CODE,
-    PyLayout,
+    PyLayout, GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE,
+    PY_LAYOUT_TAGGED_CODE,
 };
-
 
 /// What userspace needs to decode a code object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +239,7 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
     if bytes.get(..8) != Some(b"xdebugpy") {
         bail!("_PyRuntime does not start with the _Py_DebugOffsets cookie");
     }
-    let words: Vec<u64> =
-        bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
+    let words: Vec<u64> = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
     let word = |i: usize| words.get(i).copied();
     // Index arithmetic below is on positions in `words` (a few hundred at most) and small constants, checked
     // all the same: the block lengths come from the target's memory.

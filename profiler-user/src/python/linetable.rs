@@ -145,11 +145,20 @@ mod tests {
     #[test]
     fn walks_short_one_line_no_column_and_long_forms() {
         let table = [
-            entry(13, 1), 0x00, // no-column form, line delta 0 → line 10 for unit 0
-            entry(0, 2), 0x05, // short form: same line for units 1–2
-            entry(11, 3), 0x01, 0x02, // one-line form: line += 1 → 11 for units 3–5
-            entry(14, 2), 0x04, 0x00, 0x01, 0x02, // long form: line += 2 → 13 for units 6–7
-            entry(13, 1), 0x03, // delta −1 → 12 for unit 8
+            entry(13, 1),
+            0x00, // no-column form, line delta 0 → line 10 for unit 0
+            entry(0, 2),
+            0x05, // short form: same line for units 1–2
+            entry(11, 3),
+            0x01,
+            0x02, // one-line form: line += 1 → 11 for units 3–5
+            entry(14, 2),
+            0x04,
+            0x00,
+            0x01,
+            0x02, // long form: line += 2 → 13 for units 6–7
+            entry(13, 1),
+            0x03,         // delta −1 → 12 for unit 8
             entry(15, 1), // no location for unit 9
         ];
         let line = |unit| line_for(&table, 10, unit);
@@ -219,7 +228,10 @@ mod tests {
     fn corrupt_tables_give_no_line_instead_of_a_wrong_one() {
         assert_eq!(line_for(&[0x05, 0x01], 1, 0), None);
         assert_eq!(line_for(&[entry(13, 1)], 1, 0), None);
-        assert_eq!(line_for(&[entry(13, 1), 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f], 1, 0), None);
+        assert_eq!(
+            line_for(&[entry(13, 1), 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f], 1, 0),
+            None
+        );
         assert_eq!(line_for(&[], 1, 0), None);
     }
 }

@@ -14,10 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use profiler_common::{PY_FRAME_ENTRY, PY_FRAME_SHIM, PyCodeCopy, PyFrame, PyLayout};
+use profiler_common::{PyCodeCopy, PyFrame, PyLayout, PY_FRAME_ENTRY, PY_FRAME_SHIM};
 
-pub(crate) use self::detect::Interpreter;
 use self::code::CodeCache;
+pub(crate) use self::detect::Interpreter;
 use crate::aggregate::{Frame, FrameKind};
 
 /// A Python frame after resolution, with the kernel's frame flags (entry/shim) that the merge stage needs.
@@ -37,7 +37,9 @@ enum ProcessState {
     NativeOnly,
     /// Just started or exec'd: the dynamic loader may not have mapped libpython yet, so detection is retried
     /// for a while before the process is taken for native-only.
-    Pending { since: Instant },
+    Pending {
+        since: Instant,
+    },
 }
 
 /// How long a new process may take to map its interpreter.
@@ -121,7 +123,9 @@ impl Python {
                         code::CodeInfo::from_copy(copy, &interpreter.layouts.code).map(Arc::new)
                     };
                     match self.codes.resolve(pid, &interpreter, raw).or_else(copied) {
-                        Some(code) => python_frame(code.qualname.clone(), Some(code.filename.clone()), Some(code.line(raw.instr))),
+                        Some(code) => {
+                            python_frame(code.qualname.clone(), Some(code.filename.clone()), Some(code.line(raw.instr)))
+                        }
                         None => python_frame("[unknown Python frame]".into(), None, None),
                     }
                 };

@@ -9,8 +9,8 @@
 //! what it needs: struct members by name, through anonymous structs and unions, and typedef/const chains.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use anyhow::{Context as _, Result, bail};
-use profiler_common::{NO_FIELD, TaskOffsets};
+use anyhow::{bail, Context as _, Result};
+use profiler_common::{TaskOffsets, NO_FIELD};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
@@ -88,8 +88,9 @@ impl<'a> Btf<'a> {
             bail!("the kernel's BTF has an unknown format (not little-endian BTF)");
         }
         // Fields 0..5 of the header after magic, version and flags: small constant offsets.
-        let header =
-            |index: usize| read_u32(bytes, index.wrapping_mul(4).wrapping_add(4)).context("the kernel's BTF header is truncated");
+        let header = |index: usize| {
+            read_u32(bytes, index.wrapping_mul(4).wrapping_add(4)).context("the kernel's BTF header is truncated")
+        };
         let (hdr_len, type_off, type_len) = (header(0)?, header(1)?, header(2)?);
         let (str_off, str_len) = (header(3)?, header(4)?);
         let section = |off: u32, len: u32| {
@@ -106,8 +107,9 @@ impl<'a> Btf<'a> {
         let mut at = 0;
         while at < type_data.len() {
             // `at` < type_data.len() and i < 3: no overflow.
-            let word =
-                |i: usize| read_u32(type_data, at.wrapping_add(i.wrapping_mul(4))).context("a BTF type record is truncated");
+            let word = |i: usize| {
+                read_u32(type_data, at.wrapping_add(i.wrapping_mul(4))).context("a BTF type record is truncated")
+            };
             let (name_off, info, size_or_type) = (word(0)?, word(1)?, word(2)?);
             let kind = (info >> 24) & 0x1f;
             let vlen = info & 0xffff;

@@ -3,11 +3,11 @@
 //! The record is borrowed, not copied: the stack copy (up to 32 KiB) is unwound in place.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use profiler_common::{
-    CRASH_CODE_COPIES, CrashRecord, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR,
-    FLAG_KERNEL_STACK, KIND_CPU, KIND_CRASH, LifecycleEvent, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
-    PY_THREAD_FOUND, PyCodeCopy, PyFrame, STACK_COPY_MAX, SampleHeader, SampleRecord, UserRegs,
+    CrashRecord, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs, CRASH_CODE_COPIES,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CPU,
+    KIND_CRASH, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
 };
 
 /// A timer sample of one thread of a profiled process.
@@ -162,7 +162,11 @@ impl std::fmt::Display for ExitStatus {
             Self::Exited { code } => write!(f, "exited with code {code}"),
             Self::Killed { signal, core_dumped } => {
                 write!(f, "was ended by {}", signal_name(signal))?;
-                if core_dumped { write!(f, " (core dumped)") } else { Ok(()) }
+                if core_dumped {
+                    write!(f, " (core dumped)")
+                } else {
+                    Ok(())
+                }
             }
         }
     }
@@ -213,9 +217,10 @@ impl TimedLifecycle {
         let comm_len = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
         let lifecycle = match event.kind {
             EVENT_FORK => Lifecycle::Fork { pid: event.pid, parent: event.parent },
-            EVENT_EXEC => {
-                Lifecycle::Exec { pid: event.pid, comm: crate::sanitize::name(&String::from_utf8_lossy(&event.comm[..comm_len])).into_owned() }
-            }
+            EVENT_EXEC => Lifecycle::Exec {
+                pid: event.pid,
+                comm: crate::sanitize::name(&String::from_utf8_lossy(&event.comm[..comm_len])).into_owned(),
+            },
             EVENT_EXIT => Lifecycle::Exit {
                 pid: event.pid,
                 status: (event.exit_code != NO_FIELD).then(|| ExitStatus::from_kernel(event.exit_code)),
@@ -230,7 +235,7 @@ impl TimedLifecycle {
 
 #[cfg(test)]
 mod tests {
-    use profiler_common::{COMM_LEN, STACK_COPY_MAX, SampleRecord};
+    use profiler_common::{SampleRecord, COMM_LEN, STACK_COPY_MAX};
 
     use super::*;
 

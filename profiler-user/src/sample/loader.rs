@@ -4,17 +4,20 @@
 //! restarts then only change a map entry, never the attachments.
 use std::io;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    Ebpf, EbpfLoader, VerifierLogLevel, include_bytes_aligned,
+    include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent, ProgramError, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, ProgramError, RawTracePoint, TracePoint,
     },
     util::online_cpus,
+    Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use profiler_common::{CRASH_CODE_COPIES, PY_MAX_FRAMES, PyLayout, SampleRecord, SamplerConfig, TARGET_FOLLOW_CHILDREN, TargetFlags};
+use profiler_common::{
+    PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
+};
 
 use super::{btf, tracefs};
 
@@ -85,23 +88,19 @@ impl Sampler {
                 .with_context(|| format!("the embedded eBPF object has no `{program}` program"))?
                 .try_into()?;
             tracepoint.load().map_err(|err| describe_program_error(&format!("loading {program}"), err))?;
-            tracepoint
-                .attach(category, name)
-                .map_err(|err| describe_program_error(&format!("attaching to the {category}/{name} tracepoint"), err))?;
+            tracepoint.attach(category, name).map_err(|err| {
+                describe_program_error(&format!("attaching to the {category}/{name} tracepoint"), err)
+            })?;
         }
 
         // Optional: kernels without syscall tracepoints only lose the early maps refresh after a dlopen.
-        let mmap: &mut TracePoint = ebpf
-            .program_mut("mmap_exec")
-            .context("the embedded eBPF object has no `mmap_exec` program")?
-            .try_into()?;
+        let mmap: &mut TracePoint =
+            ebpf.program_mut("mmap_exec").context("the embedded eBPF object has no `mmap_exec` program")?.try_into()?;
         if let Err(err) = mmap.load().and_then(|()| mmap.attach("syscalls", "sys_enter_mmap").map(drop)) {
             tracing::debug!("not watching mmap: {err}");
         }
-        let mmap_done: &mut TracePoint = ebpf
-            .program_mut("mmap_done")
-            .context("the embedded eBPF object has no `mmap_done` program")?
-            .try_into()?;
+        let mmap_done: &mut TracePoint =
+            ebpf.program_mut("mmap_done").context("the embedded eBPF object has no `mmap_done` program")?.try_into()?;
         if let Err(err) = mmap_done.load().and_then(|()| mmap_done.attach("syscalls", "sys_exit_mmap").map(drop)) {
             tracing::debug!("not watching mmap: {err}");
         }
@@ -250,7 +249,8 @@ fn load_verified(
         match loaded {
             Ok(()) => {
                 if limit < PY_MAX_FRAMES as u32 {
-                    let version = release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
+                    let version =
+                        release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
                     tracing::warn!(
                         "{version}'s verifier does not take the full Python walk: Python stacks are cut at {limit} \
                          frames and a crash report copies the names of the innermost {copies} Python frames (from \
@@ -260,7 +260,9 @@ fn load_verified(
                 return Ok(ebpf);
             }
             Err((_, err)) if too_complex(&err) && limits.peek().is_some() => {
-                tracing::debug!("the verifier refused a walk of {limit} Python frames and {copies} code copies: {err:#}");
+                tracing::debug!(
+                    "the verifier refused a walk of {limit} Python frames and {copies} code copies: {err:#}"
+                );
             }
             Err((action, err)) => return Err(describe_program_error(action, err)),
         }
@@ -326,7 +328,9 @@ fn refused(action: &str, paranoid: Option<i32>, sys_admin: bool) -> anyhow::Erro
              kernel.perf_event_paranoid is {level}; run `sysctl kernel.perf_event_paranoid=2`, and check for a \
              security module (SELinux, AppArmor) or seccomp filter denying perf_event_open or bpf"
         ),
-        _ => anyhow!("{action} was refused by the kernel: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"),
+        _ => {
+            anyhow!("{action} was refused by the kernel: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE")
+        }
     }
 }
 
@@ -344,7 +348,9 @@ mod tests {
         let text = file.section_by_name(".text").map(|section| section.index());
         let subprograms: Vec<String> = file
             .symbols()
-            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.section_index().is_some() && symbol.section_index() == text)
+            .filter(|symbol| {
+                symbol.kind() == SymbolKind::Text && symbol.section_index().is_some() && symbol.section_index() == text
+            })
             .map(|symbol| symbol.name().unwrap_or("?").to_owned())
             .filter(|name| !["memset", "memcpy", "memmove", "memcmp", "bcmp"].contains(&name.as_str()))
             .collect();
@@ -364,7 +370,10 @@ mod tests {
     #[test]
     fn a_refusal_above_paranoid_2_names_the_sysctl() {
         let err = refused("attaching the CPU sampler to CPU 0", Some(3), false).to_string();
-        assert!(err.contains("kernel.perf_event_paranoid is 3") && err.contains("sysctl kernel.perf_event_paranoid=2"), "{err}");
+        assert!(
+            err.contains("kernel.perf_event_paranoid is 3") && err.contains("sysctl kernel.perf_event_paranoid=2"),
+            "{err}"
+        );
         assert!(!err.contains("run as root"), "{err}");
         let err = refused("attaching", Some(4), true).to_string();
         assert!(err.contains("is 4") && err.contains("sysctl kernel.perf_event_paranoid=2"), "{err}");

@@ -2,7 +2,7 @@
 //! privilege or kernel feature is one clear line instead of a verifier or syscall error.
 use std::fs;
 
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_SYS_PTRACE: u32 = 19;
@@ -81,7 +81,9 @@ mod tests {
         assert!(err.starts_with("Linux 5.10 is too old: the profiler needs 5.15 or newer"), "{err}");
         assert!(!err.contains('\n'), "{err}");
         assert!(check_kernel_release("4.18.0-553.el8_10.x86_64").is_err());
-        for fine in ["5.15.0-208-generic", "6.1.0-50-cloud-amd64", "6.12.117+deb13-cloud-amd64", "6.18.44-fc", "garbage"] {
+        for fine in
+            ["5.15.0-208-generic", "6.1.0-50-cloud-amd64", "6.12.117+deb13-cloud-amd64", "6.18.44-fc", "garbage"]
+        {
             assert!(check_kernel_release(fine).is_ok(), "{fine}");
         }
     }

@@ -2,7 +2,7 @@
 //! them.
 use std::{fs, path::Path};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use profiler_common::{LifecycleConfig, NO_FIELD};
 
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";

@@ -19,14 +19,14 @@ use std::{
 };
 
 use blazesym::symbolize::{
-    Input, Symbolized, Symbolizer as Blazesym,
     source::{Elf, Kernel, Source},
+    Input, Symbolized, Symbolizer as Blazesym,
 };
 
 use crate::{
     aggregate::{Frame, FrameKind, Module},
     sanitize,
-    unwind::{NativeFrame, elf::ElfFile, modules::LoadedFile},
+    unwind::{elf::ElfFile, modules::LoadedFile, NativeFrame},
 };
 
 /// Where build-id named debug files live (`.build-id/ab/cdef….debug`), as GDB and blazesym look for them.
@@ -52,11 +52,8 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub(crate) fn new() -> Self {
-        let blazesym = Blazesym::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
+        let blazesym =
+            Blazesym::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
         Self { blazesym, native: HashMap::new(), kernel: HashMap::new(), debug_files: HashMap::new() }
     }
 
@@ -73,7 +70,9 @@ impl Symbolizer {
         }
         let debug_file = self.debug_files.entry(file.id).or_insert_with(|| separate_debug_file(&file.module));
         let frames = match (debug_file, file_offset_to_svma(&file.elf, *offset)) {
-            (Some(debug_file), Some(svma)) => symbolize_from_symbol_table(&self.blazesym, debug_file, file, *offset, svma),
+            (Some(debug_file), Some(svma)) => {
+                symbolize_from_symbol_table(&self.blazesym, debug_file, file, *offset, svma)
+            }
             _ => match file.open_path() {
                 Some(path) => symbolize_file_offset(&self.blazesym, &path, &file.module, *offset, true),
                 None => Arc::from([unknown_frame(Some(&file.module), *offset)]),
@@ -145,7 +144,10 @@ fn symbolize_file_offset(
 fn separate_debug_file(module: &Module) -> Option<PathBuf> {
     let build_id = module.build_id.as_deref().filter(|id| id.len() > 2)?;
     let (dir, rest) = build_id.split_at(2);
-    DEBUG_DIRS.iter().map(|root| Path::new(root).join(".build-id").join(dir).join(format!("{rest}.debug"))).find(|p| p.is_file())
+    DEBUG_DIRS
+        .iter()
+        .map(|root| Path::new(root).join(".build-id").join(dir).join(format!("{rest}.debug")))
+        .find(|p| p.is_file())
 }
 
 /// The address in the file's own address space of a file offset (debug files keep the addresses, not the
@@ -195,7 +197,15 @@ fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
         }
         None => "[unknown]".to_owned(),
     };
-    Frame { kind: FrameKind::Native, function, file: None, line: None, module: module.cloned(), address, inlined: false }
+    Frame {
+        kind: FrameKind::Native,
+        function,
+        file: None,
+        line: None,
+        module: module.cloned(),
+        address,
+        inlined: false,
+    }
 }
 
 #[cfg(test)]

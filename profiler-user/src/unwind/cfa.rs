@@ -301,16 +301,16 @@ fn evaluate<F: FnMut(u64) -> Result<u64, ()>>(
     }
     match evaluation.result().as_slice() {
         [Piece { location: Location::Address { address }, size_in_bits: None, bit_offset: None }] => Ok(*address),
-        [
-            Piece { location: Location::Value { value: Value::Generic(value) }, size_in_bits: None, bit_offset: None },
-        ] => Ok(*value),
+        [Piece { location: Location::Value { value: Value::Generic(value) }, size_in_bits: None, bit_offset: None }] => {
+            Ok(*value)
+        }
         _ => Err(CfaError::Unsupported("an expression whose result is not one address")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use gimli::{Format, constants::*};
+    use gimli::{constants::*, Format};
 
     use super::*;
     use crate::unwind::elf::{Section, SectionBytes};

@@ -8,14 +8,14 @@
 #![deny(clippy::arithmetic_side_effects)]
 use std::{fs::File, ops::Range, sync::Arc};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use object::{
-    Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, ReadRef, SegmentFlags,
     elf::PF_X,
     read::{
-        ReadCacheOps,
         elf::{FileHeader as _, SectionHeader as _},
+        ReadCacheOps,
     },
+    Object as _, ObjectSection as _, ObjectSegment as _, ReadCache, ReadRef, SegmentFlags,
 };
 
 /// The most bytes we read of any one section a file's headers describe (unwind tables, symbol tables): a forged
@@ -115,7 +115,8 @@ impl ElfFile {
             .segments()
             .map(|segment| {
                 let (file_offset, file_size) = segment.file_range();
-                let executable = matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0);
+                let executable =
+                    matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0);
                 LoadSegment { vaddr: segment.address(), mem_size: segment.size(), file_offset, file_size, executable }
             })
             .collect();
@@ -160,7 +161,8 @@ impl ElfFile {
         elf.segments().find_map(|segment| {
             let (offset, size) = segment.file_range();
             let start = segment.address();
-            (svma >= start && svma < start.saturating_add(size)).then(|| svma.checked_sub(start)?.checked_add(offset))?
+            (svma >= start && svma < start.saturating_add(size))
+                .then(|| svma.checked_sub(start)?.checked_add(offset))?
         })
     }
 }
@@ -217,11 +219,8 @@ mod tests {
         let elf = this_test_binary();
         let exe = std::env::current_exe().unwrap();
         let maps = crate::process::maps::read(std::process::id()).unwrap();
-        let text_map = maps
-            .mappings
-            .iter()
-            .find(|m| m.executable && Path::new(&m.path) == exe)
-            .expect("our executable mapping");
+        let text_map =
+            maps.mappings.iter().find(|m| m.executable && Path::new(&m.path) == exe).expect("our executable mapping");
         let bias = elf.load_bias(text_map.start, text_map.file_offset, true).unwrap();
         let here = this_test_binary as fn() -> ElfFile as usize as u64;
         let svma = here - bias;

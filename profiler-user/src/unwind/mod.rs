@@ -13,7 +13,10 @@ pub(crate) mod modules;
 
 use std::{collections::HashMap, sync::Arc};
 
-use framehop::{FrameAddress, Unwinder as _, x86_64::{CacheX86_64, UnwindRegsX86_64}};
+use framehop::{
+    x86_64::{CacheX86_64, UnwindRegsX86_64},
+    FrameAddress, Unwinder as _,
+};
 use gimli::UnwindContext;
 
 pub(crate) use self::modules::LoadedFile;
@@ -73,7 +76,10 @@ impl Unwinder {
         let process = self.processes.entry(sample.pid).or_insert_with(|| ProcessModules::new(sample.pid));
         // A process that just exited (a crash) has no maps to read any more: unwind with the ones we had.
         if process.ensure_covers(regs.ip, &mut self.files).is_err() && !process.has_modules() {
-            return NativeStack { frames: vec![NativeFrame { address: regs.ip, file: None }], truncation: Some(Truncation::NoMaps) };
+            return NativeStack {
+                frames: vec![NativeFrame { address: regs.ip, file: None }],
+                truncation: Some(Truncation::NoMaps),
+            };
         }
         let read_at = process.read_at_ns();
         // Code was mapped after the maps in use were read and before this sample (a re-read put off by the

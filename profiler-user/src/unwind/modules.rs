@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
-use framehop::{ExplicitModuleSectionInfo, Module as FramehopModule, Unwinder as _, x86_64::UnwinderX86_64};
+use framehop::{x86_64::UnwinderX86_64, ExplicitModuleSectionInfo, Module as FramehopModule, Unwinder as _};
 
 use super::{
     cfa::CfaExpressionIndex,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use reqwest::{StatusCode, header};
+use reqwest::{header, StatusCode};
 
 use super::{config::Credentials, protocol::Request};
 
@@ -104,7 +104,11 @@ impl Client {
 fn classify(status: StatusCode, retry_after: Option<Duration>, message: String, location: Option<String>) -> Outcome {
     let code = status.as_u16();
     let with_status = |message: &str| {
-        if message.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {message}") }
+        if message.is_empty() {
+            format!("HTTP {code}")
+        } else {
+            format!("HTTP {code}: {message}")
+        }
     };
     match code {
         401 | 403 => Outcome::Unauthorized { status: code, message },
@@ -183,7 +187,11 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> String {
         source = cause.source();
     }
     // The outer message only repeats the URL, which the caller logs anyway.
-    if causes.is_empty() { err.to_string() } else { causes.join(": ") }
+    if causes.is_empty() {
+        err.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate, the form servers must send).

@@ -5,7 +5,7 @@
 //! one line instead of pushing a key in clear text or retrying against a URL that can never work.
 use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use reqwest::Url;
 
 /// Which API uploads go to.
@@ -43,7 +43,11 @@ impl Secret {
     /// `text` with every occurrence of the secret blanked out, for messages that come from elsewhere (a server's
     /// error body could echo what it was sent).
     pub(crate) fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() { text.to_owned() } else { text.replace(&self.0, "<redacted>") }
+        if self.0.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(&self.0, "<redacted>")
+        }
     }
 }
 

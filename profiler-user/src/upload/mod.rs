@@ -22,15 +22,15 @@ use anyhow::Result;
 use tokio::{
     sync::Notify,
     task::JoinHandle,
-    time::{Instant, sleep_until},
+    time::{sleep_until, Instant},
 };
 
+pub(crate) use self::config::{Credentials, Endpoint, KeySource, Protocol, Secret, UploadConfig};
 use self::{
     client::{Backoff, Client, Outcome},
     protocol::RequestBuilder,
     queue::{Queue, Upload},
 };
-pub(crate) use self::config::{Credentials, Endpoint, KeySource, Protocol, Secret, UploadConfig};
 use crate::aggregate::Profile;
 
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -88,7 +88,11 @@ pub(crate) struct Uploader {
 impl Uploader {
     /// Starts the upload task on the current tokio runtime.
     /// `credentials`: loaded (`PendingCredentials::load`) before the agent gave up the right to read the key.
-    pub(crate) fn start(config: UploadConfig, credentials: Option<Credentials>, hostname: Option<String>) -> Result<Self> {
+    pub(crate) fn start(
+        config: UploadConfig,
+        credentials: Option<Credentials>,
+        hostname: Option<String>,
+    ) -> Result<Self> {
         let client = Client::new(credentials, config.tenant_id.clone())?;
         let builder = RequestBuilder::new(&config, hostname);
         let shared = Arc::new(Shared {

@@ -42,7 +42,10 @@ pub(crate) fn for_upload(profile: &Profile) -> Profile {
 }
 
 /// `(service, profile)` pairs, by service name, each with only the frames its stacks use.
-pub(crate) fn by_service(profile: Profile, service_of: impl Fn(&Profile, &StackCount) -> String) -> Vec<(String, Profile)> {
+pub(crate) fn by_service(
+    profile: Profile,
+    service_of: impl Fn(&Profile, &StackCount) -> String,
+) -> Vec<(String, Profile)> {
     let services: Vec<String> = profile.stacks.iter().map(|stack| service_of(&profile, stack)).collect();
     if services.windows(2).all(|pair| pair[0] == pair[1]) {
         // The common case (one program, or --app-name): nothing to split.
@@ -138,11 +141,8 @@ mod tests {
         assert_eq!(profile.stacks.len(), 4);
         let upload = for_upload(&profile);
         assert_eq!(upload.total_samples(), 4);
-        let mut kept: Vec<(Vec<&str>, u64)> = upload
-            .stacks
-            .iter()
-            .map(|s| (s.labels.iter().map(|l| l.key).collect(), s.count))
-            .collect();
+        let mut kept: Vec<(Vec<&str>, u64)> =
+            upload.stacks.iter().map(|s| (s.labels.iter().map(|l| l.key).collect(), s.count)).collect();
         kept.sort();
         assert_eq!(kept, [(vec!["gil", "thread_name"], 1), (vec!["gil", "thread_name"], 3)]);
     }
