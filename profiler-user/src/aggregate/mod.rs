@@ -98,15 +98,7 @@ mod tests {
     use super::*;
 
     fn frame(name: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Native,
-            function: name.into(),
-            file: None,
-            line: None,
-            module: None,
-            address: 0,
-            inlined: false,
-        }
+        Frame::native(name)
     }
 
     #[test]

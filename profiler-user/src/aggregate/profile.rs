@@ -47,6 +47,22 @@ pub(crate) struct Frame {
     pub inlined: bool,
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A native frame named `name` and nothing else, for tests.
+    pub(crate) fn native(name: &str) -> Frame {
+        Frame {
+            kind: FrameKind::Native,
+            function: name.into(),
+            file: None,
+            line: None,
+            module: None,
+            address: 0,
+            inlined: false,
+        }
+    }
+}
+
 /// A label attached to samples (pprof `Sample.label`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LabelValue {

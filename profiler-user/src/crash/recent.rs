@@ -81,18 +81,9 @@ impl RecentStacks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::FrameKind;
 
     fn frame(name: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Native,
-            function: name.into(),
-            file: None,
-            line: None,
-            module: None,
-            address: 0,
-            inlined: false,
-        }
+        Frame::native(name)
     }
 
     #[test]
