@@ -32,16 +32,17 @@ pub(crate) enum NoMatchYet {
     Wait,
 }
 
-/// `checks` are the command's own (its outputs, its crash directory): after preflight, so a missing privilege
+/// `checks` are the command's own (its outputs, its crash directory), and what they make comes back with the
+/// preparation: they run after preflight, so a missing privilege
 /// or kernel feature is what a user hears about first, and before anything is loaded.
-pub(crate) fn prepare(
+pub(crate) fn prepare<T>(
     config: &AttachConfig,
     needs: privilege::Needs,
     no_match: NoMatchYet,
-    checks: impl FnOnce() -> Result<()>,
-) -> Result<Prepared> {
+    checks: impl FnOnce() -> Result<T>,
+) -> Result<(Prepared, T)> {
     preflight::check()?;
-    checks()?;
+    let checked = checks()?;
     let targets = match (&config.target, no_match) {
         (TargetSpec::Pids(_), _) | (_, NoMatchYet::Fail) => selection::resolve(&config.target)?,
         (spec, NoMatchYet::Wait) => selection::resolve(spec).unwrap_or_default(),
@@ -50,7 +51,7 @@ pub(crate) fn prepare(
         process::check_readable(target.pid)?;
     }
     let privileges = privilege::before_loading(needs)?;
-    Ok(Prepared { targets, privileges })
+    Ok((Prepared { targets, privileges }, checked))
 }
 
 /// Loads and attaches the programs, drops what attaching needed on every thread of the runtime, and starts

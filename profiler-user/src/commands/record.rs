@@ -23,16 +23,13 @@ use crate::{
 const TICK: Duration = Duration::from_millis(50);
 
 pub(crate) fn run(config: RecordConfig) -> Result<()> {
-    let mut crash_writer = None;
     let needs = privilege::Needs { kernel_symbols: config.attach.kernel_stacks, write_as_caller: true };
-    let prepared = attach::prepare(&config.attach, needs, NoMatchYet::Fail, || {
+    let (prepared, crash_writer) = attach::prepare(&config.attach, needs, NoMatchYet::Fail, || {
         for path in config.outputs.iter().map(|(path, _)| path).chain(&config.stats_json) {
             output::check_writable(path)?;
         }
-        crash_writer = Some(CrashWriter::new(&config.attach.crash_dir)?);
-        Ok(())
+        CrashWriter::new(&config.attach.crash_dir)
     })?;
-    let crash_writer = crash_writer.expect("made by the checks");
     // One thread: the only one whose capabilities there are to narrow.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(record(config, prepared, crash_writer))

@@ -32,12 +32,8 @@ pub(crate) fn run(config: RunConfig) -> Result<()> {
     // Before the runtime starts its threads, so that they inherit the narrowed sets.
     let needs = privilege::Needs { kernel_symbols: config.attach.kernel_stacks, write_as_caller: false };
     // An agent may well start before the service it profiles: the session picks it up when it starts.
-    let mut crashes = None;
-    let prepared = attach::prepare(&config.attach, needs, NoMatchYet::Wait, || {
-        crashes = Some(CrashWriter::new(&config.attach.crash_dir)?);
-        Ok(())
-    })?;
-    let crashes = crashes.expect("made by the checks");
+    let (prepared, crashes) =
+        attach::prepare(&config.attach, needs, NoMatchYet::Wait, || CrashWriter::new(&config.attach.crash_dir))?;
     // The sampling loop runs on this thread, uploads (network, TLS) on the runtime's worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
