@@ -15,7 +15,7 @@ use std::{
 use profiler::pprof::proto;
 use profiler_tests::{
     agent::{numbers_before, Agent, Stopped, AGENT_ENV},
-    exclusive_cpu, profiler, profiler_bin,
+    assert_sampled, exclusive_cpu, profiler, profiler_bin,
     receiver::{
         basic_auth, cpu_sample_count, decode_ingest, decode_push, free_port, function_names, label_values, unix_now_ns,
         Expect, Pushed, Receiver, Reply, Request,
@@ -501,9 +501,11 @@ fn sigterm_sends_the_last_window_and_exits_0() {
     let started = unix_now_ns();
     // No window would end for a minute: only the shutdown sends one.
     let agent = Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "60s"], &auth_env());
+    let cpu_before = burn.process_cpu();
     thread::sleep(Duration::from_secs(3));
     let signalled = unix_now_ns();
     let stopped = agent.stop(libc::SIGTERM);
+    let burned = burn.process_cpu().saturating_sub(cpu_before);
     assert_clean_stop(&stopped, Duration::from_secs(2));
     receiver.assert_clean();
 
@@ -514,7 +516,7 @@ fn sigterm_sends_the_last_window_and_exits_0() {
     let end = window.time_nanos + window.duration_nanos;
     assert!(end >= signalled && end - signalled < 1_000_000_000, "the window ends at the signal");
     assert!(window.duration_nanos >= 2_500_000_000, "it covers the whole run: {} ns", window.duration_nanos);
-    assert!(cpu_sample_count(&window, PERIOD_NS) > 100);
+    assert_sampled(cpu_sample_count(&window, PERIOD_NS) as u64, burned, &stopped.stderr);
 }
 
 #[test]

@@ -68,6 +68,19 @@ impl Process {
         CpuTime { on_cpu: Duration::from_nanos(on_cpu_ns), timeslices }
     }
 
+    /// The CPU time all the process's live threads have had so far (the sum of their `schedstat`s): what a
+    /// sampler at a given frequency can have seen of it, whatever else the machine was running.
+    pub fn process_cpu(&self) -> Duration {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let Ok(entries) = fs::read_dir(&tasks) else { return Duration::ZERO };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|tid| fs::read_to_string(format!("{tasks}/{tid}/schedstat")).ok())
+            .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .map(Duration::from_nanos)
+            .sum()
+    }
+
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
@@ -87,6 +100,20 @@ impl std::ops::Sub for CpuTime {
     fn sub(self, earlier: CpuTime) -> CpuTime {
         CpuTime { on_cpu: self.on_cpu - earlier.on_cpu, timeslices: self.timeslices - earlier.timeslices }
     }
+}
+
+/// A target's samples against the CPU it had while the profiler ran at its default 100 Hz: at least 30% of what
+/// that CPU time allows (the rest covers the profiler's start-up, when the target runs unsampled, which takes
+/// longer on a loaded machine) and at least 30, so the test's shares mean something. A fixed floor would fail
+/// whenever the machine is busy, and pass a profiler that lost most samples on an idle one.
+pub fn assert_sampled(total: u64, cpu: Duration, stderr: &str) {
+    let possible = cpu.as_secs_f64() * 100.0;
+    eprintln!("{total} samples for {:.2} s of the target's CPU ({possible:.0} possible)", cpu.as_secs_f64());
+    assert!(
+        total as f64 >= 0.3 * possible && total >= 30,
+        "only {total} samples for {:.2} s of the target's CPU:\n{stderr}",
+        cpu.as_secs_f64()
+    );
 }
 
 impl Drop for Process {
