@@ -17,6 +17,12 @@ pub const COMM_LEN: usize = 16;
 pub const KIND_CPU: u32 = 1;
 /// `SampleHeader::kind` of a crash: the thread generated a fatal signal for itself (fault, abort).
 pub const KIND_CRASH: u32 = 2;
+/// `SampleHeader::kind` of another thread of a crashing process, captured as the kernel stops it for the
+/// process's exit (its own delivery of the SIGKILL that ends a process's other threads).
+pub const KIND_CRASH_THREAD: u32 = 3;
+
+/// Threads of one crashing process captured besides the faulting one; the rest are counted, not captured.
+pub const CRASH_MAX_THREADS: u32 = 128;
 
 /// `SampleHeader::flags`: the tick interrupted user mode (otherwise the thread was in the kernel and the registers
 /// are the ones it saved on kernel entry).
@@ -215,6 +221,10 @@ pub struct SampleHeader {
     pub signal: u32,
     pub si_code: i32,
     pub fault_addr: u64,
+    /// The system call the thread was in when it last entered the kernel (its saved `orig_rax`), or -1 when it
+    /// entered from running user code (an interrupt or a fault). For `KIND_CRASH_THREAD`: what it was waiting in,
+    /// or -1 when it was on a CPU (or waiting for one).
+    pub syscall: i64,
 }
 
 /// One sample as it sits in the ring buffer: header, Python frames, then the copied user stack.
@@ -253,6 +263,21 @@ pub struct CrashRecord {
     pub codes: [PyCodeCopy; CRASH_CODE_COPIES],
 }
 
+/// A process whose thread faulted: the other threads are captured as the kernel stops them, for a short while.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrashingProcess {
+    /// `bpf_ktime_get_ns` of the fault.
+    pub time_ns: u64,
+    /// The faulting thread (its own record is the crash record).
+    pub tid: u32,
+    /// Other threads captured so far.
+    pub captured: u32,
+    /// Other threads not captured: over `CRASH_MAX_THREADS`, or no room in the crash ring.
+    pub missed: u32,
+    pub _reserved: u32,
+}
+
 /// Settings userspace writes into the kernel programs' read-only data before loading them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -285,4 +310,5 @@ mod pod {
     unsafe impl aya::Pod for super::PyLayout {}
     unsafe impl aya::Pod for super::LifecycleConfig {}
     unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::CrashingProcess {}
 }

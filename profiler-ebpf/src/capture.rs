@@ -46,6 +46,8 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
         write_volatile(&raw mut header.signal, info.signal);
         write_volatile(&raw mut header.si_code, info.si_code);
         write_volatile(&raw mut header.fault_addr, info.fault_addr);
+        let syscall = bpf_probe_read_kernel(&(*user_regs).orig_rax).map_or(-1, |nr| nr as i64);
+        write_volatile(&raw mut header.syscall, syscall);
     }
 
     // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length

@@ -8,19 +8,22 @@ use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::helpers::generated as raw;
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_ktime_get_ns},
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    CrashRecord, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN,
-    EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
+    CrashRecord, CrashingProcess, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN,
+    CRASH_QUALNAME_LEN, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
 };
 
 use crate::{
     capture::{fill, CaptureInfo},
     lifecycle::{config, send},
-    maps::{CRASHES, LOST_SAMPLES, PY_PROCESSES, TARGETS},
+    maps::{CRASHES, CRASHING, LOST_SAMPLES, PY_PROCESSES, TARGETS},
 };
 
 const SIGILL: i32 = 4;
@@ -52,6 +55,10 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return 0;
     }
+    // The other threads are captured as the kernel stops them for the process's exit (crash_threads.rs).
+    let crashing =
+        CrashingProcess { time_ns: unsafe { bpf_ktime_get_ns() }, tid: pid_tgid as u32, ..Default::default() };
+    let _ = CRASHING.insert(&tgid, &crashing, 0);
     let Some(mut entry) = CRASHES.reserve::<CrashRecord>(0) else {
         if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
             unsafe { *counter += 1 };
@@ -93,7 +100,8 @@ static CRASH_COPY_LIMIT: u32 = CRASH_CODE_COPIES as u32;
 
 /// Copies the names and line tables of the innermost Python frames' code objects: userspace reads code objects
 /// lazily, and a crashed process is gone before it gets to them.
-unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
+#[inline(always)]
+pub(crate) unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     let codes = unsafe { &mut (*record).codes };
     for copy in codes.iter_mut() {
         copy.code = 0;

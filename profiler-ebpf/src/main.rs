@@ -4,9 +4,13 @@
 //! costs a hash lookup per tick.
 #![no_std]
 #![no_main]
+// Atomic adds to map values (crash_threads.rs): core's atomic types are not available for the BPF target.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod capture;
 mod crash;
+mod crash_threads;
 mod lifecycle;
 mod maps;
 mod python;

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use profiler_common::{PyLayout, TargetFlags};
+use profiler_common::{CrashingProcess, PyLayout, TargetFlags};
 
 /// Processes (tgids) to sample; userspace keeps it current.
 #[map]
@@ -40,9 +40,18 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Size of `CRASHES`: the faulting thread's record and those of about ninety other threads of the process at once
+/// (userspace drains it as they come).
+pub const CRASHES_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Crash samples: their own buffer, so a backlog of CPU samples can never cost us the crash.
 #[map]
-pub static CRASHES: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+pub static CRASHES: RingBuf = RingBuf::with_byte_size(CRASHES_BYTES as u32, 0);
+
+/// Processes with a faulting thread (tgid → when, which thread, how many others captured); written by the crash
+/// probe, read by `crash_threads`, deleted by userspace when the process is gone.
+#[map]
+pub static CRASHING: HashMap<u32, CrashingProcess> = HashMap::with_max_entries(1024, 0);
 
 /// Threads of targets inside an executable file mmap (entered, not yet returned), with the time they entered it.
 #[map]

@@ -10,7 +10,12 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
-    crash::{budget::CrashBudget, recent::RecentStacks, Crash, CrashReport, Crashed, Reraises},
+    crash::{
+        budget::CrashBudget,
+        recent::RecentStacks,
+        threads::{gil_state, ThreadAtCrash},
+        Crash, CrashKind, CrashReport, Crashed, Reraises,
+    },
     merge::{merge, PythonStack, SampleContext},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
@@ -225,6 +230,10 @@ impl Pipeline {
             self.process_crash(sample, sampler);
             return;
         }
+        if sample.crash_thread {
+            self.process_crash_thread(sample, sampler);
+            return;
+        }
         if self.options.gil_only && !sample.holds_gil() {
             self.stats.filtered_samples += 1;
             return;
@@ -307,10 +316,33 @@ impl Pipeline {
         }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
-        let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
+        let mut report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
+        report.gil = gil_state(sample);
+        report.gil_holder = sample.holds_gil().then_some(sample.tid);
         let mut stack = Aggregator::new(self.aggregator.period_ns());
         stack.add(&frames, labels);
         self.push_crash(report, sample.time_ns, stack.take());
+    }
+
+    /// Another thread of a process whose fault is being reported, as the kernel stopped it for the exit: added to
+    /// that report (ignored when no report is pending: over budget, or a handler survived and the process was
+    /// killed much later).
+    fn process_crash_thread(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        let pending = self.crashes.iter().rposition(|(_, crash)| {
+            crash.report.pid == sample.pid && crash.report.kind == CrashKind::Fault && crash.time_ns <= sample.time_ns
+        });
+        let Some(index) = pending else { return };
+        if self.crashes[index].1.report.threads.iter().any(|thread| thread.tid == sample.tid) {
+            return;
+        }
+        let (frames, _, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let crash = &mut self.crashes[index].1;
+        let thread = ThreadAtCrash::new(sample, &frames, crash.time_ns);
+        if sample.holds_gil() {
+            crash.report.gil_holder = Some(sample.tid);
+        }
+        let at = crash.report.threads.partition_point(|other| other.tid < thread.tid);
+        crash.report.threads.insert(at, thread);
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
@@ -339,7 +371,7 @@ impl Pipeline {
         let mut window = Aggregator::new(self.aggregator.period_ns());
         report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
         self.stats.crashes += 1;
-        self.crashes.push((Instant::now(), Crash { report, window: window.take(), stack }));
+        self.crashes.push((Instant::now(), Crash { time_ns, report, window: window.take(), stack }));
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {
@@ -362,10 +394,12 @@ impl Pipeline {
 
     /// The last thread of `pid` exited: completes its crash reports and logs how it ended (a clean exit only at
     /// debug level: a fork storm would otherwise flood the log).
-    pub(crate) fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>) {
+    /// `threads_missed`: other threads the kernel did not capture at its crash, if it crashed.
+    pub(crate) fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>, threads_missed: Option<u32>) {
         let Some(status) = status else { return };
         for (_, crash) in self.crashes.iter_mut().filter(|(_, c)| c.report.pid == pid) {
             crash.report.exit = Some(status);
+            crash.report.threads_missed = threads_missed.unwrap_or(0);
         }
         let name = self.process_name(pid, "?");
         if status == (ExitStatus::Exited { code: 0 }) {

@@ -334,7 +334,8 @@ fn handle_event(
             }
         }
         Lifecycle::Exit { pid, status } => {
-            pipeline.process_exited(pid, status);
+            let threads_missed = sampler.take_crash_threads_missed(pid);
+            pipeline.process_exited(pid, status, threads_missed);
             live.remove(&pid);
             sampler.remove_target(pid);
             pipeline.forget_process(pid);

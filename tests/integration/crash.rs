@@ -696,3 +696,79 @@ fn wait_for_comm(pid: u32, name: &str) {
     }
     panic!("process {pid} never got the name {name}");
 }
+
+/// A race in C between two Python threads (`reader` reads a buffer that `releaser` unmaps) with three more threads
+/// busy elsewhere: the report shows the reader's fault and what every other thread was doing at that moment, each
+/// with its own native + Python stack. The releaser was caught running in C right after the unmap; `locker` waits
+/// in a futex in `wait_for_lock`, `sleeper` in `nap`'s sleep, `spinner` runs Python holding the GIL, and the main
+/// thread waits in join().
+#[test]
+fn crash_report_shows_every_thread_at_a_race() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_python("crash-threads", "threads_at_crash.py", Reading::AsSoonAsItCan);
+    crash.ended.assert_killed_by(libc::SIGSEGV);
+    let report = crash.only_report();
+    let stack: Vec<String> = report.stack().iter().map(|f| f.function.clone()).collect();
+    let fault_at = |name: &str| stack.iter().position(|f| f == name);
+    assert!(
+        matches!((fault_at("race_read"), fault_at("read_shared_buffer")), (Some(c), Some(py)) if c < py),
+        "the faulting stack is not race_read ← read_shared_buffer:\n{}",
+        report.stack_text()
+    );
+    assert_eq!(report.json.field("thread_name").str(), "reader");
+    let threads = report.threads();
+    let summary: String = threads
+        .iter()
+        .map(|t| format!("{} {} {:?} {:?}: {:?}\n", t.name, t.state, t.syscall, t.gil, t.functions()))
+        .collect();
+    eprintln!("threads at the crash:\n{summary}\n{}", report.text);
+    let thread = |name: &str| {
+        let named: Vec<_> = threads.iter().filter(|t| t.name == name).collect();
+        assert_eq!(named.len(), 1, "not exactly one thread named {name} in the report:\n{summary}");
+        named[0].clone()
+    };
+    let calls = |thread: &profiler_tests::crash_report::ThreadAtCrash, chain: &[&str]| {
+        let functions = thread.functions();
+        let mut at = 0;
+        chain.iter().all(|name| match functions[at..].iter().position(|f| f == name) {
+            Some(found) => {
+                at += found + 1;
+                true
+            }
+            None => false,
+        })
+    };
+    let releaser = thread("releaser");
+    assert_eq!(releaser.state, "running", "the releaser spins in C:\n{summary}");
+    assert!(
+        calls(&releaser, &["race_after_release", "race_release", "release_shared_buffer", "releaser_main"]),
+        "the releaser's stack does not go race_after_release ← race_release ← release_shared_buffer ← \
+         releaser_main:\n{summary}"
+    );
+    let locker = thread("locker");
+    assert_eq!((locker.state.as_str(), locker.syscall.as_deref()), ("waiting", Some("futex")), "{summary}");
+    assert!(calls(&locker, &["wait_for_lock", "Thread.run"]), "the locker is not in wait_for_lock:\n{summary}");
+    let sleeper = thread("sleeper");
+    assert_eq!(sleeper.state, "waiting", "{summary}");
+    // time.sleep is clock_nanosleep from 3.11, select before.
+    assert!(
+        matches!(sleeper.syscall.as_deref(), Some("clock_nanosleep" | "select" | "pselect6" | "nanosleep")),
+        "the sleeper is not in a sleep: {:?}\n{summary}",
+        sleeper.syscall
+    );
+    assert!(calls(&sleeper, &["nap", "Thread.run"]), "the sleeper is not in nap:\n{summary}");
+    let spinner = thread("spinner");
+    assert!(calls(&spinner, &["spin_python", "Thread.run"]), "the spinner is not in spin_python:\n{summary}");
+    assert_eq!(spinner.gil.as_deref(), Some("held"), "the spinner runs Python: it holds the GIL\n{summary}");
+    assert_eq!(report.json.field("gil_holder").opt_i64(), Some(i64::from(spinner.tid)), "{summary}");
+    let main = thread("python3");
+    assert_eq!((main.state.as_str(), main.syscall.as_deref()), ("waiting", Some("futex")), "{summary}");
+    assert!(calls(&main, &["<module>"]), "the main thread is not in the script's join():\n{summary}");
+    for other in [&releaser, &locker, &sleeper, &main] {
+        assert_eq!(other.gil.as_deref(), Some("released"), "{} waits without the GIL\n{summary}", other.name);
+    }
+    assert!(report.text.contains("thread locker ("), "the text report lists the threads:\n{}", report.text);
+    assert!(report.text.contains("waiting in futex"), "{}", report.text);
+}

@@ -29,9 +29,46 @@ impl Report {
         self.json.field("stack").array().iter().map(StackFrame::from_json).collect()
     }
 
+    /// The process's other threads at the crash (`threads`), by thread id.
+    pub fn threads(&self) -> Vec<ThreadAtCrash> {
+        self.json
+            .field("threads")
+            .array()
+            .iter()
+            .map(|thread| ThreadAtCrash {
+                tid: thread.field("tid").i64() as u32,
+                name: thread.field("name").str().to_owned(),
+                state: thread.field("state").str().to_owned(),
+                syscall: thread.field("syscall").opt_str().map(str::to_owned),
+                gil: thread.field("gil").opt_str().map(str::to_owned),
+                stack: thread.field("stack").array().iter().map(StackFrame::from_json).collect(),
+            })
+            .collect()
+    }
+
     /// The stack, one frame a line, for failure messages.
     pub fn stack_text(&self) -> String {
         self.stack().iter().enumerate().map(|(i, f)| format!("  #{i:<3} {f}\n")).collect()
+    }
+}
+
+/// Another thread of the crashed process, as the report shows it.
+#[derive(Clone, Debug)]
+pub struct ThreadAtCrash {
+    pub tid: u32,
+    pub name: String,
+    /// `running` or `waiting`.
+    pub state: String,
+    /// The system call it waited in.
+    pub syscall: Option<String>,
+    pub gil: Option<String>,
+    pub stack: Vec<StackFrame>,
+}
+
+impl ThreadAtCrash {
+    /// The function names of its stack, innermost first.
+    pub fn functions(&self) -> Vec<&str> {
+        self.stack.iter().map(|frame| frame.function.as_str()).collect()
     }
 }
 

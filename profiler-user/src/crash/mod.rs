@@ -3,6 +3,7 @@
 pub(crate) mod budget;
 pub(crate) mod recent;
 pub(crate) mod report;
+pub(crate) mod threads;
 pub(crate) mod writer;
 
 use std::time::SystemTime;
@@ -58,6 +59,10 @@ impl Crashed<'_> {
             fault_address: fault.map(|a| format!("{a:#x}")),
             python_version: self.python_version,
             stack,
+            gil: None,
+            gil_holder: None,
+            threads: Vec::new(),
+            threads_missed: 0,
             window_samples: 0,
             window_seconds: self.window_secs as f64,
             exit: None,
@@ -101,6 +106,8 @@ impl Reraises {
 /// A crash as the pipeline hands it over: the report, the profile of the window before it, and the stack at
 /// the crash as a one-sample profile (empty for a killed process), which `run` uploads on its own.
 pub(crate) struct Crash {
+    /// When the fault happened (CLOCK_MONOTONIC ns, the clock of samples).
+    pub time_ns: u64,
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,

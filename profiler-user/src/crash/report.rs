@@ -3,6 +3,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::threads::ThreadAtCrash;
 pub(crate) use crate::sample::signal_name;
 use crate::{
     aggregate::{Frame, FrameKind},
@@ -35,6 +36,14 @@ pub(crate) struct CrashReport {
     pub python_version: Option<String>,
     /// Innermost first.
     pub stack: Vec<ReportFrame>,
+    /// The faulting thread's GIL state ("held" or "released") when it runs Python code.
+    pub gil: Option<&'static str>,
+    /// The thread that held the GIL at the crash (the faulting one or another), when one did.
+    pub gil_holder: Option<u32>,
+    /// The process's other threads, as the kernel stopped them for its exit (by thread id).
+    pub threads: Vec<ThreadAtCrash>,
+    /// Other threads that were not captured (more than the kernel side takes, or no room to send them).
+    pub threads_missed: u32,
     /// Samples of the process in the window before the crash (in the flame graph and pprof next to the report).
     pub window_samples: u64,
     pub window_seconds: f64,
@@ -100,25 +109,45 @@ impl CrashReport {
                 let _ = writeln!(text, "the process had not ended when this report was written");
             }
         }
-        if !self.stack.is_empty() {
-            let _ = writeln!(text, "stack (innermost first):");
+        if let Some(holder) = self.gil_holder {
+            let who = if holder == self.tid { "this thread".to_owned() } else { format!("thread {holder}") };
+            let _ = writeln!(text, "the GIL was held by {who}");
         }
-        for (index, frame) in self.stack.iter().enumerate() {
-            let location = match (&frame.file, frame.line) {
-                (Some(file), Some(line)) => format!(" at {file}:{line}"),
-                (Some(file), None) => format!(" at {file}"),
-                _ => String::new(),
-            };
-            let module = match (&frame.module, frame.kind) {
-                (Some(module), _) => format!(" [{module}]"),
-                (None, "python") => " [python]".into(),
-                _ => String::new(),
-            };
-            let inlined = if frame.inlined { " (inlined)" } else { "" };
-            let _ = writeln!(text, "  #{index:<3} {}{location}{module}{inlined}", frame.function);
+        if !self.stack.is_empty() {
+            let gil = self.gil.map_or(String::new(), |gil| format!(", GIL {gil}"));
+            let _ = writeln!(text, "stack (innermost first{gil}):");
+        }
+        write_stack(&mut text, &self.stack);
+        if !self.threads.is_empty() || self.threads_missed > 0 {
+            let _ = writeln!(text, "\n{} other threads at the crash:", self.threads.len());
+        }
+        for thread in &self.threads {
+            let _ = writeln!(text, "{}", thread.heading());
+            write_stack(&mut text, &thread.stack);
+        }
+        if self.threads_missed > 0 {
+            let _ = writeln!(text, "{} more threads were not captured (too many to copy at once)", self.threads_missed);
         }
         let _ = writeln!(text, "{} samples in the {:.0} s before the crash", self.window_samples, self.window_seconds);
         text
+    }
+}
+
+/// One line per frame, innermost first, numbered.
+fn write_stack(text: &mut String, stack: &[ReportFrame]) {
+    for (index, frame) in stack.iter().enumerate() {
+        let location = match (&frame.file, frame.line) {
+            (Some(file), Some(line)) => format!(" at {file}:{line}"),
+            (Some(file), None) => format!(" at {file}"),
+            _ => String::new(),
+        };
+        let module = match (&frame.module, frame.kind) {
+            (Some(module), _) => format!(" [{module}]"),
+            (None, "python") => " [python]".into(),
+            _ => String::new(),
+        };
+        let inlined = if frame.inlined { " (inlined)" } else { "" };
+        let _ = writeln!(text, "  #{index:<3} {}{location}{module}{inlined}", frame.function);
     }
 }
 
@@ -160,6 +189,10 @@ mod tests {
                     inlined: false,
                 },
             ],
+            gil: Some("held"),
+            gil_holder: Some(43),
+            threads: Vec::new(),
+            threads_missed: 0,
             window_samples: 5,
             window_seconds: 30.0,
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),

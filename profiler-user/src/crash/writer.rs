@@ -359,6 +359,7 @@ mod tests {
 
     fn crash(pid: u32) -> Crash {
         Crash {
+            time_ns: 0,
             report: CrashReport {
                 kind: CrashKind::Fault,
                 time: "2026-11-22T02:00:00Z".into(),
@@ -372,6 +373,10 @@ mod tests {
                 fault_address: None,
                 python_version: None,
                 stack: Vec::new(),
+                gil: None,
+                gil_holder: None,
+                threads: Vec::new(),
+                threads_missed: 0,
                 window_samples: 0,
                 window_seconds: 30.0,
                 exit: None,

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use profiler_common::{
     CrashRecord, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs, CRASH_CODE_COPIES,
     EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CPU,
-    KIND_CRASH, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
+    KIND_CRASH, KIND_CRASH_THREAD, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
 };
 
 /// A timer sample of one thread of a profiled process.
@@ -30,6 +30,11 @@ pub(crate) struct CpuSample<'a> {
     pub py_flags: u32,
     /// Set for crash samples.
     pub crash: Option<CrashSignal>,
+    /// Another thread of a crashing process, captured as the kernel stopped it for the process's exit.
+    pub crash_thread: bool,
+    /// The system call the thread was in when it last entered the kernel, `None` when it entered from running
+    /// user code (for a crash thread: it was on a CPU, or waiting for one).
+    pub syscall: Option<u64>,
     /// Crash samples: names and line tables of the innermost Python frames' code objects, copied at the crash.
     pub code_copies: Vec<PyCodeCopy>,
 }
@@ -53,7 +58,7 @@ impl<'a> CpuSample<'a> {
         }
         // SAFETY: SampleHeader is plain old data valid for any bit pattern; the length was checked.
         let header: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-        if header.kind != KIND_CPU && header.kind != KIND_CRASH {
+        if ![KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD].contains(&header.kind) {
             bail!("unexpected sample record kind {}", header.kind);
         }
         let (frames_area, stack_area) = record[header_len..]
@@ -69,7 +74,8 @@ impl<'a> CpuSample<'a> {
             })
             .collect();
         let stack_len = (header.stack_len as usize).min(STACK_COPY_MAX).min(stack_area.len());
-        let code_copies = if header.kind == KIND_CRASH && record.len() >= size_of::<CrashRecord>() {
+        let crash_record = header.kind == KIND_CRASH || header.kind == KIND_CRASH_THREAD;
+        let code_copies = if crash_record && record.len() >= size_of::<CrashRecord>() {
             record[size_of::<SampleRecord>()..]
                 .chunks_exact(size_of::<PyCodeCopy>())
                 .take(CRASH_CODE_COPIES)
@@ -100,6 +106,8 @@ impl<'a> CpuSample<'a> {
                 si_code: header.si_code,
                 fault_addr: (header.flags & FLAG_FAULT_ADDR != 0).then_some(header.fault_addr),
             }),
+            crash_thread: header.kind == KIND_CRASH_THREAD,
+            syscall: u64::try_from(header.syscall).ok(),
             code_copies,
         })
     }
@@ -259,6 +267,7 @@ mod tests {
             signal: 0,
             si_code: 0,
             fault_addr: 0,
+            syscall: 202,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), header) };
@@ -278,6 +287,20 @@ mod tests {
         assert_eq!(sample.py_frames.len(), 2);
         assert_eq!(sample.py_frames[0].code, 0xc0de);
         assert!(sample.is_python_thread() && sample.holds_gil());
+        assert_eq!(sample.syscall, Some(202));
+        assert!(sample.crash.is_none() && !sample.crash_thread);
+    }
+
+    #[test]
+    fn a_thread_captured_at_a_crash_is_neither_a_cpu_sample_nor_the_crash() {
+        let mut bytes = record(0, 0);
+        // kind is the header's first field; syscall -1: it was running user code.
+        bytes[..4].copy_from_slice(&KIND_CRASH_THREAD.to_ne_bytes());
+        let syscall_at = std::mem::offset_of!(SampleHeader, syscall);
+        bytes[syscall_at..syscall_at + 8].copy_from_slice(&(-1i64).to_ne_bytes());
+        let sample = CpuSample::parse(&bytes).unwrap();
+        assert!(sample.crash_thread && sample.crash.is_none());
+        assert_eq!(sample.syscall, None);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use profiler_common::{
-    PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
+    CrashingProcess, PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES, PY_MAX_FRAMES,
+    TARGET_FOLLOW_CHILDREN,
 };
 
 use super::{btf, tracefs};
@@ -42,6 +43,7 @@ pub(crate) struct Sampler {
     lost: PerCpuArray<MapData, u64>,
     kernel_stacks: StackTraceMap<MapData>,
     python_processes: HashMap<MapData, u32, PyLayout>,
+    crashing: HashMap<MapData, u32, CrashingProcess>,
     lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
     events: Option<RingBuf<MapData>>,
@@ -112,11 +114,19 @@ impl Sampler {
         crash
             .attach("signal_generate")
             .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
+        let crash_thread: &mut RawTracePoint = ebpf
+            .program_mut("crash_thread")
+            .context("the embedded eBPF object has no `crash_thread` program")?
+            .try_into()?;
+        crash_thread
+            .attach("signal_deliver")
+            .map_err(|err| describe_program_error("attaching the crash-threads probe to signal_deliver", err))?;
 
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
         let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
         let python_processes = HashMap::try_from(take_map(&mut ebpf, "PY_PROCESSES")?)?;
+        let crashing = HashMap::try_from(take_map(&mut ebpf, "CRASHING")?)?;
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
@@ -127,6 +137,7 @@ impl Sampler {
             lost,
             kernel_stacks,
             python_processes,
+            crashing,
             lost_events,
             samples: Some(samples),
             events: Some(events),
@@ -144,6 +155,7 @@ impl Sampler {
     pub(crate) fn remove_target(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
         let _ = self.python_processes.remove(&pid);
+        let _ = self.crashing.remove(&pid);
     }
 
     /// Makes the sampler walk the Python frames of process `pid` with this layout.
@@ -151,6 +163,14 @@ impl Sampler {
         self.python_processes
             .insert(pid, layout, 0)
             .with_context(|| format!("adding PID {pid} to the PY_PROCESSES map"))
+    }
+
+    /// Forgets a crashed process (gone now) and returns how many of its other threads were not captured at the
+    /// crash (over the limit, or no room in the crash ring), if it had crashed.
+    pub(crate) fn take_crash_threads_missed(&mut self, pid: u32) -> Option<u32> {
+        let crashing = self.crashing.get(&pid, 0).ok()?;
+        let _ = self.crashing.remove(&pid);
+        Some(crashing.missed)
     }
 
     /// Samples the kernel could not send because the ring buffer was full, summed over CPUs.
@@ -208,7 +228,7 @@ fn kernel_release() -> Option<(u32, u32)> {
     Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
 }
 
-/// Loads the object and its two large programs (the CPU sampler and the crash probe, which share the sample
+/// Loads the object and its three large programs (the CPU sampler and the two crash probes, which share the sample
 /// capture), with the longest Python frame walk this kernel's verifier accepts; one warning when that is less than
 /// the whole.
 fn load_verified(
@@ -239,12 +259,17 @@ fn load_verified(
             .context("the embedded eBPF object has no `sample_cpu` program")?
             .try_into()?;
         let loaded = sampler.load().map_err(|err| ("loading the CPU sampler", err)).and_then(|()| {
-            let crash: &mut RawTracePoint = ebpf
-                .program_mut("signal_generate")
-                .ok_or(("loading the crash probe", ProgramError::NotLoaded))?
-                .try_into()
-                .map_err(|err| ("loading the crash probe", err))?;
-            crash.load().map_err(|err| ("loading the crash probe", err))
+            for (program, action) in
+                [("signal_generate", "loading the crash probe"), ("crash_thread", "loading the crash-threads probe")]
+            {
+                let probe: &mut RawTracePoint = ebpf
+                    .program_mut(program)
+                    .ok_or((action, ProgramError::NotLoaded))?
+                    .try_into()
+                    .map_err(|err| (action, err))?;
+                probe.load().map_err(|err| (action, err))?;
+            }
+            Ok(())
         });
         match loaded {
             Ok(()) => {

@@ -261,6 +261,8 @@ mod tests {
             py_frames: Vec::new(),
             py_flags: 0,
             crash: None,
+            crash_thread: false,
+            syscall: None,
             code_copies: Vec::new(),
         };
         let stack = unwinder.unwind(&sample, &[]);

@@ -49,3 +49,45 @@ CRASHER int touch_truncated(const char *path) {
     map[0] = 1; /* BUS-LINE */
     return map[0];
 }
+
+/* A race over a buffer between two threads: `race_read` keeps reading it while `race_release` unmaps it, so the
+ * next read faults at the buffer's address. The releasing thread then keeps running in C (race_after_release),
+ * so the crash catches it there, in the middle of what it was doing to the reader. */
+#define RACE_BYTES (1 << 16)
+static volatile char *volatile race_buffer;
+
+CRASHER int race_setup(void) {
+    void *buffer = mmap(NULL, RACE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buffer == MAP_FAILED)
+        return -1;
+    race_buffer = buffer;
+    return 0;
+}
+
+CRASHER long race_read(void) {
+    long sum = 0;
+    for (;;) {
+        volatile char *buffer = race_buffer;
+        for (int i = 0; i < RACE_BYTES; i += 64)
+            sum += buffer[i]; /* RACE-READ-LINE */
+    }
+    return sum;
+}
+
+/* Never set: the spin cannot be proven endless, so its caller stays on the stack below it (no tail call). */
+static volatile int race_stop;
+
+CRASHER long race_after_release(void) {
+    long spins = 0;
+    while (!race_stop)
+        spins++;
+    return spins;
+}
+
+CRASHER long race_release(void) {
+    /* ctypes let go of the GIL for this call; the wait lets the Python threads settle who holds it now. */
+    usleep(50 * 1000);
+    munmap((void *)race_buffer, RACE_BYTES);
+    long spins = race_after_release();
+    return spins + 1;
+}
