@@ -10,8 +10,14 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
-    crash::{budget::CrashBudget, recent::RecentStacks, Crash, CrashReport, Crashed, Reraises},
+    crash::{
+        budget::CrashBudget,
+        fault::{self, FaultInput, MapsRead, Registers},
+        recent::RecentStacks,
+        Crash, CrashReport, Crashed, Reraises,
+    },
     merge::{merge, PythonStack, SampleContext},
+    process::maps::{self, Mapping},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
     symbolize::Symbolizer,
@@ -307,10 +313,42 @@ impl Pipeline {
         }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
-        let report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
+        let mut report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
+        if let Some(cpu) = &sample.crash_cpu {
+            let (mappings, maps) = self.maps_at_crash(sample.pid, cpu.regs.rip);
+            report.registers = Some(Registers(cpu.regs));
+            report.fault = Some(fault::analyze(&FaultInput {
+                signal: signal.signal,
+                si_code: signal.si_code,
+                fault_addr: signal.fault_addr,
+                cpu,
+                mappings: &mappings,
+                maps,
+            }));
+        }
         let mut stack = Aggregator::new(self.aggregator.period_ns());
         stack.add(&frames, labels);
         self.push_crash(report, sample.time_ns, stack.take());
+    }
+
+    /// The maps to place a crash's fault address in: read now if the process still has them (they then hold what it
+    /// mapped since the unwinder's copy, a new thread's stack say) and they map the same file at the faulting
+    /// instruction as that copy (so not a new process under a reused PID); otherwise the unwinder's copy.
+    fn maps_at_crash(&self, pid: u32, rip: u64) -> (Vec<Mapping>, MapsRead) {
+        let held = self.unwinder.mappings(pid);
+        let code_at_rip = |mappings: &[Mapping]| {
+            mappings.iter().find(|m| (m.start..m.end).contains(&rip)).map(|m| (m.start, m.dev, m.inode))
+        };
+        if let Ok(now) = maps::read(pid) {
+            if !now.mappings.is_empty() && (held.is_empty() || code_at_rip(&now.mappings) == code_at_rip(held)) {
+                return (now.mappings, MapsRead::AtTheCrash);
+            }
+        }
+        if held.is_empty() {
+            (Vec::new(), MapsRead::Never)
+        } else {
+            (held.to_vec(), MapsRead::BeforeTheCrash)
+        }
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
