@@ -286,6 +286,20 @@ fn classify(
                 FaultClass::PastEndOfFile,
                 format!("{region}{through}, past the end of the file (it is shorter than its mapping)"),
             ),
+            // The page fault found no page to give (VM_FAULT_SIGBUS): a file mapping past the file's end, in all
+            // but rare cases (a hugetlb or shmem allocation failing). The mapping itself may be newer than the maps
+            // (a file mapped just before the crash, the process gone before its maps could be read again).
+            (BUS_ADRERR, _) => (
+                FaultClass::PastEndOfFile,
+                format!(
+                    "{region}{through}, past the end of a mapped file (its mapping is not in the maps read {})",
+                    match input.maps {
+                        MapsRead::AtTheCrash => "at the crash",
+                        MapsRead::BeforeTheCrash => "before the crash",
+                        MapsRead::Never => "ever",
+                    }
+                ),
+            ),
             (BUS_ADRALN, _) => (FaultClass::BusError, format!("{region}{through}: misaligned address")),
             (BUS_MCEERR_AR | BUS_MCEERR_AO, _) => {
                 (FaultClass::BusError, format!("{region}{through}: hardware memory error"))
@@ -305,8 +319,8 @@ fn classify(
             (
                 FaultClass::StackOverflow,
                 format!(
-                    "{address:#x}, {distance:#x} bytes below the end of this thread's stack ({stack_name} {span}), in \
-                     {place}: a stack overflow"
+                    "{address:#x}, {distance:#x} bytes below this thread's stack ({stack_name} {span}), in {place}: a \
+                     stack overflow"
                 ),
             )
         } else {
@@ -679,7 +693,7 @@ impl Registers {
         let mut text = String::new();
         for row in named_registers(&self.0).chunks(4) {
             let cells: Vec<String> = row.iter().map(|(name, value)| format!("{name:>8} {value:#018x}")).collect();
-            let _ = writeln!(text, " {}", cells.join(""));
+            let _ = writeln!(text, " {}", cells.join(" "));
         }
         text
     }
@@ -865,6 +879,10 @@ mod tests {
             "write of truncated.bin+0x1000 through rax, past the end of the file (it is shorter than its mapping) by \
              `mov byte ptr [rax],1` in libcrash.so+0x1139"
         );
+        let unknown = 0x7f20_0000_0000;
+        let fault = analyze(&FaultInput { fault_addr: Some(unknown), mappings: &[], ..input(SIGBUS, BUS_ADRERR) });
+        assert_eq!(fault.class, FaultClass::PastEndOfFile, "{}", fault.description);
+        assert!(fault.description.contains("its mapping is not in the maps read before the crash"));
         assert_eq!(analyze(&input(SIGFPE, 1)).class, FaultClass::Arithmetic);
         assert!(analyze(&input(SIGFPE, 1)).description.starts_with("integer divide by zero"));
         let ud2 = cpu(&[0x0f, 0x0b], CrashRegs::default());
