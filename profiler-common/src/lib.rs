@@ -256,11 +256,52 @@ pub struct PyCodeCopy {
     pub linetable: [u8; CRASH_LINETABLE_LEN],
 }
 
-/// A crash as it sits in the crash ring buffer: a sample plus the names of its innermost Python frames.
+/// The faulting thread's user registers, in the x86_64 kernel's `struct pt_regs` order, so the crash probe copies
+/// them with one fixed-size read of the saved `pt_regs` (the layout is the kernel's user ABI for ptrace too, and
+/// the same on every supported kernel: FRED (6.9+) only renamed bits inside `cs`/`ss`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    /// The system call number on syscall entry, -1 (all ones) for a fault.
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Bytes of code copied at the faulting `rip`: the longest x86 instruction is 15 bytes.
+pub const CRASH_CODE_LEN: usize = 16;
+
+/// A crash as it sits in the crash ring buffer: a sample plus the names of its innermost Python frames, the
+/// thread's registers and the code at its instruction pointer (what the fault hit, and by which instruction).
 #[repr(C)]
 pub struct CrashRecord {
     pub sample: SampleRecord,
     pub codes: [PyCodeCopy; CRASH_CODE_COPIES],
+    /// All user registers at the signal (zero if the kernel's copy could not be read: `regs_len` 0).
+    pub regs: CrashRegs,
+    /// The instruction bytes at `regs.rip`; `code_len` of them are valid (0: unreadable, e.g. a jump to NULL).
+    pub code: [u8; CRASH_CODE_LEN],
+    pub code_len: u32,
+    /// Bytes of `regs` copied: `size_of::<CrashRegs>()` or 0.
+    pub regs_len: u32,
 }
 
 /// A process whose thread faulted: the other threads are captured as the kernel stops them, for a short while.

@@ -4,20 +4,24 @@
 //!
 //! Signals sent to a target by another process (SIGKILL from the OOM killer, `kill -SEGV`) carry no stack of the
 //! target; they are reported as lifecycle events so the report can say how the process ended.
-use core::{ffi::c_void, ptr::write_volatile};
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::helpers::generated as raw;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_ktime_get_ns},
+        generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_task_pt_regs},
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    CrashRecord, CrashingProcess, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN,
-    CRASH_QUALNAME_LEN, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH, PY_FRAME_SHIM,
+    CrashRecord, CrashRegs, CrashingProcess, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_CODE_LEN,
+    CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH,
+    PY_FRAME_SHIM,
 };
 
 use crate::{
@@ -85,11 +89,37 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
     let record = entry.as_mut_ptr();
     unsafe {
+        // Before `fill`'s loops, so nothing of it is carried through them.
+        copy_registers_and_code(record);
         fill(&raw mut (*record).sample, tgid, pid_tgid as u32, info);
         copy_code_names(record, tgid);
     }
     entry.submit(0);
     0
+}
+
+/// Copies all the thread's saved user registers and the code at its instruction pointer into the record: what
+/// userspace needs to say what the fault hit and by which instruction. Without a branch: each helper writes
+/// straight into the record (zero-filling what it cannot read) and the lengths follow from the helpers' results by
+/// arithmetic, so the verifier has no extra paths to explore.
+#[inline(always)]
+unsafe fn copy_registers_and_code(record: *mut CrashRecord) {
+    const REGS_LEN: u32 = size_of::<CrashRegs>() as u32;
+    unsafe {
+        let user_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const c_void;
+        let read = raw::bpf_probe_read_kernel((&raw mut (*record).regs).cast(), REGS_LEN, user_regs);
+        write_volatile(&raw mut (*record).regs_len, len_if_read(read, REGS_LEN));
+        let rip = read_volatile(&raw const (*record).regs.rip);
+        let read =
+            raw::bpf_probe_read_user((&raw mut (*record).code).cast(), CRASH_CODE_LEN as u32, rip as *const c_void);
+        write_volatile(&raw mut (*record).code_len, len_if_read(read, CRASH_CODE_LEN as u32));
+    }
+}
+
+/// `len` when a probe-read helper returned 0 (success), 0 when it returned a negative error.
+#[inline(always)]
+fn len_if_read(result: i64, len: u32) -> u32 {
+    (!(result >> 63)) as u32 & len
 }
 
 /// How many of the innermost Python frames get their code object copied: `CRASH_CODE_COPIES`, unless userspace

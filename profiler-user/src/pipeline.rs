@@ -12,11 +12,13 @@ use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
     crash::{
         budget::CrashBudget,
+        fault::{self, FaultInput, MapsRead, Registers},
         recent::RecentStacks,
         threads::{gil_state, ThreadAtCrash},
         Crash, CrashKind, CrashReport, Crashed, Reraises,
     },
     merge::{merge, PythonStack, SampleContext},
+    process::maps::{self, Mapping},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
     symbolize::Symbolizer,
@@ -319,6 +321,18 @@ impl Pipeline {
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
+        if let Some(cpu) = &sample.crash_cpu {
+            let (mappings, maps) = self.maps_at_crash(sample.pid, cpu.regs.rip);
+            report.registers = Some(Registers(cpu.regs));
+            report.fault = Some(fault::analyze(&FaultInput {
+                signal: signal.signal,
+                si_code: signal.si_code,
+                fault_addr: signal.fault_addr,
+                cpu,
+                mappings: &mappings,
+                maps,
+            }));
+        }
         let mut stack = Aggregator::new(self.aggregator.period_ns());
         stack.add(&frames, labels);
         self.push_crash(report, sample.time_ns, stack.take());
@@ -343,6 +357,26 @@ impl Pipeline {
         }
         let at = crash.report.threads.partition_point(|other| other.tid < thread.tid);
         crash.report.threads.insert(at, thread);
+    }
+
+    /// The maps to place a crash's fault address in: read now if the process still has them (they then hold what it
+    /// mapped since the unwinder's copy, a new thread's stack say) and they map the same file at the faulting
+    /// instruction as that copy (so not a new process under a reused PID); otherwise the unwinder's copy.
+    fn maps_at_crash(&self, pid: u32, rip: u64) -> (Vec<Mapping>, MapsRead) {
+        let held = self.unwinder.mappings(pid);
+        let code_at_rip = |mappings: &[Mapping]| {
+            mappings.iter().find(|m| (m.start..m.end).contains(&rip)).map(|m| (m.start, m.dev, m.inode))
+        };
+        if let Ok(now) = maps::read(pid) {
+            if !now.mappings.is_empty() && (held.is_empty() || code_at_rip(&now.mappings) == code_at_rip(held)) {
+                return (now.mappings, MapsRead::AtTheCrash);
+            }
+        }
+        if held.is_empty() {
+            (Vec::new(), MapsRead::Never)
+        } else {
+            (held.to_vec(), MapsRead::BeforeTheCrash)
+        }
     }
 
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.

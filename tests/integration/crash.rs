@@ -433,6 +433,129 @@ fn crash_sigbus_truncated_mmap() {
     let address =
         report.json.field("fault_address").opt_str().unwrap_or_else(|| panic!("no fault address; {}", report.text));
     assert_eq!(parse_address(address), parse_address(printed.trim()), "the fault address; {}", report.text);
+    // What the fault hit: a store into the truncated file's mapping, past the file's end.
+    let fault = report.json.field("fault");
+    let shown = format!("the report:\n{}", report.text);
+    assert_eq!(fault.field("class").str(), "past_end_of_file", "fault.class; {shown}");
+    assert_eq!(fault.field("access").str(), "write", "fault.access; {shown}");
+    // The file was mapped just before the crash: the maps show it only if read while the process lived.
+    let mapping = fault.field("mapping");
+    if !mapping.is_null() {
+        assert!(mapping.field("path").str().ends_with("/truncated.bin"), "fault.mapping; {shown}");
+    }
+    let line =
+        report.text.lines().find(|l| l.starts_with("fault: ")).unwrap_or_else(|| panic!("no fault line; {shown}"));
+    assert!(
+        line.starts_with("fault: write of ") && line.contains(", past the end of ") && line.contains(" by `mov "),
+        "the fault line says `{line}`; {shown}"
+    );
+}
+
+/// Checks the `fault` and `registers` sections every fault report of libcrash has: the instruction decoded at an
+/// instruction pointer inside libcrash's code, the registers with that rip, the text's `fault:` line and register
+/// dump. Returns the `fault:` line.
+fn check_fault_section<'r>(crash: &PythonCrash, report: &'r Report) -> &'r str {
+    let shown = format!("the report:\n{}", report.text);
+    let registers = report.json.field("registers");
+    let rip = parse_address(registers.field("rip").str());
+    assert!(
+        in_executable_mapping(&crash.libcrash_maps, rip),
+        "registers.rip {rip:#x} is not in libcrash's code {:x?}; {shown}",
+        crash.libcrash_maps
+    );
+    for name in ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r15", "eflags", "orig_rax"] {
+        assert!(registers.field(name).str().starts_with("0x"), "registers.{name}; {shown}");
+    }
+    let fault = report.json.field("fault");
+    // Read at the crash while the process lived, else the copy read before it: either has libcrash.
+    let maps = fault.field("maps").str();
+    assert!(maps == "at_the_crash" || maps == "before_the_crash", "fault.maps is {maps}; {shown}");
+    let at = fault.field("instruction_at").str();
+    assert!(at.starts_with("libcrash.so+0x"), "fault.instruction_at is `{at}`; {shown}");
+    assert!(report.text.contains("\nregisters:\n"), "the text has no register dump; {shown}");
+    assert!(report.text.contains(&format!("rip {rip:#018x}")), "the register dump has no rip {rip:#x}; {shown}");
+    report.text.lines().find(|l| l.starts_with("fault: ")).unwrap_or_else(|| panic!("no `fault:` line; {shown}"))
+}
+
+/// A read of the field at offset 0x18 of a struct through a NULL pointer (read_count ← sum_counts, through ctypes
+/// from `read_config_count`): SIGSEGV at 0x18, and the report says what a reader needs — a read of NULL + 0x18
+/// through rdi (which held 0), by `mov eax,[rdi+0x18]` in libcrash.so.
+#[test]
+fn crash_null_pointer_field_read() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_python("crash-null-field", "null_field.py", Reading::AsSoonAsItCan);
+    crash.ended.assert_killed_by(libc::SIGSEGV);
+    let report = check_python_fault(
+        &crash,
+        &Expected {
+            signal: 11,
+            signal_name: "SIGSEGV",
+            si_code: SEGV_MAPERR,
+            thread_name: "python3",
+            c_frames: &["read_count", "sum_counts"],
+            c_line_marker: Some("FIELD-LINE"),
+            libc_on_top: false,
+            python: &["read_config_count", "main", "<module>"],
+        },
+    );
+    let shown = format!("the report:\n{}", report.text);
+    assert_eq!(report.json.field("fault_address").opt_str(), Some("0x18"), "fault_address; {shown}");
+    let line = check_fault_section(&crash, report);
+    assert!(
+        line.starts_with(
+            "fault: read of NULL + 0x18 through rdi (no mapping) by `mov eax,[rdi+0x18]` in libcrash.so+0x"
+        ),
+        "the fault line says `{line}`; {shown}"
+    );
+    let fault = report.json.field("fault");
+    assert_eq!(fault.field("class").str(), "null_page", "fault.class; {shown}");
+    assert_eq!(fault.field("access").str(), "read", "fault.access; {shown}");
+    assert_eq!(fault.field("instruction").str(), "mov eax,[rdi+0x18]", "fault.instruction; {shown}");
+    assert_eq!(fault.field("address_from").str(), "rdi + 0x18", "fault.address_from; {shown}");
+    assert!(fault.field("code_bytes").str().starts_with("8b 47 18"), "fault.code_bytes; {shown}");
+    assert!(fault.field("mapping").is_null(), "nothing is mapped at 0x18; {shown}");
+    assert_eq!(report.json.field("registers").field("rdi").str(), "0x0", "rdi held the NULL pointer; {shown}");
+}
+
+/// Unbounded C recursion (`recurse`) through ctypes from `descend` in a worker thread with a 256 KiB stack: SIGSEGV
+/// in the guard page below that thread's stack, which the report calls a stack overflow of this thread's stack,
+/// with `recurse` at the top.
+#[test]
+fn crash_stack_overflow_in_a_thread() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_python("crash-stack-overflow", "stack_overflow.py", Reading::AsSoonAsItCan);
+    crash.ended.assert_killed_by(libc::SIGSEGV);
+    let report = crash.only_report();
+    let shown = format!("the report:\n{}\nits stack:\n{}", report.text, report.stack_text());
+    let json = &report.json;
+    assert_eq!(json.field("kind"), "fault", "kind; {shown}");
+    assert_eq!(json.field("tid").i64(), i64::from(crash.tid), "tid; {shown}");
+    assert_eq!(json.field("thread_name").str(), "deep-worker", "thread_name; {shown}");
+    assert_eq!(json.field("signal_name").str(), "SIGSEGV", "signal_name; {shown}");
+    let stack = report.stack();
+    assert_eq!(stack.first().map(|f| f.function.as_str()), Some("recurse"), "the innermost frame; {shown}");
+    assert!(stack[0].in_module(libcrash()), "recurse is not in libcrash.so; {shown}");
+
+    let line = check_fault_section(&crash, report);
+    let fault = json.field("fault");
+    assert_eq!(fault.field("class").str(), "stack_overflow", "fault.class; {shown}");
+    assert_eq!(fault.field("access").str(), "write", "a push or a store into the new frame; {shown}");
+    assert!(
+        line.contains("bytes below this thread's stack (a thread stack 0x") && line.contains(": a stack overflow"),
+        "the fault line says `{line}`; {shown}"
+    );
+    // The address is within a page below the stack's start, and sp is on that stack or in its guard.
+    let above = fault.field("mapping");
+    let address = parse_address(fault.field("address").str());
+    let sp = parse_address(json.field("registers").field("rsp").str());
+    let guard_end = parse_address(above.field("end").str());
+    assert_eq!(above.field("perms").str(), "---p", "the guard page; {shown}");
+    assert!(address < guard_end && guard_end - address <= 4096, "the address {address:#x}; {shown}");
+    assert!(sp.abs_diff(address) <= 4096, "sp {sp:#x} is not next to the fault; {shown}");
 }
 
 /// segv_thread.py with `faulthandler.enable()`: faulthandler prints its traceback and re-raises SIGSEGV, which is

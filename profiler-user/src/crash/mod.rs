@@ -1,6 +1,7 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
 pub(crate) mod budget;
+pub(crate) mod fault;
 pub(crate) mod recent;
 pub(crate) mod report;
 pub(crate) mod threads;
@@ -66,6 +67,8 @@ impl Crashed<'_> {
             window_samples: 0,
             window_seconds: self.window_secs as f64,
             exit: None,
+            registers: None,
+            fault: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::threads::ThreadAtCrash;
 pub(crate) use crate::sample::signal_name;
 use crate::{
     aggregate::{Frame, FrameKind},
+    crash::fault::{Fault, Registers},
     sample::ExitStatus,
 };
 
@@ -50,6 +51,11 @@ pub(crate) struct CrashReport {
     /// How the process ended (exit code or signal, from the kernel's exit record); `None` when it had not ended
     /// by the time the report was written (a handler that survived the signal, or a slow core dump).
     pub exit: Option<ExitStatus>,
+    /// Every user register of the faulting thread at the signal (name → hex); `None` for a killed process or when
+    /// the kernel could not read them.
+    pub registers: Option<Registers>,
+    /// What the fault hit: the address's class against the process's maps, the instruction (`crash::fault`).
+    pub fault: Option<Fault>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -93,6 +99,9 @@ impl CrashReport {
                 if let Some(address) = &self.fault_address {
                     let _ = writeln!(text, "fault address: {address} (si_code {})", self.si_code);
                 }
+                if let Some(fault) = &self.fault {
+                    let _ = writeln!(text, "fault: {}", fault.description);
+                }
             }
             CrashKind::Killed { sender_pid } => {
                 let _ = writeln!(text, "killed by PID {sender_pid}; a killed process has no stack of its own");
@@ -127,6 +136,10 @@ impl CrashReport {
         }
         if self.threads_missed > 0 {
             let _ = writeln!(text, "{} more threads were not captured (too many to copy at once)", self.threads_missed);
+        }
+        if let Some(registers) = &self.registers {
+            let _ = writeln!(text, "registers:");
+            text.push_str(&registers.to_text());
         }
         let _ = writeln!(text, "{} samples in the {:.0} s before the crash", self.window_samples, self.window_seconds);
         text
@@ -196,6 +209,8 @@ mod tests {
             window_samples: 5,
             window_seconds: 30.0,
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
+            registers: None,
+            fault: None,
         };
         let text = report.to_text();
         assert!(text.starts_with("crash: SIGSEGV (python3 42) in thread worker (43)"), "{text}");
@@ -207,5 +222,58 @@ mod tests {
         assert_eq!(json["signal_name"], "SIGSEGV");
         assert_eq!(json["stack"][1]["line"], 12);
         assert_eq!(json["exit"]["killed"]["signal"], 11);
+        assert!(json["fault"].is_null() && json["registers"].is_null());
+    }
+
+    #[test]
+    fn text_and_json_carry_the_fault_and_registers() {
+        use profiler_common::CrashRegs;
+
+        use crate::{
+            crash::fault::{analyze, FaultInput, MapsRead},
+            sample::CrashCpuState,
+        };
+        let regs = CrashRegs { rip: 0x1139, rdi: 0, ..CrashRegs::default() };
+        let cpu = CrashCpuState { regs, code: vec![0x8b, 0x47, 0x18] };
+        let fault = analyze(&FaultInput {
+            signal: 11,
+            si_code: 1,
+            fault_addr: Some(0x18),
+            cpu: &cpu,
+            mappings: &[],
+            maps: MapsRead::Never,
+        });
+        let report = CrashReport {
+            kind: CrashKind::Fault,
+            time: "2026-11-22T02:00:00Z".into(),
+            pid: 42,
+            tid: 43,
+            process_name: "python3".into(),
+            thread_name: "worker".into(),
+            signal: 11,
+            signal_name: signal_name(11),
+            si_code: 1,
+            fault_address: Some("0x18".into()),
+            python_version: None,
+            stack: Vec::new(),
+            window_samples: 0,
+            window_seconds: 30.0,
+            exit: None,
+            registers: Some(Registers(regs)),
+            fault: Some(fault),
+        };
+        let text = report.to_text();
+        assert!(
+            text.contains("\nfault: read of NULL + 0x18 through rdi (no mapping) by `mov eax,[rdi+0x18]` in 0x1139\n"),
+            "{text}"
+        );
+        assert!(text.contains("registers:\n") && text.contains("rip 0x0000000000001139"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["registers"]["rip"], "0x1139");
+        assert_eq!(json["fault"]["class"], "null_page");
+        assert_eq!(json["fault"]["access"], "read");
+        assert_eq!(json["fault"]["instruction"], "mov eax,[rdi+0x18]");
+        assert_eq!(json["fault"]["code_bytes"], "8b 47 18");
+        assert_eq!(json["fault_address"], "0x18", "the existing fields stay");
     }
 }

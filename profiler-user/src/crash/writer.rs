@@ -380,6 +380,8 @@ mod tests {
                 window_samples: 0,
                 window_seconds: 30.0,
                 exit: None,
+                registers: None,
+                fault: None,
             },
             window: Profile::default(),
             stack: Profile::default(),

@@ -1,4 +1,5 @@
-//! Parses `/proc/PID/maps` into the executable file mappings that unwinding and symbolization need.
+//! Parses `/proc/PID/maps` into the executable file mappings that unwinding and symbolization need, and the whole
+//! address space a crash's fault address is placed in (`crash::fault`).
 //!
 //! Lines that do not parse are skipped and counted, never fatal: a process can change its mappings while we read.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
@@ -13,6 +14,10 @@ pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub executable: bool,
+    pub readable: bool,
+    pub writable: bool,
+    /// `s` (MAP_SHARED) rather than `p`.
+    pub shared: bool,
     /// Offset in the file of the byte mapped at `start`.
     pub file_offset: u64,
     /// (major << 32 | minor, inode): identifies the file system-wide, whatever its path in the process's mount
@@ -27,6 +32,19 @@ pub(crate) struct Mapping {
 impl Mapping {
     pub(crate) fn is_file_backed(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')
+    }
+
+    /// The permissions column as `/proc/PID/maps` shows it (`r-xp`).
+    pub(crate) fn perms(&self) -> String {
+        let flag = |set: bool, c: char| if set { c } else { '-' };
+        [
+            flag(self.readable, 'r'),
+            flag(self.writable, 'w'),
+            flag(self.executable, 'x'),
+            if self.shared { 's' } else { 'p' },
+        ]
+        .into_iter()
+        .collect()
     }
 }
 
@@ -68,7 +86,19 @@ fn parse_line(line: &str) -> Option<Mapping> {
         return None;
     }
     let dev = (u64::from_str_radix(major, 16).ok()? << 32) | u64::from_str_radix(minor, 16).ok()?;
-    Some(Mapping { start, end, executable: perms.as_bytes()[2] == b'x', file_offset, dev, inode, path })
+    let perms = perms.as_bytes();
+    Some(Mapping {
+        start,
+        end,
+        executable: perms[2] == b'x',
+        readable: perms[0] == b'r',
+        writable: perms[1] == b'w',
+        shared: perms[3] == b's',
+        file_offset,
+        dev,
+        inode,
+        path,
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +123,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let text = &maps.mappings[1];
         assert_eq!((text.start, text.end, text.file_offset), (0x423000, 0x67d000, 0x23000));
         assert!(text.executable && text.is_file_backed());
+        assert_eq!(text.perms(), "r-xp");
+        assert_eq!(maps.mappings[2].perms(), "rw-p");
+        assert!(maps.mappings[2].writable && !maps.mappings[2].executable);
         assert_eq!(text.path, "/usr/bin/python3.11");
         assert_eq!(text.dev, (0xfe << 32) | 1);
         assert!(!maps.mappings[2].is_file_backed());

@@ -5,9 +5,10 @@
 #![deny(clippy::arithmetic_side_effects)]
 use anyhow::{bail, Context as _, Result};
 use profiler_common::{
-    CrashRecord, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs, CRASH_CODE_COPIES,
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CPU,
-    KIND_CRASH, KIND_CRASH_THREAD, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
+    CrashRecord, CrashRegs, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs,
+    CRASH_CODE_COPIES, CRASH_CODE_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL,
+    FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
+    PY_THREAD_FOUND, STACK_COPY_MAX,
 };
 
 /// A timer sample of one thread of a profiled process.
@@ -37,6 +38,17 @@ pub(crate) struct CpuSample<'a> {
     pub syscall: Option<u64>,
     /// Crash samples: names and line tables of the innermost Python frames' code objects, copied at the crash.
     pub code_copies: Vec<PyCodeCopy>,
+    /// Crash samples: every user register and the code at the instruction pointer, when the kernel read them.
+    pub crash_cpu: Option<CrashCpuState>,
+}
+
+/// The faulting thread's registers and the bytes of code at its instruction pointer, as copied at the signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CrashCpuState {
+    pub regs: CrashRegs,
+    /// Up to `CRASH_CODE_LEN` bytes at `regs.rip`; empty when they could not be read (a jump to an unmapped
+    /// address).
+    pub code: Vec<u8>,
 }
 
 /// The fatal signal a thread generated for itself.
@@ -88,6 +100,7 @@ impl<'a> CpuSample<'a> {
         } else {
             Vec::new()
         };
+        let crash_cpu = if header.kind == KIND_CRASH { crash_cpu_state(record) } else { None };
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
         Ok(Self {
             pid: header.pid,
@@ -109,6 +122,7 @@ impl<'a> CpuSample<'a> {
             crash_thread: header.kind == KIND_CRASH_THREAD,
             syscall: u64::try_from(header.syscall).ok(),
             code_copies,
+            crash_cpu,
         })
     }
 
@@ -120,6 +134,27 @@ impl<'a> CpuSample<'a> {
     pub(crate) fn holds_gil(&self) -> bool {
         self.py_flags & PY_GIL_HELD != 0
     }
+}
+
+/// The registers and code of a crash record; `None` for a record too short to hold them or whose registers the
+/// kernel could not read.
+fn crash_cpu_state(record: &[u8]) -> Option<CrashCpuState> {
+    let bytes = record.get(..size_of::<CrashRecord>())?;
+    // SAFETY: CrashRecord's tail fields are plain old data; the slice is exactly one record long.
+    let (regs, code, code_len, regs_len) = unsafe {
+        let crash = bytes.as_ptr().cast::<CrashRecord>();
+        (
+            std::ptr::read_unaligned(&raw const (*crash).regs),
+            std::ptr::read_unaligned(&raw const (*crash).code),
+            std::ptr::read_unaligned(&raw const (*crash).code_len),
+            std::ptr::read_unaligned(&raw const (*crash).regs_len),
+        )
+    };
+    if regs_len as usize != size_of::<CrashRegs>() {
+        return None;
+    }
+    let code_len = (code_len as usize).min(CRASH_CODE_LEN);
+    Some(CrashCpuState { regs, code: code[..code_len].to_vec() })
 }
 
 /// A process lifecycle change and when it happened (CLOCK_MONOTONIC ns, the clock of `CpuSample::time_ns`).
@@ -319,6 +354,31 @@ mod tests {
         assert_eq!(ExitStatus::from_kernel(11 | 0x80), ExitStatus::Killed { signal: 11, core_dumped: true });
         assert_eq!(ExitStatus::from_kernel(3 << 8).to_string(), "exited with code 3");
         assert_eq!(ExitStatus::from_kernel(11 | 0x80).to_string(), "was ended by SIGSEGV (core dumped)");
+    }
+
+    #[test]
+    fn crash_records_carry_registers_and_code() {
+        let mut bytes = record(0, 0);
+        bytes[..4].copy_from_slice(&KIND_CRASH.to_ne_bytes());
+        bytes.resize(size_of::<CrashRecord>(), 0);
+        let regs = CrashRegs { rdi: 0x18, rip: 0x1000, ..CrashRegs::default() };
+        let tail = size_of::<SampleRecord>() + size_of::<[PyCodeCopy; CRASH_CODE_COPIES]>();
+        unsafe { std::ptr::write_unaligned(bytes[tail..].as_mut_ptr().cast(), regs) };
+        let code_at = tail + size_of::<CrashRegs>();
+        bytes[code_at..code_at + 3].copy_from_slice(&[0x8b, 0x47, 0x18]);
+        // An overlong code_len is clamped; a regs_len that is not the struct's size means no registers.
+        bytes[code_at + CRASH_CODE_LEN..code_at + CRASH_CODE_LEN + 4].copy_from_slice(&99u32.to_ne_bytes());
+        let regs_len = (size_of::<CrashRegs>() as u32).to_ne_bytes();
+        bytes[code_at + CRASH_CODE_LEN + 4..code_at + CRASH_CODE_LEN + 8].copy_from_slice(&regs_len);
+        let sample = CpuSample::parse(&bytes).unwrap();
+        let cpu = sample.crash_cpu.expect("registers");
+        assert_eq!((cpu.regs.rdi, cpu.regs.rip), (0x18, 0x1000));
+        assert_eq!(cpu.code.len(), CRASH_CODE_LEN);
+        assert_eq!(&cpu.code[..3], &[0x8b, 0x47, 0x18]);
+
+        bytes[code_at + CRASH_CODE_LEN + 4..code_at + CRASH_CODE_LEN + 8].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(CpuSample::parse(&bytes).unwrap().crash_cpu, None, "registers the kernel could not read");
+        assert_eq!(CpuSample::parse(&record(0, 0)).unwrap().crash_cpu, None, "a CPU sample has none");
     }
 
     #[test]

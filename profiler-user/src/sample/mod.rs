@@ -8,5 +8,7 @@ pub(crate) mod loader;
 pub(crate) mod preflight;
 pub(crate) mod tracefs;
 
-pub(crate) use event::{monotonic_ns, signal_name, CpuSample, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle};
+pub(crate) use event::{
+    monotonic_ns, signal_name, CpuSample, CrashCpuState, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle,
+};
 pub(crate) use loader::{Sampler, SamplerOptions};

@@ -187,6 +187,11 @@ impl Unwinder {
         }
     }
 
+    /// Every mapping of `pid` as last read (empty if never read): what the crash report places a fault address in.
+    pub(crate) fn mappings(&self, pid: u32) -> &[crate::process::maps::Mapping] {
+        self.processes.get(&pid).map_or(&[], ProcessModules::mappings)
+    }
+
     /// When the maps of `pid` in use were read (CLOCK_MONOTONIC ns; 0 if never).
     pub(crate) fn maps_read_at(&self, pid: u32) -> u64 {
         self.processes.get(&pid).map_or(0, ProcessModules::read_at_ns)
@@ -264,6 +269,7 @@ mod tests {
             crash_thread: false,
             syscall: None,
             code_copies: Vec::new(),
+            crash_cpu: None,
         };
         let stack = unwinder.unwind(&sample, &[]);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));

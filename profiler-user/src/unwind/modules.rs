@@ -112,6 +112,8 @@ pub(crate) struct ProcessModules {
     pid: u32,
     pub unwinder: UnwinderX86_64<SectionBytes>,
     modules: Vec<LoadedModule>,
+    /// Every mapping at the last read (anonymous memory and stacks too): where a crash's fault address is placed.
+    mappings: Vec<Mapping>,
     loaded_at: Option<Instant>,
     /// CLOCK_MONOTONIC ns of the last read of the maps (the clock of sample and event times).
     read_at_ns: u64,
@@ -140,6 +142,7 @@ impl ProcessModules {
             pid,
             unwinder: UnwinderX86_64::new(),
             modules: Vec::new(),
+            mappings: Vec::new(),
             loaded_at: None,
             read_at_ns: 0,
             stale: false,
@@ -171,6 +174,7 @@ impl ProcessModules {
             child.unwinder.add_module(framehop_module(module));
         }
         child.modules = parent.modules.clone();
+        child.mappings = parent.mappings.clone();
         child.loaded_at = parent.loaded_at;
         child.read_at_ns = parent.read_at_ns;
         child
@@ -253,7 +257,13 @@ impl ProcessModules {
         }
         modules.sort_by_key(|m| m.avma.start);
         self.modules = modules;
+        self.mappings = maps.mappings;
         Ok(())
+    }
+
+    /// Every mapping of the process at the last read, in address order.
+    pub(crate) fn mappings(&self) -> &[Mapping] {
+        &self.mappings
     }
 
     pub(crate) fn has_modules(&self) -> bool {

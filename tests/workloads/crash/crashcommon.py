@@ -24,6 +24,10 @@ def load_libcrash():
     lib.divide.restype = ctypes.c_int
     lib.touch_truncated.argtypes = [ctypes.c_char_p]
     lib.touch_truncated.restype = ctypes.c_int
+    lib.sum_counts.argtypes = [ctypes.c_void_p]
+    lib.sum_counts.restype = ctypes.c_int
+    lib.recurse.argtypes = [ctypes.c_long]
+    lib.recurse.restype = ctypes.c_long
     return lib
 
 

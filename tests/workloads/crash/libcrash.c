@@ -91,3 +91,34 @@ CRASHER long race_release(void) {
     long spins = race_after_release();
     return spins + 1;
 }
+
+/* SIGSEGV at NULL + 0x18: a field 0x18 bytes into a struct read through a NULL pointer (the read is one
+ * `mov eax, [rdi+0x18]`). */
+struct record {
+    long id;    /* 0x00 */
+    long kind;  /* 0x08 */
+    long flags; /* 0x10 */
+    int count;  /* 0x18 */
+};
+
+CRASHER int read_count(const struct record *r) {
+    return r->count; /* FIELD-LINE */
+}
+
+CRASHER int sum_counts(const struct record *r) {
+    int count = read_count(r);
+    return count + 1;
+}
+
+/* SIGSEGV by stack overflow: recursion that cannot become a loop (each frame's volatile buffer is used after the
+ * call returns) and never ends (the volatile limit is never reached), until the thread's stack runs out. */
+volatile long recursion_limit = -1;
+
+CRASHER long recurse(long depth) {
+    volatile char frame[256];
+    frame[0] = (char)depth;
+    if (depth == recursion_limit)
+        return 0;
+    long below = recurse(depth + 1); /* RECURSE-LINE */
+    return below + frame[0];
+}
