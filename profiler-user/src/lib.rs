@@ -9,6 +9,7 @@ mod aggregate;
 pub mod cli;
 mod commands;
 mod crash;
+mod dump;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod merge;

@@ -9,7 +9,7 @@ use std::{
 use profiler_common::PyLayout;
 
 use crate::{
-    aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
+    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile},
     crash::{
         budget::CrashBudget,
         fault::{self, FaultInput, MapsRead, Registers},
@@ -22,7 +22,7 @@ use crate::{
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
     symbolize::Symbolizer,
-    unwind::Unwinder,
+    unwind::{Truncation, Unwinder},
 };
 
 /// How long a crash report waits for the exit of its process (which says how it ended) before it is written
@@ -304,6 +304,44 @@ impl Pipeline {
         }
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
+    }
+
+    /// The merged stack of a thread that `profiler dump` read itself (registers from /proc, a copy of its stack,
+    /// its Python frames walked in userspace), built as a sample's is but without kernel frames: leaf first,
+    /// context frames last, and why native unwinding stopped early, when it did.
+    ///
+    /// Unlike a sample's, the interpreter's native frames below the innermost Python frame stay: for a thread
+    /// that waits, they say what it waits in (`lock_PyThread_acquire_lock`, `time_sleep`, a socket call), which
+    /// is what a hang is diagnosed by. The interpreter's frames between Python frames are folded as usual.
+    pub(crate) fn snapshot_stack(&mut self, sample: &CpuSample) -> (Vec<Frame>, Option<Truncation>) {
+        let native = self.unwinder.unwind(sample, &[]);
+        let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
+        let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
+        let context = SampleContext { process_name, thread_name: &sample.comm };
+        let python_frames = self.python.frames(sample.pid, &sample.py_frames, &[]);
+        let interpreter = self.python.interpreter(sample.pid);
+        let python = |keep_internals| {
+            interpreter.map(|interpreter| PythonStack {
+                frames: &python_frames,
+                interpreter_module: &interpreter.module_path,
+                eval_ranges: &interpreter.eval_ranges,
+                keep_internals,
+            })
+        };
+        let folded = python(self.options.native_python_internals);
+        let mut frames = merge(&[], &native_frames, native.truncation, folded.as_ref(), &context);
+        let is_python = |frame: &Frame| frame.kind == FrameKind::Python;
+        if let Some(first_python) = frames.iter().position(is_python) {
+            let everything = merge(&[], &native_frames, native.truncation, python(true).as_ref(), &context);
+            let leaf = everything.iter().position(is_python).unwrap_or(0);
+            frames.splice(..first_python, everything[..leaf].iter().cloned());
+        }
+        (frames, native.truncation)
+    }
+
+    /// The interpreter of `pid`, when it runs a Python we support (detected when it was added as a target).
+    pub(crate) fn python_interpreter(&self, pid: u32) -> Option<Arc<crate::python::Interpreter>> {
+        self.python.interpreter(pid).cloned()
     }
 
     fn process_crash(&mut self, sample: &CpuSample, sampler: &Sampler) {

@@ -5,6 +5,7 @@
 mod crash;
 mod demo_crash;
 mod deploy;
+mod dump;
 mod errors;
 mod hostile;
 mod interrupt;

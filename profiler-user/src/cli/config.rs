@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
 
-use super::{Cli, Command, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
+use super::{Cli, Command, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
 use crate::{
     output::OutputFormat,
     pipeline::PipelineOptions,
@@ -18,6 +18,7 @@ use crate::{
 pub(crate) enum Config {
     Record(RecordConfig),
     Run(RunConfig),
+    Dump(DumpConfig),
     /// `run` with PROFILING_ENABLED off (the value it has): nothing is loaded, checked or contacted.
     Disabled(String),
 }
@@ -64,7 +65,29 @@ pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
             Ok(Config::Disabled(env.profiling_enabled.clone().unwrap_or_default()))
         }
         Command::Run(args) => resolve_run(args, env).map(Config::Run),
+        Command::Dump(args) => resolve_dump(args).map(Config::Dump),
     }
+}
+
+/// Everything `dump` needs.
+#[derive(Clone, Debug)]
+pub(crate) struct DumpConfig {
+    pub target: TargetSpec,
+    pub json: bool,
+    /// How long threads on a CPU are sampled.
+    pub sample_for: Duration,
+}
+
+fn resolve_dump(args: DumpArgs) -> Result<DumpConfig> {
+    let target = match (args.target.pid, args.target.name) {
+        (Some(pid), None) => TargetSpec::Pids(vec![pid]),
+        (None, Some(name)) => TargetSpec::Name(name),
+        _ => bail!("give one of --pid or --name"),
+    };
+    if args.sample_for.is_zero() || args.sample_for > Duration::from_secs(10) {
+        bail!("--sample-for must be longer than zero and at most 10s");
+    }
+    Ok(DumpConfig { target, json: args.json, sample_for: args.sample_for })
 }
 
 impl TargetArgs {

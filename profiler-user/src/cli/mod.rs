@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 pub(crate) use self::config::{resolve, RunEnv};
-pub(crate) use self::config::{AttachConfig, Config, RecordConfig, RunConfig};
+pub(crate) use self::config::{AttachConfig, Config, DumpConfig, RecordConfig, RunConfig};
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::upload::Protocol;
 
@@ -28,6 +28,9 @@ pub(crate) enum Command {
     /// Profile continuously and push a profile per service to Grafana Cloud Profiles, Pyroscope or Grafana Alloy.
     #[command(after_help = RUN_ENV_HELP)]
     Run(RunArgs),
+    /// Print every thread's current native and Python stack without stopping the process: where each waits
+    /// (which lock, sleep or I/O call), which holds the GIL; threads on a CPU are sampled for a moment.
+    Dump(DumpArgs),
 }
 
 /// Which processes to profile: the same choice for `record` and `run`.
@@ -160,4 +163,28 @@ pub(crate) struct RunArgs {
     /// `crash=SIGNAL`).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/profiler/crashes")]
     pub crash_dir: PathBuf,
+}
+
+/// Which process `dump` shows.
+#[derive(Debug, Args)]
+#[group(id = "dump_target", required = true, multiple = false)]
+pub(crate) struct DumpTargetArgs {
+    /// Dump this process.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Dump every process with this name (as `ps -e -o comm` shows it), one after the other.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    #[command(flatten)]
+    pub target: DumpTargetArgs,
+    /// Print JSON (an array with one object per process) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long threads that are on a CPU are sampled to show what they run.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub sample_for: Duration,
 }

@@ -1,6 +1,7 @@
 //! The command drivers: each runs one resolved configuration (cli) to its end, wiring the stages together.
 //! `attach` is the start-up both share; `record` writes outputs at the end, `run` uploads a window at a time.
 mod attach;
+mod dump;
 mod record;
 mod run;
 mod status;
@@ -15,6 +16,7 @@ pub(crate) fn execute(config: Config) -> Result<()> {
     match config {
         Config::Record(config) => record::run(config),
         Config::Run(config) => run::run(config),
+        Config::Dump(config) => dump::run(config),
         Config::Disabled(value) => {
             tracing::info!("profiling is disabled (PROFILING_ENABLED={value})");
             Ok(())

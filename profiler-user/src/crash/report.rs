@@ -89,6 +89,25 @@ impl ReportFrame {
     }
 }
 
+impl ReportFrame {
+    /// The frame as one line of a text report: `  #3   function at file:line [module] (inlined)`, the format of
+    /// the crash report's stack (`profiler dump` lists its threads' stacks the same way).
+    pub(crate) fn to_line(&self, index: usize) -> String {
+        let location = match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!(" at {file}:{line}"),
+            (Some(file), None) => format!(" at {file}"),
+            _ => String::new(),
+        };
+        let module = match (&self.module, self.kind) {
+            (Some(module), _) => format!(" [{module}]"),
+            (None, "python") => " [python]".into(),
+            _ => String::new(),
+        };
+        let inlined = if self.inlined { " (inlined)" } else { "" };
+        format!("  #{index:<3} {}{location}{module}{inlined}", self.function)
+    }
+}
+
 impl CrashReport {
     pub(crate) fn to_text(&self) -> String {
         let mut text = String::new();
