@@ -10,7 +10,11 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, Label, LabelValue, Profile},
-    crash::{budget::CrashBudget, recent::RecentStacks, Crash, CrashReport, Crashed, Reraises},
+    crash::{
+        budget::{CrashBudget, Suppression},
+        recent::RecentStacks,
+        Crash, CrashReport, Crashed, Reraises,
+    },
     merge::{merge, PythonStack, SampleContext},
     python::Python,
     sample::{CpuSample, ExitStatus, Sampler},
@@ -44,8 +48,10 @@ pub(crate) struct Stats {
     /// Samples left out by `--gil-only`.
     pub filtered_samples: u64,
     pub crashes: u64,
-    /// Crashes counted but not reported: over a budget (see `crash::budget`).
+    /// Crashes counted but not looked at: over a budget before unwinding (see `crash::budget`).
     pub crashes_over_budget: u64,
+    /// Crashes handed out for the crash index only: over a budget once their signature was known.
+    pub crashes_suppressed: u64,
     /// The threads sampled so far, per live process; a process's set is folded into `exited_threads` at its
     /// exit, so a fork storm does not grow it without end.
     pub threads: HashMap<u32, HashSet<u32>>,
@@ -301,7 +307,7 @@ impl Pipeline {
             return;
         }
         let name = self.process_name(sample.pid, &sample.comm);
-        if !self.crash_budget.allow(sample.pid, &name, sample.time_ns) {
+        if !self.crash_budget.admit(sample.pid, &name, sample.time_ns) {
             self.stats.crashes_over_budget += 1;
             return;
         }
@@ -316,7 +322,7 @@ impl Pipeline {
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
     pub(crate) fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
-        if !self.crash_budget.allow(pid, &name, time_ns) {
+        if !self.crash_budget.admit(pid, &name, time_ns) {
             self.stats.crashes_over_budget += 1;
             return;
         }
@@ -335,11 +341,18 @@ impl Pipeline {
         }
     }
 
+    /// Hands out a crash once its process ends: with its window, or, over a report budget for its signature,
+    /// as a suppressed crash (an index line only, so the window is not gathered).
     fn push_crash(&mut self, mut report: CrashReport, time_ns: u64, stack: Profile) {
+        let suppressed: Option<Suppression> = self.crash_budget.report(&report.signature, time_ns).err();
         let mut window = Aggregator::new(self.aggregator.period_ns());
-        report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+        if suppressed.is_none() {
+            report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+        } else {
+            self.stats.crashes_suppressed += 1;
+        }
         self.stats.crashes += 1;
-        self.crashes.push((Instant::now(), Crash { report, window: window.take(), stack }));
+        self.crashes.push((Instant::now(), Crash { report, window: window.take(), stack, suppressed }));
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {

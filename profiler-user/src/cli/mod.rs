@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 pub(crate) use self::config::{resolve, RunEnv};
-pub(crate) use self::config::{AttachConfig, Config, RecordConfig, RunConfig};
+pub(crate) use self::config::{AttachConfig, Config, CrashQuery, CrashesConfig, RecordConfig, RunConfig};
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::upload::Protocol;
 
@@ -28,7 +28,12 @@ pub(crate) enum Command {
     /// Profile continuously and push a profile per service to Grafana Cloud Profiles, Pyroscope or Grafana Alloy.
     #[command(after_help = RUN_ENV_HELP)]
     Run(RunArgs),
+    /// List the crashes of a crash directory grouped by signature, or print one report.
+    Crashes(CrashesArgs),
 }
+
+/// Where `record` writes crash reports unless told otherwise (relative to where it runs); `crashes` reads there.
+const RECORD_CRASH_DIR: &str = "crashes";
 
 /// Which processes to profile: the same choice for `record` and `run`.
 #[derive(Debug, Args)]
@@ -90,7 +95,7 @@ pub(crate) struct RecordArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Where crash reports go (a target thread faulting or aborting, or a target killed by another process).
-    #[arg(long, value_name = "DIR", default_value = "crashes")]
+    #[arg(long, value_name = "DIR", default_value = RECORD_CRASH_DIR)]
     pub crash_dir: PathBuf,
     /// Write the profile here; the extension picks the format: .svg (flame graph), .pb.gz (pprof),
     /// .folded (collapsed stacks). Repeat for several outputs.
@@ -160,4 +165,18 @@ pub(crate) struct RunArgs {
     /// `crash=SIGNAL`).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/profiler/crashes")]
     pub crash_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrashesArgs {
+    /// The crash directory: `record --crash-dir` (by default ./crashes), or `run`'s (/var/lib/profiler/crashes).
+    #[arg(long, value_name = "DIR", default_value = RECORD_CRASH_DIR)]
+    pub dir: PathBuf,
+    /// Print JSON: the groups, or the report's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a report instead of the list: the newest of a signature (or of the one signature starting with
+    /// these digits), or a report by name (crash-PID-SIGNAL-MILLIS) or path.
+    #[arg(value_name = "SIGNATURE|REPORT")]
+    pub show: Option<String>,
 }

@@ -3,6 +3,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::signature::{CrashSignature, FrameNames};
 pub(crate) use crate::sample::signal_name;
 use crate::{
     aggregate::{Frame, FrameKind},
@@ -41,6 +42,9 @@ pub(crate) struct CrashReport {
     /// How the process ended (exit code or signal, from the kernel's exit record); `None` when it had not ended
     /// by the time the report was written (a handler that survived the signal, or a slow core dump).
     pub exit: Option<ExitStatus>,
+    /// What groups this crash with others like it (`signature`, `signature_title`, `signature_frames` in JSON).
+    #[serde(flatten)]
+    pub signature: CrashSignature,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -72,6 +76,16 @@ impl ReportFrame {
             inlined: frame.inlined,
         }
     }
+
+    /// The names a crash signature is made of.
+    pub(crate) fn names(&self) -> FrameNames<'_> {
+        FrameNames {
+            kind: self.kind,
+            function: &self.function,
+            file: self.file.as_deref(),
+            module: self.module.as_deref(),
+        }
+    }
 }
 
 impl CrashReport {
@@ -79,6 +93,7 @@ impl CrashReport {
         let mut text = String::new();
         let _ = write!(text, "crash: {} ({} {}) ", self.signal_name, self.process_name, self.pid);
         let _ = writeln!(text, "in thread {} ({}) at {}", self.thread_name, self.tid, self.time);
+        let _ = writeln!(text, "signature: {} {}", self.signature.id, self.signature.title);
         match &self.kind {
             CrashKind::Fault => {
                 if let Some(address) = &self.fault_address {
@@ -163,9 +178,12 @@ mod tests {
             window_samples: 5,
             window_seconds: 30.0,
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
+            signature: CrashSignature::of_fault("SIGSEGV", []),
         };
+        let signature_line = format!("\nsignature: {} SIGSEGV (no stack)\n", report.signature.id);
         let text = report.to_text();
         assert!(text.starts_with("crash: SIGSEGV (python3 42) in thread worker (43)"), "{text}");
+        assert!(text.contains(&signature_line), "{text}");
         assert!(text.contains("fault address: 0x0"), "{text}");
         assert!(text.contains("#0   crash_here at crash.c:7 [/tmp/libcrash.so]"), "{text}");
         assert!(text.contains("#1   handler at app.py:12 [python]"), "{text}");
@@ -174,5 +192,7 @@ mod tests {
         assert_eq!(json["signal_name"], "SIGSEGV");
         assert_eq!(json["stack"][1]["line"], 12);
         assert_eq!(json["exit"]["killed"]["signal"], 11);
+        assert_eq!(json["signature"], report.signature.id.as_str());
+        assert_eq!(json["signature_title"], "SIGSEGV (no stack)");
     }
 }
