@@ -5,9 +5,10 @@
 //! innermost Python function with its file's name — never addresses, lines, directories or version suffixes, so
 //! ASLR, a rebuild, an edit that moves lines, a new virtualenv path or a library's minor version do not split a
 //! group. What is not the crash itself is left out: the libc functions a signal is raised through (`raise`,
-//! `abort`, `pthread_kill`, `__restore_rt`, …), the foreign-call machinery between a C function and its Python
-//! caller (libffi, `_ctypes`), and frames with no name (the module stands in for them). The hash is FNV-1a, whose
-//! value is fixed by its definition: the id stays the same across runs, hosts and versions of the agent.
+//! `abort`, `pthread_kill`, `__restore_rt`, …), the call machinery between a C function and its Python
+//! caller (libffi, `_ctypes`, the interpreter's own frames), and frames with no name (the module stands in for
+//! them). The hash is FNV-1a, whose value is fixed by its definition: the id stays the same across runs, hosts
+//! and versions of the agent.
 use std::hash::Hasher as _;
 
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,7 @@ fn signature_parts<'a>(stack: impl IntoIterator<Item = FrameNames<'a>>) -> Vec<P
                 if leading && SIGNAL_PLUMBING.contains(&function.as_str()) {
                     continue;
                 }
-                if !leading && CALL_MACHINERY_MODULES.contains(&place.as_str()) {
+                if !leading && is_call_machinery(&place) {
                     continue;
                 }
                 if native == MAX_NATIVE_FRAMES {
@@ -184,6 +185,12 @@ fn signature_parts<'a>(stack: impl IntoIterator<Item = FrameNames<'a>>) -> Vec<P
         }
     }
     parts
+}
+
+/// Whether frames of the module named `place` only carry calls: ctypes and libffi, and the interpreter itself
+/// (its frames show only with `--native-python-internals`, which must not change a signature).
+fn is_call_machinery(place: &str) -> bool {
+    CALL_MACHINERY_MODULES.contains(&place) || place.starts_with("libpython") || place.starts_with("python")
 }
 
 /// A native function's name without what a rebuild changes: Rust's hash suffix (`::h0123456789abcdef`), GCC and
@@ -284,6 +291,7 @@ mod tests {
             native("ffi_call_unix64", FFI),
             native("ffi_call_int", FFI),
             native("_ctypes_callproc", CTYPES),
+            native("_PyObject_MakeTpCall", "/usr/bin/python3.11"),
             python("bad_handler", app),
             python("worker_main", app),
             FrameNames { kind: "context", function: "python3", file: None, module: None },
@@ -335,7 +343,7 @@ mod tests {
         other[0] = native("crash_there", LIBCRASH);
         assert_ne!(base.id, CrashSignature::of_fault("SIGSEGV", other).id);
         let mut caller = segv_through_ctypes("crash.py");
-        caller[5] = python("good_handler", "crash.py");
+        caller[6] = python("good_handler", "crash.py");
         assert_ne!(base.id, CrashSignature::of_fault("SIGSEGV", caller).id);
         assert_ne!(base.id, CrashSignature::of_fault("SIGBUS", segv_through_ctypes("crash.py")).id);
         assert_ne!(CrashSignature::of_kill("SIGKILL").id, CrashSignature::of_fault("SIGKILL", []).id);
