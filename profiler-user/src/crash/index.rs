@@ -191,10 +191,10 @@ mod tests {
     use super::*;
     use crate::crash::report::CrashKind;
 
-    pub(crate) struct TempDir(pub std::path::PathBuf);
+    struct TempDir(std::path::PathBuf);
 
     impl TempDir {
-        pub(crate) fn new(tag: &str) -> TempDir {
+        fn new(tag: &str) -> TempDir {
             let dir = std::env::temp_dir().join(format!("profiler-crash-index-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
