@@ -11,7 +11,7 @@ use profiler_common::PyLayout;
 use crate::{
     aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile},
     crash::{
-        budget::CrashBudget,
+        budget::{CrashBudget, Suppression},
         fault::{self, FaultInput, MapsRead, Registers},
         recent::RecentStacks,
         threads::{gil_state, ThreadAtCrash},
@@ -51,8 +51,10 @@ pub(crate) struct Stats {
     /// Samples left out by `--gil-only`.
     pub filtered_samples: u64,
     pub crashes: u64,
-    /// Crashes counted but not reported: over a budget (see `crash::budget`).
+    /// Crashes counted but not looked at: over a budget before unwinding (see `crash::budget`).
     pub crashes_over_budget: u64,
+    /// Crashes handed out for the crash index only: over a budget once their signature was known.
+    pub crashes_suppressed: u64,
     /// The threads sampled so far, per live process; a process's set is folded into `exited_threads` at its
     /// exit, so a fork storm does not grow it without end.
     pub threads: HashMap<u32, HashSet<u32>>,
@@ -350,7 +352,7 @@ impl Pipeline {
             return;
         }
         let name = self.process_name(sample.pid, &sample.comm);
-        if !self.crash_budget.allow(sample.pid, &name, sample.time_ns) {
+        if !self.crash_budget.admit(sample.pid, &name, sample.time_ns) {
             self.stats.crashes_over_budget += 1;
             return;
         }
@@ -377,14 +379,15 @@ impl Pipeline {
     }
 
     /// Another thread of a process whose fault is being reported, as the kernel stopped it for the exit: added to
-    /// that report (ignored when no report is pending: over budget, or a handler survived and the process was
-    /// killed much later).
+    /// that report (ignored when no report is pending: over budget, suppressed as one more of its signature, or a
+    /// handler survived and the process was killed much later).
     fn process_crash_thread(&mut self, sample: &CpuSample, sampler: &Sampler) {
         let pending = self.crashes.iter().rposition(|(_, crash)| {
             crash.report.pid == sample.pid && crash.report.kind == CrashKind::Fault && crash.time_ns <= sample.time_ns
         });
         let Some(index) = pending else { return };
-        if self.crashes[index].1.report.threads.iter().any(|thread| thread.tid == sample.tid) {
+        let crash = &self.crashes[index].1;
+        if crash.suppressed.is_some() || crash.report.threads.iter().any(|thread| thread.tid == sample.tid) {
             return;
         }
         let (frames, _, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
@@ -420,7 +423,7 @@ impl Pipeline {
     /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
     pub(crate) fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
         let name = self.process_name(pid, "?");
-        if !self.crash_budget.allow(pid, &name, time_ns) {
+        if !self.crash_budget.admit(pid, &name, time_ns) {
             self.stats.crashes_over_budget += 1;
             return;
         }
@@ -439,11 +442,18 @@ impl Pipeline {
         }
     }
 
+    /// Hands out a crash once its process ends: with its window, or, over a report budget for its signature,
+    /// as a suppressed crash (an index line only, so the window is not gathered).
     fn push_crash(&mut self, mut report: CrashReport, time_ns: u64, stack: Profile) {
+        let suppressed: Option<Suppression> = self.crash_budget.report(&report.signature, time_ns).err();
         let mut window = Aggregator::new(self.aggregator.period_ns());
-        report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+        if suppressed.is_none() {
+            report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+        } else {
+            self.stats.crashes_suppressed += 1;
+        }
         self.stats.crashes += 1;
-        self.crashes.push((Instant::now(), Crash { time_ns, report, window: window.take(), stack }));
+        self.crashes.push((Instant::now(), Crash { time_ns, report, window: window.take(), stack, suppressed }));
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {

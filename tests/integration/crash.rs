@@ -23,6 +23,10 @@ use profiler_tests::{
     read_pprof, require_root, send_signal, Recorder, Run, TestDir,
 };
 
+/// Crash signatures and `profiler crashes` (issue 16): in their own file, under `crash::` for the test filter.
+#[path = "crash_groups.rs"]
+mod groups;
+
 /// What `--crash-window` defaults to.
 const DEFAULT_WINDOW_SECONDS: f64 = 30.0;
 /// si_code values (asm-generic/siginfo.h).

@@ -5,8 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
 
-use super::{Cli, Command, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
+use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
 use crate::{
+    crash::{index::is_report_base, signature::looks_like_id},
     output::OutputFormat,
     pipeline::PipelineOptions,
     selection::{CmdlinePattern, TargetSpec},
@@ -19,6 +20,7 @@ pub(crate) enum Config {
     Record(RecordConfig),
     Run(RunConfig),
     Dump(DumpConfig),
+    Crashes(CrashesConfig),
     /// `run` with PROFILING_ENABLED off (the value it has): nothing is loaded, checked or contacted.
     Disabled(String),
 }
@@ -56,6 +58,24 @@ pub(crate) struct RunConfig {
     pub credentials: Option<PendingCredentials>,
 }
 
+/// What `crashes` shows.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CrashesConfig {
+    pub dir: PathBuf,
+    pub json: bool,
+    /// `None`: the list of groups.
+    pub show: Option<CrashQuery>,
+}
+
+/// One report to print.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CrashQuery {
+    /// The newest report of the signature starting with these hex digits (lower case).
+    Signature(String),
+    /// A report by its path without extension (in the crash directory when given as a bare name).
+    Report(PathBuf),
+}
+
 /// The one place the command line becomes a configuration.
 pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
     match cli.command {
@@ -66,6 +86,7 @@ pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
         }
         Command::Run(args) => resolve_run(args, env).map(Config::Run),
         Command::Dump(args) => resolve_dump(args).map(Config::Dump),
+        Command::Crashes(args) => resolve_crashes(args).map(Config::Crashes),
     }
 }
 
@@ -88,6 +109,31 @@ fn resolve_dump(args: DumpArgs) -> Result<DumpConfig> {
         bail!("--sample-for must be longer than zero and at most 10s");
     }
     Ok(DumpConfig { target, json: args.json, sample_for: args.sample_for })
+}
+
+fn resolve_crashes(args: CrashesArgs) -> Result<CrashesConfig> {
+    let show = match args.show.as_deref().map(str::trim) {
+        None => None,
+        Some(text) if looks_like_id(text) => Some(CrashQuery::Signature(text.to_ascii_lowercase())),
+        Some(text) => {
+            let path = std::path::Path::new(text);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let base =
+                [".txt", ".json", ".svg", ".pb.gz"].iter().find_map(|ext| name.strip_suffix(ext)).unwrap_or(name);
+            if !is_report_base(base) {
+                bail!(
+                    "`{text}` is neither a crash signature (hex digits, as `profiler crashes` lists them) nor a report \
+                     (crash-PID-SIGNAL-MILLIS)"
+                );
+            }
+            let dir = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+                _ => args.dir.clone(),
+            };
+            Some(CrashQuery::Report(dir.join(base)))
+        }
+    };
+    Ok(CrashesConfig { dir: args.dir, json: args.json, show })
 }
 
 impl TargetArgs {
@@ -371,6 +417,26 @@ mod tests {
         assert!(resolve_run(run_args(&["--pid", "1", "--allow-insecure"]), &plain).is_ok());
         // There is no flag for the key itself.
         assert!(Cli::try_parse_from(["profiler", "run", "--pid", "1", "--api-key", "x"]).is_err());
+    }
+
+    #[test]
+    fn resolves_what_crashes_shows() {
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["profiler", "crashes"].iter().chain(args)).unwrap();
+            let Command::Crashes(args) = cli.command else { panic!("not crashes") };
+            resolve_crashes(args)
+        };
+        let list = resolve(&[]).unwrap();
+        assert_eq!((list.dir, list.json, list.show), (PathBuf::from("crashes"), false, None));
+        let by_signature = resolve(&["--dir", "/d", "--json", "3F2A"]).unwrap();
+        assert_eq!(by_signature.show, Some(CrashQuery::Signature("3f2a".into())));
+        assert!(by_signature.json);
+        let by_name = resolve(&["--dir", "/d", "crash-42-SIGSEGV-1700000000000.txt"]).unwrap();
+        assert_eq!(by_name.show, Some(CrashQuery::Report("/d/crash-42-SIGSEGV-1700000000000".into())));
+        let by_path = resolve(&["/elsewhere/crash-42-SIGSEGV-1700000000000.json"]).unwrap();
+        assert_eq!(by_path.show, Some(CrashQuery::Report("/elsewhere/crash-42-SIGSEGV-1700000000000".into())));
+        let err = resolve(&["../../etc/shadow"]).unwrap_err().to_string();
+        assert!(err.contains("neither a crash signature") && !err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 pub(crate) use self::config::{resolve, RunEnv};
-pub(crate) use self::config::{AttachConfig, Config, DumpConfig, RecordConfig, RunConfig};
+pub(crate) use self::config::{AttachConfig, Config, CrashQuery, CrashesConfig, DumpConfig, RecordConfig, RunConfig};
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::upload::Protocol;
 
@@ -31,7 +31,12 @@ pub(crate) enum Command {
     /// Print every thread's current native and Python stack without stopping the process: where each waits
     /// (which lock, sleep or I/O call), which holds the GIL; threads on a CPU are sampled for a moment.
     Dump(DumpArgs),
+    /// List the crashes of a crash directory grouped by signature, or print one report.
+    Crashes(CrashesArgs),
 }
+
+/// Where `record` writes crash reports unless told otherwise (relative to where it runs); `crashes` reads there.
+const RECORD_CRASH_DIR: &str = "crashes";
 
 /// Which processes to profile: the same choice for `record` and `run`.
 #[derive(Debug, Args)]
@@ -93,7 +98,7 @@ pub(crate) struct RecordArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Where crash reports go (a target thread faulting or aborting, or a target killed by another process).
-    #[arg(long, value_name = "DIR", default_value = "crashes")]
+    #[arg(long, value_name = "DIR", default_value = RECORD_CRASH_DIR)]
     pub crash_dir: PathBuf,
     /// Write the profile here; the extension picks the format: .svg (flame graph), .pb.gz (pprof),
     /// .folded (collapsed stacks). Repeat for several outputs.
@@ -187,4 +192,18 @@ pub(crate) struct DumpArgs {
     /// How long threads that are on a CPU are sampled to show what they run.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub sample_for: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrashesArgs {
+    /// The crash directory: `record --crash-dir` (by default ./crashes), or `run`'s (/var/lib/profiler/crashes).
+    #[arg(long, value_name = "DIR", default_value = RECORD_CRASH_DIR)]
+    pub dir: PathBuf,
+    /// Print JSON: the groups, or the report's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a report instead of the list: the newest of a signature (or of the one signature starting with
+    /// these digits), or a report by name (crash-PID-SIGNAL-MILLIS) or path.
+    #[arg(value_name = "SIGNATURE|REPORT")]
+    pub show: Option<String>,
 }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     cli::RecordConfig,
-    crash::{Crash, CrashWriter},
+    crash::{Crash, CrashWriter, Written},
     output, privilege,
     selection::TargetSpec,
     session::Wake,
@@ -74,12 +74,25 @@ async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWrit
     Ok(())
 }
 
-/// Writes the reports of `crashes` and prints each to stderr.
+/// Writes the reports of `crashes` and prints each to stderr; a crash a budget suppressed is one line.
 fn write_crashes(crashes: Vec<Crash>, writer: &mut CrashWriter) {
     for crash in crashes {
-        eprint!("{}", crash.report.to_text());
+        let report = &crash.report;
+        if crash.suppressed.is_none() {
+            eprint!("{}", report.to_text());
+        }
         match writer.write(&crash) {
-            Ok(path) => eprintln!("crash report written to {}", path.display()),
+            Ok(Written::Report(path)) => eprintln!("crash report written to {}", path.display()),
+            Ok(Written::IndexOnly(index, reason)) => eprintln!(
+                "crash: {} ({} {}), signature {} {}: {}, counted in {}",
+                report.signal_name,
+                report.process_name,
+                report.pid,
+                report.signature.id,
+                report.signature.title,
+                reason.describe(),
+                index.display()
+            ),
             Err(err) => tracing::error!("{err:#}"),
         }
     }

@@ -12,7 +12,12 @@ use super::attach::{self, NoMatchYet, Prepared};
 use crate::{
     aggregate::{Profile, StackCount},
     cli::RunConfig,
-    crash::{Crash, CrashWriter},
+    crash::{
+        budget::Suppression,
+        groups::{describe_crash, CrashGroups},
+        index::IndexEntry,
+        Crash, CrashWriter, Written,
+    },
     privilege,
     selection::TargetSpec,
     session::{Session, Wake},
@@ -25,6 +30,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Shutdown: the time the last windows get to reach the server (service managers give 10 s or more before
 /// SIGKILL).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Crash signatures whose counts the agent keeps (the least recently seen go first).
+const MAX_SIGNATURE_GROUPS: usize = 1024;
 
 pub(crate) fn run(config: RunConfig) -> Result<()> {
     // Read while the agent still may (the key file can be root's alone).
@@ -48,7 +55,7 @@ async fn agent(
     config: RunConfig,
     credentials: Option<Credentials>,
     prepared: Prepared,
-    mut crashes: CrashWriter,
+    crashes: CrashWriter,
 ) -> Result<()> {
     let mut session = attach::attach(&config.attach, &prepared, TICK).await?;
     let mut services = Services::new(&config);
@@ -72,10 +79,11 @@ async fn agent(
     let started = Instant::now();
     let mut next_window = started + config.upload_interval;
     let mut status = Status::new(started, config.status_interval);
+    let mut crashes = CrashOutlet { writer: crashes, groups: CrashGroups::new(MAX_SIGNATURE_GROUPS) };
     let reason = loop {
         let wake = session.wait(Some(next_window)).await?;
         let ready = session.pipeline.take_crashes();
-        if report_crashes(ready, &mut session, &mut services, &uploader, &mut crashes) {
+        if crashes.report(ready, &mut session, &mut services, &uploader) {
             // The crashed process's samples went up with its crash; the window starts afresh.
             next_window = Instant::now() + config.upload_interval;
         }
@@ -102,7 +110,7 @@ async fn agent(
     tracing::info!("{reason}: sending the last window (at most {FLUSH_TIMEOUT:?})");
     session.drain();
     let last = session.pipeline.take_all_crashes();
-    report_crashes(last, &mut session, &mut services, &uploader, &mut crashes);
+    crashes.report(last, &mut session, &mut services, &uploader);
     end_window(&mut session, &mut services, &uploader);
     let stats = uploader.finish(Instant::now() + FLUSH_TIMEOUT).await;
     if stats.queued > 0 {
@@ -122,32 +130,55 @@ async fn agent(
     Ok(())
 }
 
-/// Writes and uploads `crashes`: the window so far (so the crashed process's last samples are not lost with it)
-/// and the crash stack as its own profile labelled `crash=SIGNAL`. True when a window was ended.
-fn report_crashes(
-    crashes: Vec<Crash>,
-    session: &mut Session,
-    services: &mut Services,
-    uploader: &Uploader,
-    writer: &mut CrashWriter,
-) -> bool {
-    if crashes.is_empty() {
-        return false;
-    }
-    end_window(session, services, uploader);
-    for crash in crashes {
-        let report = &crash.report;
-        tracing::error!("{}", report.to_text().trim_end());
-        match writer.write(&crash) {
-            Ok(path) => tracing::info!("crash report written to {}", path.display()),
-            Err(err) => tracing::error!("{err:#}"),
+/// Where `run` sends crashes: the crash directory, and counts per signature for the log.
+struct CrashOutlet {
+    writer: CrashWriter,
+    groups: CrashGroups,
+}
+
+impl CrashOutlet {
+    /// Writes and uploads `crashes`: the window so far (so the crashed process's last samples are not lost with
+    /// it) and the crash stack as its own profile labelled `crash=SIGNAL` and `crash_signature=ID`. A crash a budget
+    /// suppressed is counted in the index and the log only. True when a window was ended.
+    fn report(
+        &mut self,
+        crashes: Vec<Crash>,
+        session: &mut Session,
+        services: &mut Services,
+        uploader: &Uploader,
+    ) -> bool {
+        let mut window_ended = false;
+        for crash in crashes {
+            let report = &crash.report;
+            if crash.suppressed.is_none() {
+                if !window_ended {
+                    end_window(session, services, uploader);
+                    window_ended = true;
+                }
+                tracing::error!("{}", report.to_text().trim_end());
+            }
+            let (base, suppressed) = match self.writer.write(&crash) {
+                Ok(Written::Report(path)) => {
+                    tracing::info!("crash report written to {}", path.display());
+                    (path.file_stem().and_then(|s| s.to_str()).map(str::to_owned), None)
+                }
+                Ok(Written::IndexOnly(_, reason)) => (None, Some(reason)),
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    (None, crash.suppressed.or(Some(Suppression::DirectoryFull)))
+                }
+            };
+            let group = self.groups.add(&IndexEntry::of(report, base.as_deref(), suppressed));
+            tracing::info!("PID {} ({}): {}", report.pid, report.process_name, describe_crash(group, crash.suppressed));
+            if crash.suppressed.is_none() && crash.stack.total_samples() > 0 {
+                let service = services.named(&report.process_name, report.pid);
+                let labels =
+                    [("crash", report.signal_name.as_str()), ("crash_signature", report.signature.id.as_str())];
+                uploader.submit_labelled(&service, &crash.stack, &labels);
+            }
         }
-        if crash.stack.total_samples() > 0 {
-            let service = services.named(&report.process_name, report.pid);
-            uploader.submit_labelled(&service, &crash.stack, &[("crash", &report.signal_name)]);
-        }
+        window_ended
     }
-    true
 }
 
 /// Ends the current window: its samples, split per service, go to the upload queue.

@@ -2,16 +2,22 @@
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
 pub(crate) mod budget;
 pub(crate) mod fault;
+pub(crate) mod groups;
+pub(crate) mod index;
 pub(crate) mod recent;
 pub(crate) mod report;
+pub(crate) mod signature;
 pub(crate) mod threads;
 pub(crate) mod writer;
 
 use std::time::SystemTime;
 
-use self::report::{signal_name, ReportFrame};
 pub(crate) use self::report::{CrashKind, CrashReport};
-pub(crate) use self::writer::CrashWriter;
+pub(crate) use self::writer::{CrashWriter, Written};
+use self::{
+    report::{signal_name, ReportFrame},
+    signature::CrashSignature,
+};
 use crate::{
     aggregate::{Frame, FrameKind, Profile},
     sample::CrashSignal,
@@ -30,13 +36,16 @@ pub(crate) struct Crashed<'a> {
 impl Crashed<'_> {
     /// The report of a thread that faulted or aborted, with its merged stack (leaf first).
     pub(crate) fn fault(self, signal: CrashSignal, frames: &[Frame]) -> CrashReport {
-        let stack = frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
-        self.report(CrashKind::Fault, signal.signal, signal.si_code, signal.fault_addr, stack)
+        let stack: Vec<ReportFrame> =
+            frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect();
+        let signature = CrashSignature::of_fault(&signal_name(signal.signal), stack.iter().map(ReportFrame::names));
+        self.report(CrashKind::Fault, signal.signal, signal.si_code, signal.fault_addr, stack, signature)
     }
 
     /// The report of a process another process killed: no stack of its own exists.
     pub(crate) fn killed(self, sender_pid: u32, signal: u32) -> CrashReport {
-        self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new())
+        let signature = CrashSignature::of_kill(&signal_name(signal));
+        self.report(CrashKind::Killed { sender_pid }, signal, 0, None, Vec::new(), signature)
     }
 
     fn report(
@@ -46,6 +55,7 @@ impl Crashed<'_> {
         si_code: i32,
         fault: Option<u64>,
         stack: Vec<ReportFrame>,
+        signature: CrashSignature,
     ) -> CrashReport {
         CrashReport {
             kind,
@@ -69,6 +79,7 @@ impl Crashed<'_> {
             exit: None,
             registers: None,
             fault: None,
+            signature,
         }
     }
 }
@@ -114,6 +125,9 @@ pub(crate) struct Crash {
     pub report: CrashReport,
     pub window: Profile,
     pub stack: Profile,
+    /// Set when a report budget left this crash out (the same signature too often): it is counted in the crash
+    /// directory's index, and written and uploaded no further.
+    pub suppressed: Option<budget::Suppression>,
 }
 
 /// Now as RFC 3339 UTC, to the second.

@@ -3,6 +3,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::signature::{CrashSignature, FrameNames};
 use super::threads::ThreadAtCrash;
 pub(crate) use crate::sample::signal_name;
 use crate::{
@@ -56,6 +57,9 @@ pub(crate) struct CrashReport {
     pub registers: Option<Registers>,
     /// What the fault hit: the address's class against the process's maps, the instruction (`crash::fault`).
     pub fault: Option<Fault>,
+    /// What groups this crash with others like it (`signature`, `signature_title`, `signature_frames` in JSON).
+    #[serde(flatten)]
+    pub signature: CrashSignature,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +91,16 @@ impl ReportFrame {
             inlined: frame.inlined,
         }
     }
+
+    /// The names a crash signature is made of.
+    pub(crate) fn names(&self) -> FrameNames<'_> {
+        FrameNames {
+            kind: self.kind,
+            function: &self.function,
+            file: self.file.as_deref(),
+            module: self.module.as_deref(),
+        }
+    }
 }
 
 impl ReportFrame {
@@ -113,6 +127,7 @@ impl CrashReport {
         let mut text = String::new();
         let _ = write!(text, "crash: {} ({} {}) ", self.signal_name, self.process_name, self.pid);
         let _ = writeln!(text, "in thread {} ({}) at {}", self.thread_name, self.tid, self.time);
+        let _ = writeln!(text, "signature: {} {}", self.signature.id, self.signature.title);
         match &self.kind {
             CrashKind::Fault => {
                 if let Some(address) = &self.fault_address {
@@ -184,6 +199,38 @@ fn write_stack(text: &mut String, stack: &[ReportFrame]) {
 }
 
 #[cfg(test)]
+impl CrashReport {
+    /// A fault report with every optional part empty, for tests to fill in what they check
+    /// (`CrashReport { signal: 8, ..CrashReport::example() }`).
+    pub(crate) fn example() -> Self {
+        CrashReport {
+            kind: CrashKind::Fault,
+            time: "2026-11-22T02:00:00Z".into(),
+            pid: 42,
+            tid: 42,
+            process_name: "python3".into(),
+            thread_name: "python3".into(),
+            signal: 11,
+            signal_name: signal_name(11),
+            si_code: 1,
+            fault_address: None,
+            python_version: None,
+            stack: Vec::new(),
+            gil: None,
+            gil_holder: None,
+            threads: Vec::new(),
+            threads_missed: 0,
+            window_samples: 0,
+            window_seconds: 30.0,
+            exit: None,
+            registers: None,
+            fault: None,
+            signature: CrashSignature::of_fault("SIGSEGV", []),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -230,9 +277,12 @@ mod tests {
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
             registers: None,
             fault: None,
+            signature: CrashSignature::of_fault("SIGSEGV", []),
         };
+        let signature_line = format!("\nsignature: {} SIGSEGV (no stack)\n", report.signature.id);
         let text = report.to_text();
         assert!(text.starts_with("crash: SIGSEGV (python3 42) in thread worker (43)"), "{text}");
+        assert!(text.contains(&signature_line), "{text}");
         assert!(text.contains("fault address: 0x0"), "{text}");
         assert!(text.contains("#0   crash_here at crash.c:7 [/tmp/libcrash.so]"), "{text}");
         assert!(text.contains("#1   handler at app.py:12 [python]"), "{text}");
@@ -241,6 +291,8 @@ mod tests {
         assert_eq!(json["signal_name"], "SIGSEGV");
         assert_eq!(json["stack"][1]["line"], 12);
         assert_eq!(json["exit"]["killed"]["signal"], 11);
+        assert_eq!(json["signature"], report.signature.id.as_str());
+        assert_eq!(json["signature_title"], "SIGSEGV (no stack)");
         assert!(json["fault"].is_null() && json["registers"].is_null());
     }
 
@@ -280,6 +332,7 @@ mod tests {
             exit: None,
             registers: Some(Registers(regs)),
             fault: Some(fault),
+            ..CrashReport::example()
         };
         let text = report.to_text();
         assert!(

@@ -7,6 +7,10 @@
 //! one that is itself a symlink. The directory is made when the first crash comes, so a recording without
 //! crashes leaves nothing behind; startup only checks that it could be made. What the directory may hold is
 //! bounded (`QUOTA_BYTES`): past it, reports go to the log only.
+//!
+//! Every crash, reported or suppressed by a budget, also gets a line in the directory's index (crash/index.rs),
+//! appended with `O_APPEND|O_NOFOLLOW` to a file that must be ours alone; at `INDEX_MAX_BYTES` the index is moved
+//! to `index.1.jsonl` (replacing the one before) and starts afresh.
 use std::{
     ffi::CString,
     fs::File,
@@ -21,7 +25,11 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::Crash;
+use super::{
+    budget::Suppression,
+    index::{IndexEntry, INDEX_FILE, INDEX_MAX_BYTES, OLDER_INDEX_FILE},
+    Crash,
+};
 use crate::output::{self, OutputFormat};
 
 /// The most the crash directory may hold in `crash-*` files before reports stop being written there.
@@ -38,12 +46,34 @@ pub(crate) struct CrashWriter {
     used: u64,
     quota: u64,
     quota_logged: bool,
+    index_cap: u64,
+    /// Whether the log said that the index was rotated, or could not be written.
+    index_rotation_logged: bool,
+    index_error_logged: bool,
+}
+
+/// What became of one crash.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Written {
+    /// The report files; the path of the text report.
+    Report(PathBuf),
+    /// Only a line in the index (a budget suppressed the report): the index's path.
+    IndexOnly(PathBuf, Suppression),
 }
 
 impl CrashWriter {
     /// Checks that the directory is safe to write, or could be made; makes nothing.
     pub(crate) fn new(path: &Path) -> Result<Self> {
-        let mut writer = Self { path: path.to_owned(), dir: None, used: 0, quota: QUOTA_BYTES, quota_logged: false };
+        let mut writer = Self {
+            path: path.to_owned(),
+            dir: None,
+            used: 0,
+            quota: QUOTA_BYTES,
+            quota_logged: false,
+            index_cap: INDEX_MAX_BYTES,
+            index_rotation_logged: false,
+            index_error_logged: false,
+        };
         match lstat(path) {
             Ok(_) => writer.open_existing()?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -89,6 +119,13 @@ impl CrashWriter {
         self
     }
 
+    /// A smaller index (tests).
+    #[cfg(test)]
+    pub(crate) fn with_index_cap(mut self, bytes: u64) -> Self {
+        self.index_cap = bytes;
+        self
+    }
+
     fn open_existing(&mut self) -> Result<()> {
         let fd = open_dir_nofollow(libc::AT_FDCWD, &c_path(&self.path)?, &self.path)?;
         check_dir(&fd, &self.path)?;
@@ -127,8 +164,56 @@ impl CrashWriter {
         Ok(self.dir.as_ref().expect("just opened"))
     }
 
-    /// Writes the report files; returns the path of the text report.
-    pub(crate) fn write(&mut self, crash: &Crash) -> Result<PathBuf> {
+    /// Writes the report files and the crash's index line (only the line for a suppressed crash).
+    pub(crate) fn write(&mut self, crash: &Crash) -> Result<Written> {
+        if let Some(reason) = crash.suppressed {
+            self.append_index(&IndexEntry::of(&crash.report, None, Some(reason)))?;
+            return Ok(Written::IndexOnly(self.path.join(INDEX_FILE), reason));
+        }
+        match self.write_report(crash) {
+            Ok(base) => {
+                let written = self.path.join(format!("{base}.txt"));
+                if let Err(err) = self.append_index(&IndexEntry::of(&crash.report, Some(&base), None)) {
+                    self.index_failed(&err);
+                }
+                Ok(Written::Report(written))
+            }
+            Err(err) => {
+                let full = Some(Suppression::DirectoryFull);
+                if let Err(err) = self.append_index(&IndexEntry::of(&crash.report, None, full)) {
+                    self.index_failed(&err);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Logs, once, that index lines are being lost.
+    fn index_failed(&mut self, err: &anyhow::Error) {
+        if !std::mem::replace(&mut self.index_error_logged, true) {
+            tracing::warn!("{err:#}: `profiler crashes` will not count these crashes");
+        }
+    }
+
+    /// Appends one line to the index, moving a full index aside first.
+    fn append_index(&mut self, entry: &IndexEntry) -> Result<()> {
+        let line = entry.to_line()?;
+        let cap = self.index_cap;
+        let dir = self.dir()?.as_raw_fd();
+        let index = self.path.join(INDEX_FILE);
+        let rotated = append_line(dir, &line, cap).with_context(|| format!("appending to {}", index.display()))?;
+        if rotated && !std::mem::replace(&mut self.index_rotation_logged, true) {
+            tracing::info!(
+                "{} reached {} KiB: moved to {OLDER_INDEX_FILE} (replacing the one before), a new index started",
+                index.display(),
+                cap >> 10
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the report files; returns their name without extension.
+    fn write_report(&mut self, crash: &Crash) -> Result<String> {
         let report = &crash.report;
         let json = serde_json::to_string_pretty(report).context("encoding the crash report")?;
         let mut files: Vec<(&str, Vec<u8>)> = vec![("json", json.into_bytes()), ("txt", report.to_text().into_bytes())];
@@ -167,7 +252,7 @@ impl CrashWriter {
             match create_all(dir, &base, &files) {
                 Ok(()) => {
                     self.used += size;
-                    return Ok(self.path.join(format!("{base}.txt")));
+                    return Ok(base);
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                     tracing::warn!(
@@ -218,6 +303,62 @@ fn create_all(dir: i32, base: &str, files: &[(&str, Vec<u8>)]) -> io::Result<()>
         }
     }
     result
+}
+
+/// Appends `line` to the index in `dir` with one write; when it would pass `cap`, the index is moved to
+/// `OLDER_INDEX_FILE` first. True when it was moved.
+fn append_line(dir: i32, line: &[u8], cap: u64) -> io::Result<bool> {
+    let mut file = open_index(dir, 0)?;
+    let mut rotated = false;
+    let size = file.metadata()?.len();
+    if size > 0 && size + line.len() as u64 > cap {
+        let (from, to) = (c_name(INDEX_FILE), c_name(OLDER_INDEX_FILE));
+        // SAFETY: a valid fd and C strings. rename replaces a link at the new name; it never follows one.
+        if unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        file = open_index(dir, libc::O_EXCL)?;
+        rotated = true;
+    }
+    // O_APPEND and one write: a line is never interleaved with another writer's.
+    let written = file.write(line)?;
+    if written != line.len() {
+        return Err(io::Error::other(format!("a short write ({written} of {} bytes)", line.len())));
+    }
+    Ok(rotated)
+}
+
+/// Opens (creating) the index for appending: never through a link, and only a file of ours with no other name
+/// (in a sticky directory another user could have made it, or linked one of root's files to it).
+fn open_index(dir: i32, extra_flags: i32) -> io::Result<File> {
+    let name = c_name(INDEX_FILE);
+    // SAFETY: a valid fd and C string; the returned fd is owned by the File.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra_flags,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = fstat(&fd)?;
+    // SAFETY: no arguments, cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.st_mode & libc::S_IFMT != libc::S_IFREG || meta.st_uid != euid || meta.st_nlink != 1 {
+        return Err(io::Error::other(format!(
+            "{INDEX_FILE} is not a regular file of user {euid} with one name: not appending to it (remove it)"
+        )));
+    }
+    Ok(File::from(fd))
+}
+
+fn c_name(name: &str) -> CString {
+    CString::new(name).expect("a constant without NUL")
 }
 
 /// Refuses a directory someone other than root or us could plant names in (owner, or group/other write without
@@ -336,7 +477,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::Profile,
-        crash::{CrashKind, CrashReport},
+        crash::{index, signature::CrashSignature, CrashKind, CrashReport},
     };
 
     struct TempDir(PathBuf);
@@ -382,9 +523,19 @@ mod tests {
                 exit: None,
                 registers: None,
                 fault: None,
+                signature: CrashSignature::of_fault("SIGSEGV", []),
             },
             window: Profile::default(),
             stack: Profile::default(),
+            suppressed: None,
+        }
+    }
+
+    /// The path of the text report `write` wrote.
+    fn report_path(written: Written) -> PathBuf {
+        match written {
+            Written::Report(path) => path,
+            other => panic!("no report written: {other:?}"),
         }
     }
 
@@ -394,7 +545,7 @@ mod tests {
         let dir = tmp.0.join("crashes");
         let mut writer = CrashWriter::new(&dir).unwrap();
         assert!(!dir.exists(), "made before any crash");
-        let text = writer.write(&crash(7)).unwrap();
+        let text = report_path(writer.write(&crash(7)).unwrap());
         assert!(text.starts_with(&dir));
         let meta = std::fs::metadata(&text).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
@@ -414,7 +565,7 @@ mod tests {
             }
         }
         let mut writer = CrashWriter::new(&dir).unwrap();
-        let text = writer.write(&crash(7)).unwrap();
+        let text = report_path(writer.write(&crash(7)).unwrap());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(std::fs::symlink_metadata(&text).unwrap().is_file());
         assert!(std::fs::read_to_string(&text).unwrap().starts_with("crash: SIGSEGV (victim 7)"));
@@ -442,9 +593,72 @@ mod tests {
         let tmp = TempDir::new("quota");
         CrashWriter::new(&tmp.0).unwrap().write(&crash(1)).unwrap();
         // What the directory holds already counts: one more report does not fit.
-        let held: u64 = std::fs::read_dir(&tmp.0).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        let held: u64 = std::fs::read_dir(&tmp.0)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().as_bytes().starts_with(b"crash-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
         let mut writer = CrashWriter::new(&tmp.0).unwrap().with_quota(held + 100);
         let err = format!("{:#}", writer.write(&crash(2)).unwrap_err());
         assert!(err.contains("quota"), "{err}");
+        // Still counted in the index.
+        let entries = index::read_dir(&tmp.0).unwrap().entries;
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].suppressed, Some(Suppression::DirectoryFull));
+        assert_eq!(entries[1].report, None);
+    }
+
+    #[test]
+    fn every_crash_gets_an_index_line_and_suppressed_ones_only_that() {
+        let tmp = TempDir::new("index");
+        let mut writer = CrashWriter::new(&tmp.0).unwrap();
+        let text = report_path(writer.write(&crash(7)).unwrap());
+        let mut again = crash(8);
+        again.suppressed = Some(Suppression::SameSignature);
+        let index = tmp.0.join(INDEX_FILE);
+        assert_eq!(writer.write(&again).unwrap(), Written::IndexOnly(index.clone(), Suppression::SameSignature));
+        let entries = index::read_dir(&tmp.0).unwrap().entries;
+        assert_eq!(entries.len(), 2);
+        let base = text.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(entries[0].report.as_deref(), Some(base));
+        assert_eq!((entries[1].pid, entries[1].report.as_deref()), (8, None));
+        assert_eq!(entries[1].suppressed, Some(Suppression::SameSignature));
+        assert_eq!(entries[0].signature, entries[1].signature);
+        assert!(!std::fs::read_dir(&tmp.0).unwrap().any(|e| e.unwrap().file_name().to_str().unwrap().contains("-8-")));
+        assert_eq!(std::fs::metadata(&index).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_full_index_is_moved_aside() {
+        let tmp = TempDir::new("rotate");
+        let mut writer = CrashWriter::new(&tmp.0).unwrap().with_index_cap(1000);
+        let mut suppressed = crash(9);
+        suppressed.suppressed = Some(Suppression::SameSignature);
+        for _ in 0..30 {
+            writer.write(&suppressed).unwrap();
+        }
+        let newer = std::fs::metadata(tmp.0.join(INDEX_FILE)).unwrap().len();
+        let older = std::fs::metadata(tmp.0.join(OLDER_INDEX_FILE)).unwrap().len();
+        assert!(newer <= 1000 && older <= 1000, "{newer} {older}");
+        let kept = index::read_dir(&tmp.0).unwrap().entries.len();
+        assert!((2..30).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn never_appends_to_a_planted_index() {
+        let tmp = TempDir::new("planted");
+        let victim = tmp.0.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        symlink(&victim, tmp.0.join(INDEX_FILE)).unwrap();
+        let mut writer = CrashWriter::new(&tmp.0).unwrap();
+        let mut suppressed = crash(9);
+        suppressed.suppressed = Some(Suppression::SameSignature);
+        assert!(writer.write(&suppressed).is_err());
+        std::fs::remove_file(tmp.0.join(INDEX_FILE)).unwrap();
+        std::fs::hard_link(&victim, tmp.0.join(INDEX_FILE)).unwrap();
+        let err = format!("{:#}", writer.write(&suppressed).unwrap_err());
+        assert!(err.contains("one name") && !err.contains('\n'), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }
