@@ -21,11 +21,12 @@ use aya_ebpf::{
 use profiler_common::{
     CrashRecord, CrashRegs, CrashingProcess, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_CODE_LEN,
     CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH,
-    PY_FRAME_SHIM,
+    KIND_CRASH_THREAD, PY_FRAME_SHIM,
 };
 
 use crate::{
     capture::{fill, CaptureInfo},
+    crash_threads,
     lifecycle::{config, send},
     maps::{CRASHES, CRASHING, LOST_SAMPLES, PY_PROCESSES, TARGETS},
 };
@@ -43,59 +44,84 @@ fn is_crash_signal(sig: i32) -> bool {
 
 /// raw_tracepoint/signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
 /// int result): the raw form gives the siginfo (si_code, fault address) that the formatted tracepoint lacks.
+///
+/// Also attached to raw_tracepoint/signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka),
+/// where it captures the other threads of a crashing process as each takes the SIGKILL that ends it
+/// (crash_threads.rs). The two differ only in what goes into the record's header, decided before the capture,
+/// so the verifier checks the capture once.
 #[raw_tracepoint(tracepoint = "signal_generate")]
 pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     let sig: i32 = ctx.arg::<u64>(0) as i32;
-    if !is_crash_signal(sig) {
-        return 0;
-    }
-    // Only a thread signalling itself (a fault, abort) is the thread whose stack explains the crash.
-    let task: u64 = ctx.arg(2);
-    if task != unsafe { bpf_get_current_task() } {
-        return 0;
-    }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if unsafe { TARGETS.get(&tgid) }.is_none() {
-        return 0;
-    }
-    // The other threads are captured as the kernel stops them for the process's exit (crash_threads.rs).
-    let crashing =
-        CrashingProcess { time_ns: unsafe { bpf_ktime_get_ns() }, tid: pid_tgid as u32, ..Default::default() };
-    let _ = CRASHING.insert(&tgid, &crashing, 0);
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // signal_generate's third argument is the task signalled; signal_deliver's is a sigaction, never a task.
+    let signalled_task: u64 = ctx.arg(2);
+    // SAFETY: a helper without arguments.
+    let current = unsafe { bpf_get_current_task() };
+    let info = if sig == SIGKILL && signalled_task != current {
+        if !crash_threads::claim(tgid, tid) {
+            return 0;
+        }
+        CaptureInfo { kind: KIND_CRASH_THREAD, flags: 0, kernel_stack_id: -1, signal: 0, si_code: 0, fault_addr: 0 }
+    } else {
+        // Only a thread signalling itself (a fault, abort) is the thread whose stack explains the crash.
+        if !is_crash_signal(sig) || signalled_task != current {
+            return 0;
+        }
+        // SAFETY: a lookup in a hash map of plain integers.
+        if unsafe { TARGETS.get(&tgid) }.is_none() {
+            return 0;
+        }
+        // The other threads are captured as the kernel stops them for the process's exit (crash_threads.rs).
+        // SAFETY: a helper without arguments.
+        let crashing = CrashingProcess { time_ns: unsafe { bpf_ktime_get_ns() }, tid, ..Default::default() };
+        let _ = CRASHING.insert(&tgid, &crashing, 0);
+        fault_info(sig, ctx.arg(1))
+    };
     let Some(mut entry) = CRASHES.reserve::<CrashRecord>(0) else {
-        if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
+        if info.kind == KIND_CRASH_THREAD {
+            crash_threads::unclaim(tgid);
+        } else if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
+            // SAFETY: a per-CPU array value, valid for the program run and only this CPU's.
             unsafe { *counter += 1 };
         }
         return 0;
     };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is a CrashRecord reserved in the ring buffer, ours to write until submitted; the helpers
+    // called inside read kernel and user memory into it and fail cleanly on what they cannot read.
+    unsafe {
+        // Before `fill`'s loops, so nothing of it is carried through them.
+        copy_registers_and_code(record);
+        fill(&raw mut (*record).sample, tgid, tid, info);
+        copy_code_names(record, tgid);
+    }
+    entry.submit(0);
+    0
+}
+
+/// What a thread's own fatal signal says: its si_code and, for a fault, the address. No kernel stack: at this
+/// point it is only the signal-delivery path (fault handler → force_sig), the same for every crash; the user stack
+/// is what explains it.
+#[inline(always)]
+fn fault_info(sig: i32, siginfo: u64) -> CaptureInfo {
     // SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are markers, not pointers. kernel_siginfo: si_signo, si_errno,
     // si_code (ints), then the union, whose fault variant starts with the address (8-byte aligned: offset 16).
-    let siginfo: u64 = ctx.arg(1);
     let mut flags = 0;
     let (mut si_code, mut fault_addr) = (0, 0);
     if siginfo > 1 {
+        // SAFETY: bpf_probe_read_kernel copies into a local and fails cleanly on a bad address.
         si_code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
         // Only faults carry an address; abort() is a plain signal. The address may well be 0 (NULL).
         if sig != SIGABRT {
+            // SAFETY: as above.
             if let Ok(address) = unsafe { bpf_probe_read_kernel((siginfo + 16) as *const u64) } {
                 fault_addr = address;
                 flags |= FLAG_FAULT_ADDR;
             }
         }
     }
-    // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
-    // for every crash; the user stack is what explains it.
-    let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
-    let record = entry.as_mut_ptr();
-    unsafe {
-        // Before `fill`'s loops, so nothing of it is carried through them.
-        copy_registers_and_code(record);
-        fill(&raw mut (*record).sample, tgid, pid_tgid as u32, info);
-        copy_code_names(record, tgid);
-    }
-    entry.submit(0);
-    0
+    CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr }
 }
 
 /// Copies all the thread's saved user registers and the code at its instruction pointer into the record: what
@@ -131,7 +157,7 @@ static CRASH_COPY_LIMIT: u32 = CRASH_CODE_COPIES as u32;
 /// Copies the names and line tables of the innermost Python frames' code objects: userspace reads code objects
 /// lazily, and a crashed process is gone before it gets to them.
 #[inline(always)]
-pub(crate) unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
+unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     let codes = unsafe { &mut (*record).codes };
     for copy in codes.iter_mut() {
         copy.code = 0;

@@ -114,13 +114,10 @@ impl Sampler {
         crash
             .attach("signal_generate")
             .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
-        let crash_thread: &mut RawTracePoint = ebpf
-            .program_mut("crash_thread")
-            .context("the embedded eBPF object has no `crash_thread` program")?
-            .try_into()?;
-        crash_thread
+        // The same program captures the other threads of a crashing process as they are stopped for its exit.
+        crash
             .attach("signal_deliver")
-            .map_err(|err| describe_program_error("attaching the crash-threads probe to signal_deliver", err))?;
+            .map_err(|err| describe_program_error("attaching the crash probe to signal_deliver", err))?;
 
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
@@ -228,7 +225,7 @@ fn kernel_release() -> Option<(u32, u32)> {
     Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
 }
 
-/// Loads the object and its three large programs (the CPU sampler and the two crash probes, which share the sample
+/// Loads the object and its two large programs (the CPU sampler and the crash probe, which share the sample
 /// capture), with the longest Python frame walk this kernel's verifier accepts; one warning when that is less than
 /// the whole.
 fn load_verified(
@@ -259,17 +256,12 @@ fn load_verified(
             .context("the embedded eBPF object has no `sample_cpu` program")?
             .try_into()?;
         let loaded = sampler.load().map_err(|err| ("loading the CPU sampler", err)).and_then(|()| {
-            for (program, action) in
-                [("signal_generate", "loading the crash probe"), ("crash_thread", "loading the crash-threads probe")]
-            {
-                let probe: &mut RawTracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or((action, ProgramError::NotLoaded))?
-                    .try_into()
-                    .map_err(|err| (action, err))?;
-                probe.load().map_err(|err| (action, err))?;
-            }
-            Ok(())
+            let crash: &mut RawTracePoint = ebpf
+                .program_mut("signal_generate")
+                .ok_or(("loading the crash probe", ProgramError::NotLoaded))?
+                .try_into()
+                .map_err(|err| ("loading the crash probe", err))?;
+            crash.load().map_err(|err| ("loading the crash probe", err))
         });
         match loaded {
             Ok(()) => {
