@@ -39,8 +39,9 @@ pub fn crash_thread(ctx: RawTracePointContext) -> u32 {
     let Some(crashing) = CRASHING.get_ptr_mut(&tgid) else {
         return 0;
     };
-    // SAFETY: a map value pointer is valid for the program's run.
+    // SAFETY: a map value pointer stays valid for this program's run; the fields are plain integers, copied.
     let (time_ns, fault_tid, captured) = unsafe { ((*crashing).time_ns, (*crashing).tid, (*crashing).captured) };
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if tid == fault_tid || now.wrapping_sub(time_ns) > CAPTURE_WINDOW_NS {
         return 0;
@@ -59,11 +60,13 @@ pub fn crash_thread(ctx: RawTracePointContext) -> u32 {
         unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).missed, 1) };
         return 0;
     };
+    // SAFETY: as above: an atomic add to a u32 of the map value, which stays valid for this program's run.
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).captured, 1) };
     let info =
         CaptureInfo { kind: KIND_CRASH_THREAD, flags: 0, kernel_stack_id: -1, signal: 0, si_code: 0, fault_addr: 0 };
     let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to a reserved ring-buffer entry of a CrashRecord, ours until submitted.
+    // SAFETY: `record` points to a reserved ring-buffer entry of a CrashRecord, ours until submitted: what `fill`
+    // and `copy_code_names` require.
     unsafe {
         fill(&raw mut (*record).sample, tgid, tid, info);
         copy_code_names(record, tgid);

@@ -291,6 +291,7 @@ fn create_all(dir: i32, base: &str, files: &[(&str, Vec<u8>)]) -> io::Result<()>
                 return Err(io::Error::last_os_error());
             }
             created.push(name);
+            // SAFETY: `fd` was just opened above, is valid (checked) and owned by nothing else.
             let mut file = unsafe { File::from_raw_fd(fd) };
             file.write_all(bytes)?;
         }
