@@ -476,55 +476,21 @@ mod tests {
     use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
 
     use super::*;
+    use crate::test_support::TempDir;
     use crate::{
         aggregate::Profile,
-        crash::{index, signature::CrashSignature, CrashKind, CrashReport},
+        crash::{index, CrashReport},
     };
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("profiler-crash-writer-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn crash(pid: u32) -> Crash {
         Crash {
             time_ns: 0,
             report: CrashReport {
-                kind: CrashKind::Fault,
-                time: "2026-11-22T02:00:00Z".into(),
                 pid,
                 tid: pid,
                 process_name: "victim".into(),
                 thread_name: "victim".into(),
-                signal: 11,
-                signal_name: "SIGSEGV".into(),
-                si_code: 1,
-                fault_address: None,
-                python_version: None,
-                stack: Vec::new(),
-                gil: None,
-                gil_holder: None,
-                threads: Vec::new(),
-                threads_missed: 0,
-                window_samples: 0,
-                window_seconds: 30.0,
-                exit: None,
-                registers: None,
-                fault: None,
-                signature: CrashSignature::of_fault("SIGSEGV", []),
+                ..CrashReport::example()
             },
             window: Profile::default(),
             stack: Profile::default(),
@@ -542,7 +508,7 @@ mod tests {
 
     #[test]
     fn makes_the_directory_only_when_a_crash_comes() {
-        let tmp = TempDir::new("lazy");
+        let tmp = TempDir::new("crash-writer", "lazy");
         let dir = tmp.0.join("crashes");
         let mut writer = CrashWriter::new(&dir).unwrap();
         assert!(!dir.exists(), "made before any crash");
@@ -554,7 +520,7 @@ mod tests {
 
     #[test]
     fn never_writes_through_a_planted_link() {
-        let tmp = TempDir::new("links");
+        let tmp = TempDir::new("crash-writer", "links");
         let victim = tmp.0.join("victim");
         std::fs::write(&victim, "precious").unwrap();
         let dir = tmp.0.join("crashes");
@@ -574,7 +540,7 @@ mod tests {
 
     #[test]
     fn refuses_a_directory_others_can_write() {
-        let tmp = TempDir::new("open");
+        let tmp = TempDir::new("crash-writer", "open");
         let dir = tmp.0.join("crashes");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -591,7 +557,7 @@ mod tests {
 
     #[test]
     fn stops_writing_at_the_quota() {
-        let tmp = TempDir::new("quota");
+        let tmp = TempDir::new("crash-writer", "quota");
         CrashWriter::new(&tmp.0).unwrap().write(&crash(1)).unwrap();
         // What the directory holds already counts: one more report does not fit.
         let held: u64 = std::fs::read_dir(&tmp.0)
@@ -612,7 +578,7 @@ mod tests {
 
     #[test]
     fn every_crash_gets_an_index_line_and_suppressed_ones_only_that() {
-        let tmp = TempDir::new("index");
+        let tmp = TempDir::new("crash-writer", "index");
         let mut writer = CrashWriter::new(&tmp.0).unwrap();
         let text = report_path(writer.write(&crash(7)).unwrap());
         let mut again = crash(8);
@@ -632,7 +598,7 @@ mod tests {
 
     #[test]
     fn a_full_index_is_moved_aside() {
-        let tmp = TempDir::new("rotate");
+        let tmp = TempDir::new("crash-writer", "rotate");
         let mut writer = CrashWriter::new(&tmp.0).unwrap().with_index_cap(1000);
         let mut suppressed = crash(9);
         suppressed.suppressed = Some(Suppression::SameSignature);
@@ -648,7 +614,7 @@ mod tests {
 
     #[test]
     fn never_appends_to_a_planted_index() {
-        let tmp = TempDir::new("planted");
+        let tmp = TempDir::new("crash-writer", "planted");
         let victim = tmp.0.join("victim");
         std::fs::write(&victim, "precious").unwrap();
         symlink(&victim, tmp.0.join(INDEX_FILE)).unwrap();
