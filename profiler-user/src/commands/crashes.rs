@@ -228,8 +228,8 @@ fn read_report(base: &Path, json: bool) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::TempDir;
     use crate::crash::{budget::Suppression, index::IndexEntry};
+    use crate::test_support::TempDir;
 
     fn entry(signature: &str, second: u32, report: Option<&str>) -> IndexEntry {
         IndexEntry {

@@ -28,7 +28,9 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     budget::Suppression,
-    dir::{append_line, c_path, check_dir, create_all, lstat, open_dir, open_dir_nofollow, parent_dir, probe, used_bytes},
+    dir::{
+        append_line, c_path, check_dir, create_all, lstat, open_dir, open_dir_nofollow, parent_dir, probe, used_bytes,
+    },
     index::{IndexEntry, INDEX_FILE, INDEX_MAX_BYTES, OLDER_INDEX_FILE},
     Crash,
 };

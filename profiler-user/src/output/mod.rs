@@ -134,8 +134,8 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::test_support::TempDir;
     use crate::output::folded::tests::sample_profile;
+    use crate::test_support::TempDir;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)

@@ -74,4 +74,3 @@ pub(super) fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path, timeout: Durati
     }
     Ok(console)
 }
-

@@ -209,7 +209,6 @@ pub(super) fn check(report: &Report, mode: Mode) -> Vec<String> {
     failures
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,4 +272,3 @@ mod tests {
         assert_eq!(report.warnings("record.log"), ["this kernel's BTF has no x"]);
     }
 }
-
