@@ -22,11 +22,20 @@ pub struct CaptureInfo {
 }
 
 /// Fills `record` (reserved in a ring buffer) for the current thread of process `tgid`.
+///
+/// # Safety
+/// `record` must point to a `SampleRecord` reserved in a ring buffer and not yet submitted: every field of it is
+/// written through the pointer.
 #[inline(always)]
-pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
+pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
     // The task's saved user registers: on kernel entry (tick, syscall, fault) they are saved at the top of its
     // kernel stack, so they are the user ones whatever the current context.
+    // SAFETY: neither helper takes a pointer of ours; bpf_get_current_task_btf gives the current task (a pointer
+    // the verifier tracks), and bpf_task_pt_regs of the current task its saved user pt_regs, valid while it runs
+    // this program.
     let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    // SAFETY: `&(*user_regs).rip` only computes an address (no read in Rust); bpf_probe_read_kernel copies the
+    // field by value and fails cleanly (then 0) if it is unreadable.
     let regs = unsafe {
         UserRegs {
             ip: bpf_probe_read_kernel(&(*user_regs).rip).unwrap_or(0),
@@ -38,6 +47,8 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
     // What the caller knows goes into the record first: left in registers until the end, each combination of it
     // (user or kernel mode, kernel stack or not, a fault address read or not) would be carried separately through
     // the loops below, and older verifiers (5.15, 6.1) refuse the crash probe as too complex.
+    // SAFETY: `record` points to a reserved, unsubmitted SampleRecord (the caller's contract), so its header's
+    // fields may be written; orig_rax is copied by bpf_probe_read_kernel from the pt_regs above, as for `regs`.
     unsafe {
         let header = &mut (*record).header;
         write_volatile(&raw mut header.kind, info.kind);
@@ -54,6 +65,10 @@ pub fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: CaptureInfo) {
     // reads); the first unreadable page is the end of the stack mapping.
     let stack_base = regs.sp & !(STACK_CHUNK as u64 - 1);
     let mut stack_len = 0u32;
+    // SAFETY: `record` is ours until submitted (the caller's contract). Each read lands in a constant,
+    // in-bounds page of the record's stack buffer; the source address comes from the target's sp, is not
+    // trusted, and bpf_probe_read_user_buf fails cleanly on an unmapped page. python::capture writes only into the
+    // record's py_frames, and current_comm only into its comm.
     unsafe {
         let stack = &mut (*record).stack;
         for chunk in 0..STACK_CHUNKS {

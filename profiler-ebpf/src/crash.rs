@@ -110,7 +110,8 @@ fn fault_info(sig: i32, siginfo: u64) -> CaptureInfo {
     let mut flags = 0;
     let (mut si_code, mut fault_addr) = (0, 0);
     if siginfo > 1 {
-        // SAFETY: bpf_probe_read_kernel copies into a local and fails cleanly on a bad address.
+        // SAFETY (both reads): bpf_probe_read_kernel copies an integer by value from the kernel's siginfo, the
+        // tracepoint's own argument, and fails cleanly if the address is unreadable.
         si_code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
         // Only faults carry an address; abort() is a plain signal. The address may well be 0 (NULL).
         if sig != SIGABRT {
@@ -128,9 +129,17 @@ fn fault_info(sig: i32, siginfo: u64) -> CaptureInfo {
 /// userspace needs to say what the fault hit and by which instruction. Without a branch: each helper writes
 /// straight into the record (zero-filling what it cannot read) and the lengths follow from the helpers' results by
 /// arithmetic, so the verifier has no extra paths to explore.
+///
+/// # Safety
+/// `record` must point to a CrashRecord reserved in a ring buffer and not yet submitted.
 #[inline(always)]
 unsafe fn copy_registers_and_code(record: *mut CrashRecord) {
     const REGS_LEN: u32 = size_of::<CrashRegs>() as u32;
+    // SAFETY: the record is ours (the caller's contract). pt_regs come from bpf_task_pt_regs of the current task;
+    // bpf_probe_read_kernel copies REGS_LEN bytes of them into `regs`, which is that size (CrashRegs mirrors
+    // pt_regs). The code read copies CRASH_CODE_LEN bytes into `code`, which is that long, from the target's rip:
+    // an address from the target, not trusted, on which bpf_probe_read_user fails cleanly (zero-filling) if it is
+    // unmapped.
     unsafe {
         let user_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const c_void;
         let read = raw::bpf_probe_read_kernel((&raw mut (*record).regs).cast(), REGS_LEN, user_regs);
@@ -151,20 +160,30 @@ fn len_if_read(result: i64, len: u32) -> u32 {
 /// How many of the innermost Python frames get their code object copied: `CRASH_CODE_COPIES`, unless userspace
 /// lowered it before load for a kernel whose verifier gives up on that many (a constant of the frozen .rodata, so
 /// the verifier checks only that many iterations).
+// SAFETY: no other symbol of the object is named CRASH_COPY_LIMIT; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
 static CRASH_COPY_LIMIT: u32 = CRASH_CODE_COPIES as u32;
 
 /// Copies the names and line tables of the innermost Python frames' code objects: userspace reads code objects
 /// lazily, and a crashed process is gone before it gets to them.
+///
+/// # Safety
+/// `record` must point to a CrashRecord reserved in a ring buffer and not yet submitted, whose sample `fill` has
+/// written.
 #[inline(always)]
 unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
+    // SAFETY (the record's fields): the record is ours until submitted (the caller's contract); `codes` and
+    // `sample` are disjoint fields, so the mutable and shared borrows do not overlap.
     let codes = unsafe { &mut (*record).codes };
     for copy in codes.iter_mut() {
         copy.code = 0;
     }
+    // SAFETY: a map value stays valid for the program's run; userspace writes a layout once per process, and a
+    // torn one would only make the reads below fail (they are all probe reads).
     let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else { return };
     let count = unsafe { (*record).sample.header.py_frame_count } as usize;
     let frames = unsafe { &(*record).sample.py_frames };
+    // SAFETY: a read of a static u32; volatile so that what userspace wrote before load is read.
     let limit = unsafe { core::ptr::read_volatile(&CRASH_COPY_LIMIT) } as usize;
     for index in 0..CRASH_CODE_COPIES {
         if index >= count || index >= limit {
@@ -184,6 +203,10 @@ unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
 /// it merged too few of them, so this probe went over the million instructions it may take to verify.
 #[inline(always)]
 fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
+    // SAFETY: every destination is a field of `copy` (borrowed mutably) and every length is that field's size:
+    // first_line 4 bytes, qualname CRASH_QUALNAME_LEN, filename CRASH_FILENAME_LEN, linetable CRASH_LINETABLE_LEN.
+    // The sources are addresses in the target, not trusted; bpf_probe_read_user(_str) fails cleanly on an unmapped
+    // one, zero-filling the destination.
     unsafe {
         write_volatile(&raw mut copy.code, code);
         read_user_into((&raw mut copy.first_line).cast(), 4, code.wrapping_add(layout.code_firstlineno));
@@ -218,8 +241,12 @@ fn copy_code(copy: &mut PyCodeCopy, code: u64, layout: &PyLayout) {
 }
 
 /// Reads `size` bytes at user address `address` into `dst` (zeroed if unreadable); true when read.
+///
+/// # Safety
+/// `dst` must be valid for writes of `size` bytes.
 #[inline(always)]
 unsafe fn read_user_into(dst: *mut c_void, size: u32, address: u64) -> bool {
+    // SAFETY: `dst` is the caller's to guarantee; `address` is not trusted and the helper fails cleanly on it.
     unsafe { raw::bpf_probe_read_user(dst, size, address as *const c_void) == 0 }
 }
 
@@ -227,6 +254,7 @@ unsafe fn read_user_into(dst: *mut c_void, size: u32, address: u64) -> bool {
 #[inline(always)]
 fn read_u64_or_zero(address: u64) -> u64 {
     let mut value = 0u64;
+    // SAFETY: `value` is 8 bytes, the size read.
     unsafe { read_user_into((&raw mut value).cast(), 8, address) };
     value
 }
@@ -235,6 +263,8 @@ fn read_u64_or_zero(address: u64) -> u64 {
 #[tracepoint]
 pub fn signal_to_target(ctx: TracePointContext) -> u32 {
     let config = config();
+    // SAFETY: read_at is a bpf_probe_read_kernel of an i32 from the tracepoint's record, at offsets userspace read
+    // from this tracepoint's format file: a by-value copy that fails cleanly.
     let (Ok(sig), Ok(pid)) = (unsafe { ctx.read_at::<i32>(config.signal_sig as usize) }, unsafe {
         ctx.read_at::<i32>(config.signal_pid as usize)
     }) else {
@@ -248,6 +278,7 @@ pub fn signal_to_target(ctx: TracePointContext) -> u32 {
     if sender == pid as u32 && sig != SIGKILL {
         return 0;
     }
+    // SAFETY: only tested for presence, never read.
     if unsafe { TARGETS.get(&(pid as u32)) }.is_some() {
         send(EVENT_SIGNAL, pid as u32, sender, sig as u32);
     }

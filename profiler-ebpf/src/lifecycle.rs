@@ -16,6 +16,7 @@ use profiler_common::{
 use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, TARGETS};
 
 /// Written by userspace before load from the tracepoint formats.
+// SAFETY: no other symbol of the object is named LIFECYCLE_CONFIG; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
 static LIFECYCLE_CONFIG: LifecycleConfig = LifecycleConfig {
     report_all_execs: 0,
@@ -31,6 +32,7 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[inline(always)]
 pub fn config() -> LifecycleConfig {
+    // SAFETY: a read of a static of plain integers; volatile so that what userspace wrote before load is read.
     unsafe { core::ptr::read_volatile(&LIFECYCLE_CONFIG) }
 }
 
@@ -39,10 +41,13 @@ pub fn config() -> LifecycleConfig {
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let config = config();
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map value stays valid for the program's run; the flags word is copied at once.
     let Some(&flags) = (unsafe { TARGETS.get(&parent) }) else { return 0 };
     if flags & TARGET_FOLLOW_CHILDREN == 0 {
         return 0;
     }
+    // SAFETY: read_at is a bpf_probe_read_kernel from the tracepoint's record, at offsets userspace read from the
+    // tracepoint's format file: a by-value copy that fails cleanly.
     let (Ok(child), Ok(clone_flags)) = (unsafe { ctx.read_at::<i32>(config.newtask_pid as usize) }, unsafe {
         ctx.read_at::<u64>(config.newtask_clone_flags as usize)
     }) else {
@@ -54,6 +59,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let child = child as u32;
     let _ = TARGETS.insert(&child, &flags, 0);
     // The child is a copy of the parent: same interpreter at the same addresses until it execs.
+    // SAFETY: a map value stays valid for the program's run; it is only copied into another entry.
     if let Some(layout) = unsafe { PY_PROCESSES.get(&parent) } {
         let _ = PY_PROCESSES.insert(&child, layout, 0);
     }
@@ -65,6 +71,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: only tested for presence, never read.
     let is_target = unsafe { TARGETS.get(&pid) }.is_some();
     if is_target {
         // The old interpreter layout describes the old image.
@@ -82,12 +89,14 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     let config = config();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: only tested for presence, never read.
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return 0;
     }
     let group_dead = if config.exit_group_dead == NO_FIELD {
         pid_tgid as u32 == tgid
     } else {
+        // SAFETY: a by-value bpf_probe_read_kernel from the tracepoint's record, at the format file's offset.
         matches!(unsafe { ctx.read_at::<u8>(config.exit_group_dead as usize) }, Ok(dead) if dead != 0)
     };
     if group_dead {
@@ -107,14 +116,17 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
 pub fn mmap_exec(ctx: TracePointContext) -> u32 {
     const PROT_EXEC: u64 = 4;
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: only tested for presence, never read.
     if unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }.is_none() {
         return 0;
     }
     // The record layout of syscall-entry tracepoints is fixed: args start at 16, 8 bytes each.
+    // SAFETY: by-value bpf_probe_read_kernel copies from the tracepoint's record; they fail cleanly.
     let (Ok(prot), Ok(fd)) = (unsafe { ctx.read_at::<u64>(32) }, unsafe { ctx.read_at::<i64>(48) }) else {
         return 0;
     };
     if prot & PROT_EXEC != 0 && fd >= 0 {
+        // SAFETY: bpf_ktime_get_ns takes no arguments.
         let _ = PENDING_MMAPS.insert(&(pid_tgid as u32), &unsafe { bpf_ktime_get_ns() }, 0);
     }
     0
@@ -125,6 +137,7 @@ pub fn mmap_exec(ctx: TracePointContext) -> u32 {
 pub fn mmap_done(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
+    // SAFETY: a map value stays valid for the program's run; the u64 is copied at once.
     if let Some(&entered_ns) = unsafe { PENDING_MMAPS.get(&tid) } {
         let _ = PENDING_MMAPS.remove(&tid);
         // Stamped with the time the call began: the new mapping shows in /proc/PID/maps before this tracepoint
@@ -136,11 +149,13 @@ pub fn mmap_done(_ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub fn send(kind: u32, pid: u32, parent: u32, signal: u32) {
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
     output(kind, pid, parent, signal, unsafe { bpf_ktime_get_ns() }, NO_FIELD);
 }
 
 #[inline(always)]
 fn send_exit(pid: u32, exit_code: u32) {
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
     output(EVENT_EXIT, pid, 0, 0, unsafe { bpf_ktime_get_ns() }, exit_code);
 }
 
@@ -151,11 +166,14 @@ fn send_exit(pid: u32, exit_code: u32) {
 fn output(kind: u32, pid: u32, parent: u32, signal: u32, time_ns: u64, exit_code: u32) {
     let Some(mut entry) = EVENTS.reserve::<LifecycleEvent>(0) else {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(0) {
+            // SAFETY: this CPU's value of a per-CPU array, valid for the program's run and touched by no other CPU.
             unsafe { *counter += 1 };
         }
         return;
     };
     let event = entry.as_mut_ptr();
+    // SAFETY: the entry was reserved in EVENTS for a LifecycleEvent and is ours until submitted below; each write
+    // is to one of its fields.
     unsafe {
         write_volatile(&raw mut (*event).kind, kind);
         write_volatile(&raw mut (*event).pid, pid);

@@ -25,6 +25,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 // bpf_probe_read_user and bpf_task_pt_regs are GPL-only helpers.
+// SAFETY: the loader reads the license from the "license" section under the symbol LICENSE, which nothing else in
+// the object defines; the static is a NUL-terminated string, as the kernel expects.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

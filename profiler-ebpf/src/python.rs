@@ -17,6 +17,7 @@ use crate::maps::{PY_PROCESSES, PY_THREADS};
 /// How many frames of a thread are walked: `PY_MAX_FRAMES`, unless userspace lowered it before load for a kernel
 /// whose verifier gives up on that many (the verifier walks every iteration, and older ones prune fewer of the
 /// loop's paths). A constant of the frozen .rodata, so the verifier knows it and checks only that many.
+// SAFETY: no other symbol of the object is named PY_FRAME_LIMIT; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
 static PY_FRAME_LIMIT: u32 = PY_MAX_FRAMES as u32;
 
@@ -24,6 +25,8 @@ static PY_FRAME_LIMIT: u32 = PY_MAX_FRAMES as u32;
 /// Processes without a layout return (0, 0) after one map lookup.
 #[inline(always)]
 pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u32, u32) {
+    // SAFETY: a map value stays valid for the program's run; userspace writes a layout once per process, and a
+    // torn one would only make the reads below fail or stop early (they are all probe reads).
     let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else {
         return (0, 0);
     };
@@ -58,6 +61,7 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
     }
     let code_mask = if layout.flags & PY_LAYOUT_TAGGED_CODE != 0 { !3u64 } else { !0u64 };
     let mut count = 0u32;
+    // SAFETY: a read of a static u32; volatile so that what userspace wrote before load is read.
     let limit = unsafe { core::ptr::read_volatile(&PY_FRAME_LIMIT) };
     for slot in frames.iter_mut() {
         if frame == 0 || count >= limit {
@@ -92,6 +96,8 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
             0
         };
         let code_key = if code != 0 && frame_flags & PY_FRAME_SHIM == 0 {
+            // SAFETY: a by-value copy from an address in the target, not trusted; bpf_probe_read_user fails
+            // cleanly if it is unmapped.
             match unsafe { bpf_probe_read_user((code.wrapping_add(layout.code_filename)) as *const [u64; 2]) } {
                 Ok([filename, name]) => filename ^ name,
                 Err(_) => 0,
@@ -121,6 +127,7 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
 /// 22.04's 5.15).
 #[inline(always)]
 fn find_thread_state(layout: &PyLayout, interp: u64, tid: u32, key: u64) -> Option<u64> {
+    // SAFETY: a map value stays valid for the program's run; the u64 is copied at once, and re-validated below.
     if let Some(&cached) = unsafe { PY_THREADS.get(&tid) } {
         if read_u64(cached.wrapping_add(layout.tstate_native_thread_id)) == Some(key) {
             return Some(cached);
@@ -153,6 +160,7 @@ fn holds_gil(layout: &PyLayout, interp: u64, tstate: u64) -> bool {
                     None => return false,
                 }
             };
+            // SAFETY: a by-value copy from an address in the target, not trusted; fails cleanly if unmapped.
             let locked = unsafe { bpf_probe_read_user(base.wrapping_add(layout.gil_locked) as *const u32) };
             matches!(locked, Ok(l) if l != 0) && read_u64(base.wrapping_add(layout.gil_holder)) == Some(tstate)
         }
@@ -162,10 +170,13 @@ fn holds_gil(layout: &PyLayout, interp: u64, tstate: u64) -> bool {
 
 #[inline(always)]
 fn read_u64(address: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user copies 8 bytes by value from `address`, which comes from the target and is not
+    // trusted; it fails cleanly on an unmapped address.
     unsafe { bpf_probe_read_user(address as *const u64) }.ok()
 }
 
 #[inline(always)]
 fn read_u8(address: u64) -> Option<u8> {
+    // SAFETY: as in `read_u64`, one byte.
     unsafe { bpf_probe_read_user(address as *const u8) }.ok()
 }

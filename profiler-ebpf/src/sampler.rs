@@ -15,6 +15,7 @@ use crate::{
 };
 
 /// Written by userspace before load (aya `EbpfLoader::override_global`).
+// SAFETY: no other symbol of the object is named SAMPLER_CONFIG; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
 static SAMPLER_CONFIG: SamplerConfig = SamplerConfig { kernel_stacks: 0, _reserved: 0 };
 
@@ -28,6 +29,7 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
 fn try_sample_cpu(ctx: &PerfEventContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is only tested for presence, never read; a map value stays valid for the program's run.
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return;
     }
@@ -37,9 +39,13 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     };
 
     // The interrupted context says whether the tick hit user mode.
+    // SAFETY: `ctx.ctx` is the bpf_perf_event_data the kernel passed to this program, valid for its run; the
+    // verifier checks the read against the context's type.
     let interrupted_cs = unsafe { (*ctx.ctx).regs.cs };
     let mut flags = if interrupted_cs & 3 == 3 { FLAG_USER_MODE } else { 0 };
     let mut kernel_stack_id = -1i64;
+    // SAFETY: a read of a static of plain integers; volatile so the compiler reads what userspace wrote into
+    // .rodata before load instead of folding the initializer.
     if unsafe { core::ptr::read_volatile(&SAMPLER_CONFIG) }.kernel_stacks != 0 {
         if let Ok(id) = ctx.get_stackid(&KERNEL_STACKS, 0) {
             kernel_stack_id = id;
@@ -47,7 +53,8 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
         }
     }
     let info = CaptureInfo { kind: KIND_CPU, flags, kernel_stack_id, signal: 0, si_code: 0, fault_addr: 0 };
-    fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info);
+    // SAFETY: the entry was reserved in SAMPLES for a SampleRecord and is ours until submitted below.
+    unsafe { fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info) };
     // Waking the reader for every sample would preempt the sampled thread on its own CPU, once per tick, and
     // bias the very thing being measured; userspace drains on its own timer, and is woken early only when the
     // buffer fills up.
@@ -65,6 +72,8 @@ const BPF_RB_RING_SIZE: u64 = 1;
 #[inline(always)]
 fn count_lost() {
     if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
+        // SAFETY: a pointer to this CPU's value of a per-CPU array, valid for the program's run and touched by no
+        // other CPU; the program is not preempted on its CPU.
         unsafe { *counter += 1 };
     }
 }

@@ -6,11 +6,13 @@ use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
 use profiler_common::{TaskOffsets, NO_FIELD};
 
 /// Written by userspace before load.
+// SAFETY: no other symbol of the object is named TASK_OFFSETS; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: TaskOffsets = TaskOffsets::UNKNOWN;
 
 #[inline(always)]
 fn offsets() -> TaskOffsets {
+    // SAFETY: a read of a static of plain integers; volatile so that what userspace wrote before load is read.
     unsafe { core::ptr::read_volatile(&TASK_OFFSETS) }
 }
 
@@ -21,6 +23,8 @@ pub fn current_fsbase() -> Option<u64> {
     if offset == NO_FIELD {
         return None;
     }
+    // SAFETY: bpf_get_current_task takes no arguments; bpf_probe_read_kernel copies 8 bytes by value from the
+    // task at an offset found in this kernel's BTF, and fails cleanly if the address is unreadable.
     let task = unsafe { bpf_get_current_task() };
     unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.ok()
 }
@@ -32,6 +36,7 @@ pub fn current_exit_code() -> u32 {
     if offset == NO_FIELD {
         return NO_FIELD;
     }
+    // SAFETY: as in `current_fsbase`: a by-value copy at a BTF offset that fails cleanly.
     let task = unsafe { bpf_get_current_task() };
     match unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const i32) } {
         Ok(code) => code as u32,
@@ -45,5 +50,6 @@ pub fn current_exit_code() -> u32 {
 /// python.rs).
 #[inline(always)]
 pub fn current_comm(dst: &mut [u8; 16]) {
+    // SAFETY: the helper writes at most 16 bytes into `dst`, which is 16 bytes long and borrowed mutably.
     unsafe { generated::bpf_get_current_comm(dst.as_mut_ptr().cast(), 16) };
 }

@@ -24,6 +24,8 @@ mod sanitize;
 mod selection;
 mod session;
 mod symbolize;
+#[cfg(test)]
+mod test_support;
 mod unwind;
 mod upload;
 mod watchdog;

@@ -23,7 +23,7 @@ use crate::{cmd, Workspace};
 /// virtualenv in the way. debootstrap: the roots with other CPython versions that the tests profile. linux-perf:
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
-/// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels.rs) boots the
+/// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
 /// distributions' kernels with a busybox initramfs.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",

@@ -18,7 +18,8 @@ use crate::{
 #[derive(Debug)]
 pub(crate) enum Config {
     Record(RecordConfig),
-    Run(RunConfig),
+    /// Boxed: several times the size of the other variants (its upload settings).
+    Run(Box<RunConfig>),
     Dump(DumpConfig),
     Crashes(CrashesConfig),
     /// `run` with PROFILING_ENABLED off (the value it has): nothing is loaded, checked or contacted.
@@ -84,7 +85,7 @@ pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
         Command::Run(_) if env.disabled_by()?.is_some() => {
             Ok(Config::Disabled(env.profiling_enabled.clone().unwrap_or_default()))
         }
-        Command::Run(args) => resolve_run(args, env).map(Config::Run),
+        Command::Run(args) => resolve_run(args, env).map(|config| Config::Run(Box::new(config))),
         Command::Dump(args) => resolve_dump(args).map(Config::Dump),
         Command::Crashes(args) => resolve_crashes(args).map(Config::Crashes),
     }

@@ -229,23 +229,7 @@ fn read_report(base: &Path, json: bool) -> Result<String> {
 mod tests {
     use super::*;
     use crate::crash::{budget::Suppression, index::IndexEntry};
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("profiler-crashes-cmd-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     fn entry(signature: &str, second: u32, report: Option<&str>) -> IndexEntry {
         IndexEntry {
@@ -263,7 +247,7 @@ mod tests {
 
     /// A directory with an index of two signatures; `aaaa…` has one report file left.
     fn directory(tag: &str) -> TempDir {
-        let tmp = TempDir::new(tag);
+        let tmp = TempDir::new("crashes-cmd", tag);
         let mut index = Vec::new();
         for e in [
             entry("aaaa000000000001", 1, Some("crash-101-SIGSEGV-1700000000001")),
@@ -319,7 +303,7 @@ mod tests {
 
     #[test]
     fn says_what_to_do_without_crashes() {
-        let tmp = TempDir::new("empty");
+        let tmp = TempDir::new("crashes-cmd", "empty");
         let err = format!("{:#}", load(&tmp.0).err().unwrap());
         assert!(err.contains("no crashes recorded") && !err.contains('\n'), "{err}");
         let err = format!("{:#}", load(&tmp.0.join("missing")).err().unwrap());

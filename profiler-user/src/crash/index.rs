@@ -189,42 +189,12 @@ fn frame_names(frame: &Value) -> FrameNames<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crash::report::CrashKind;
-
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("profiler-crash-index-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     fn report() -> CrashReport {
         CrashReport {
-            kind: CrashKind::Fault,
-            time: "2026-11-22T02:00:00Z".into(),
-            pid: 42,
-            tid: 42,
-            process_name: "python3".into(),
-            thread_name: "python3".into(),
             signal: 8,
             signal_name: "SIGFPE".into(),
-            si_code: 1,
-            fault_address: None,
-            python_version: None,
-            stack: Vec::new(),
-            window_samples: 0,
-            window_seconds: 30.0,
-            exit: None,
             signature: CrashSignature::of_fault(
                 "SIGFPE",
                 [FrameNames { kind: "native", function: "divide", file: None, module: Some("/x/libcrash.so") }],
@@ -247,7 +217,7 @@ mod tests {
 
     #[test]
     fn reads_both_index_files_and_counts_bad_lines() {
-        let tmp = TempDir::new("read");
+        let tmp = TempDir::new("crash-index", "read");
         let first = IndexEntry::of(&report(), Some("crash-42-SIGFPE-1700000000000"), None);
         let second = IndexEntry { pid: 43, ..first.clone() };
         fs::write(tmp.0.join(OLDER_INDEX_FILE), first.to_line().unwrap()).unwrap();
@@ -262,7 +232,7 @@ mod tests {
 
     #[test]
     fn without_an_index_reads_the_reports_and_signs_old_ones() {
-        let tmp = TempDir::new("reports");
+        let tmp = TempDir::new("crash-index", "reports");
         let with_signature = report();
         fs::write(tmp.0.join("crash-42-SIGFPE-1700000000001.json"), serde_json::to_vec(&with_signature).unwrap())
             .unwrap();

@@ -1,6 +1,7 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
 pub(crate) mod budget;
+mod dir;
 pub(crate) mod fault;
 pub(crate) mod groups;
 pub(crate) mod index;

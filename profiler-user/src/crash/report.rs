@@ -183,18 +183,7 @@ impl CrashReport {
 /// One line per frame, innermost first, numbered.
 fn write_stack(text: &mut String, stack: &[ReportFrame]) {
     for (index, frame) in stack.iter().enumerate() {
-        let location = match (&frame.file, frame.line) {
-            (Some(file), Some(line)) => format!(" at {file}:{line}"),
-            (Some(file), None) => format!(" at {file}"),
-            _ => String::new(),
-        };
-        let module = match (&frame.module, frame.kind) {
-            (Some(module), _) => format!(" [{module}]"),
-            (None, "python") => " [python]".into(),
-            _ => String::new(),
-        };
-        let inlined = if frame.inlined { " (inlined)" } else { "" };
-        let _ = writeln!(text, "  #{index:<3} {}{location}{module}{inlined}", frame.function);
+        let _ = writeln!(text, "{}", frame.to_line(index));
     }
 }
 

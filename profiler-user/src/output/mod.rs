@@ -135,24 +135,7 @@ mod tests {
 
     use super::*;
     use crate::output::folded::tests::sample_profile;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("profiler-output-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
@@ -192,7 +175,7 @@ mod tests {
 
     #[test]
     fn writes_each_format_and_leaves_no_temp_file() {
-        let dir = TempDir::new("write");
+        let dir = TempDir::new("output", "write");
         let profile = sample_profile();
         for name in ["flame.svg", "cpu.pb.gz", "stacks.folded"] {
             let path = dir.0.join(name);
@@ -214,7 +197,7 @@ mod tests {
 
     #[test]
     fn write_errors_name_the_path() {
-        let dir = TempDir::new("missing");
+        let dir = TempDir::new("output", "missing");
         let path = dir.0.join("no-such-dir").join("flame.svg");
         let err =
             format!("{:#}", write_profile(&sample_profile(), &path, OutputFormat::FlameGraphSvg, "t").unwrap_err());
@@ -229,7 +212,7 @@ mod tests {
 
     #[test]
     fn check_writable_probes_the_directory() {
-        let dir = TempDir::new("check");
+        let dir = TempDir::new("output", "check");
         check_writable(&dir.0.join("flame.svg")).expect("writable");
         assert!(entries(&dir.0).is_empty(), "the probe file is removed");
 

@@ -184,6 +184,7 @@ mod tests {
         assert!(tids.contains(&me), "{tids:?}");
         assert!(thread_name(me, me).is_some());
         // A thread reading its own file is in that read (syscall 0) as the kernel fills it.
+        // SAFETY: gettid takes no arguments and cannot fail.
         let tid = unsafe { libc::gettid() } as u32;
         assert!(matches!(syscall(me, tid), Some(SyscallState::Blocked { number: Some(0), .. })));
         assert_eq!(scheduler_state(me, tid), Some('R'));

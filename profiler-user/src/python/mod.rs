@@ -57,10 +57,7 @@ impl Python {
     /// Detects the interpreter of a running process (once per process); `None` for native-only processes. An
     /// unsupported or unreadable Python is warned about once, naming the reason, and then profiled natively.
     pub(crate) fn detect(&mut self, pid: u32) -> Option<Arc<Interpreter>> {
-        if !self.processes.contains_key(&pid) {
-            let state = settle(pid, detect::detect(pid));
-            self.processes.insert(pid, state);
-        }
+        self.processes.entry(pid).or_insert_with(|| settle(pid, detect::detect(pid)));
         self.interpreter(pid).cloned()
     }
 

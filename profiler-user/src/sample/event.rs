@@ -305,6 +305,8 @@ mod tests {
             syscall: 202,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
+        // SAFETY (both writes): `bytes` is a SampleRecord's size, which holds the header and a frame after it;
+        // write_unaligned needs no alignment, and both types are plain integers.
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), header) };
         let frame = PyFrame { code: 0xc0de, instr: 0x1234, code_key: 9, flags: 1, _pad: 0 };
         unsafe { std::ptr::write_unaligned(bytes[size_of::<SampleHeader>()..].as_mut_ptr().cast(), frame) };
@@ -363,6 +365,8 @@ mod tests {
         bytes.resize(size_of::<CrashRecord>(), 0);
         let regs = CrashRegs { rdi: 0x18, rip: 0x1000, ..CrashRegs::default() };
         let tail = size_of::<SampleRecord>() + size_of::<[PyCodeCopy; CRASH_CODE_COPIES]>();
+        // SAFETY: `bytes` is a CrashRecord's size, so the registers fit at their offset `tail`; write_unaligned needs
+        // no alignment.
         unsafe { std::ptr::write_unaligned(bytes[tail..].as_mut_ptr().cast(), regs) };
         let code_at = tail + size_of::<CrashRegs>();
         bytes[code_at..code_at + 3].copy_from_slice(&[0x8b, 0x47, 0x18]);

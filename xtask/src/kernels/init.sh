@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# PID 1 of a kernel-matrix guest (see kernels.rs): runs the scenarios a user would on a new server, as root, on the
+# PID 1 of a kernel-matrix guest (see mod.rs): runs the scenarios a user would on a new server, as root, on the
 # distribution's default settings (perf_event_paranoid included), and reports on the serial console. Every line
 # meant for the host starts with "@@"; a file is sent as "@@file NAME", its lines, "@@eof". Ends by powering off.
 /bin/busybox --install -s /bin

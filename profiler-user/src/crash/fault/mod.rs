@@ -5,17 +5,20 @@
 //! The kernel says only that an access failed: the signal, its `si_code` and the address. Telling a NULL field
 //! read from a stack overflow or a use of unmapped memory takes the maps and the instruction, and the crashed process
 //! is gone by the time anyone looks, so the report says it.
+//!
+//! This file places and classifies the fault and words it; `decode.rs` decodes the instruction and computes its
+//! operands' addresses, `registers.rs` presents the register set.
 // Values here come from a target (its registers, code and maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
+mod decode;
+mod registers;
+
 use std::fmt::Write as _;
 
-use iced_x86::{
-    Decoder, DecoderOptions, Formatter as _, InstructionInfoFactory, IntelFormatter, MemorySizeOptions, OpAccess,
-    Register,
-};
-use profiler_common::CrashRegs;
-use serde::{ser::SerializeMap as _, Serialize, Serializer};
+use serde::Serialize;
 
+use self::decode::{decode, Decoded, MemoryOperand};
+pub(crate) use self::registers::Registers;
 use crate::{process::maps::Mapping, sample::CrashCpuState};
 
 const SIGILL: u32 = 4;
@@ -180,24 +183,6 @@ pub(crate) struct FaultInput<'a> {
     /// Every mapping of the process, in address order.
     pub mappings: &'a [Mapping],
     pub maps: MapsRead,
-}
-
-/// The faulting instruction, decoded.
-struct Decoded {
-    text: String,
-    len: usize,
-    memory: Vec<MemoryOperand>,
-}
-
-/// One memory access of the instruction, its address computed from the registers at the fault.
-struct MemoryOperand {
-    address: u64,
-    size: u64,
-    access: Access,
-    /// How the address is formed, e.g. `rdi + 0x18`; `None` for a fixed (rip-relative or absolute) address.
-    formula: Option<String>,
-    /// The registers alone, e.g. `rdi`, `rbx + rcx*4`.
-    registers: Option<String>,
 }
 
 /// Places the fault and decodes its instruction.
@@ -539,168 +524,10 @@ fn ill_code(si_code: i32) -> &'static str {
     }
 }
 
-/// Decodes the instruction at the start of `code` (at `regs.rip`) and computes its memory operands' addresses.
-fn decode(code: &[u8], regs: &CrashRegs) -> Option<Decoded> {
-    if code.is_empty() {
-        return None;
-    }
-    let mut decoder = Decoder::with_ip(64, code, regs.rip, DecoderOptions::NONE);
-    let instruction = decoder.decode();
-    if instruction.is_invalid() {
-        return None;
-    }
-    let mut formatter = IntelFormatter::new();
-    let options = formatter.options_mut();
-    options.set_hex_prefix("0x");
-    options.set_hex_suffix("");
-    options.set_uppercase_hex(false);
-    options.set_memory_size_options(MemorySizeOptions::Minimal);
-    options.set_space_after_operand_separator(false);
-    let mut text = String::new();
-    formatter.format(&instruction, &mut text);
-    let mut info = InstructionInfoFactory::new();
-    let memory = info
-        .info(&instruction)
-        .used_memory()
-        .iter()
-        .filter_map(|used| {
-            let access = match used.access() {
-                OpAccess::Read | OpAccess::CondRead => Access::Read,
-                OpAccess::Write | OpAccess::CondWrite => Access::Write,
-                OpAccess::ReadWrite | OpAccess::ReadCondWrite => Access::ReadWrite,
-                OpAccess::None | OpAccess::NoMemAccess => return None,
-            };
-            let address = used.virtual_address(0, |register, _, _| register_value(regs, register))?;
-            let size = used.memory_size().size() as u64;
-            let registers = address_registers(used);
-            let formula = registers.as_ref().map(|registers| with_displacement(registers, used.displacement()));
-            Some(MemoryOperand { address, size, access, formula, registers })
-        })
-        .collect();
-    Some(Decoded { text, len: instruction.len(), memory })
-}
-
-/// `rdi`, `rbx + rcx*4`: the registers a memory operand forms its address from; `None` without any.
-fn address_registers(used: &iced_x86::UsedMemory) -> Option<String> {
-    let mut text = String::new();
-    if used.base() != Register::None {
-        text.push_str(&register_name(used.base()));
-    }
-    if used.index() != Register::None {
-        if !text.is_empty() {
-            text.push_str(" + ");
-        }
-        text.push_str(&register_name(used.index()));
-        if used.scale() > 1 {
-            let _ = write!(text, "*{}", used.scale());
-        }
-    }
-    (!text.is_empty()).then_some(text)
-}
-
-/// `rdi + 0x18`, `rbp - 0x8`: the registers plus the displacement (stored as a u64 that wraps for negative ones).
-fn with_displacement(registers: &str, displacement: u64) -> String {
-    let displacement = displacement as i64;
-    match displacement {
-        0 => registers.to_owned(),
-        1.. => format!("{registers} + {displacement:#x}"),
-        _ => format!("{registers} - {:#x}", displacement.unsigned_abs()),
-    }
-}
-
-fn register_name(register: Register) -> String {
-    format!("{register:?}").to_ascii_lowercase()
-}
-
-/// A register's value at the fault, for address computation; segment bases are 0 except fs and gs (unknown here).
-fn register_value(regs: &CrashRegs, register: Register) -> Option<u64> {
-    if register.is_segment_register() {
-        return matches!(register, Register::ES | Register::CS | Register::SS | Register::DS).then_some(0);
-    }
-    let full = match register.full_register() {
-        Register::RAX => regs.rax,
-        Register::RBX => regs.rbx,
-        Register::RCX => regs.rcx,
-        Register::RDX => regs.rdx,
-        Register::RSI => regs.rsi,
-        Register::RDI => regs.rdi,
-        Register::RBP => regs.rbp,
-        Register::RSP => regs.rsp,
-        Register::R8 => regs.r8,
-        Register::R9 => regs.r9,
-        Register::R10 => regs.r10,
-        Register::R11 => regs.r11,
-        Register::R12 => regs.r12,
-        Register::R13 => regs.r13,
-        Register::R14 => regs.r14,
-        Register::R15 => regs.r15,
-        Register::RIP => regs.rip,
-        _ => return None,
-    };
-    Some(match register.size() {
-        4 => full & 0xffff_ffff,
-        2 => full & 0xffff,
-        1 => full & 0xff,
-        _ => full,
-    })
-}
-
-/// The registers in the order people read them, with their names.
-pub(crate) fn named_registers(regs: &CrashRegs) -> [(&'static str, u64); 21] {
-    [
-        ("rax", regs.rax),
-        ("rbx", regs.rbx),
-        ("rcx", regs.rcx),
-        ("rdx", regs.rdx),
-        ("rsi", regs.rsi),
-        ("rdi", regs.rdi),
-        ("rbp", regs.rbp),
-        ("rsp", regs.rsp),
-        ("r8", regs.r8),
-        ("r9", regs.r9),
-        ("r10", regs.r10),
-        ("r11", regs.r11),
-        ("r12", regs.r12),
-        ("r13", regs.r13),
-        ("r14", regs.r14),
-        ("r15", regs.r15),
-        ("rip", regs.rip),
-        ("eflags", regs.eflags),
-        ("orig_rax", regs.orig_rax),
-        ("cs", regs.cs),
-        ("ss", regs.ss),
-    ]
-}
-
-/// The registers of a report: a JSON object of name → hex string, in `named_registers` order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Registers(pub CrashRegs);
-
-impl Serialize for Registers {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let named = named_registers(&self.0);
-        let mut map = serializer.serialize_map(Some(named.len()))?;
-        for (name, value) in named {
-            map.serialize_entry(name, &format!("{value:#x}"))?;
-        }
-        map.end()
-    }
-}
-
-impl Registers {
-    /// Four to a line, zero-padded so the columns line up.
-    pub(crate) fn to_text(&self) -> String {
-        let mut text = String::new();
-        for row in named_registers(&self.0).chunks(4) {
-            let cells: Vec<String> = row.iter().map(|(name, value)| format!("{name:>8} {value:#018x}")).collect();
-            let _ = writeln!(text, " {}", cells.join(" "));
-        }
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use profiler_common::CrashRegs;
+
     use super::*;
 
     fn mapping(start: u64, end: u64, perms: &str, path: &str) -> Mapping {
@@ -908,16 +735,5 @@ mod tests {
                 assert!(!fault.description.is_empty());
             }
         }
-    }
-
-    #[test]
-    fn registers_serialize_in_reading_order() {
-        let registers = Registers(CrashRegs { rdi: 0x18, rip: 0x1000, ..CrashRegs::default() });
-        let json = serde_json::to_string(&registers).unwrap();
-        assert!(json.starts_with(r#"{"rax":"0x0","rbx":"0x0""#), "{json}");
-        assert!(json.contains(r#""rdi":"0x18""#) && json.contains(r#""rip":"0x1000""#), "{json}");
-        let text = registers.to_text();
-        assert_eq!(text.lines().count(), 6, "{text}");
-        assert!(text.contains("rdi 0x0000000000000018"), "{text}");
     }
 }
