@@ -26,7 +26,9 @@ mod setup;
 mod workloads;
 
 pub use output::{count_where, is_truncation, read_pprof, Folded, Summary};
-pub use process::{assert_sampled, collect_output, send_signal, unused_pid, wait_with_limit, CpuTime, Process};
+pub use process::{
+    assert_sampled, collect_output, send_signal, steal_time, unused_pid, wait_with_limit, CpuTime, Process,
+};
 pub use recorder::{Recorder, SETTLE};
 pub use run::{run, wait_for_sigint_handler, Run};
 pub use scratch::{scratch_root, TestDir};

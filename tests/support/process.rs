@@ -116,6 +116,21 @@ pub fn assert_sampled(total: u64, cpu: Duration, stderr: &str) {
     );
 }
 
+/// CPU time so far that the scheduler gives to no task, summed over the CPUs: interrupts, soft interrupts and what
+/// the hypervisor took from this machine's virtual CPUs (`irq`, `softirq`, `steal` in `/proc/stat`). A busy
+/// thread's scheduler time leaves it out, while a timer that fires by the clock does not.
+pub fn steal_time() -> Duration {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .map(|line| line.split_whitespace().skip(6).take(3).filter_map(|field| field.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a constant of the C library.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks.saturating_mul(1000) / hz)
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
