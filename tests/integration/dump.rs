@@ -105,12 +105,24 @@ fn a_pid_that_does_not_exist_is_one_error_line() {
     run(profiler().args(["dump", "--pid", &pid]), LIMIT).assert_one_line_error(&[&pid, "no process"]);
 }
 
+/// A hung native program is dumped too, with its native frames: `sleep` waits in clock_nanosleep under main.
 #[test]
-fn a_process_that_is_not_python_is_one_error_line() {
+fn a_process_that_is_not_python_shows_its_native_stacks() {
     if !require_root() {
         return;
     }
     let sleeper = Process::start(std::process::Command::new("sleep").arg("60"));
+    thread::sleep(Duration::from_millis(300));
     let pid = sleeper.pid().to_string();
-    run(profiler().args(["dump", "--pid", &pid]), LIMIT).assert_one_line_error(&[&pid, "not a Python process"]);
+    let dumped = run(profiler().args(["dump", "--pid", &pid, "--json"]), LIMIT);
+    dumped.assert_success();
+    assert!(dumped.stderr.contains("runs no Python: native stacks only"), "{}", dumped.stderr);
+    let dumps = parse_json(&dumped.stdout);
+    let dump = &dumps.as_array().expect("a JSON array of dumps")[0];
+    let threads = dump["threads"].as_array().expect("a threads array");
+    assert_eq!(threads.len(), 1, "{dump:#}");
+    assert_eq!(threads[0]["syscall_name"], "clock_nanosleep", "{dump:#}");
+    let stack = functions(&threads[0]);
+    assert!(stack.iter().any(|f| f.contains("nanosleep")), "no sleep call in {stack:?}");
+    assert!(stack.iter().any(|f| f == "__libc_start_main_impl" || f == "__libc_start_call_main"), "{stack:?}");
 }

@@ -44,7 +44,7 @@ pub(crate) fn run(config: DumpConfig) -> Result<()> {
     let needs = privilege::Needs { kernel_symbols: false, write_as_caller: false };
     let (prepared, ()) = attach::prepare(&attach_config, needs, NoMatchYet::Fail, || Ok(()))?;
     for target in &prepared.targets {
-        check_python(target)?;
+        check_python(target);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let reports = runtime.block_on(dump_all(&config, &attach_config, &prepared))?;
@@ -57,18 +57,17 @@ pub(crate) fn run(config: DumpConfig) -> Result<()> {
     Ok(())
 }
 
-/// A dump is of a Python process: one whose interpreter this profiler can read.
-fn check_python(target: &Process) -> Result<()> {
+/// Says once when a target's threads will have native frames only: it runs no Python, or a Python whose threads
+/// cannot be read. A hung native process is dumped all the same.
+fn check_python(target: &Process) {
     match detect::detect(target.pid) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => bail!(
-            "PID {} ({}) is not a Python process: `profiler dump` shows the threads of a Python process \
-             (use `profiler record --pid {}` for a native profile)",
+        Ok(Some(_)) => {}
+        Ok(None) => tracing::info!("PID {} ({}) runs no Python: native stacks only", target.pid, target.name),
+        Err(err) => tracing::warn!(
+            "PID {} ({}) runs a Python whose threads cannot be read, native stacks only: {err:#}",
             target.pid,
-            target.name,
-            target.pid
+            target.name
         ),
-        Err(err) => bail!("PID {} ({}) runs a Python whose threads cannot be read: {err:#}", target.pid, target.name),
     }
 }
 
