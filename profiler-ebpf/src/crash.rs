@@ -59,7 +59,8 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     // SAFETY: a helper without arguments.
     let current = unsafe { bpf_get_current_task() };
     let info = if sig == SIGKILL && signalled_task != current {
-        if !crash_threads::claim(tgid, tid) {
+        // SAFETY: a volatile read of a constant of the frozen .rodata, which the verifier then knows.
+        if unsafe { read_volatile(&CRASH_THREADS) } == 0 || !crash_threads::claim(tgid, tid) {
             return 0;
         }
         CaptureInfo { kind: KIND_CRASH_THREAD, flags: 0, kernel_stack_id: -1, signal: 0, si_code: 0, fault_addr: 0 }
@@ -156,6 +157,13 @@ unsafe fn copy_registers_and_code(record: *mut CrashRecord) {
 fn len_if_read(result: i64, len: u32) -> u32 {
     (!(result >> 63)) as u32 & len
 }
+
+/// Non-zero: also capture the other threads of a crashing process (attached to `signal_deliver`). Userspace clears it
+/// before load on kernels whose verifier does not prune the second path (before 6.8): the constant of the frozen
+/// .rodata makes the verifier skip that path altogether.
+// SAFETY: an unmangled static so userspace can set it by name before load; nothing writes it at run time.
+#[unsafe(no_mangle)]
+static CRASH_THREADS: u32 = 1;
 
 /// How many of the innermost Python frames get their code object copied: `CRASH_CODE_COPIES`, unless userspace
 /// lowered it before load for a kernel whose verifier gives up on that many (a constant of the frozen .rodata, so

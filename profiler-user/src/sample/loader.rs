@@ -58,7 +58,7 @@ impl Sampler {
         let task_offsets = btf::task_offsets();
         let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         let ring_bytes = samples_ring_bytes(cpus.len(), options.rate_hz);
-        let mut ebpf = load_verified(&config, &lifecycle, &task_offsets, ring_bytes)?;
+        let (mut ebpf, crash_threads) = load_verified(&config, &lifecycle, &task_offsets, ring_bytes)?;
         // Loading parsed the kernel's BTF (megabytes of type records, ours and aya's) into memory that is free
         // now but that glibc keeps; handing it back keeps the agent's resident size to what it uses (~13 MB less).
         // SAFETY: malloc_trim only releases free heap memory; no allocation is touched.
@@ -115,9 +115,11 @@ impl Sampler {
             .attach("signal_generate")
             .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
         // The same program captures the other threads of a crashing process as they are stopped for its exit.
-        crash
-            .attach("signal_deliver")
-            .map_err(|err| describe_program_error("attaching the crash probe to signal_deliver", err))?;
+        if crash_threads {
+            crash
+                .attach("signal_deliver")
+                .map_err(|err| describe_program_error("attaching the crash probe to signal_deliver", err))?;
+        }
 
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
@@ -203,11 +205,13 @@ impl Sampler {
     }
 }
 
-/// (Python frames walked per sample, code objects a crash report copies), most first: the verifier checks every
-/// iteration of both loops, and kernels before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu
-/// 22.04's 5.15 refuse the full walk and copies as too complex (over a million instructions to verify). A refusal
-/// loads again with the next.
-const PY_LIMITS: [(u32, u32); 3] = [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32), (32, 4), (16, 0)];
+/// (Python frames walked per sample, code objects a crash report copies, whether the crash probe also captures the
+/// other threads of a crashing process), most first: the verifier checks every iteration of both loops and, with
+/// the thread capture, the probe's second path, which kernels from 6.8 prune and older ones do not. So Debian 12's
+/// 6.1 and Ubuntu 22.04's 5.15 refuse the full walk and copies, and the thread capture at any walk, as too complex
+/// (over a million instructions to verify). A refusal loads again with the next.
+const PY_LIMITS: [(u32, u32, bool); 3] =
+    [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true), (32, 4, false), (16, 0, false)];
 
 /// The first limit worth trying on this kernel: a refused attempt costs seconds (minutes on a slow machine) of
 /// verification, and kernels before 6.8 are known to refuse the full walk.
@@ -227,16 +231,17 @@ fn kernel_release() -> Option<(u32, u32)> {
 
 /// Loads the object and its two large programs (the CPU sampler and the crash probe, which share the sample
 /// capture), with the longest Python frame walk this kernel's verifier accepts; one warning when that is less than
-/// the whole.
+/// the whole. Also says whether the crash probe captures the other threads of a crashing process.
 fn load_verified(
     config: &SamplerConfig,
     lifecycle: &profiler_common::LifecycleConfig,
     task_offsets: &profiler_common::TaskOffsets,
     ring_bytes: u32,
-) -> Result<Ebpf> {
+) -> Result<(Ebpf, bool)> {
     let release = kernel_release();
     let mut limits = PY_LIMITS[first_frame_limit(release)..].iter().peekable();
-    while let Some(&(limit, copies)) = limits.next() {
+    while let Some(&(limit, copies, threads)) = limits.next() {
+        let threads_flag = u32::from(threads);
         let mut ebpf = EbpfLoader::new()
             // Errors and statistics only. aya's default adds the per-instruction trace, which for a program the
             // verifier gives up on (a million instructions) does not fit any log buffer: aya then loads it again
@@ -248,6 +253,7 @@ fn load_verified(
             .override_global("TASK_OFFSETS", task_offsets, true)
             .override_global("PY_FRAME_LIMIT", &limit, true)
             .override_global("CRASH_COPY_LIMIT", &copies, true)
+            .override_global("CRASH_THREADS", &threads_flag, true)
             .map_max_entries("SAMPLES", ring_bytes)
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
@@ -270,11 +276,12 @@ fn load_verified(
                         release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
                     tracing::warn!(
                         "{version}'s verifier does not take the full Python walk: Python stacks are cut at {limit} \
-                         frames and a crash report copies the names of the innermost {copies} Python frames (from \
-                         6.8 on: {PY_MAX_FRAMES} and {CRASH_CODE_COPIES})"
+                         frames, a crash report copies the names of the innermost {copies} Python frames and does not \
+                         show the process's other threads (from 6.8 on: {PY_MAX_FRAMES} and {CRASH_CODE_COPIES}, and \
+                         every thread)"
                     );
                 }
-                return Ok(ebpf);
+                return Ok((ebpf, threads));
             }
             Err((_, err)) if too_complex(&err) && limits.peek().is_some() => {
                 tracing::debug!(
@@ -376,12 +383,12 @@ mod tests {
 
     #[test]
     fn kernels_before_6_8_start_with_a_shorter_python_walk() {
-        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32);
+        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true);
         assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 8)))], full);
         assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 18)))], full);
         assert_eq!(PY_LIMITS[first_frame_limit(None)], full);
-        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4));
-        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4, false));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4, false));
     }
 
     #[test]
