@@ -21,12 +21,11 @@ use aya_ebpf::{
 use profiler_common::{
     CrashRecord, CrashRegs, CrashingProcess, PyCodeCopy, PyLayout, CRASH_CODE_COPIES, CRASH_CODE_LEN,
     CRASH_FILENAME_LEN, CRASH_LINETABLE_LEN, CRASH_QUALNAME_LEN, EVENT_SIGNAL, FLAG_FAULT_ADDR, KIND_CRASH,
-    KIND_CRASH_THREAD, PY_FRAME_SHIM,
+    PY_FRAME_SHIM,
 };
 
 use crate::{
     capture::{fill, CaptureInfo},
-    crash_threads,
     lifecycle::{config, send},
     maps::{CRASHES, CRASHING, LOST_SAMPLES, PY_PROCESSES, TARGETS},
 };
@@ -44,70 +43,39 @@ fn is_crash_signal(sig: i32) -> bool {
 
 /// raw_tracepoint/signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
 /// int result): the raw form gives the siginfo (si_code, fault address) that the formatted tracepoint lacks.
-///
-/// Also attached to raw_tracepoint/signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka),
-/// where it captures the other threads of a crashing process as each takes the SIGKILL that ends it
-/// (crash_threads.rs). The two differ only in what goes into the record's header, decided before the capture,
-/// so the verifier checks the capture once.
 #[raw_tracepoint(tracepoint = "signal_generate")]
 pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     let sig: i32 = ctx.arg::<u64>(0) as i32;
+    if !is_crash_signal(sig) {
+        return 0;
+    }
+    // Only a thread signalling itself (a fault, abort) is the thread whose stack explains the crash.
+    let task: u64 = ctx.arg(2);
+    // SAFETY: the helper takes no arguments; its result is only compared.
+    if task != unsafe { bpf_get_current_task() } {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // signal_generate's third argument is the task signalled; signal_deliver's is a sigaction, never a task.
-    let signalled_task: u64 = ctx.arg(2);
-    // SAFETY: a helper without arguments.
-    let current = unsafe { bpf_get_current_task() };
-    let info = if sig == SIGKILL && signalled_task != current {
-        // SAFETY: a volatile read of a constant of the frozen .rodata, which the verifier then knows.
-        if unsafe { read_volatile(&CRASH_THREADS) } == 0 || !crash_threads::claim(tgid, tid) {
-            return 0;
-        }
-        CaptureInfo { kind: KIND_CRASH_THREAD, flags: 0, kernel_stack_id: -1, signal: 0, si_code: 0, fault_addr: 0 }
-    } else {
-        // Only a thread signalling itself (a fault, abort) is the thread whose stack explains the crash.
-        if !is_crash_signal(sig) || signalled_task != current {
-            return 0;
-        }
-        // SAFETY: a lookup in a hash map of plain integers.
-        if unsafe { TARGETS.get(&tgid) }.is_none() {
-            return 0;
-        }
-        // The other threads are captured as the kernel stops them for the process's exit (crash_threads.rs).
-        // SAFETY: a helper without arguments.
-        let crashing = CrashingProcess { time_ns: unsafe { bpf_ktime_get_ns() }, tid, ..Default::default() };
-        let _ = CRASHING.insert(&tgid, &crashing, 0);
-        fault_info(sig, ctx.arg(1))
-    };
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is only tested for presence, never read; a map value stays valid for the program's run.
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    // The other threads are captured as the kernel stops them for the process's exit (crash_threads.rs).
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let crashing =
+        CrashingProcess { time_ns: unsafe { bpf_ktime_get_ns() }, tid: pid_tgid as u32, ..Default::default() };
+    let _ = CRASHING.insert(&tgid, &crashing, 0);
     let Some(mut entry) = CRASHES.reserve::<CrashRecord>(0) else {
-        if info.kind == KIND_CRASH_THREAD {
-            crash_threads::unclaim(tgid);
-        } else if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
-            // SAFETY: a per-CPU array value, valid for the program run and only this CPU's.
+        if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
+            // SAFETY: this CPU's value of a per-CPU array, valid for the program's run and touched by no other CPU.
             unsafe { *counter += 1 };
         }
         return 0;
     };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` is a CrashRecord reserved in the ring buffer, ours to write until submitted; the helpers
-    // called inside read kernel and user memory into it and fail cleanly on what they cannot read.
-    unsafe {
-        // Before `fill`'s loops, so nothing of it is carried through them.
-        copy_registers_and_code(record);
-        fill(&raw mut (*record).sample, tgid, tid, info);
-        copy_code_names(record, tgid);
-    }
-    entry.submit(0);
-    0
-}
-
-/// What a thread's own fatal signal says: its si_code and, for a fault, the address. No kernel stack: at this
-/// point it is only the signal-delivery path (fault handler → force_sig), the same for every crash; the user stack
-/// is what explains it.
-#[inline(always)]
-fn fault_info(sig: i32, siginfo: u64) -> CaptureInfo {
     // SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are markers, not pointers. kernel_siginfo: si_signo, si_errno,
     // si_code (ints), then the union, whose fault variant starts with the address (8-byte aligned: offset 16).
+    let siginfo: u64 = ctx.arg(1);
     let mut flags = 0;
     let (mut si_code, mut fault_addr) = (0, 0);
     if siginfo > 1 {
@@ -116,14 +84,26 @@ fn fault_info(sig: i32, siginfo: u64) -> CaptureInfo {
         si_code = unsafe { bpf_probe_read_kernel((siginfo + 8) as *const i32) }.unwrap_or(0);
         // Only faults carry an address; abort() is a plain signal. The address may well be 0 (NULL).
         if sig != SIGABRT {
-            // SAFETY: as above.
             if let Ok(address) = unsafe { bpf_probe_read_kernel((siginfo + 16) as *const u64) } {
                 fault_addr = address;
                 flags |= FLAG_FAULT_ADDR;
             }
         }
     }
-    CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr }
+    // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
+    // for every crash; the user stack is what explains it.
+    let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
+    let record = entry.as_mut_ptr();
+    // SAFETY: the entry was reserved in CRASHES for a CrashRecord and is ours until submitted below, which is what
+    // each of the three requires.
+    unsafe {
+        // Before `fill`'s loops, so nothing of it is carried through them.
+        copy_registers_and_code(record);
+        fill(&raw mut (*record).sample, tgid, pid_tgid as u32, info);
+        copy_code_names(record, tgid);
+    }
+    entry.submit(0);
+    0
 }
 
 /// Copies all the thread's saved user registers and the code at its instruction pointer into the record: what
@@ -158,13 +138,6 @@ fn len_if_read(result: i64, len: u32) -> u32 {
     (!(result >> 63)) as u32 & len
 }
 
-/// Non-zero: also capture the other threads of a crashing process (attached to `signal_deliver`). Userspace clears it
-/// before load on kernels whose verifier does not prune the second path (before 6.8): the constant of the frozen
-/// .rodata makes the verifier skip that path altogether.
-// SAFETY: an unmangled static so userspace can set it by name before load; nothing writes it at run time.
-#[unsafe(no_mangle)]
-static CRASH_THREADS: u32 = 1;
-
 /// How many of the innermost Python frames get their code object copied: `CRASH_CODE_COPIES`, unless userspace
 /// lowered it before load for a kernel whose verifier gives up on that many (a constant of the frozen .rodata, so
 /// the verifier checks only that many iterations).
@@ -179,7 +152,7 @@ static CRASH_COPY_LIMIT: u32 = CRASH_CODE_COPIES as u32;
 /// `record` must point to a CrashRecord reserved in a ring buffer and not yet submitted, whose sample `fill` has
 /// written.
 #[inline(always)]
-unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
+pub(crate) unsafe fn copy_code_names(record: *mut CrashRecord, tgid: u32) {
     // SAFETY (the record's fields): the record is ours until submitted (the caller's contract); `codes` and
     // `sample` are disjoint fields, so the mutable and shared borrows do not overlap.
     let codes = unsafe { &mut (*record).codes };

@@ -6,61 +6,71 @@
 //! for it and shows the system call it was waiting in; a thread running on another CPU is interrupted for it and
 //! shows where it ran, microseconds after the fault. So the capture is the CPU sample's own, with no walk over
 //! other tasks' kernel structures, which the verifier would price far higher.
-//!
-//! The capture itself is the crash probe's (`crash::signal_generate`, attached to `signal_deliver` as well): one
-//! program verified once, since the verifier's cost of a full capture is most of the agent's start-up on old
-//! kernels. This module decides whether a delivery is one to capture and keeps the counts.
-use aya_ebpf::{bindings::BPF_RB_AVAIL_DATA, helpers::generated::bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::BPF_RB_AVAIL_DATA,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use profiler_common::{CrashRecord, CRASH_MAX_THREADS};
+use profiler_common::{CrashRecord, CRASH_MAX_THREADS, KIND_CRASH_THREAD};
 
-use crate::maps::{CRASHES, CRASHES_BYTES, CRASHING};
+use crate::{
+    capture::{fill, CaptureInfo},
+    crash::copy_code_names,
+    maps::{CRASHES, CRASHES_BYTES, CRASHING},
+};
 
+const SIGKILL: u64 = 9;
 /// Threads are captured this long after the fault at most: a process that survives its fault (a handler that
 /// recovers) and is killed much later is not the crash's picture any more.
 const CAPTURE_WINDOW_NS: u64 = 5_000_000_000;
 /// Room left in the crash ring for crashes of other processes: threads are not captured into the last of it.
 const RING_RESERVE_BYTES: u64 = 4 * core::mem::size_of::<CrashRecord>() as u64;
 
-/// Whether thread `tid` of process `tgid`, taking a SIGKILL, is another thread of a process that faulted in the
-/// last seconds and there is room to capture it; counts it as captured, or as missed when there is no room.
-#[inline(always)]
-pub fn claim(tgid: u32, tid: u32) -> bool {
+/// raw_tracepoint/signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka).
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn crash_thread(ctx: RawTracePointContext) -> u32 {
+    if ctx.arg::<u64>(0) != SIGKILL {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let Some(crashing) = CRASHING.get_ptr_mut(&tgid) else {
-        return false;
+        return 0;
     };
-    // SAFETY: a map value pointer stays valid for the whole program run.
+    // SAFETY: a map value pointer stays valid for this program's run; the fields are plain integers, copied.
     let (time_ns, fault_tid, captured) = unsafe { ((*crashing).time_ns, (*crashing).tid, (*crashing).captured) };
-    // SAFETY: a helper without arguments.
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if tid == fault_tid || now.wrapping_sub(time_ns) > CAPTURE_WINDOW_NS {
-        return false;
+        return 0;
     }
     // The counters are added to atomically but read plainly (an add that returns the old value needs a newer BPF
     // instruction set than the one the programs are built for): threads stopping on several CPUs at once can
     // overshoot the limit by a few.
     let free = CRASHES_BYTES.saturating_sub(CRASHES.query(u64::from(BPF_RB_AVAIL_DATA)));
-    let room = free >= RING_RESERVE_BYTES && captured < CRASH_MAX_THREADS;
-    // SAFETY: atomic adds to u32 fields of the map value, valid as above.
-    unsafe {
-        if room {
-            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).captured, 1);
-        } else {
-            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).missed, 1);
-        }
-    }
-    room
-}
-
-/// A claimed thread whose record could not be reserved after all: counted as missed, not captured.
-#[inline(always)]
-pub fn unclaim(tgid: u32) {
-    let Some(crashing) = CRASHING.get_ptr_mut(&tgid) else {
-        return;
+    let entry = if free < RING_RESERVE_BYTES || captured >= CRASH_MAX_THREADS {
+        None
+    } else {
+        CRASHES.reserve::<CrashRecord>(0)
     };
-    // SAFETY: atomic adds to u32 fields of a map value, which stays valid for the program run.
+    let Some(mut entry) = entry else {
+        // SAFETY: as above; an atomic add to a u32 of the map value.
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).missed, 1) };
+        return 0;
+    };
+    // SAFETY: as above: an atomic add to a u32 of the map value, which stays valid for this program's run.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).captured, 1) };
+    let info =
+        CaptureInfo { kind: KIND_CRASH_THREAD, flags: 0, kernel_stack_id: -1, signal: 0, si_code: 0, fault_addr: 0 };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points to a reserved ring-buffer entry of a CrashRecord, ours until submitted: what `fill`
+    // and `copy_code_names` require.
     unsafe {
-        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).captured, u32::MAX);
-        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).missed, 1);
+        fill(&raw mut (*record).sample, tgid, tid, info);
+        copy_code_names(record, tgid);
     }
+    entry.submit(0);
+    0
 }

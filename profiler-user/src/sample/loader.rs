@@ -114,11 +114,8 @@ impl Sampler {
         crash
             .attach("signal_generate")
             .map_err(|err| describe_program_error("attaching the crash probe to signal_generate", err))?;
-        // The same program captures the other threads of a crashing process as they are stopped for its exit.
         if crash_threads {
-            crash
-                .attach("signal_deliver")
-                .map_err(|err| describe_program_error("attaching the crash probe to signal_deliver", err))?;
+            load_crash_threads(&mut ebpf);
         }
 
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
@@ -205,13 +202,31 @@ impl Sampler {
     }
 }
 
-/// (Python frames walked per sample, code objects a crash report copies, whether the crash probe also captures the
-/// other threads of a crashing process), most first: the verifier checks every iteration of both loops and, with
-/// the thread capture, the probe's second path, which kernels from 6.8 prune and older ones do not. So Debian 12's
-/// 6.1 and Ubuntu 22.04's 5.15 refuse the full walk and copies, and the thread capture at any walk, as too complex
-/// (over a million instructions to verify). A refusal loads again with the next.
+/// (Python frames walked per sample, code objects a crash report copies, whether to load the probe of the other
+/// threads of a crashing process), most first: the verifier checks every iteration of both loops, and kernels
+/// before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu 22.04's 5.15 refuse the full walk and copies
+/// as too complex (over a million instructions to verify), and a third full capture (the other threads' probe)
+/// would take them minutes more to verify under emulation. A refusal loads again with the next.
 const PY_LIMITS: [(u32, u32, bool); 3] =
     [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true), (32, 4, false), (16, 0, false)];
+
+/// Loads the probe that captures the other threads of a crashing process (`crash_thread`, on signal_deliver): a
+/// third full capture for the verifier, so it is loaded only where the ladder kept the thread capture (6.8 on),
+/// and a refusal costs the feature, with a warning, not the agent.
+fn load_crash_threads(ebpf: &mut Ebpf) -> bool {
+    let loaded = ebpf
+        .program_mut("crash_thread")
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(|program| <&mut RawTracePoint>::try_from(program).map_err(ProgramError::from))
+        .and_then(|probe| probe.load().and_then(|()| probe.attach("signal_deliver").map(drop)));
+    match loaded {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!("crash reports will not show the other threads: loading their probe failed: {err}");
+            false
+        }
+    }
+}
 
 /// The first limit worth trying on this kernel: a refused attempt costs seconds (minutes on a slow machine) of
 /// verification, and kernels before 6.8 are known to refuse the full walk.
@@ -241,7 +256,6 @@ fn load_verified(
     let release = kernel_release();
     let mut limits = PY_LIMITS[first_frame_limit(release)..].iter().peekable();
     while let Some(&(limit, copies, threads)) = limits.next() {
-        let threads_flag = u32::from(threads);
         let mut ebpf = EbpfLoader::new()
             // Errors and statistics only. aya's default adds the per-instruction trace, which for a program the
             // verifier gives up on (a million instructions) does not fit any log buffer: aya then loads it again
@@ -253,7 +267,6 @@ fn load_verified(
             .override_global("TASK_OFFSETS", task_offsets, true)
             .override_global("PY_FRAME_LIMIT", &limit, true)
             .override_global("CRASH_COPY_LIMIT", &copies, true)
-            .override_global("CRASH_THREADS", &threads_flag, true)
             .map_max_entries("SAMPLES", ring_bytes)
             .load(KERNEL_OBJECT)
             .map_err(|err| anyhow!("loading the eBPF programs failed: {err:#}"))?;
