@@ -96,7 +96,7 @@ enum Task {
         /// Only these kernels (ubuntu-22.04, debian-12, ubuntu-24.04, debian-13); all when none is given.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
-        /// The short run of `cargo xtask test`.
+        /// The short run: a few seconds of recording per kernel.
         #[arg(long)]
         smoke: bool,
         /// Test this profiler binary instead of building the release one.

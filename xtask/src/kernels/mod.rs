@@ -20,7 +20,7 @@
 //! 4. checks what a user would look at: the programs loaded and attached, function names and the native split in
 //!    the folded output, the Python functions, the forked child's function, the crash report, the push.
 //!
-//! Emulation is 10–50 times slower than the host, so the smoke run that `cargo xtask test` does records for a
+//! Emulation is 10–50 times slower than the host, so the smoke run (`--smoke`) records for a
 //! few seconds; `cargo xtask kernels` records longer, waits for a periodic upload as well as the last one, and
 //! rewrites the README's list of tested kernels when every kernel passed.
 //!
@@ -101,7 +101,7 @@ pub const KERNELS: [Kernel; 4] = [
 /// How much to run in each guest.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
-    /// `cargo xtask test`: short recordings, a minute or two per kernel under emulation.
+    /// `cargo xtask kernels --smoke`: short recordings, a few minutes per kernel under emulation.
     Smoke,
     /// `cargo xtask kernels`: longer recordings and a periodic upload as well as the last one.
     Full,
