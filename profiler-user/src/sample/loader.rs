@@ -217,7 +217,7 @@ fn load_crash_threads(ebpf: &mut Ebpf) -> bool {
     let loaded = ebpf
         .program_mut("crash_thread")
         .ok_or(ProgramError::NotLoaded)
-        .and_then(|program| <&mut RawTracePoint>::try_from(program).map_err(ProgramError::from))
+        .and_then(<&mut RawTracePoint>::try_from)
         .and_then(|probe| probe.load().and_then(|()| probe.attach("signal_deliver").map(drop)));
     match loaded {
         Ok(()) => true,
