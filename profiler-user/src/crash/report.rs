@@ -304,21 +304,7 @@ mod tests {
             maps: MapsRead::Never,
         });
         let report = CrashReport {
-            kind: CrashKind::Fault,
-            time: "2026-11-22T02:00:00Z".into(),
-            pid: 42,
-            tid: 43,
-            process_name: "python3".into(),
-            thread_name: "worker".into(),
-            signal: 11,
-            signal_name: signal_name(11),
-            si_code: 1,
             fault_address: Some("0x18".into()),
-            python_version: None,
-            stack: Vec::new(),
-            window_samples: 0,
-            window_seconds: 30.0,
-            exit: None,
             registers: Some(Registers(regs)),
             fault: Some(fault),
             ..CrashReport::example()
