@@ -21,6 +21,12 @@ pub const KIND_CRASH: u32 = 2;
 /// process's exit (its own delivery of the SIGKILL that ends a process's other threads).
 pub const KIND_CRASH_THREAD: u32 = 3;
 
+/// `SampleHeader::kind` of a target thread leaving its CPU (`sched_switch`): its stack where it stopped; how long it
+/// stayed off follows in an [`OffCpuEnd`] when it runs again.
+pub const KIND_OFF_CPU: u32 = 4;
+/// `OffCpuEnd::kind`: a thread whose leaving was captured (`KIND_OFF_CPU`) runs again.
+pub const KIND_OFF_CPU_END: u32 = 5;
+
 /// Threads of one crashing process captured besides the faulting one; the rest are counted, not captured.
 pub const CRASH_MAX_THREADS: u32 = 128;
 
@@ -31,6 +37,11 @@ pub const FLAG_USER_MODE: u32 = 1 << 0;
 pub const FLAG_KERNEL_STACK: u32 = 1 << 1;
 /// `SampleHeader::flags`: `fault_addr` holds the faulting address (which may be 0: a NULL dereference).
 pub const FLAG_FAULT_ADDR: u32 = 1 << 2;
+/// `SampleHeader::flags` (`KIND_OFF_CPU`): the thread was preempted (it stays runnable and waits for a CPU), rather
+/// than blocking.
+pub const FLAG_PREEMPTED: u32 = 1 << 3;
+/// `SampleHeader::flags` (`KIND_OFF_CPU`): the thread blocks on the futex of its interpreter's GIL.
+pub const FLAG_GIL_WAIT: u32 = 1 << 4;
 
 /// Python frames walked per sample; deeper stacks keep their innermost frames and are marked truncated.
 pub const PY_MAX_FRAMES: usize = 128;
@@ -225,6 +236,72 @@ pub struct SampleHeader {
     /// entered from running user code (an interrupt or a fault). For `KIND_CRASH_THREAD`: what it was waiting in,
     /// or -1 when it was on a CPU (or waiting for one).
     pub syscall: i64,
+    /// The first argument of that system call (its saved `rdi`): for a futex, the address waited on.
+    pub syscall_arg0: u64,
+    /// `KIND_OFF_CPU`: the task's state as it left the CPU (`TASK_INTERRUPTIBLE` 1, `TASK_UNINTERRUPTIBLE` 2, ...).
+    pub task_state: u32,
+    /// For a thread holding the GIL: how many threads of its process were blocked waiting for it at that moment
+    /// (only counted while off-CPU sampling runs; 0 otherwise).
+    pub gil_waiters: u32,
+    /// `KIND_OFF_CPU`: the thread's capture credit when this leaving was captured (see `OffCpuThread::credit_ns`):
+    /// it was captured with probability credit / `SamplerConfig::off_cpu_gap_ns`, at most 1, and userspace weighs
+    /// the period by the inverse.
+    pub capture_credit_ns: u64,
+}
+
+/// A thread whose leaving its CPU was captured runs again: how long it was off, sent through `SAMPLES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuEnd {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` when it was switched back in.
+    pub time_ns: u64,
+    /// How long this period off the CPU lasted.
+    pub off_cpu_ns: u64,
+    /// Every period off the CPU of this thread so far, captured or not: what the captured ones stand for.
+    pub total_off_cpu_ns: u64,
+}
+
+/// How many gaps of capture credit a thread can save up: a burst of switches after a quiet stretch is captured
+/// whole up to this many.
+pub const OFF_CPU_CREDIT_GAPS: u64 = 4;
+
+/// `OffCpuThread::flags`: the current period off the CPU was captured (an `OffCpuEnd` follows it).
+pub const OFF_CPU_CAPTURED: u32 = 1 << 0;
+/// `OffCpuThread::flags`: the current period is a wait for the GIL (counted in `PyGil::waiters`).
+pub const OFF_CPU_GIL_WAIT: u32 = 1 << 1;
+
+/// A target thread's off-CPU bookkeeping in the kernel (`OFF_CPU_THREADS`, keyed by TID).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuThread {
+    /// When it left the CPU (0: it is running).
+    pub since_ns: u64,
+    /// Sum of its periods off the CPU so far.
+    pub total_ns: u64,
+    /// When it last left its CPU.
+    pub last_out_ns: u64,
+    /// Capture credit: grows by the time between two leavings (up to `OFF_CPU_CREDIT_GAPS` gaps), and a capture
+    /// spends one gap of it. A leaving is captured with probability credit / gap, at most 1: a thread that
+    /// switches less often than once per gap has every period captured, a busier one about one per gap.
+    pub credit_ns: u64,
+    pub tgid: u32,
+    pub flags: u32,
+}
+
+/// Where a Python process's GIL is (`PY_GIL`, keyed by tgid): a futex wait inside `start..end` is a GIL wait.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyGil {
+    pub start: u64,
+    pub end: u64,
+    /// Threads of the process blocked on the GIL now (added to atomically by the kernel; may briefly read as a
+    /// wrapped negative while a decrement races a reset).
+    pub waiters: u32,
+    pub _pad: u32,
 }
 
 /// One sample as it sits in the ring buffer: header, Python frames, then the copied user stack.
@@ -326,6 +403,9 @@ pub struct SamplerConfig {
     /// Non-zero: also record the kernel stack of each sample.
     pub kernel_stacks: u32,
     pub _reserved: u32,
+    /// A thread's off-CPU periods are captured about once per this many nanoseconds at most (0: off-CPU sampling
+    /// is off).
+    pub off_cpu_gap_ns: u64,
 }
 
 /// Where fields of this kernel's `task_struct` sit, found by userspace in the kernel's BTF and written before
@@ -338,10 +418,14 @@ pub struct TaskOffsets {
     pub exit_code: u32,
     /// `task_struct.thread.fsbase` (unsigned long): the thread's TLS base, which glibc's `pthread_self()` returns.
     pub fsbase: u32,
+    /// `task_struct.pid` (int): the kernel thread id.
+    pub pid: u32,
+    /// `task_struct.__state` (5.14+) or `.state`: the scheduler state.
+    pub state: u32,
 }
 
 impl TaskOffsets {
-    pub const UNKNOWN: Self = Self { exit_code: NO_FIELD, fsbase: NO_FIELD };
+    pub const UNKNOWN: Self = Self { exit_code: NO_FIELD, fsbase: NO_FIELD, pid: NO_FIELD, state: NO_FIELD };
 }
 
 #[cfg(feature = "user")]
@@ -352,4 +436,7 @@ mod pod {
     unsafe impl aya::Pod for super::LifecycleConfig {}
     unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::CrashingProcess {}
+    unsafe impl aya::Pod for super::OffCpuThread {}
+    unsafe impl aya::Pod for super::OffCpuEnd {}
+    unsafe impl aya::Pod for super::PyGil {}
 }

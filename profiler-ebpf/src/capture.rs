@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use core::ptr::write_volatile;
 
-use profiler_common::{SampleRecord, UserRegs, STACK_CHUNK, STACK_CHUNKS};
+use profiler_common::{SampleRecord, UserRegs, PY_GIL_HELD, STACK_CHUNK, STACK_CHUNKS};
+
+use crate::maps::PY_GIL;
 
 /// What the caller knows that the capture does not.
 pub struct CaptureInfo {
@@ -59,6 +61,8 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
         write_volatile(&raw mut header.fault_addr, info.fault_addr);
         let syscall = bpf_probe_read_kernel(&(*user_regs).orig_rax).map_or(-1, |nr| nr as i64);
         write_volatile(&raw mut header.syscall, syscall);
+        write_volatile(&raw mut header.syscall_arg0, bpf_probe_read_kernel(&(*user_regs).rdi).unwrap_or(0));
+        write_volatile(&raw mut header.task_state, 0);
     }
 
     // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length
@@ -93,5 +97,17 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
         crate::task::current_comm(&mut header.comm);
         header.py_frame_count = py_frame_count;
         header.py_flags = py_flags;
+        header.gil_waiters = if py_flags & PY_GIL_HELD != 0 { gil_waiters(tgid) } else { 0 };
+    }
+}
+
+/// Threads of process `tgid` blocked on its GIL now (0 when unknown); a value that wrapped below zero while a
+/// decrement raced userspace's reset reads as 0.
+#[inline(always)]
+fn gil_waiters(tgid: u32) -> u32 {
+    // SAFETY: a map value pointer stays valid for the program's run; the field is a plain integer, copied.
+    match unsafe { PY_GIL.get(&tgid) } {
+        Some(gil) if gil.waiters < 1 << 16 => gil.waiters,
+        _ => 0,
     }
 }

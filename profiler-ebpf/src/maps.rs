@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use profiler_common::{CrashingProcess, PyLayout, TargetFlags};
+use profiler_common::{CrashingProcess, OffCpuThread, PyGil, PyLayout, TargetFlags};
 
 /// Processes (tgids) to sample; userspace keeps it current.
 #[map]
@@ -56,3 +56,13 @@ pub static CRASHING: HashMap<u32, CrashingProcess> = HashMap::with_max_entries(1
 /// Threads of targets inside an executable file mmap (entered, not yet returned), with the time they entered it.
 #[map]
 pub static PENDING_MMAPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Target threads' off-CPU bookkeeping (TID → when it left, its total, its next capture): written at every switch of
+/// a target thread while off-CPU sampling runs; an exiting thread's entry is removed at its last switch.
+#[map]
+pub static OFF_CPU_THREADS: LruHashMap<u32, OffCpuThread> = LruHashMap::with_max_entries(65536, 0);
+
+/// Where each Python process's GIL is and how many of its threads wait for it (tgid → range, waiters); written by
+/// userspace once it located the GIL.
+#[map]
+pub static PY_GIL: HashMap<u32, PyGil> = HashMap::with_max_entries(4096, 0);

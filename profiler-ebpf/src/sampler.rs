@@ -17,7 +17,15 @@ use crate::{
 /// Written by userspace before load (aya `EbpfLoader::override_global`).
 // SAFETY: no other symbol of the object is named SAMPLER_CONFIG; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
-static SAMPLER_CONFIG: SamplerConfig = SamplerConfig { kernel_stacks: 0, _reserved: 0 };
+static SAMPLER_CONFIG: SamplerConfig = SamplerConfig { kernel_stacks: 0, _reserved: 0, off_cpu_gap_ns: 0 };
+
+/// What userspace wrote into `SAMPLER_CONFIG` before load.
+#[inline(always)]
+pub fn config() -> SamplerConfig {
+    // SAFETY: a read of a static of plain integers; volatile so the compiler reads what userspace wrote into
+    // .rodata before load instead of folding the initializer.
+    unsafe { core::ptr::read_volatile(&SAMPLER_CONFIG) }
+}
 
 #[perf_event]
 pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
@@ -44,9 +52,7 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     let interrupted_cs = unsafe { (*ctx.ctx).regs.cs };
     let mut flags = if interrupted_cs & 3 == 3 { FLAG_USER_MODE } else { 0 };
     let mut kernel_stack_id = -1i64;
-    // SAFETY: a read of a static of plain integers; volatile so the compiler reads what userspace wrote into
-    // .rodata before load instead of folding the initializer.
-    if unsafe { core::ptr::read_volatile(&SAMPLER_CONFIG) }.kernel_stacks != 0 {
+    if config().kernel_stacks != 0 {
         if let Ok(id) = ctx.get_stackid(&KERNEL_STACKS, 0) {
             kernel_stack_id = id;
             flags |= FLAG_KERNEL_STACK;
@@ -60,17 +66,27 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     // buffer fills up.
     // Early wake-up when a quarter of the ring is used: userspace sizes the ring for about half a second of samples
     // of every CPU, so that is an eighth of a second of a fully busy machine.
-    let full = SAMPLES.query(BPF_RB_AVAIL_DATA) > SAMPLES.query(BPF_RB_RING_SIZE) / 4;
-    entry.submit(if full { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP });
+    entry.submit(samples_wakeup());
 }
 
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 
+/// The submit flag for a record in `SAMPLES`: wake the reader only when a quarter of the ring is used.
 #[inline(always)]
-fn count_lost() {
+pub fn samples_wakeup() -> u64 {
+    let full = SAMPLES.query(BPF_RB_AVAIL_DATA) > SAMPLES.query(BPF_RB_RING_SIZE) / 4;
+    if full {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+pub fn count_lost() {
     if let Some(counter) = LOST_SAMPLES.get_ptr_mut(0) {
         // SAFETY: a pointer to this CPU's value of a per-CPU array, valid for the program's run and touched by no
         // other CPU; the program is not preempted on its CPU.

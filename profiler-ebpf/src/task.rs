@@ -29,6 +29,29 @@ pub fn current_fsbase() -> Option<u64> {
     unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.ok()
 }
 
+/// The kernel thread id of `task` (a `task_struct` pointer the kernel passed), if this kernel's layout is known.
+#[inline(always)]
+pub fn pid_of(task: u64) -> Option<u32> {
+    let offset = offsets().pid;
+    if offset == NO_FIELD || task == 0 {
+        return None;
+    }
+    // SAFETY: a by-value copy of 4 bytes at a BTF offset inside a task the kernel handed us; fails cleanly.
+    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u32) }.ok()
+}
+
+/// The current thread's scheduler state (`__state`), or 0 (running) when unknown.
+#[inline(always)]
+pub fn current_state() -> u32 {
+    let offset = offsets().state;
+    if offset == NO_FIELD {
+        return 0;
+    }
+    // SAFETY: as in `current_fsbase`: a by-value copy at a BTF offset that fails cleanly.
+    let task = unsafe { bpf_get_current_task() };
+    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u32) }.unwrap_or(0)
+}
+
 /// The current (exiting) thread's `exit_code`, or `NO_FIELD` when unknown.
 #[inline(always)]
 pub fn current_exit_code() -> u32 {

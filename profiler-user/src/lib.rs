@@ -13,6 +13,7 @@ mod dump;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod merge;
+mod offcpu;
 mod output;
 mod pipeline;
 pub mod pprof;

@@ -9,7 +9,7 @@ use std::{
 use profiler_common::PyLayout;
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile},
+    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile, ProfileKind, ProfileKinds},
     crash::{
         budget::{CrashBudget, Suppression},
         fault::{self, FaultInput, MapsRead, Registers},
@@ -18,9 +18,10 @@ use crate::{
         Crash, CrashKind, CrashReport, Crashed, Reraises,
     },
     merge::{merge, PythonStack, SampleContext},
+    offcpu::{reason, InProgress, OffCpuPeriods},
     process::maps::{self, Mapping},
     python::Python,
-    sample::{CpuSample, ExitStatus, Sampler},
+    sample::{monotonic_ns, CpuSample, ExitStatus, OffCpuEnd, Record, Sampler},
     symbolize::Symbolizer,
     unwind::{Truncation, Unwinder},
 };
@@ -32,6 +33,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Choices that change what a sample becomes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PipelineOptions {
+    /// The profiles to make.
+    pub profiles: ProfileKinds,
     /// Keep the interpreter's own native frames between Python frames.
     pub native_python_internals: bool,
     /// Keep only samples of threads holding the GIL.
@@ -50,6 +53,8 @@ pub(crate) struct Stats {
     pub bad_records: u64,
     /// Samples left out by `--gil-only`.
     pub filtered_samples: u64,
+    /// Captured off-CPU periods (a thread's stack as it left its CPU).
+    pub off_cpu_samples: u64,
     pub crashes: u64,
     /// Crashes counted but not looked at: over a budget before unwinding (see `crash::budget`).
     pub crashes_over_budget: u64,
@@ -143,6 +148,11 @@ pub(crate) struct Pipeline {
     unwinder: Unwinder,
     symbolizer: Symbolizer,
     aggregator: Aggregator,
+    /// Off-CPU periods waiting for their end or their window's scaling, and the two profiles made of them (when
+    /// asked for).
+    off_cpu: OffCpuPeriods,
+    off_cpu_profile: Option<Aggregator>,
+    wall_profile: Option<Aggregator>,
     python: Python,
     recent: RecentStacks,
     /// Crashes not handed out yet, each held until its process's exit says how it ended (or `EXIT_WAIT`).
@@ -162,6 +172,12 @@ impl Pipeline {
             unwinder: Unwinder::default(),
             symbolizer: Symbolizer::new(),
             aggregator: Aggregator::new(period_ns),
+            off_cpu: OffCpuPeriods::default(),
+            off_cpu_profile: options
+                .profiles
+                .contains(ProfileKind::OffCpu)
+                .then(|| Aggregator::of_kind(ProfileKind::OffCpu, 1)),
+            wall_profile: options.profiles.contains(ProfileKind::Wall).then(|| Aggregator::of_kind(ProfileKind::Wall, 1)),
             python: Python::default(),
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
             crashes: Vec::new(),
@@ -215,9 +231,9 @@ impl Pipeline {
     }
 
     /// Parses a ring-buffer record; a malformed one is counted (and reported once), never fatal.
-    pub(crate) fn parse_record<'r>(&mut self, record: &'r [u8]) -> Option<CpuSample<'r>> {
-        match CpuSample::parse(record) {
-            Ok(sample) => Some(sample),
+    pub(crate) fn parse_record<'r>(&mut self, record: &'r [u8]) -> Option<Record<'r>> {
+        match Record::parse(record) {
+            Ok(record) => Some(record),
             Err(err) => {
                 if self.stats.bad_records == 0 {
                     tracing::warn!("dropping malformed sample records: {err:#}");
@@ -228,8 +244,19 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
+    pub(crate) fn process_record(&mut self, record: &Record, sampler: &Sampler) {
+        match record {
+            Record::Sample(sample) => self.process_sample(sample, sampler),
+            Record::OffCpuEnd(end) => self.process_off_cpu_end(end),
+        }
+    }
+
+    fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
         let _busy = crate::watchdog::busy(sample.pid, "unwinding and naming a sample");
+        if sample.off_cpu.is_some() {
+            self.process_off_cpu_start(sample, sampler);
+            return;
+        }
         if sample.crash.is_some() {
             self.process_crash(sample, sampler);
             return;
@@ -246,6 +273,9 @@ impl Pipeline {
         let (frames, labels, complete) = self.stack_of(sample, sampler, &mut times);
         let mut lap = Lap::start();
         self.recent.add(sample.time_ns, sample.pid, &frames, &labels);
+        if let Some(wall) = &mut self.wall_profile {
+            wall.add_weighted(&frames, labels.clone(), self.aggregator.period_ns());
+        }
         self.aggregator.add(&frames, labels);
         times.aggregate = lap.lap();
         let seen = self.stats.process_samples.entry(sample.pid).or_default();
@@ -303,9 +333,34 @@ impl Pipeline {
         if sample.is_python_thread() {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
+            // Held while others wait for it: the code that makes them wait.
+            if sample.holds_gil() && sample.gil_waiters > 0 {
+                labels.push(Label { key: "gil_waiters", value: LabelValue::Str(sample.gil_waiters.to_string()) });
+            }
+        }
+        if let Some(start) = sample.off_cpu {
+            let wait = reason::classify(start, sample.syscall, sample.syscall_arg0);
+            labels.push(Label { key: "wait", value: LabelValue::Str(wait.label().into()) });
         }
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
+    }
+
+    /// A target thread left its CPU and the kernel captured its stack: held until the period's end says how long.
+    fn process_off_cpu_start(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        if self.off_cpu_profile.is_none() && self.wall_profile.is_none() {
+            return;
+        }
+        let Some(start) = sample.off_cpu else { return };
+        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        self.stats.off_cpu_samples += 1;
+        // The kernel's capture gap is the sampling period (see `sample::loader`).
+        let probability = start.capture_probability(self.aggregator.period_ns());
+        self.off_cpu.start(sample.pid, sample.tid, sample.time_ns, probability, frames, labels);
+    }
+
+    fn process_off_cpu_end(&mut self, end: &OffCpuEnd) {
+        self.off_cpu.end(end);
     }
 
     /// The merged stack of a thread that `profiler dump` read itself (registers from /proc, a copy of its stack,
@@ -517,15 +572,48 @@ impl Pipeline {
         self.unwinder.forget_process(pid);
         self.python.forget_process(pid);
         self.recent.forget_process(pid);
+        self.off_cpu.forget_process(pid);
         self.process_names.remove(&pid);
         self.reraises.forget_process(pid);
         self.crash_budget.forget_process(pid);
         self.stats.forget_process(pid);
     }
 
-    /// The aggregated samples since the last call.
+    /// Starts the profiles' window now: the targets are all being sampled from here on, so the time the programs
+    /// and targets took to set up is not counted as time of theirs that went unsampled.
+    pub(crate) fn start_window(&mut self) {
+        self.aggregator.restart_window();
+        for aggregator in [&mut self.off_cpu_profile, &mut self.wall_profile].into_iter().flatten() {
+            aggregator.restart_window();
+        }
+    }
+
+    /// The aggregated CPU samples since the last call.
     pub(crate) fn take_profile(&mut self) -> Profile {
         self.aggregator.take()
+    }
+
+    /// Every profile asked for, over the window since the last call, in the order asked for (see
+    /// `PipelineOptions::profiles`). `off_cpu_now`: the target threads off their CPU at this moment.
+    pub(crate) fn take_profiles(&mut self, off_cpu_now: &[InProgress]) -> Vec<Profile> {
+        let off_cpu = self.off_cpu.take_window(monotonic_ns(), off_cpu_now);
+        for aggregator in [&mut self.off_cpu_profile, &mut self.wall_profile].into_iter().flatten() {
+            for (profile, scale) in &off_cpu {
+                aggregator.add_profile(profile, *scale, &[]);
+            }
+        }
+        let mut cpu = Some(self.aggregator.take());
+        let mut off = self.off_cpu_profile.as_mut().map(Aggregator::take);
+        let mut wall = self.wall_profile.as_mut().map(Aggregator::take);
+        self.options
+            .profiles
+            .iter()
+            .filter_map(|kind| match kind {
+                ProfileKind::Cpu => cpu.take(),
+                ProfileKind::OffCpu => off.take(),
+                ProfileKind::Wall => wall.take(),
+            })
+            .collect()
     }
 }
 

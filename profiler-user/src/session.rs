@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _, Result};
+use profiler_common::PyLayout;
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -96,7 +97,7 @@ impl Session {
         self.pipeline.set_process_name(target.pid, &target.name);
         self.pipeline.prepare_process(target.pid);
         if let Some(layout) = self.pipeline.python_layout(target.pid) {
-            self.sampler.set_python_layout(target.pid, &layout)?;
+            python_found(&mut self.sampler, target.pid, &layout)?;
         }
         self.sampler.add_target(target.pid, self.follow_children)?;
         self.live.insert(target.pid, target.clone());
@@ -157,8 +158,8 @@ impl Session {
             |pending: Pending, pipeline: &mut Pipeline, sampler: &mut Sampler, live: &mut HashMap<u32, Process>| {
                 match pending {
                     Pending::Crash { record, .. } => {
-                        if let Some(sample) = pipeline.parse_record(&record) {
-                            pipeline.process_sample(&sample, sampler);
+                        if let Some(record) = pipeline.parse_record(&record) {
+                            pipeline.process_record(&record, sampler);
                         }
                     }
                     Pending::Event(event) => {
@@ -173,12 +174,12 @@ impl Session {
             // an event we have not read yet (an exec whose new maps it needs).
             // Also when the maps in use were read after the last look: a code mapping between the two would make
             // them the wrong maps for this sample (see `Unwinder::unwind`).
-            if sample.time_ns > read_until || pipeline.maps_read_at(sample.pid) > read_until {
+            if sample.time_ns() > read_until || pipeline.maps_read_at(sample.pid()) > read_until {
                 read_until = read_pending(crashes, events, &mut pending);
                 pipeline.set_upcoming_map_changes(map_changes(&pending));
             }
             let mut handled_map_change = false;
-            while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns) {
+            while pending.front().is_some_and(|p| p.time_ns() <= sample.time_ns()) {
                 let next = pending.pop_front().expect("front exists");
                 handled_map_change |=
                     matches!(&next, Pending::Event(e) if matches!(e.event, Lifecycle::MapsChanged { .. }));
@@ -187,7 +188,7 @@ impl Session {
             if handled_map_change {
                 pipeline.set_upcoming_map_changes(map_changes(&pending));
             }
-            pipeline.process_sample(&sample, sampler);
+            pipeline.process_record(&sample, sampler);
         }
         for next in pending {
             handle(next, pipeline, sampler, live);
@@ -208,7 +209,7 @@ impl Session {
             self.pipeline.new_python_layouts()
         };
         for (pid, layout) in layouts {
-            if let Err(err) = self.sampler.set_python_layout(pid, &layout) {
+            if let Err(err) = python_found(&mut self.sampler, pid, &layout) {
                 tracing::warn!("{err:#}");
             }
         }
@@ -235,12 +236,30 @@ impl Session {
         }
     }
 
+    /// Every profile asked for over the window since the last call (see `Pipeline::take_profiles`).
+    pub(crate) fn take_profiles(&mut self) -> Vec<crate::aggregate::Profile> {
+        let off_cpu_now = self.sampler.off_cpu_now();
+        self.pipeline.take_profiles(&off_cpu_now)
+    }
+
     /// Samples the kernel dropped because the ring buffer was full.
     pub(crate) fn lost_samples(&self) -> u64 {
         self.sampler.lost_samples().unwrap_or_else(|err| {
             tracing::warn!("{err:#}");
             0
         })
+    }
+}
+
+/// Hands the kernel programs what they need of a Python process: its layout, and where its GIL is.
+fn python_found(sampler: &mut Sampler, pid: u32, layout: &PyLayout) -> Result<()> {
+    sampler.set_python_layout(pid, layout)?;
+    match crate::python::gil::locate(pid, layout) {
+        Some(gil) => sampler.set_python_gil(pid, gil),
+        None => {
+            tracing::debug!("PID {pid}: GIL not found; its GIL waits count as lock waits");
+            Ok(())
+        }
     }
 }
 

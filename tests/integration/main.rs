@@ -16,3 +16,4 @@ mod rate;
 mod soak;
 mod unwind;
 mod upload;
+mod waits;

@@ -45,6 +45,7 @@ impl FrameTable {
 
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
 pub(crate) struct Aggregator {
+    kind: ProfileKind,
     period_ns: u64,
     frames: FrameTable,
     stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64, FxBuildHasher>,
@@ -52,15 +53,57 @@ pub(crate) struct Aggregator {
 }
 
 impl Aggregator {
+    /// A CPU profile whose samples each stand for `period_ns`.
     pub(crate) fn new(period_ns: u64) -> Self {
-        Self { period_ns, frames: FrameTable::default(), stacks: HashMap::default(), window_start: SystemTime::now() }
+        Self::of_kind(ProfileKind::Cpu, period_ns)
+    }
+
+    /// A profile of `kind` whose counts are in units of `period_ns` nanoseconds.
+    pub(crate) fn of_kind(kind: ProfileKind, period_ns: u64) -> Self {
+        Self {
+            kind,
+            period_ns,
+            frames: FrameTable::default(),
+            stacks: HashMap::default(),
+            window_start: SystemTime::now(),
+        }
     }
 
     /// Counts one sample of `frames` (leaf first) with `labels`.
-    pub(crate) fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, mut labels: Vec<Label>) {
+    pub(crate) fn add<'f>(&mut self, frames: impl IntoIterator<Item = &'f Frame>, labels: Vec<Label>) {
+        self.add_weighted(frames, labels, 1);
+    }
+
+    /// Adds `weight` units to the stack `frames` (leaf first) with `labels`.
+    pub(crate) fn add_weighted<'f>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'f Frame>,
+        mut labels: Vec<Label>,
+        weight: u64,
+    ) {
+        if weight == 0 {
+            return;
+        }
         let ids = frames.into_iter().map(|frame| self.frames.intern(frame)).collect();
         labels.sort();
-        *self.stacks.entry((ids, labels)).or_default() += 1;
+        let count = self.stacks.entry((ids, labels)).or_default();
+        *count = count.saturating_add(weight);
+    }
+
+    /// Adds every stack of `profile`, its count times `scale` (rounded), with `extra` labels.
+    pub(crate) fn add_profile(&mut self, profile: &Profile, scale: f64, extra: &[Label]) {
+        for stack in &profile.stacks {
+            let frames = stack.frames.iter().map(|&id| profile.frame(id));
+            let mut labels = stack.labels.clone();
+            labels.extend_from_slice(extra);
+            self.add_weighted(frames, labels, (stack.count as f64 * scale).round() as u64);
+        }
+    }
+
+    /// Starts the window now (the samples so far stay in it): for the first window, whose start is when the
+    /// targets were added, not when the aggregator was made.
+    pub(crate) fn restart_window(&mut self) {
+        self.window_start = SystemTime::now();
     }
 
     pub(crate) fn period_ns(&self) -> u64 {
@@ -80,6 +123,7 @@ impl Aggregator {
             self.stacks.drain().map(|((frames, labels), count)| StackCount { frames, labels, count }).collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
         Profile {
+            kind: self.kind,
             frames: self.frames.take(),
             stacks,
             period_ns: self.period_ns,

@@ -85,12 +85,110 @@ pub(crate) struct StackCount {
     pub count: u64,
 }
 
+/// What a profile measures. Each is its own pprof sample type and its own Pyroscope profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum ProfileKind {
+    /// Time on a CPU, from the timer samples.
+    #[default]
+    Cpu,
+    /// Time off the CPU: blocked (on the GIL, a lock, I/O, a sleep) or runnable and waiting for a CPU, from the
+    /// scheduler's switches.
+    OffCpu,
+    /// Both: every thread's wall-clock time, where it ran and where it waited.
+    Wall,
+}
+
+impl ProfileKind {
+    /// As the command line and file names spell it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::OffCpu => "off-cpu",
+            ProfileKind::Wall => "wall",
+        }
+    }
+
+    /// The pprof sample type (its unit is always nanoseconds).
+    pub(crate) fn sample_type(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::OffCpu => "off_cpu",
+            ProfileKind::Wall => "wall",
+        }
+    }
+
+    /// The Pyroscope profile name (`__name__`): `process_cpu` as Grafana's SDKs and Alloy send CPU profiles,
+    /// `off_cpu` as Pyroscope names the OpenTelemetry profiler's off-CPU profiles, `wall` as the Go, Java and .NET
+    /// SDKs name wall-clock profiles.
+    pub(crate) fn pyroscope_name(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "process_cpu",
+            ProfileKind::OffCpu => "off_cpu",
+            ProfileKind::Wall => "wall",
+        }
+    }
+
+    /// What the values are, for titles and summaries.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "CPU time",
+            ProfileKind::OffCpu => "off-CPU time (waiting: GIL, locks, I/O, sleep, CPU)",
+            ProfileKind::Wall => "wall-clock time (on and off CPU)",
+        }
+    }
+}
+
+/// The profiles asked for, in the order given, each once (`Copy`, so options holding it stay `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProfileKinds {
+    kinds: [ProfileKind; 3],
+    len: usize,
+}
+
+impl ProfileKinds {
+    /// `kinds` without repeats; the CPU profile alone when empty.
+    pub(crate) fn new(kinds: &[ProfileKind]) -> Self {
+        let mut set = Self { kinds: [ProfileKind::Cpu; 3], len: 0 };
+        for &kind in kinds {
+            if !set.contains(kind) {
+                set.kinds[set.len] = kind;
+                set.len += 1;
+            }
+        }
+        if set.len == 0 {
+            set.len = 1;
+        }
+        set
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ProfileKind> + '_ {
+        self.kinds[..self.len].iter().copied()
+    }
+
+    pub(crate) fn contains(&self, kind: ProfileKind) -> bool {
+        self.iter().any(|k| k == kind)
+    }
+
+    /// Whether the scheduler's switches must be sampled (an off-CPU or wall-clock profile).
+    pub(crate) fn need_off_cpu(&self) -> bool {
+        self.contains(ProfileKind::OffCpu) || self.contains(ProfileKind::Wall)
+    }
+}
+
+impl Default for ProfileKinds {
+    fn default() -> Self {
+        Self::new(&[ProfileKind::Cpu])
+    }
+}
+
 /// Samples of one recording or upload window.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Profile {
+    pub kind: ProfileKind,
     pub frames: Vec<Frame>,
     pub stacks: Vec<StackCount>,
-    /// Nanoseconds of CPU time one sample stands for: 1e9 / sampling rate.
+    /// Nanoseconds one unit of `StackCount::count` stands for: for CPU profiles 1e9 / sampling rate (a count is
+    /// samples); for off-CPU and wall profiles 1 (a count is nanoseconds).
     pub period_ns: u64,
     /// Wall-clock start of the window, nanoseconds since the Unix epoch.
     pub start_unix_ns: u64,
@@ -104,5 +202,10 @@ impl Profile {
 
     pub(crate) fn total_samples(&self) -> u64 {
         self.stacks.iter().map(|s| s.count).sum()
+    }
+
+    /// What the stacks add up to, in nanoseconds.
+    pub(crate) fn total_ns(&self) -> u64 {
+        self.total_samples().saturating_mul(self.period_ns)
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 
 use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
 use crate::{
+    aggregate::ProfileKinds,
     crash::{index::is_report_base, signature::looks_like_id},
     output::OutputFormat,
     pipeline::PipelineOptions,
@@ -156,6 +157,7 @@ impl SamplingArgs {
             rate_hz: self.rate,
             kernel_stacks: self.kernel,
             pipeline: PipelineOptions {
+                profiles: ProfileKinds::new(&self.profiles),
                 native_python_internals: self.python.native_python_internals,
                 gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 pub(crate) use self::config::{resolve, RunEnv};
 pub(crate) use self::config::{AttachConfig, Config, CrashQuery, CrashesConfig, DumpConfig, RecordConfig, RunConfig};
 pub(crate) use self::parse::{parse_duration, parse_size};
-use crate::upload::Protocol;
+use crate::{aggregate::ProfileKind, upload::Protocol};
 
 mod parse;
 
@@ -74,6 +74,11 @@ pub(crate) struct SamplingArgs {
     /// Also record kernel stacks (time in system calls and faults shows where in the kernel it went).
     #[arg(long)]
     pub kernel: bool,
+    /// Which profiles to make, comma-separated: `cpu` (time on a CPU), `off-cpu` (time blocked or waiting for a
+    /// CPU, labelled with what was waited on: `wait=gil|lock|io|sleep|cpu|other`), `wall` (both: every thread's
+    /// wall-clock time). Each is its own file (`record`) or Pyroscope profile type (`run`).
+    #[arg(long = "profile", value_name = "KINDS", value_enum, value_delimiter = ',', default_value = "cpu")]
+    pub profiles: Vec<ProfileKind>,
     #[command(flatten)]
     pub python: PythonArgs,
     /// How much of a crashed process's profile before the crash its report includes.
@@ -101,7 +106,8 @@ pub(crate) struct RecordArgs {
     #[arg(long, value_name = "DIR", default_value = RECORD_CRASH_DIR)]
     pub crash_dir: PathBuf,
     /// Write the profile here; the extension picks the format: .svg (flame graph), .pb.gz (pprof),
-    /// .folded (collapsed stacks). Repeat for several outputs.
+    /// .folded (collapsed stacks). Repeat for several outputs. With several --profile kinds, the first goes to
+    /// this name and each other to NAME.KIND.EXT (e.g. out.off-cpu.pb.gz).
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
     pub outputs: Vec<PathBuf>,
     /// Also write the recording's own counters to this JSON file: samples, lost samples, complete stacks, and

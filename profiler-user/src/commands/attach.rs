@@ -60,6 +60,7 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
     let options = SamplerOptions {
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
+        off_cpu: config.pipeline.profiles.need_off_cpu(),
         report_all_execs: config.target.follows_new_processes(),
     };
     let mut session = Session::start(&options, config.pipeline, tick)?;
@@ -88,5 +89,6 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
             session.add_target(&child)?;
         }
     }
+    session.pipeline.start_window();
     Ok(session)
 }

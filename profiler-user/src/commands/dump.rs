@@ -24,7 +24,7 @@ use crate::{
     privilege,
     process::{task, Process},
     python::detect,
-    sample::{monotonic_ns, CpuSample},
+    sample::CpuSample,
     session::Wake,
 };
 
@@ -155,24 +155,17 @@ fn thread_dump(pipeline: &mut Pipeline, pid: u32, thread: &ThreadSnapshot, profi
         Place::Blocked { sp, pc, .. } => {
             let python = thread.python.as_ref();
             let py_flags = python.map_or(0, |p| PY_THREAD_FOUND | if p.holds_gil { PY_GIL_HELD } else { 0 });
-            let sample = CpuSample {
+            let sample = CpuSample::snapshot(
                 pid,
-                tid: thread.tid,
-                time_ns: monotonic_ns(),
-                comm: thread.name.clone(),
+                thread.tid,
+                thread.name.clone(),
                 // The frame pointer is not in /proc: CFI unwinding does without it for most frames.
-                regs: UserRegs { ip: pc, sp, bp: 0 },
-                stack_base: thread.stack_base,
-                stack: &thread.stack,
-                kernel_stack_id: None,
-                py_frames: python.map(|p| p.stack.frames.clone()).unwrap_or_default(),
+                UserRegs { ip: pc, sp, bp: 0 },
+                thread.stack_base,
+                &thread.stack,
+                python.map(|p| p.stack.frames.clone()).unwrap_or_default(),
                 py_flags,
-                crash: None,
-                crash_thread: false,
-                syscall: None,
-                code_copies: Vec::new(),
-                crash_cpu: None,
-            };
+            );
             let (frames, truncation) = pipeline.snapshot_stack(&sample);
             native_truncated = truncation.map(|t| describe_truncation(t).to_owned());
             frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect()

@@ -8,6 +8,7 @@ mod record;
 mod run;
 mod status;
 mod summary;
+mod waits;
 
 use anyhow::Result;
 

@@ -1,6 +1,6 @@
 //! `profiler record`: sample the targets until the duration ends, Ctrl-C, or (for --pid without --duration) the
 //! targets exit; then print a summary and write every output.
-use std::{io::IsTerminal as _, time::Duration};
+use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::time::Instant;
@@ -8,12 +8,14 @@ use tokio::time::Instant;
 use super::{
     attach::{self, NoMatchYet, Prepared},
     status::StatusLine,
-    summary,
+    summary, waits,
 };
 use crate::{
+    aggregate::ProfileKind,
     cli::RecordConfig,
     crash::{Crash, CrashWriter, Written},
-    output, privilege,
+    output::{self, OutputFormat},
+    privilege,
     selection::TargetSpec,
     session::Wake,
 };
@@ -25,8 +27,8 @@ const TICK: Duration = Duration::from_millis(50);
 pub(crate) fn run(config: RecordConfig) -> Result<()> {
     let needs = privilege::Needs { kernel_symbols: config.attach.kernel_stacks, write_as_caller: true };
     let (prepared, crash_writer) = attach::prepare(&config.attach, needs, NoMatchYet::Fail, || {
-        for path in config.outputs.iter().map(|(path, _)| path).chain(&config.stats_json) {
-            output::check_writable(path)?;
+        for path in output_paths(&config).map(|(path, _, _)| path).chain(config.stats_json.clone()) {
+            output::check_writable(&path)?;
         }
         CrashWriter::new(&config.attach.crash_dir)
     })?;
@@ -60,18 +62,35 @@ async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWrit
     write_crashes(session.pipeline.take_all_crashes(), &mut crashes);
 
     let elapsed = started.elapsed();
-    let profile = session.pipeline.take_profile();
-    summary::print(&mut std::io::stderr(), &profile, &session.pipeline.stats, session.lost_samples(), elapsed)?;
+    let profiles = session.take_profiles();
+    let cpu = profiles.iter().find(|p| p.kind == ProfileKind::Cpu).cloned().unwrap_or_default();
+    summary::print(&mut std::io::stderr(), &cpu, &session.pipeline.stats, session.lost_samples(), elapsed)?;
+    waits::print(&mut std::io::stderr(), &profiles)?;
     if let Some(path) = &config.stats_json {
         summary::write_json(path, &session.pipeline.stats, session.lost_samples(), elapsed)?;
     }
     let names: Vec<String> = targets.iter().map(|t| format!("{} ({})", t.name, t.pid)).collect();
     let title = format!("profiler record: {}", names.join(", "));
-    for (path, format) in &config.outputs {
-        output::write_profile(&profile, path, *format, &title)?;
+    for (path, format, kind) in output_paths(&config) {
+        let Some(profile) = profiles.iter().find(|p| p.kind == kind) else { continue };
+        let title = if kind == ProfileKind::Cpu { title.clone() } else { format!("{title}: {}", kind.describe()) };
+        output::write_profile(profile, &path, format, &title)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Every file the recording writes: each output the user named, once per profile kind asked for.
+fn output_paths(config: &RecordConfig) -> impl Iterator<Item = (PathBuf, OutputFormat, ProfileKind)> + '_ {
+    config.outputs.iter().flat_map(|(path, format)| {
+        config
+            .attach
+            .pipeline
+            .profiles
+            .iter()
+            .enumerate()
+            .map(move |(index, kind)| (output::path_for(path, kind, index == 0), *format, kind))
+    })
 }
 
 /// Writes the reports of `crashes` and prints each to stderr; a crash a budget suppressed is one line.

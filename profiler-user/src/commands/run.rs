@@ -186,10 +186,11 @@ fn end_window(session: &mut Session, services: &mut Services, uploader: &Uploade
     // Samples and lifecycle events already in the ring buffers belong to the window that is ending.
     session.drain();
     services.update(session);
-    let profile = session.pipeline.take_profile();
-    if profile.stacks.is_empty() {
-        tracing::debug!("no samples in this window: nothing to upload");
-    } else {
+    for profile in session.take_profiles() {
+        if profile.stacks.is_empty() {
+            tracing::debug!("no {} in this window: nothing to upload", profile.kind.describe());
+            continue;
+        }
         for (service, profile) in split::by_service(profile, |profile, stack| services.of(profile, stack)) {
             uploader.submit(&service, &profile);
         }

@@ -8,7 +8,7 @@ use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self as inferno_fg, Options};
 
 use super::folded;
-use crate::aggregate::{FrameKind, Profile};
+use crate::aggregate::{FrameKind, Profile, ProfileKind};
 
 /// Writes the SVG; fails on a profile without samples, which would only draw an error message.
 pub(crate) fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyhow::Result<()> {
@@ -28,7 +28,7 @@ pub(crate) fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyh
     let mut options = Options::default();
     options.title = title.to_owned();
     options.subtitle = Some(subtitle(profile));
-    options.count_name = "samples".to_owned();
+    options.count_name = folded::count_unit(profile).to_owned();
     options.deterministic = true;
     options.palette_map = Some(&mut palette);
     inferno_fg::from_lines(&mut options, lines.iter().map(String::as_str), out).context("drawing the flame graph")
@@ -37,6 +37,10 @@ pub(crate) fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyh
 fn subtitle(profile: &Profile) -> String {
     let samples = profile.total_samples();
     let secs = profile.duration_ns as f64 / 1e9;
+    if profile.kind != ProfileKind::Cpu {
+        let total = profile.total_ns() as f64 / 1e9;
+        return format!("{total:.1} s of {} over {secs:.1} s, summed over threads", profile.kind.describe());
+    }
     match 1_000_000_000u64.checked_div(profile.period_ns) {
         Some(hz) => format!("{samples} samples in {secs:.1} s at {hz} Hz"),
         None => format!("{samples} samples in {secs:.1} s"),

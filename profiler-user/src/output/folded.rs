@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::aggregate::{Frame, FrameKind, Profile};
+use crate::aggregate::{Frame, FrameKind, Profile, ProfileKind};
 
 /// The whole file: one line per distinct stack, sorted, newline-terminated.
 pub(crate) fn render(profile: &Profile) -> String {
@@ -17,7 +17,8 @@ pub(crate) fn render(profile: &Profile) -> String {
 }
 
 /// `root;…;leaf count` lines. Stacks that differ only in labels or in what the text leaves out (line numbers)
-/// are merged; sorted so the same profile always gives the same file.
+/// are merged; sorted so the same profile always gives the same file. Counts are samples for a CPU profile and
+/// microseconds for off-CPU and wall-clock ones (see [`count_unit`]).
 pub(crate) fn lines(profile: &Profile) -> Vec<String> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for stack in profile.stacks.iter().filter(|s| s.count > 0) {
@@ -34,7 +35,25 @@ pub(crate) fn lines(profile: &Profile) -> Vec<String> {
         }
         *counts.entry(text).or_default() += stack.count;
     }
-    counts.into_iter().map(|(stack, count)| format!("{stack} {count}")).collect()
+    let divisor = if profile.kind == ProfileKind::Cpu { 1 } else { NS_PER_US };
+    counts
+        .into_iter()
+        .map(|(stack, count)| (stack, count / divisor))
+        .filter(|&(_, count)| count > 0)
+        .map(|(stack, count)| format!("{stack} {count}"))
+        .collect()
+}
+
+const NS_PER_US: u64 = 1000;
+
+/// What a folded line's count is: samples (CPU profiles) or microseconds (off-CPU and wall-clock profiles, whose
+/// stacks carry nanoseconds: a flame graph's counts must be integers, and microseconds keep them readable).
+pub(crate) fn count_unit(profile: &Profile) -> &'static str {
+    if profile.kind == ProfileKind::Cpu {
+        "samples"
+    } else {
+        "µs"
+    }
 }
 
 /// How a frame reads in a folded line. Line numbers are left out on purpose: they would split one function into

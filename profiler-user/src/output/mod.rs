@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, ensure, Context as _};
 
-use crate::aggregate::Profile;
+use crate::aggregate::{Profile, ProfileKind};
 use crate::pprof;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,22 @@ impl OutputFormat {
             bail!("cannot tell the output format of {}: name it *{SUPPORTED}", path.display())
         }
     }
+}
+
+/// Where a profile of `kind` goes when the user named `path`: the first kind asked for takes the path itself, the
+/// others get their name before the extension (`profile.pb.gz` → `profile.off-cpu.pb.gz`).
+pub(crate) fn path_for(path: &Path, kind: ProfileKind, first: bool) -> PathBuf {
+    if first {
+        return path.to_owned();
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    let extension_at = [".pb.gz", ".pprof", ".pb", ".svg", ".folded", ".txt"]
+        .iter()
+        .find(|ext| lower.len() > ext.len() && lower.ends_with(*ext))
+        .map_or(name.len(), |ext| name.len() - ext.len());
+    let (stem, extension) = name.split_at(extension_at);
+    path.with_file_name(format!("{stem}.{}{extension}", kind.name()))
 }
 
 /// Renders `profile` as `format` and puts it at `path`, replacing any file there. `title` heads the flame graph.

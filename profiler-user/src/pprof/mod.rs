@@ -2,7 +2,9 @@
 //!
 //! Conventions:
 //! - As the Pyroscope SDK sends CPU profiles: one sample type and the period type `cpu/nanoseconds`; `period` =
-//!   `Profile::period_ns`; each sample's value is its count × period, so values add up to CPU time.
+//!   `Profile::period_ns`; each sample's value is its count × period, so values add up to CPU time. Off-CPU and
+//!   wall-clock profiles are the same with the sample type `off_cpu/nanoseconds` or `wall/nanoseconds` (their
+//!   counts are nanoseconds already, with a period of 1).
 //! - Every location has a mapping, because Pyroscope's symbolizer rejects a whole profile that has a location with
 //!   `mapping_id` 0. Native frames get one mapping per module (path, build-id, range `0..u64::MAX`, offset 0, so an
 //!   address is the file offset the frame carries); kernel, Python and truncation frames get synthetic mappings
@@ -42,7 +44,7 @@ pub(crate) fn encode_gzip(profile: &Profile) -> anyhow::Result<Vec<u8>> {
 pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     let mut b = Builder::default();
     b.string("");
-    let cpu_ns = proto::ValueType { r#type: b.string("cpu"), unit: b.string("nanoseconds") };
+    let cpu_ns = proto::ValueType { r#type: b.string(profile.kind.sample_type()), unit: b.string("nanoseconds") };
     for stack in &profile.stacks {
         let location_id = b.stack(profile, &stack.frames);
         let label = stack.labels.iter().map(|l| b.label(l)).collect();

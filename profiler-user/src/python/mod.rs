@@ -5,6 +5,7 @@
 pub(crate) mod code;
 pub(crate) mod detect;
 pub(crate) mod eval_ranges;
+pub(crate) mod gil;
 pub(crate) mod layout;
 pub(crate) mod linetable;
 pub(crate) mod threads;

@@ -41,6 +41,12 @@ pub(crate) fn task_offsets() -> TaskOffsets {
         Ok::<_, anyhow::Error>(TaskOffsets {
             exit_code: btf.member_offset("task_struct", &["exit_code"]).unwrap_or(NO_FIELD),
             fsbase: btf.member_offset("task_struct", &["thread", "fsbase"]).unwrap_or(NO_FIELD),
+            pid: btf.member_offset("task_struct", &["pid"]).unwrap_or(NO_FIELD),
+            // Renamed in 5.14 (so that nothing reads it without READ_ONCE).
+            state: btf
+                .member_offset("task_struct", &["__state"])
+                .or_else(|| btf.member_offset("task_struct", &["state"]))
+                .unwrap_or(NO_FIELD),
         })
     };
     match std::fs::read("/sys/kernel/btf/vmlinux").context("reading /sys/kernel/btf/vmlinux").and_then(|b| read(&b)) {
@@ -54,10 +60,13 @@ pub(crate) fn task_offsets() -> TaskOffsets {
                      stacks only"
                 );
             }
+            if offsets.pid == NO_FIELD || offsets.state == NO_FIELD {
+                tracing::warn!("this kernel's BTF has no task_struct.pid or .__state: no off-CPU profiles");
+            }
             offsets
         }
         Err(err) => {
-            tracing::warn!("{err:#}: exit codes and Python 3.8–3.10 threads will not be known");
+            tracing::warn!("{err:#}: exit codes, off-CPU profiles and Python 3.8–3.10 threads will not be known");
             TaskOffsets::UNKNOWN
         }
     }

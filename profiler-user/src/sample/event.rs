@@ -7,9 +7,72 @@ use anyhow::{bail, Context as _, Result};
 use profiler_common::{
     CrashRecord, CrashRegs, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs,
     CRASH_CODE_COPIES, CRASH_CODE_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL,
-    FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES,
-    PY_THREAD_FOUND, STACK_COPY_MAX,
+    FLAG_FAULT_ADDR, FLAG_GIL_WAIT, FLAG_KERNEL_STACK, FLAG_PREEMPTED, KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD,
+    KIND_OFF_CPU, KIND_OFF_CPU_END, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
 };
+pub(crate) use profiler_common::OffCpuEnd;
+
+/// A record of the sample ring: a stack (a CPU sample, a crash, a thread leaving its CPU) or the end of an
+/// off-CPU period whose start was captured.
+#[derive(Debug)]
+pub(crate) enum Record<'a> {
+    Sample(CpuSample<'a>),
+    OffCpuEnd(OffCpuEnd),
+}
+
+impl<'a> Record<'a> {
+    /// Parses a ring-buffer record by its kind (the first four bytes of every record).
+    pub(crate) fn parse(record: &'a [u8]) -> Result<Self> {
+        let kind = record.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        if kind != Some(KIND_OFF_CPU_END) {
+            return CpuSample::parse(record).map(Record::Sample);
+        }
+        if record.len() < size_of::<OffCpuEnd>() {
+            bail!("off-CPU end record of {} bytes is shorter than {}", record.len(), size_of::<OffCpuEnd>());
+        }
+        // SAFETY: OffCpuEnd is plain old data valid for any bit pattern; the length was checked.
+        Ok(Record::OffCpuEnd(unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) }))
+    }
+
+    pub(crate) fn time_ns(&self) -> u64 {
+        match self {
+            Record::Sample(sample) => sample.time_ns,
+            Record::OffCpuEnd(end) => end.time_ns,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            Record::Sample(sample) => sample.pid,
+            Record::OffCpuEnd(end) => end.pid,
+        }
+    }
+}
+
+/// How a thread left its CPU (`KIND_OFF_CPU` records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OffCpuStart {
+    /// Preempted: still runnable, waiting for a CPU.
+    pub preempted: bool,
+    /// Blocked on its interpreter's GIL.
+    pub gil_wait: bool,
+    /// The scheduler state it left in (1 interruptible sleep, 2 uninterruptible, ...).
+    pub task_state: u32,
+    /// Its capture credit at this leaving: what its capture probability was computed from.
+    pub capture_credit_ns: u64,
+}
+
+impl OffCpuStart {
+    /// The probability the kernel captured this leaving with, for a capture gap of `gap_ns` (see profiler-ebpf's
+    /// off_cpu.rs).
+    pub(crate) fn capture_probability(&self, gap_ns: u64) -> f64 {
+        if gap_ns == 0 || self.capture_credit_ns >= gap_ns {
+            1.0
+        } else {
+            self.capture_credit_ns as f64 / gap_ns as f64
+        }
+    }
+}
 
 /// A timer sample of one thread of a profiled process.
 #[derive(Debug)]
@@ -36,6 +99,12 @@ pub(crate) struct CpuSample<'a> {
     /// The system call the thread was in when it last entered the kernel, `None` when it entered from running
     /// user code (for a crash thread: it was on a CPU, or waiting for one).
     pub syscall: Option<u64>,
+    /// The first argument of that system call (for a futex, the address waited on).
+    pub syscall_arg0: u64,
+    /// Set for a thread leaving its CPU.
+    pub off_cpu: Option<OffCpuStart>,
+    /// For a GIL holder: threads of its process blocked on the GIL at that moment (while off-CPU sampling runs).
+    pub gil_waiters: u32,
     /// Crash samples: names and line tables of the innermost Python frames' code objects, copied at the crash.
     pub code_copies: Vec<PyCodeCopy>,
     /// Crash samples: every user register and the code at the instruction pointer, when the kernel read them.
@@ -70,7 +139,7 @@ impl<'a> CpuSample<'a> {
         }
         // SAFETY: SampleHeader is plain old data valid for any bit pattern; the length was checked.
         let header: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-        if ![KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD].contains(&header.kind) {
+        if ![KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD, KIND_OFF_CPU].contains(&header.kind) {
             bail!("unexpected sample record kind {}", header.kind);
         }
         let (frames_area, stack_area) = record[header_len..]
@@ -121,9 +190,52 @@ impl<'a> CpuSample<'a> {
             }),
             crash_thread: header.kind == KIND_CRASH_THREAD,
             syscall: u64::try_from(header.syscall).ok(),
+            syscall_arg0: header.syscall_arg0,
+            off_cpu: (header.kind == KIND_OFF_CPU).then_some(OffCpuStart {
+                preempted: header.flags & FLAG_PREEMPTED != 0,
+                gil_wait: header.flags & FLAG_GIL_WAIT != 0,
+                task_state: header.task_state,
+                capture_credit_ns: header.capture_credit_ns,
+            }),
+            gil_waiters: header.gil_waiters,
             code_copies,
             crash_cpu,
         })
+    }
+
+    /// A thread's state that userspace read itself (`profiler dump`): registers, a copy of its stack and its
+    /// Python frames, unwound and named as a sample is.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn snapshot(
+        pid: u32,
+        tid: u32,
+        comm: String,
+        regs: UserRegs,
+        stack_base: u64,
+        stack: &'a [u8],
+        py_frames: Vec<PyFrame>,
+        py_flags: u32,
+    ) -> Self {
+        Self {
+            pid,
+            tid,
+            time_ns: monotonic_ns(),
+            comm,
+            regs,
+            stack_base,
+            stack,
+            kernel_stack_id: None,
+            py_frames,
+            py_flags,
+            crash: None,
+            crash_thread: false,
+            syscall: None,
+            syscall_arg0: 0,
+            off_cpu: None,
+            gil_waiters: 0,
+            code_copies: Vec::new(),
+            crash_cpu: None,
+        }
     }
 
     /// True when the thread has Python state (it runs Python code).
@@ -303,6 +415,10 @@ mod tests {
             si_code: 0,
             fault_addr: 0,
             syscall: 202,
+            syscall_arg0: 0,
+            task_state: 0,
+            gil_waiters: 0,
+            capture_credit_ns: 0,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         // SAFETY (both writes): `bytes` is a SampleRecord's size, which holds the header and a frame after it;

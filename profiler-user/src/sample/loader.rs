@@ -16,11 +16,12 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use profiler_common::{
-    CrashingProcess, PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES, PY_MAX_FRAMES,
-    TARGET_FOLLOW_CHILDREN,
+    CrashingProcess, OffCpuThread, PyGil, PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES,
+    NO_FIELD, OFF_CPU_CAPTURED, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
 };
 
 use super::{btf, tracefs};
+use crate::offcpu::InProgress;
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -31,6 +32,8 @@ pub(crate) struct SamplerOptions {
     pub rate_hz: u64,
     /// Also record the kernel stack of each sample.
     pub kernel_stacks: bool,
+    /// Also sample the targets' threads leaving their CPUs (off-CPU and wall-clock profiles).
+    pub off_cpu: bool,
     /// Report every exec on the system (to find processes by name that start later), not only targets'.
     pub report_all_execs: bool,
 }
@@ -43,6 +46,8 @@ pub(crate) struct Sampler {
     lost: PerCpuArray<MapData, u64>,
     kernel_stacks: StackTraceMap<MapData>,
     python_processes: HashMap<MapData, u32, PyLayout>,
+    python_gils: HashMap<MapData, u32, PyGil>,
+    off_cpu_threads: HashMap<MapData, u32, OffCpuThread>,
     crashing: HashMap<MapData, u32, CrashingProcess>,
     lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
@@ -52,10 +57,17 @@ pub(crate) struct Sampler {
 
 impl Sampler {
     pub(crate) fn load(options: &SamplerOptions) -> Result<Self> {
-        let config = SamplerConfig { kernel_stacks: options.kernel_stacks.into(), _reserved: 0 };
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let task_offsets = btf::task_offsets();
+        let off_cpu = options.off_cpu && task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD;
+        let config = SamplerConfig {
+            kernel_stacks: options.kernel_stacks.into(),
+            _reserved: 0,
+            // At most one captured period per thread per sampling period on average (see profiler-ebpf's
+            // off_cpu.rs); the pipeline weighs captures knowing this.
+            off_cpu_gap_ns: if off_cpu { 1_000_000_000 / options.rate_hz.max(1) } else { 0 },
+        };
         let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         let ring_bytes = samples_ring_bytes(cpus.len(), options.rate_hz);
         let (mut ebpf, crash_threads) = load_verified(&config, &lifecycle, &task_offsets, ring_bytes)?;
@@ -117,11 +129,18 @@ impl Sampler {
         if crash_threads {
             load_crash_threads(&mut ebpf);
         }
+        if off_cpu {
+            load_off_cpu(&mut ebpf);
+        } else if options.off_cpu {
+            tracing::warn!("no off-CPU or wall-clock profiles: this kernel's BTF lacks task_struct.pid or .__state");
+        }
 
         let targets = HashMap::try_from(take_map(&mut ebpf, "TARGETS")?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_SAMPLES")?)?;
         let kernel_stacks = StackTraceMap::try_from(take_map(&mut ebpf, "KERNEL_STACKS")?)?;
         let python_processes = HashMap::try_from(take_map(&mut ebpf, "PY_PROCESSES")?)?;
+        let python_gils = HashMap::try_from(take_map(&mut ebpf, "PY_GIL")?)?;
+        let off_cpu_threads = HashMap::try_from(take_map(&mut ebpf, "OFF_CPU_THREADS")?)?;
         let crashing = HashMap::try_from(take_map(&mut ebpf, "CRASHING")?)?;
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
@@ -133,6 +152,8 @@ impl Sampler {
             lost,
             kernel_stacks,
             python_processes,
+            python_gils,
+            off_cpu_threads,
             crashing,
             lost_events,
             samples: Some(samples),
@@ -151,7 +172,14 @@ impl Sampler {
     pub(crate) fn remove_target(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
         let _ = self.python_processes.remove(&pid);
+        let _ = self.python_gils.remove(&pid);
         let _ = self.crashing.remove(&pid);
+    }
+
+    /// Tells the off-CPU sampler where process `pid` keeps its GIL: futex waits in `gil` are GIL waits.
+    pub(crate) fn set_python_gil(&mut self, pid: u32, gil: std::ops::Range<u64>) -> Result<()> {
+        let value = PyGil { start: gil.start, end: gil.end, waiters: 0, _pad: 0 };
+        self.python_gils.insert(pid, value, 0).with_context(|| format!("adding PID {pid} to the PY_GIL map"))
     }
 
     /// Makes the sampler walk the Python frames of process `pid` with this layout.
@@ -159,6 +187,22 @@ impl Sampler {
         self.python_processes
             .insert(pid, layout, 0)
             .with_context(|| format!("adding PID {pid} to the PY_PROCESSES map"))
+    }
+
+    /// The target threads off their CPU now, as the off-CPU sampler's bookkeeping has them (none when it does not
+    /// run).
+    pub(crate) fn off_cpu_now(&self) -> Vec<InProgress> {
+        self.off_cpu_threads
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, thread)| thread.since_ns != 0)
+            .map(|(tid, thread)| InProgress {
+                pid: thread.tgid,
+                tid,
+                since_ns: thread.since_ns,
+                captured: thread.flags & OFF_CPU_CAPTURED != 0,
+            })
+            .collect()
     }
 
     /// Forgets a crashed process (gone now) and returns how many of its other threads were not captured at the
@@ -225,6 +269,19 @@ fn load_crash_threads(ebpf: &mut Ebpf) -> bool {
             tracing::warn!("crash reports will not show the other threads: loading their probe failed: {err}");
             false
         }
+    }
+}
+
+/// Loads the off-CPU sampler (`off_cpu`, on sched_switch). Optional: a kernel that refuses it costs the off-CPU
+/// and wall-clock profiles, with a warning, not the CPU profile.
+fn load_off_cpu(ebpf: &mut Ebpf) {
+    let loaded = ebpf
+        .program_mut("off_cpu")
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(<&mut RawTracePoint>::try_from)
+        .and_then(|probe| probe.load().and_then(|()| probe.attach("sched_switch").map(drop)));
+    if let Err(err) = loaded {
+        tracing::warn!("no off-CPU or wall-clock profiles: loading the off-CPU sampler (sched_switch) failed: {err}");
     }
 }
 

@@ -254,23 +254,8 @@ mod tests {
     #[test]
     fn a_sample_of_a_dead_process_is_marked_not_crashed() {
         let mut unwinder = Unwinder::default();
-        let sample = CpuSample {
-            pid: u32::MAX - 1,
-            tid: 1,
-            time_ns: 0,
-            comm: "gone".into(),
-            regs: UserRegs { ip: 0x1234, sp: 0x1000, bp: 0 },
-            stack_base: 0x1000,
-            stack: &[],
-            kernel_stack_id: None,
-            py_frames: Vec::new(),
-            py_flags: 0,
-            crash: None,
-            crash_thread: false,
-            syscall: None,
-            code_copies: Vec::new(),
-            crash_cpu: None,
-        };
+        let regs = UserRegs { ip: 0x1234, sp: 0x1000, bp: 0 };
+        let sample = CpuSample::snapshot(u32::MAX - 1, 1, "gone".into(), regs, 0x1000, &[], Vec::new(), 0);
         let stack = unwinder.unwind(&sample, &[]);
         assert_eq!(stack.truncation, Some(Truncation::NoMaps));
         assert_eq!(stack.frames.len(), 1);

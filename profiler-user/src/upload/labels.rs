@@ -6,8 +6,6 @@
 //! in names: with `--protocol ingest` those limits apply too.
 use super::config::Protocol;
 
-/// The metric name Pyroscope files CPU profiles under.
-pub(crate) const PROFILE_NAME: &str = "process_cpu";
 /// The label Pyroscope and Grafana group profiles by.
 pub(crate) const SERVICE_NAME: &str = "service_name";
 pub(crate) const HOSTNAME: &str = "hostname";

@@ -19,7 +19,7 @@ use reqwest::Url;
 
 use super::{
     config::{Endpoint, Protocol, UploadConfig},
-    labels::{HOSTNAME, PROFILE_NAME, SERVICE_NAME},
+    labels::{HOSTNAME, SERVICE_NAME},
 };
 use crate::aggregate::Profile;
 
@@ -115,14 +115,15 @@ impl RequestBuilder {
         let profile = &super::split::for_upload(profile);
         let pprof = crate::pprof::encode_gzip(profile)?;
         match self.protocol {
-            Protocol::Push => Ok(self.push(service, pprof, extra)),
+            Protocol::Push => Ok(self.push(service, profile.kind.pyroscope_name(), pprof, extra)),
             Protocol::Ingest => self.ingest(service, profile, pprof, extra),
         }
     }
 
-    /// Series labels: `__name__`, `service_name`, then the rest by name, then `extra`.
-    pub(crate) fn series_labels(&self, service: &str, extra: &[(&str, &str)]) -> Vec<LabelPair> {
-        let fixed = [(PROFILE_NAME_LABEL, PROFILE_NAME), (SERVICE_NAME, service)];
+    /// Series labels: `__name__` (the profile's name, e.g. `process_cpu`), `service_name`, then the rest by name,
+    /// then `extra`.
+    pub(crate) fn series_labels(&self, service: &str, name: &str, extra: &[(&str, &str)]) -> Vec<LabelPair> {
+        let fixed = [(PROFILE_NAME_LABEL, name), (SERVICE_NAME, service)];
         fixed
             .into_iter()
             .chain(self.labels.iter().map(|(name, value)| (name.as_str(), value.as_str())))
@@ -131,10 +132,10 @@ impl RequestBuilder {
             .collect()
     }
 
-    fn push(&self, service: &str, pprof: Vec<u8>, extra: &[(&str, &str)]) -> Request {
+    fn push(&self, service: &str, name: &str, pprof: Vec<u8>, extra: &[(&str, &str)]) -> Request {
         let message = PushRequest {
             series: vec![RawProfileSeries {
-                labels: self.series_labels(service, extra),
+                labels: self.series_labels(service, name, extra),
                 samples: vec![RawSample { raw_profile: pprof, id: upload_id() }],
             }],
         };
@@ -323,7 +324,7 @@ mod tests {
     #[test]
     fn hostname_tag_overrides_the_machines() {
         let builder = RequestBuilder::new(&config(Protocol::Push, &[("hostname", "pod-7")]), Some("node".into()));
-        let labels = builder.series_labels("svc", &[("crash", "SIGSEGV")]);
+        let labels = builder.series_labels("svc", "process_cpu", &[("crash", "SIGSEGV")]);
         let hosts: Vec<_> = labels.iter().filter(|l| l.name == "hostname").map(|l| l.value.as_str()).collect();
         assert_eq!(hosts, ["pod-7"]);
         let last = labels.last().unwrap();

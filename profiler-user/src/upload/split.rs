@@ -33,6 +33,7 @@ pub(crate) fn for_upload(profile: &Profile) -> Profile {
         }
     }
     Profile {
+        kind: profile.kind,
         frames: profile.frames.clone(),
         stacks,
         period_ns: profile.period_ns,
@@ -56,6 +57,7 @@ pub(crate) fn by_service(
     for (stack, service) in profile.stacks.iter().zip(&services) {
         let (out, ids) = split.entry(service).or_insert_with(|| {
             let empty = Profile {
+                kind: profile.kind,
                 frames: Vec::new(),
                 stacks: Vec::new(),
                 period_ns: profile.period_ns,

@@ -1,0 +1,281 @@
+//! Off-CPU periods → stacks weighted by time: the captured starts (a stack as the thread left its CPU) joined with
+//! their ends, scaled per thread to the exact off-CPU time the kernel counted.
+//!
+//! The kernel captures a thread's leaving only now and then (see profiler-ebpf's off_cpu.rs) but adds every
+//! period to the thread's total. So, per thread and window, the captured periods say *where* the thread waited
+//! (their stacks, in proportion to their durations) and the total says *how long*: each captured period's duration
+//! is scaled by `total / captured`, and a thread's off-CPU time in the profile is exact. Off-CPU time counted for a
+//! thread with no captured period in the window yet is carried over to its next window that has one.
+//!
+//! The kernel captures a leaving with a known probability (see profiler-ebpf's off_cpu.rs), so each captured
+//! period counts for its duration / that probability: captures of the periods that follow a long one are more
+//! likely, and this undoes it.
+//!
+//! A period still going on at the end of a window (a thread asleep across it) gives the window the part that fell
+//! in it, so a long sleep shows in every window it spans rather than all at once in the last: a captured one from
+//! its start time, one not captured from the start the kernel keeps for it (`InProgress`).
+pub(crate) mod reason;
+
+use std::collections::HashMap;
+
+use crate::aggregate::{Aggregator, Frame, Label, Profile, ProfileKind};
+use crate::sample::OffCpuEnd;
+
+/// A captured period whose end has not been seen yet.
+struct Open {
+    pid: u32,
+    /// CLOCK_MONOTONIC ns when it left its CPU.
+    start_ns: u64,
+    /// Nanoseconds of it already given to earlier windows.
+    attributed_ns: u64,
+    /// 1 / the probability it was captured with.
+    weight: f64,
+    frames: Vec<Frame>,
+    labels: Vec<Label>,
+}
+
+impl Window {
+    /// `ns` of the captured period `open`, weighed by the inverse of its capture probability.
+    fn add(&mut self, open: &Open, ns: u64) {
+        let weighted = (ns as f64 * open.weight).round() as u64;
+        self.captured.add_weighted(&open.frames, open.labels.clone(), weighted);
+        self.captured_ns = self.captured_ns.saturating_add(weighted);
+    }
+}
+
+/// One thread's off-CPU time in the current window.
+struct Window {
+    pid: u32,
+    /// Captured periods' stacks, weighted by their durations / capture probabilities.
+    captured: Aggregator,
+    captured_ns: u64,
+    /// The thread's exact off-CPU time to give this window (and any carried over).
+    exact_ns: u64,
+}
+
+/// Off-CPU periods of every target thread.
+#[derive(Default)]
+pub(crate) struct OffCpuPeriods {
+    open: HashMap<u32, Open>,
+    windows: HashMap<u32, Window>,
+    /// The kernel's running total of each thread's off-CPU time at its last reported end.
+    totals: HashMap<u32, u64>,
+    /// Uncaptured periods going on at a window's end, by thread: the part already given to windows, which the next
+    /// reported end's total includes again.
+    counted_early: HashMap<u32, CountedEarly>,
+}
+
+/// The part of a thread's uncaptured periods given to windows before the kernel reported them.
+#[derive(Default)]
+struct CountedEarly {
+    /// The start of the period going on when last looked at, and how much of it was counted.
+    since_ns: u64,
+    of_current: u64,
+    /// Counted since the thread's last reported end.
+    total: u64,
+}
+
+/// A thread off its CPU at a window's end, as the kernel's bookkeeping has it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InProgress {
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns when it left.
+    pub since_ns: u64,
+    /// Its leaving was captured (then `start` has its stack and the window counts it from there).
+    pub captured: bool,
+}
+
+impl OffCpuPeriods {
+    /// Thread `tid` of `pid` left its CPU at `start_ns` with this stack, captured with `probability` (a period
+    /// whose end was never reported, its record lost, is dropped).
+    pub(crate) fn start(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        start_ns: u64,
+        probability: f64,
+        frames: Vec<Frame>,
+        labels: Vec<Label>,
+    ) {
+        let weight = if probability > 0.0 { 1.0 / probability } else { 1.0 };
+        self.open.insert(tid, Open { pid, start_ns, attributed_ns: 0, weight, frames, labels });
+    }
+
+    /// A captured period ended: its stack gets its remaining duration, and the thread's window the kernel's count
+    /// of every period since the last end reported.
+    pub(crate) fn end(&mut self, end: &OffCpuEnd) {
+        let since_last = match self.totals.insert(end.tid, end.total_off_cpu_ns) {
+            Some(previous) => end.total_off_cpu_ns.saturating_sub(previous),
+            // The kernel counts a thread from its first switch after the programs were attached.
+            None => end.total_off_cpu_ns,
+        };
+        let open = self.open.remove(&end.tid);
+        let attributed = open.as_ref().map_or(0, |open| open.attributed_ns);
+        let early = self.counted_early.remove(&end.tid).map_or(0, |early| early.total);
+        let window = self.window(end.pid, end.tid);
+        window.exact_ns = window.exact_ns.saturating_add(since_last.saturating_sub(attributed).saturating_sub(early));
+        if let Some(open) = open {
+            let rest = end.off_cpu_ns.saturating_sub(open.attributed_ns);
+            window.add(&open, rest);
+        }
+    }
+
+    fn window(&mut self, pid: u32, tid: u32) -> &mut Window {
+        self.windows.entry(tid).or_insert_with(|| Window {
+            pid,
+            captured: Aggregator::of_kind(ProfileKind::OffCpu, 1),
+            captured_ns: 0,
+            exact_ns: 0,
+        })
+    }
+
+    /// Ends the window at `now_ns` (CLOCK_MONOTONIC): each thread's captured stacks, and the factor that scales
+    /// them to its exact off-CPU time. Threads with off-CPU time but no captured stack yet keep it for later.
+    /// `in_progress`: the target threads off their CPU now.
+    pub(crate) fn take_window(&mut self, now_ns: u64, in_progress: &[InProgress]) -> Vec<(Profile, f64)> {
+        for thread in in_progress.iter().filter(|thread| !thread.captured) {
+            let early = self.counted_early.entry(thread.tid).or_default();
+            if early.since_ns != thread.since_ns {
+                *early = CountedEarly { since_ns: thread.since_ns, of_current: 0, total: early.total };
+            }
+            let part = now_ns.saturating_sub(thread.since_ns).saturating_sub(early.of_current);
+            early.of_current = early.of_current.saturating_add(part);
+            early.total = early.total.saturating_add(part);
+            let window = self.window(thread.pid, thread.tid);
+            window.exact_ns = window.exact_ns.saturating_add(part);
+        }
+        let ongoing: Vec<(u32, u32, u64)> = self
+            .open
+            .iter_mut()
+            .map(|(&tid, open)| {
+                let part = now_ns.saturating_sub(open.start_ns).saturating_sub(open.attributed_ns);
+                open.attributed_ns = open.attributed_ns.saturating_add(part);
+                (tid, open.pid, part)
+            })
+            .collect();
+        for (tid, pid, part) in ongoing {
+            let Some(open) = self.open.remove(&tid) else { continue };
+            let window = self.window(pid, tid);
+            window.add(&open, part);
+            window.exact_ns = window.exact_ns.saturating_add(part);
+            self.open.insert(tid, open);
+        }
+        let mut out = Vec::new();
+        self.windows.retain(|_, window| {
+            if window.captured_ns == 0 {
+                return window.exact_ns > 0;
+            }
+            let scale = window.exact_ns as f64 / window.captured_ns as f64;
+            out.push((window.captured.take(), scale));
+            false
+        });
+        out
+    }
+
+    /// Forgets the open periods and running totals of `pid`'s threads (it exited); time already counted stays for
+    /// the next window.
+    pub(crate) fn forget_process(&mut self, pid: u32) {
+        let gone: Vec<u32> = self.open.iter().filter(|(_, open)| open.pid == pid).map(|(&tid, _)| tid).collect();
+        for tid in gone {
+            self.open.remove(&tid);
+            self.totals.remove(&tid);
+            self.counted_early.remove(&tid);
+        }
+        self.windows.retain(|_, window| window.pid != pid || window.captured_ns > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(tid: u32, time_ns: u64, off_cpu_ns: u64, total_off_cpu_ns: u64) -> OffCpuEnd {
+        OffCpuEnd { kind: 0, pid: 1, tid, _pad: 0, time_ns, off_cpu_ns, total_off_cpu_ns }
+    }
+
+    impl OffCpuPeriods {
+        fn take_window_now(&mut self, now_ns: u64) -> Vec<(Profile, f64)> {
+            self.take_window(now_ns, &[])
+        }
+    }
+
+    fn at(name: &str) -> Vec<Frame> {
+        vec![Frame::native(name)]
+    }
+
+    /// (function, scaled ns) of a window, summed over threads.
+    fn weights(window: Vec<(Profile, f64)>) -> Vec<(String, u64)> {
+        let mut total = Aggregator::of_kind(ProfileKind::OffCpu, 1);
+        for (profile, scale) in &window {
+            total.add_profile(profile, *scale, &[]);
+        }
+        let profile = total.take();
+        let mut out: Vec<(String, u64)> = profile
+            .stacks
+            .iter()
+            .map(|s| (profile.frame(s.frames[0]).function.clone(), s.count))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn captured_periods_are_scaled_to_the_threads_exact_total() {
+        let mut periods = OffCpuPeriods::default();
+        // Thread 7: a 10 ms sleep captured, then uncaptured periods of 30 ms in all, then a 10 ms lock wait captured.
+        periods.start(1, 7, 1_000, 1.0, at("sleep"), Vec::new());
+        periods.end(&end(7, 10_001_000, 10_000_000, 10_000_000));
+        periods.start(1, 7, 50_000_000, 1.0, at("lock"), Vec::new());
+        periods.end(&end(7, 60_000_000, 10_000_000, 50_000_000));
+        // 50 ms exact, two captured periods of 10 ms each: each stands for 25 ms.
+        assert_eq!(weights(periods.take_window_now(70_000_000)), [("lock".into(), 25_000_000), ("sleep".into(), 25_000_000)]);
+        assert!(periods.take_window_now(80_000_000).is_empty());
+    }
+
+    #[test]
+    fn a_period_spanning_windows_is_split_between_them() {
+        let mut periods = OffCpuPeriods::default();
+        periods.start(1, 9, 0, 1.0, at("sleep"), Vec::new());
+        assert_eq!(weights(periods.take_window_now(400)), [("sleep".into(), 400)]);
+        assert_eq!(weights(periods.take_window_now(1_000)), [("sleep".into(), 600)]);
+        periods.end(&end(9, 1_500, 1_500, 1_500));
+        assert_eq!(weights(periods.take_window_now(2_000)), [("sleep".into(), 500)]);
+    }
+
+    #[test]
+    fn a_capture_stands_for_the_periods_its_probability_left_out() {
+        let mut periods = OffCpuPeriods::default();
+        // A 10 ms sleep captured for sure, then a 10 ms lock wait captured with probability 1/4: it stands for 40 ms
+        // of lock waits the exact total (60 ms) says happened.
+        periods.start(1, 7, 0, 1.0, at("sleep"), Vec::new());
+        periods.end(&end(7, 10_000_000, 10_000_000, 10_000_000));
+        periods.start(1, 7, 50_000_000, 0.25, at("lock"), Vec::new());
+        periods.end(&end(7, 60_000_000, 10_000_000, 60_000_000));
+        assert_eq!(weights(periods.take_window_now(70_000_000)), [("lock".into(), 48_000_000), ("sleep".into(), 12_000_000)]);
+    }
+
+    #[test]
+    fn an_uncaptured_period_at_the_window_end_counts_once() {
+        let mut periods = OffCpuPeriods::default();
+        periods.start(1, 4, 0, 1.0, at("io"), Vec::new());
+        periods.end(&end(4, 100, 100, 100));
+        // Off since 200, not captured: 300 of it go to this window, the rest with the next end.
+        let off = [InProgress { pid: 1, tid: 4, since_ns: 200, captured: false }];
+        assert_eq!(weights(periods.take_window(500, &off)), [("io".into(), 400)]);
+        periods.start(1, 4, 1_000, 1.0, at("io"), Vec::new());
+        periods.end(&end(4, 1_100, 100, 100 + 700 + 100));
+        assert_eq!(weights(periods.take_window_now(2_000)), [("io".into(), 500)]);
+    }
+
+    #[test]
+    fn time_without_a_captured_stack_waits_for_one() {
+        let mut periods = OffCpuPeriods::default();
+        // An end whose start record was lost: counted, but there is no stack to give it to yet.
+        periods.end(&end(3, 100, 100, 100));
+        assert!(periods.take_window_now(200).is_empty());
+        periods.start(1, 3, 300, 1.0, at("io"), Vec::new());
+        periods.end(&end(3, 400, 100, 200));
+        assert_eq!(weights(periods.take_window_now(500)), [("io".into(), 200)]);
+    }
+}

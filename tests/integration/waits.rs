@@ -1,0 +1,200 @@
+//! Off-CPU profiles against a workload whose threads wait in known ways and measure their own waits (waits.py):
+//! three threads contending for the GIL, one blocked on a lock another holds, one reading a socket, one sleeping.
+//! Per thread, the off-CPU profile's time by `wait` reason must match the workload's own accounting within ±5
+//! points of the thread's wall time, on every interpreter the suite covers; and the CPU samples of the thread
+//! holding the GIL while the others wait carry the `gil_waiters` label.
+use std::{collections::HashMap, fs, path::Path, thread, time::Duration, time::Instant};
+
+use profiler_tests::{
+    exclusive_cpu, profiler,
+    python::{pprof_samples, python_interpreters, Interpreter, PprofSample},
+    read_pprof, require_root, run, steal_time, Process, TestDir,
+};
+
+const DURATION: &str = "10s";
+/// Shares of a thread's wall time may differ from the workload's by this much.
+const TOLERANCE: f64 = 0.05;
+
+/// The workload's running totals, by key (`writes`, `<thread>.wall_ns`, `.cpu_ns`, `.blocked_ns`, `.tid`).
+fn read_totals(path: &Path) -> HashMap<String, f64> {
+    let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+    json.as_object()
+        .expect("a JSON object")
+        .iter()
+        .map(|(key, value)| (key.clone(), value.as_f64().expect("a number")))
+        .collect()
+}
+
+fn wait_for_totals(workload: &mut Process, totals: &Path, writes: f64) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = workload.child().try_wait().expect("polling the workload") {
+            panic!("the workload exited ({status}) before it was profiled");
+        }
+        if totals.exists() && read_totals(totals).get("writes").is_some_and(|&w| w >= writes) {
+            return;
+        }
+        assert!(Instant::now() < give_up, "the workload wrote no {} within a minute", totals.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One thread's numbers over the recording: the workload's and the profiles'.
+#[derive(Debug, Default)]
+struct ThreadWaits {
+    /// The workload's: CPU and blocked time as shares of its wall time. CPU time as the scheduler counts it, which
+    /// leaves out what interrupts and the hypervisor took while it ran: `stolen` is that share of a CPU's time
+    /// over the recording (a clock-driven profile counts it as the thread's).
+    cpu: f64,
+    stolen: f64,
+    blocked: f64,
+    /// Blocking calls per second of its wall time.
+    calls_per_s: f64,
+    /// The profiles': CPU time, and off-CPU time per `wait` reason, as shares of the recording's duration.
+    profiled_cpu: f64,
+    profiled: HashMap<String, f64>,
+    /// CPU samples, and those labelled `gil_waiters`.
+    cpu_samples: u64,
+    contended_samples: u64,
+}
+
+impl ThreadWaits {
+    fn waited(&self, reasons: &[&str]) -> f64 {
+        reasons.iter().filter_map(|r| self.profiled.get(*r)).sum()
+    }
+
+    fn off_cpu(&self) -> f64 {
+        self.profiled.values().sum()
+    }
+}
+
+fn record_waits(interpreter: &Interpreter) -> (HashMap<String, ThreadWaits>, String) {
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new(&format!("waits-{}", interpreter.name));
+    let stage = interpreter.stage("waits");
+    let totals = stage.host("waits.json");
+    let script = stage.inside("waits.py");
+    let mut workload =
+        Process::start(&mut interpreter.command(&script, &[stage.inside("waits.json").to_str().expect("UTF-8")]));
+    wait_for_totals(&mut workload, &totals, 4.0);
+    let before = read_totals(&totals);
+    let steal_before = steal_time();
+    let mut record = profiler();
+    record.args(["record", "--pid", &workload.pid().to_string(), "--duration", DURATION, "--profile", "cpu,off-cpu"]);
+    record.arg("-o").arg(dir.join("waits.pb.gz"));
+    let run = run(&mut record, Duration::from_secs(180));
+    let after = read_totals(&totals);
+    let stolen = steal_time().saturating_sub(steal_before).as_secs_f64();
+    drop(workload);
+    run.assert_success();
+    let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
+
+    let cpu_profile = read_pprof(&dir.join("waits.pb.gz"));
+    let off_profile = read_pprof(&dir.join("waits.off-cpu.pb.gz"));
+    assert_eq!(off_profile.string_table[off_profile.sample_type[0].r#type as usize], "off_cpu");
+    let duration_ns = off_profile.duration_nanos as f64;
+    let period_ns = cpu_profile.period as f64;
+
+    let mut threads: HashMap<String, ThreadWaits> = HashMap::new();
+    let mut by_tid: HashMap<String, String> = HashMap::new();
+    for (key, tid) in &after {
+        let Some(name) = key.strip_suffix(".tid") else { continue };
+        by_tid.insert(format!("{tid}"), name.to_owned());
+        let delta = |what: &str| after[&format!("{name}.{what}")] - before[&format!("{name}.{what}")];
+        let wall = delta("wall_ns").max(1.0);
+        threads.insert(
+            name.to_owned(),
+            ThreadWaits {
+                cpu: delta("cpu_ns") / wall,
+                stolen: (stolen * 1e9 / (wall * cpus)).min(0.5),
+                blocked: delta("blocked_ns") / wall,
+                calls_per_s: delta("calls") / wall * 1e9,
+                ..Default::default()
+            },
+        );
+    }
+    let thread_of = |sample: &PprofSample| sample.label("thread_id").and_then(|tid| by_tid.get(tid)).cloned();
+    for sample in pprof_samples(&off_profile) {
+        let Some(name) = thread_of(&sample) else { continue };
+        let reason = sample.label("wait").unwrap_or("-").to_owned();
+        *threads.get_mut(&name).expect("a known thread").profiled.entry(reason).or_default() +=
+            sample.count as f64 / duration_ns;
+    }
+    for sample in pprof_samples(&cpu_profile) {
+        let Some(name) = thread_of(&sample) else { continue };
+        let thread = threads.get_mut(&name).expect("a known thread");
+        thread.profiled_cpu += sample.count as f64 * period_ns / duration_ns;
+        thread.cpu_samples += sample.count;
+        if sample.label("gil_waiters").is_some() {
+            thread.contended_samples += sample.count;
+        }
+    }
+    (threads, run.stderr)
+}
+
+#[test]
+fn off_cpu_time_matches_each_threads_own_accounting() {
+    if !require_root() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for interpreter in python_interpreters() {
+        let name = &interpreter.name;
+        let (threads, stderr) = record_waits(interpreter);
+        eprintln!("{name}: {threads:#?}\n{stderr}");
+        let check = |failures: &mut Vec<String>, thread: &str, what: &str, profiled: f64, truth: f64| {
+            if (profiled - truth).abs() > TOLERANCE {
+                failures.push(format!(
+                    "{name}: {thread}: {what} is {:.1}% of its time in the profile, {:.1}% by its own measure",
+                    100.0 * profiled,
+                    100.0 * truth
+                ));
+            }
+        };
+        for spinner in ["spinner-0", "spinner-1", "spinner-2"] {
+            let t = &threads[spinner];
+            // Off the CPU, a spinner waits for the GIL (or, briefly, for a CPU). Its time on a CPU, counting what was
+            // stolen from it there, is cpu / (1 - stolen).
+            let off = 1.0 - t.cpu / (1.0 - t.stolen);
+            check(&mut failures, spinner, "off-CPU time", t.off_cpu(), off);
+            check(&mut failures, spinner, "the GIL wait", t.waited(&["gil"]), off - t.waited(&["cpu"]));
+            check(&mut failures, spinner, "CPU + off-CPU time", t.profiled_cpu + t.off_cpu(), 1.0);
+            if t.contended_samples * 2 < t.cpu_samples {
+                failures.push(format!(
+                    "{name}: {spinner}: only {} of its {} CPU samples (holding the GIL while two other spinners wait) \
+                     are labelled gil_waiters",
+                    t.contended_samples, t.cpu_samples
+                ));
+            }
+        }
+        // Each blocking call's time includes taking the GIL back after the wait, and, with three spinners holding
+        // it, losing it again in between; so the workload can say how long each thread was off its CPU, and that
+        // the wait is of the right kind, but not how it splits between the wait and the GIL.
+        for (thread, reason) in [("locked", "lock"), ("reader", "io"), ("sleeper", "sleep")] {
+            let t = &threads[thread];
+            check(&mut failures, thread, "off-CPU time", t.off_cpu(), 1.0 - t.cpu);
+            if t.waited(&[reason]) < 0.2 || t.waited(&[reason]) > t.blocked + TOLERANCE {
+                failures.push(format!(
+                    "{name}: {thread}: wait={reason} is {:.1}% of its time, which was {:.1}% blocked: {:?}",
+                    100.0 * t.waited(&[reason]),
+                    100.0 * t.blocked,
+                    t.profiled
+                ));
+            }
+        }
+        // The sleeper sleeps 50 ms per call at least (more when the CPUs are busy as it wakes).
+        let sleeper = &threads["sleeper"];
+        let asleep = sleeper.calls_per_s * 0.05;
+        if sleeper.waited(&["sleep"]) < asleep - TOLERANCE {
+            failures.push(format!(
+                "{name}: sleeper: wait=sleep is {:.1}% of its time, but it slept {:.1}% of it",
+                100.0 * sleeper.waited(&["sleep"]),
+                100.0 * asleep
+            ));
+        }
+        let holder = &threads["holder"];
+        check(&mut failures, "holder", "off-CPU time", holder.off_cpu(), 1.0 - holder.cpu);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
