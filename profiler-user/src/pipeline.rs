@@ -21,7 +21,8 @@ use crate::{
     offcpu::{reason, InProgress, OffCpuPeriods},
     process::maps::{self, Mapping},
     python::Python,
-    sample::{monotonic_ns, CpuSample, ExitStatus, OffCpuEnd, Record, Sampler},
+    dump::{Place, ThreadSnapshot},
+    sample::{monotonic_ns, CpuSample, ExitStatus, OffCpuEnd, OffCpuStart, Record, Sampler},
     symbolize::Symbolizer,
     unwind::{Truncation, Unwinder},
 };
@@ -253,6 +254,9 @@ impl Pipeline {
 
     fn process_sample(&mut self, sample: &CpuSample, sampler: &Sampler) {
         let _busy = crate::watchdog::busy(sample.pid, "unwinding and naming a sample");
+        if self.wants_off_cpu() {
+            self.off_cpu.mark_seen(sample.tid);
+        }
         if sample.off_cpu.is_some() {
             self.process_off_cpu_start(sample, sampler);
             return;
@@ -344,6 +348,37 @@ impl Pipeline {
         }
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
+    }
+
+    /// Whether off-CPU periods are wanted (an off-CPU or wall-clock profile).
+    pub(crate) fn wants_off_cpu(&self) -> bool {
+        self.off_cpu_profile.is_some() || self.wall_profile.is_some()
+    }
+
+    /// Whether the kernel reported thread `tid` since sampling began (see `offcpu`).
+    pub(crate) fn off_cpu_seen(&self, tid: u32) -> bool {
+        self.off_cpu.was_seen(tid)
+    }
+
+    /// A thread of `pid` the kernel has not reported, read from outside while blocked (`thread`): blocked since
+    /// before sampling began, so off its CPU for the whole window, waiting in system call `syscall`.
+    pub(crate) fn blocked_throughout(&mut self, pid: u32, thread: &ThreadSnapshot) {
+        let Some(sample) = thread.as_sample(pid) else { return };
+        let Place::Blocked { syscall, arg0, .. } = thread.place else { return };
+        let (frames, _) = self.snapshot_stack(&sample);
+        let start = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit_ns: 0 };
+        let wait = reason::classify(start, syscall, arg0);
+        let mut labels = vec![
+            Label { key: "pid", value: LabelValue::Str(pid.to_string()) },
+            Label { key: "thread_id", value: LabelValue::Str(thread.tid.to_string()) },
+            Label { key: "thread_name", value: LabelValue::Str(thread.name.clone()) },
+        ];
+        if sample.is_python_thread() {
+            let gil = if sample.holds_gil() { "held" } else { "released" };
+            labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
+        }
+        labels.push(Label { key: "wait", value: LabelValue::Str(wait.label().into()) });
+        self.off_cpu.blocked_throughout(thread.tid, frames, labels);
     }
 
     /// A target thread left its CPU and the kernel captured its stack: held until the period's end says how long.
@@ -582,6 +617,7 @@ impl Pipeline {
     /// Starts the profiles' window now: the targets are all being sampled from here on, so the time the programs
     /// and targets took to set up is not counted as time of theirs that went unsampled.
     pub(crate) fn start_window(&mut self) {
+        self.off_cpu.start_window(monotonic_ns());
         self.aggregator.restart_window();
         for aggregator in [&mut self.off_cpu_profile, &mut self.wall_profile].into_iter().flatten() {
             aggregator.restart_window();

@@ -18,7 +18,10 @@ use tokio::{
 };
 
 use crate::{
+    dump::{self, Place},
     pipeline::{Pipeline, PipelineOptions},
+    process::task,
+    python::threads as py_threads,
     process::Process,
     sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
     selection::{self, TargetSpec},
@@ -239,7 +242,35 @@ impl Session {
     /// Every profile asked for over the window since the last call (see `Pipeline::take_profiles`).
     pub(crate) fn take_profiles(&mut self) -> Vec<crate::aggregate::Profile> {
         let off_cpu_now = self.sampler.off_cpu_now();
+        self.read_blocked_threads();
         self.pipeline.take_profiles(&off_cpu_now)
+    }
+
+    /// Reads the target threads the kernel has not reported since sampling began (blocked since before it, as a
+    /// thread waiting for a long job or a long sleep is) from outside, as `profiler dump` does, so off-CPU and
+    /// wall-clock profiles count them too.
+    pub(crate) fn read_blocked_threads(&mut self) {
+        if !self.pipeline.wants_off_cpu() {
+            return;
+        }
+        let pids: Vec<u32> = self.live.keys().copied().collect();
+        for pid in pids {
+            let unseen: Vec<u32> =
+                task::thread_ids(pid).into_iter().filter(|&tid| !self.pipeline.off_cpu_seen(tid)).collect();
+            if unseen.is_empty() {
+                continue;
+            }
+            let _busy = crate::watchdog::busy(pid, "reading its blocked threads");
+            let layout = self.pipeline.python_interpreter(pid).map(|interpreter| interpreter.layouts.kernel);
+            let python = layout.and_then(|layout| py_threads::threads(pid, &layout).ok()).unwrap_or_default();
+            for tid in unseen {
+                let thread_state = python.iter().find(|thread| thread.tid == Some(tid));
+                let thread = dump::read_thread(pid, tid, layout.as_ref(), thread_state);
+                if matches!(thread.place, Place::Blocked { moved: false, .. }) {
+                    self.pipeline.blocked_throughout(pid, &thread);
+                }
+            }
+        }
     }
 
     /// Samples the kernel dropped because the ring buffer was full.

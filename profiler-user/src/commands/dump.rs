@@ -7,7 +7,6 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use profiler_common::{UserRegs, PY_GIL_HELD, PY_THREAD_FOUND};
 use tokio::time::Instant;
 
 use super::attach::{self, NoMatchYet, Prepared};
@@ -24,7 +23,6 @@ use crate::{
     privilege,
     process::{task, Process},
     python::detect,
-    sample::CpuSample,
     session::Wake,
 };
 
@@ -152,20 +150,8 @@ fn thread_dump(pipeline: &mut Pipeline, pid: u32, thread: &ThreadSnapshot, profi
     let mut sampled = None;
     let mut native_truncated = None;
     let stack = match thread.place {
-        Place::Blocked { sp, pc, .. } => {
-            let python = thread.python.as_ref();
-            let py_flags = python.map_or(0, |p| PY_THREAD_FOUND | if p.holds_gil { PY_GIL_HELD } else { 0 });
-            let sample = CpuSample::snapshot(
-                pid,
-                thread.tid,
-                thread.name.clone(),
-                // The frame pointer is not in /proc: CFI unwinding does without it for most frames.
-                UserRegs { ip: pc, sp, bp: 0 },
-                thread.stack_base,
-                &thread.stack,
-                python.map(|p| p.stack.frames.clone()).unwrap_or_default(),
-                py_flags,
-            );
+        Place::Blocked { .. } => {
+            let sample = thread.as_sample(pid).expect("a blocked thread");
             let (frames, truncation) = pipeline.snapshot_stack(&sample);
             native_truncated = truncation.map(|t| describe_truncation(t).to_owned());
             frames.iter().filter(|f| f.kind != FrameKind::Context).map(ReportFrame::from_frame).collect()

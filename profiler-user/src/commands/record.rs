@@ -53,6 +53,8 @@ async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWrit
         status.show(started.elapsed(), &session.pipeline.stats, session.lost_samples());
     }
     let live: Vec<u32> = session.live_targets().map(|t| t.pid).collect();
+    // While they are still targets: their threads blocked since before sampling began.
+    session.read_blocked_threads();
     for pid in live {
         session.remove_target(pid);
     }

@@ -11,7 +11,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 pub(crate) mod report;
 
-use profiler_common::PyLayout;
+use profiler_common::{PyLayout, UserRegs, PY_GIL_HELD, PY_THREAD_FOUND};
 
 use crate::{
     process::{
@@ -19,6 +19,7 @@ use crate::{
         task::{self, SyscallState},
     },
     python::threads::{self as py_threads, PyStack, PyThread},
+    sample::CpuSample,
 };
 
 /// How much of a blocked thread's stack is copied: more than a sample's 32 KiB, since a dump is taken once and a
@@ -49,11 +50,32 @@ pub(crate) struct ThreadSnapshot {
 pub(crate) enum Place {
     /// Blocked in the kernel. `moved`: its `syscall` file changed while it was read, twice: what was read may
     /// mix two moments.
-    Blocked { syscall: Option<u64>, sp: u64, pc: u64, moved: bool },
+    Blocked { syscall: Option<u64>, arg0: u64, sp: u64, pc: u64, moved: bool },
     /// On a CPU (or about to be): to be sampled.
     Running,
     /// Exited while the dump was taken.
     Gone,
+}
+
+impl ThreadSnapshot {
+    /// A blocked thread as a sample of process `pid`, to be unwound and named as a sample is (`None` for a thread
+    /// that was not blocked: it has no registers to start from).
+    pub(crate) fn as_sample(&self, pid: u32) -> Option<CpuSample<'_>> {
+        let Place::Blocked { sp, pc, .. } = self.place else { return None };
+        let python = self.python.as_ref();
+        let py_flags = python.map_or(0, |p| PY_THREAD_FOUND | if p.holds_gil { PY_GIL_HELD } else { 0 });
+        Some(CpuSample::snapshot(
+            pid,
+            self.tid,
+            self.name.clone(),
+            // The frame pointer is not in /proc: CFI unwinding does without it for most frames.
+            UserRegs { ip: pc, sp, bp: 0 },
+            self.stack_base,
+            &self.stack,
+            python.map(|p| p.stack.frames.clone()).unwrap_or_default(),
+            py_flags,
+        ))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -102,7 +124,9 @@ pub(crate) fn snapshot(pid: u32, layout: Option<&PyLayout>) -> ProcessSnapshot {
     result
 }
 
-fn read_thread(pid: u32, tid: u32, layout: Option<&PyLayout>, python: Option<&PyThread>) -> ThreadSnapshot {
+/// Reads thread `tid` of `pid`: where it is and, when it is blocked, its stack copy and Python frames (`python`:
+/// its thread state, when known).
+pub(crate) fn read_thread(pid: u32, tid: u32, layout: Option<&PyLayout>, python: Option<&PyThread>) -> ThreadSnapshot {
     let mut thread = ThreadSnapshot {
         tid,
         name: task::thread_name(pid, tid).unwrap_or_else(|| "?".into()),
@@ -118,7 +142,7 @@ fn read_thread(pid: u32, tid: u32, layout: Option<&PyLayout>, python: Option<&Py
             thread.place = Place::Gone;
             return thread;
         };
-        let SyscallState::Blocked { number, sp, pc, .. } = before else {
+        let SyscallState::Blocked { number, args, sp, pc } = before else {
             thread.place = Place::Running;
             thread.scheduler_state = task::scheduler_state(pid, tid);
             return thread;
@@ -134,7 +158,7 @@ fn read_thread(pid: u32, tid: u32, layout: Option<&PyLayout>, python: Option<&Py
         }
         let after = task::syscall(pid, tid);
         let moved = after != Some(before);
-        thread.place = Place::Blocked { syscall: number, sp, pc, moved };
+        thread.place = Place::Blocked { syscall: number, arg0: args[0], sp, pc, moved };
         if !moved || attempt == 1 {
             break;
         }

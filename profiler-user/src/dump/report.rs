@@ -167,7 +167,7 @@ mod tests {
         assert!(describe_syscall(None).starts_with("blocked outside a system call"));
         let running = describe_place(&Place::Running, Some((40, 37)));
         assert_eq!(running, ("running", "running (sampled: this stack in 37 of 40 samples)".into()));
-        let moved = describe_place(&Place::Blocked { syscall: Some(202), sp: 1, pc: 2, moved: true }, None);
+        let moved = describe_place(&Place::Blocked { syscall: Some(202), arg0: 0, sp: 1, pc: 2, moved: true }, None);
         assert_eq!(moved.1, "waiting in futex (syscall 202), moved while read");
     }
 

@@ -14,9 +14,13 @@
 //! A period still going on at the end of a window (a thread asleep across it) gives the window the part that fell
 //! in it, so a long sleep shows in every window it spans rather than all at once in the last: a captured one from
 //! its start time, one not captured from the start the kernel keeps for it (`InProgress`).
+//!
+//! A thread that has not left its CPU since sampling began (nor run) was blocked before it began: the kernel never
+//! sees its period start. The session reads such threads from outside at each window's end (their stack, as
+//! `profiler dump` does) and gives them the whole window (`blocked_throughout`), until they are seen.
 pub(crate) mod reason;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::{Aggregator, Frame, Label, Profile, ProfileKind};
 use crate::sample::OffCpuEnd;
@@ -63,6 +67,12 @@ pub(crate) struct OffCpuPeriods {
     /// Uncaptured periods going on at a window's end, by thread: the part already given to windows, which the next
     /// reported end's total includes again.
     counted_early: HashMap<u32, CountedEarly>,
+    /// Threads the kernel reported since sampling began (a CPU sample or a leaving).
+    seen: HashSet<u32>,
+    /// Threads blocked since before sampling began, as read at this window's end.
+    blocked: Vec<(u32, Vec<Frame>, Vec<Label>)>,
+    /// CLOCK_MONOTONIC ns when the current window began (0: not started).
+    window_start_ns: u64,
 }
 
 /// The part of a thread's uncaptured periods given to windows before the kernel reported them.
@@ -87,6 +97,26 @@ pub(crate) struct InProgress {
 }
 
 impl OffCpuPeriods {
+    /// Starts the first window at `now_ns`.
+    pub(crate) fn start_window(&mut self, now_ns: u64) {
+        self.window_start_ns = now_ns;
+    }
+
+    /// The kernel reported thread `tid` (it ran, or left its CPU).
+    pub(crate) fn mark_seen(&mut self, tid: u32) {
+        self.seen.insert(tid);
+    }
+
+    pub(crate) fn was_seen(&self, tid: u32) -> bool {
+        self.seen.contains(&tid)
+    }
+
+    /// Thread `tid` of `pid`, never seen, is blocked now with this stack: blocked since before sampling began, so
+    /// for the whole window.
+    pub(crate) fn blocked_throughout(&mut self, tid: u32, frames: Vec<Frame>, labels: Vec<Label>) {
+        self.blocked.push((tid, frames, labels));
+    }
+
     /// Thread `tid` of `pid` left its CPU at `start_ns` with this stack, captured with `probability` (a period
     /// whose end was never reported, its record lost, is dropped).
     pub(crate) fn start(
@@ -134,6 +164,17 @@ impl OffCpuPeriods {
     /// them to its exact off-CPU time. Threads with off-CPU time but no captured stack yet keep it for later.
     /// `in_progress`: the target threads off their CPU now.
     pub(crate) fn take_window(&mut self, now_ns: u64, in_progress: &[InProgress]) -> Vec<(Profile, f64)> {
+        let window_ns = now_ns.saturating_sub(self.window_start_ns);
+        self.window_start_ns = now_ns;
+        let mut out = Vec::new();
+        for (tid, frames, labels) in std::mem::take(&mut self.blocked) {
+            if self.seen.contains(&tid) {
+                continue;
+            }
+            let mut whole = Aggregator::of_kind(ProfileKind::OffCpu, 1);
+            whole.add_weighted(&frames, labels, window_ns);
+            out.push((whole.take(), 1.0));
+        }
         for thread in in_progress.iter().filter(|thread| !thread.captured) {
             let early = self.counted_early.entry(thread.tid).or_default();
             if early.since_ns != thread.since_ns {
@@ -161,7 +202,6 @@ impl OffCpuPeriods {
             window.exact_ns = window.exact_ns.saturating_add(part);
             self.open.insert(tid, open);
         }
-        let mut out = Vec::new();
         self.windows.retain(|_, window| {
             if window.captured_ns == 0 {
                 return window.exact_ns > 0;
@@ -181,6 +221,7 @@ impl OffCpuPeriods {
             self.open.remove(&tid);
             self.totals.remove(&tid);
             self.counted_early.remove(&tid);
+            self.seen.remove(&tid);
         }
         self.windows.retain(|_, window| window.pid != pid || window.captured_ns > 0);
     }
@@ -266,6 +307,17 @@ mod tests {
         periods.start(1, 4, 1_000, 1.0, at("io"), Vec::new());
         periods.end(&end(4, 1_100, 100, 100 + 700 + 100));
         assert_eq!(weights(periods.take_window_now(2_000)), [("io".into(), 500)]);
+    }
+
+    #[test]
+    fn a_thread_blocked_since_before_sampling_gets_whole_windows_until_seen() {
+        let mut periods = OffCpuPeriods::default();
+        periods.start_window(1_000);
+        periods.blocked_throughout(5, at("join"), Vec::new());
+        assert_eq!(weights(periods.take_window_now(11_000)), [("join".into(), 10_000)]);
+        periods.mark_seen(5);
+        periods.blocked_throughout(5, at("join"), Vec::new());
+        assert!(periods.take_window_now(21_000).is_empty(), "a thread seen is the kernel's to report");
     }
 
     #[test]

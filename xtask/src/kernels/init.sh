@@ -53,7 +53,7 @@ sh -c '
 ' &
 PARENT=$!
 say step record start "$(now)"
-/profiler record --pid "$PARENT" --duration "${RECORD_SECONDS}s" --crash-dir /tmp/crashes \
+/profiler record --pid "$PARENT" --duration "${RECORD_SECONDS}s" --crash-dir /tmp/crashes --profile cpu,off-cpu \
     -o /tmp/record.folded -o /tmp/record.pb.gz 2>/tmp/record.log &
 REC=$!
 if wait_for "capabilities after attaching" /tmp/record.log "$REC" 900; then
@@ -64,6 +64,7 @@ wait "$REC"
 say step record end "rc=$?" "$(now)"
 show record.log /tmp/record.log
 show record.folded /tmp/record.folded
+show record.off-cpu.folded /tmp/record.off-cpu.folded
 show family.out /tmp/family.out
 for report in /tmp/crashes/*.txt; do
     [ -f "$report" ] && show "crash.txt" "$report"

@@ -172,6 +172,14 @@ pub(super) fn check(report: &Report, mode: Mode) -> Vec<String> {
                     .into(),
             );
         }
+        if record_log.contains("no off-CPU") {
+            fail(format!(
+                "record: no off-CPU profile: {}",
+                record_log.lines().find(|l| l.contains("no off-CPU")).unwrap_or_default()
+            ));
+        } else if function_samples(report.file("record.off-cpu.folded")).is_empty() {
+            fail("record: the off-CPU profile is empty (no target thread was seen leaving its CPU)".into());
+        }
         let crash = report.files.get("crash.txt").and_then(|c| c.first());
         match crash {
             None => fail("record: no crash report for crash-by-name's SIGSEGV".into()),
