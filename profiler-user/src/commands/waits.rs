@@ -35,7 +35,7 @@ pub(crate) fn print(out: &mut impl Write, profiles: &[Profile]) -> io::Result<()
         return writeln!(out, "off-CPU: no target thread waited while recording");
     }
     let mut reasons: Vec<(&str, u64)> = by_reason.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|&(_, ns)| std::cmp::Reverse(ns));
     let shares: Vec<String> =
         reasons.iter().map(|(reason, ns)| format!("{reason} {:.0}%", 100.0 * *ns as f64 / off_cpu as f64)).collect();
     writeln!(out, "off-CPU: {:.1} s waiting in all threads: {}", secs(off_cpu), shares.join(", "))?;

@@ -111,6 +111,7 @@ pub(crate) mod tests {
         inlined.inlined = true;
         let thread = |name: &str| vec![Label { key: "thread_name", value: LabelValue::Str(name.into()) }];
         Profile {
+            kind: Default::default(),
             frames: vec![
                 frame(FrameKind::Native, "leaf;weird\nname", None, None),
                 inlined,

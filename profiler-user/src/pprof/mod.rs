@@ -232,7 +232,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
-    use crate::aggregate::StackCount;
+    use crate::aggregate::{ProfileKind, StackCount};
 
     fn native(function: &str, module: &Module, address: u64, line: Option<u32>, inlined: bool) -> Frame {
         Frame {
@@ -273,6 +273,7 @@ mod tests {
             Label { key: "thread_id", value: LabelValue::Str("42".into()) },
         ];
         Profile {
+            kind: Default::default(),
             frames: vec![
                 native("inlined_callee", &libfoo, 0x1234, Some(10), true),
                 native("caller", &libfoo, 0x1234, Some(20), false),
@@ -454,5 +455,18 @@ mod tests {
         let d = decode(&encode(&Profile { period_ns: 10_000_000, ..Default::default() }));
         assert!(d.0.sample.is_empty() && d.0.location.is_empty());
         assert_eq!(d.0.period, 10_000_000);
+    }
+
+    #[test]
+    fn off_cpu_and_wall_profiles_have_their_own_sample_type_in_nanoseconds() {
+        for (kind, name) in [(ProfileKind::OffCpu, "off_cpu"), (ProfileKind::Wall, "wall")] {
+            let profile = Profile { kind, period_ns: 1, ..sample_profile() };
+            let d = decode(&encode(&profile));
+            let sample_type = &d.0.sample_type[0];
+            assert_eq!((d.s(sample_type.r#type), d.s(sample_type.unit)), (name, "nanoseconds"));
+            assert_eq!(d.s(d.0.default_sample_type), name);
+            let total: i64 = d.0.sample.iter().map(|sample| sample.value[0]).sum();
+            assert_eq!(total as u64, profile.total_samples(), "values are the counts: nanoseconds already");
+        }
     }
 }

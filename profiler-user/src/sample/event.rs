@@ -14,6 +14,8 @@ pub(crate) use profiler_common::OffCpuEnd;
 
 /// A record of the sample ring: a stack (a CPU sample, a crash, a thread leaving its CPU) or the end of an
 /// off-CPU period whose start was captured.
+// A record is a borrowed view, parsed, handled and dropped one at a time: never stored, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Record<'a> {
     Sample(CpuSample<'a>),
