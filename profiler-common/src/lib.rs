@@ -236,12 +236,12 @@ pub struct SampleHeader {
     /// entered from running user code (an interrupt or a fault). For `KIND_CRASH_THREAD`: what it was waiting in,
     /// or -1 when it was on a CPU (or waiting for one).
     pub syscall: i64,
-    /// The first argument of that system call (its saved `rdi`): for a futex, the address waited on.
+    /// `KIND_OFF_CPU`: the first argument of that system call (its saved `rdi`): for a futex, the address waited on.
     pub syscall_arg0: u64,
     /// `KIND_OFF_CPU`: the task's state as it left the CPU (`TASK_INTERRUPTIBLE` 1, `TASK_UNINTERRUPTIBLE` 2, ...).
     pub task_state: u32,
-    /// For a thread holding the GIL: how many threads of its process were blocked waiting for it at that moment
-    /// (only counted while off-CPU sampling runs; 0 otherwise).
+    /// How many threads of its process were blocked waiting for the GIL at that moment (only counted while off-CPU
+    /// sampling runs); it means something only when this thread holds the GIL (`PY_GIL_HELD`).
     pub gil_waiters: u32,
     /// `KIND_OFF_CPU`: the thread's capture credit when this leaving was captured (see `OffCpuThread::credit_ns`):
     /// it was captured with probability credit / `SamplerConfig::off_cpu_gap_ns`, at most 1, and userspace weighs

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use core::ptr::write_volatile;
 
-use profiler_common::{SampleRecord, UserRegs, PY_GIL_HELD, STACK_CHUNK, STACK_CHUNKS};
+use profiler_common::{SampleRecord, UserRegs, STACK_CHUNK, STACK_CHUNKS};
 
 use crate::maps::PY_GIL;
 
@@ -21,6 +21,26 @@ pub struct CaptureInfo {
     pub signal: u32,
     pub si_code: i32,
     pub fault_addr: u64,
+    /// `KIND_OFF_CPU`: the thread's state as it left, its capture credit, and the first argument of the system call
+    /// it blocked in (read by the caller, which needs it anyway).
+    pub task_state: u32,
+    pub capture_credit_ns: u64,
+    pub syscall_arg0: u64,
+}
+
+impl CaptureInfo {
+    /// Nothing known: a base for the fields a caller sets.
+    pub const NONE: Self = Self {
+        kind: 0,
+        flags: 0,
+        kernel_stack_id: -1,
+        signal: 0,
+        si_code: 0,
+        fault_addr: 0,
+        task_state: 0,
+        capture_credit_ns: 0,
+        syscall_arg0: 0,
+    };
 }
 
 /// Fills `record` (reserved in a ring buffer) for the current thread of process `tgid`.
@@ -61,8 +81,9 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
         write_volatile(&raw mut header.fault_addr, info.fault_addr);
         let syscall = bpf_probe_read_kernel(&(*user_regs).orig_rax).map_or(-1, |nr| nr as i64);
         write_volatile(&raw mut header.syscall, syscall);
-        write_volatile(&raw mut header.syscall_arg0, bpf_probe_read_kernel(&(*user_regs).rdi).unwrap_or(0));
-        write_volatile(&raw mut header.task_state, 0);
+        write_volatile(&raw mut header.syscall_arg0, info.syscall_arg0);
+        write_volatile(&raw mut header.task_state, info.task_state);
+        write_volatile(&raw mut header.capture_credit_ns, info.capture_credit_ns);
     }
 
     // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length
@@ -97,12 +118,15 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
         crate::task::current_comm(&mut header.comm);
         header.py_frame_count = py_frame_count;
         header.py_flags = py_flags;
-        header.gil_waiters = if py_flags & PY_GIL_HELD != 0 { gil_waiters(tgid) } else { 0 };
+        // Read whether or not this thread holds the GIL (userspace uses it only if it does): a branch on `py_flags`
+        // here would make the verifier track it precisely through the frame walk's loop and explore that loop
+        // once per value, doubling the programs' verification.
+        header.gil_waiters = gil_waiters(tgid);
     }
 }
 
 /// Threads of process `tgid` blocked on its GIL now (0 when unknown); a value that wrapped below zero while a
-/// decrement raced userspace's reset reads as 0.
+/// decrement raced userspace's reset reads as 0. Meaningful only for a thread holding the GIL.
 #[inline(always)]
 fn gil_waiters(tgid: u32) -> u32 {
     // SAFETY: a map value pointer stays valid for the program's run; the field is a plain integer, copied.

@@ -92,7 +92,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     }
     // No kernel stack: at this point it is only the signal-delivery path (fault handler → force_sig), the same
     // for every crash; the user stack is what explains it.
-    let info = CaptureInfo { kind: KIND_CRASH, flags, kernel_stack_id: -1, signal: sig as u32, si_code, fault_addr };
+    let info = CaptureInfo { kind: KIND_CRASH, flags, signal: sig as u32, si_code, fault_addr, ..CaptureInfo::NONE };
     let record = entry.as_mut_ptr();
     // SAFETY: the entry was reserved in CRASHES for a CrashRecord and is ours until submitted below, which is what
     // each of the three requires.

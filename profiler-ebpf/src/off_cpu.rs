@@ -42,18 +42,26 @@ const TASK_DEAD: u32 = 0x80;
 /// x86_64 `futex(2)`.
 const SYS_FUTEX: u64 = 202;
 
-/// raw_tracepoint/sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...): runs on the
-/// CPU switching, as `prev`.
+/// raw_tracepoint/sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...), for `next`:
+/// the end of its period. Its own program, apart from the capture's, so that the verifier explores the capture
+/// once and not once per way this half can end (older verifiers need minutes for each under emulation).
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn off_cpu(ctx: RawTracePointContext) -> u32 {
-    let gap = config().off_cpu_gap_ns;
-    if gap == 0 {
-        return 0;
+pub fn off_cpu_in(ctx: RawTracePointContext) -> u32 {
+    if config().off_cpu_gap_ns != 0 {
+        // SAFETY: bpf_ktime_get_ns takes no arguments.
+        switched_in(ctx.arg::<u64>(2), unsafe { bpf_ktime_get_ns() });
     }
-    // SAFETY: bpf_ktime_get_ns takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    switched_in(ctx.arg::<u64>(2), now);
-    switched_out(&ctx, now, gap);
+    0
+}
+
+/// raw_tracepoint/sched_switch, for `prev`, which runs it (the current task): the start of its period.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn off_cpu_out(ctx: RawTracePointContext) -> u32 {
+    let gap = config().off_cpu_gap_ns;
+    if gap != 0 {
+        // SAFETY: bpf_ktime_get_ns takes no arguments.
+        switched_out(&ctx, unsafe { bpf_ktime_get_ns() }, gap);
+    }
     0
 }
 
@@ -120,7 +128,7 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
     }
     // Preempted (in the kernel, or on its way back to user mode: that `schedule()` does not say so) is still
     // runnable: its state is TASK_RUNNING (0).
-    let preempted = ctx.arg::<u64>(0) & 0xff != 0 || state == 0;
+    let preempted = (ctx.arg::<u64>(0) & 0xff != 0) | (state == 0);
     // SAFETY: as in capture.rs: the current task's saved user pt_regs; fields copied by value, 0 if unreadable.
     let (syscall, arg0) = unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
@@ -165,7 +173,8 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
         // by-zero panic path the verifier would refuse): r < p·2^32 ⇔ r·gap < credit·2^32. gap is at most a
         // second, so r·gap fits; credit ≥ gap is certain, so credit·2^32 is only computed below 2^30.
         // SAFETY: bpf_get_prandom_u32 takes no arguments.
-        let capture = credit >= gap || u64::from(bpf_get_prandom_u32()).wrapping_mul(gap) < credit << 32;
+        let threshold = if credit >= gap { u64::MAX } else { credit << 32 };
+        let capture = u64::from(bpf_get_prandom_u32()).wrapping_mul(gap) < threshold;
         (*thread).credit_ns = if capture { credit.saturating_sub(gap) } else { credit };
         (*thread).last_out_ns = now;
         (*thread).since_ns = now;
@@ -180,6 +189,10 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
         count_lost();
         return;
     };
+    // Marked before the capture, so that no value of this prologue is live across its loops (each would be one
+    // more state for the verifier to carry through them).
+    // SAFETY: as above.
+    unsafe { (*thread).flags |= OFF_CPU_CAPTURED };
     let mut flags = if preempted { FLAG_PREEMPTED } else { 0 };
     if gil_wait {
         flags |= FLAG_GIL_WAIT;
@@ -191,15 +204,16 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
             flags |= FLAG_KERNEL_STACK;
         }
     }
-    let info = CaptureInfo { kind: KIND_OFF_CPU, flags, kernel_stack_id, signal: 0, si_code: 0, fault_addr: 0 };
-    let record = entry.as_mut_ptr();
+    let info = CaptureInfo {
+        kind: KIND_OFF_CPU,
+        flags,
+        kernel_stack_id,
+        task_state: state,
+        capture_credit_ns: credit,
+        syscall_arg0: arg0,
+        ..CaptureInfo::NONE
+    };
     // SAFETY: the entry was reserved in SAMPLES for a SampleRecord and is ours until submitted below.
-    unsafe {
-        fill(record, tgid, tid, info);
-        (*record).header.task_state = state;
-        (*record).header.capture_credit_ns = credit;
-    }
+    unsafe { fill(entry.as_mut_ptr(), tgid, tid, info) };
     entry.submit(samples_wakeup());
-    // SAFETY: as above; marks the period as captured so its end is reported.
-    unsafe { (*thread).flags |= OFF_CPU_CAPTURED };
 }

@@ -58,7 +58,7 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
             flags |= FLAG_KERNEL_STACK;
         }
     }
-    let info = CaptureInfo { kind: KIND_CPU, flags, kernel_stack_id, signal: 0, si_code: 0, fault_addr: 0 };
+    let info = CaptureInfo { kind: KIND_CPU, flags, kernel_stack_id, ..CaptureInfo::NONE };
     // SAFETY: the entry was reserved in SAMPLES for a SampleRecord and is ours until submitted below.
     unsafe { fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info) };
     // Waking the reader for every sample would preempt the sampled thread on its own CPU, once per tick, and

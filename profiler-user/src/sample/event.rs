@@ -199,7 +199,8 @@ impl<'a> CpuSample<'a> {
                 task_state: header.task_state,
                 capture_credit_ns: header.capture_credit_ns,
             }),
-            gil_waiters: header.gil_waiters,
+            // The kernel reads the count for every sample; it is this thread's doing only while it holds the GIL.
+            gil_waiters: if header.py_flags & PY_GIL_HELD != 0 { header.gil_waiters.min(u32::from(u16::MAX)) } else { 0 },
             code_copies,
             crash_cpu,
         })

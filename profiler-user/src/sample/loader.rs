@@ -272,15 +272,17 @@ fn load_crash_threads(ebpf: &mut Ebpf) -> bool {
     }
 }
 
-/// Loads the off-CPU sampler (`off_cpu`, on sched_switch). Optional: a kernel that refuses it costs the off-CPU
-/// and wall-clock profiles, with a warning, not the CPU profile.
+/// Loads the off-CPU sampler: its two programs on sched_switch, the end of a period (`off_cpu_in`, attached first
+/// so that no end is missed for a start it sees) and the capture (`off_cpu_out`). Optional: a kernel that refuses
+/// them costs the off-CPU and wall-clock profiles, with a warning, not the CPU profile.
 fn load_off_cpu(ebpf: &mut Ebpf) {
-    let loaded = ebpf
-        .program_mut("off_cpu")
-        .ok_or(ProgramError::NotLoaded)
-        .and_then(<&mut RawTracePoint>::try_from)
-        .and_then(|probe| probe.load().and_then(|()| probe.attach("sched_switch").map(drop)));
-    if let Err(err) = loaded {
+    let mut load = |name: &str| {
+        ebpf.program_mut(name)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(<&mut RawTracePoint>::try_from)
+            .and_then(|probe| probe.load().and_then(|()| probe.attach("sched_switch").map(drop)))
+    };
+    if let Err(err) = load("off_cpu_in").and_then(|()| load("off_cpu_out")) {
         tracing::warn!("no off-CPU or wall-clock profiles: loading the off-CPU sampler (sched_switch) failed: {err}");
     }
 }
