@@ -2,13 +2,18 @@
 //! three threads contending for the GIL, one blocked on a lock another holds, one reading a socket, one sleeping.
 //! Per thread, the off-CPU profile's time by `wait` reason must match the workload's own accounting within ±5
 //! points of the thread's wall time, on every interpreter the suite covers; and the CPU samples of the thread
-//! holding the GIL while the others wait carry the `gil_waiters` label.
+//! holding the GIL while the others wait carry the `gil_waiters` label. `run --profile cpu,off-cpu,wall` pushes each as
+//! its own Pyroscope profile type.
 use std::{collections::HashMap, fs, path::Path, thread, time::Duration, time::Instant};
 
+use profiler::pprof::proto;
 use profiler_tests::{
+    agent::Agent,
     exclusive_cpu, profiler,
-    python::{pprof_samples, python_interpreters, Interpreter, PprofSample},
-    read_pprof, require_root, run, steal_time, Process, TestDir,
+    python::{debian_python, pprof_samples, python_interpreters, Interpreter, PprofSample},
+    read_pprof,
+    receiver::{basic_auth, decode_push, function_names, label_values, Expect, Receiver},
+    require_root, run, steal_time, Process, TestDir,
 };
 
 const DURATION: &str = "10s";
@@ -197,4 +202,66 @@ fn off_cpu_time_matches_each_threads_own_accounting() {
         check(&mut failures, "holder", "off-CPU time", holder.off_cpu(), 1.0 - holder.cpu);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `run --profile cpu,off-cpu,wall` pushes three profile types per window, named as Grafana's tools name them, each
+/// pprof with its own sample type: the off-CPU one with every kind of wait of waits.py, the wall-clock one at least
+/// as long as both others.
+#[test]
+fn run_pushes_cpu_off_cpu_and_wall_profiles_as_their_own_types() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let interpreter = debian_python();
+    let stage = interpreter.stage("waits-push");
+    let totals = stage.host("waits.json");
+    let mut workload = Process::start(
+        &mut interpreter.command(&stage.inside("waits.py"), &[stage.inside("waits.json").to_str().expect("UTF-8")]),
+    );
+    wait_for_totals(&mut workload, &totals, 2.0);
+    let receiver = Receiver::start();
+    let (pid, url) = (workload.pid().to_string(), receiver.url());
+    let env = [("PYROSCOPE_USERNAME", "918273"), ("PYROSCOPE_API_KEY", "glc_test-key")];
+    let agent = Agent::start(
+        &[],
+        &["--pid", &pid, "--server-url", &url, "--upload-interval", "3s", "--profile", "cpu,off-cpu,wall"],
+        &env,
+    );
+    receiver.wait_for("a window of each type", Duration::from_secs(30), |requests| requests.len() >= 3);
+    let stopped = agent.stop(libc::SIGTERM);
+    drop(workload);
+    assert!(stopped.status.success(), "the agent failed: {}", stopped.stderr);
+    receiver.assert_clean();
+
+    let expect = Expect { authorization: Some(basic_auth("918273", "glc_test-key")), tenant: None };
+    let mut by_name: HashMap<String, Vec<proto::Profile>> = HashMap::new();
+    for request in receiver.requests() {
+        let pushed = decode_push(&request, &expect);
+        by_name.entry(pushed.labels["__name__"].clone()).or_default().push(pushed.profile);
+    }
+    let mut names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["off_cpu", "process_cpu", "wall"], "profile types pushed");
+    let total = |profile: &proto::Profile| profile.sample.iter().map(|s| s.value[0]).sum::<i64>();
+    for (name, sample_type) in [("process_cpu", "cpu"), ("off_cpu", "off_cpu"), ("wall", "wall")] {
+        for profile in &by_name[name] {
+            let value_type = &profile.sample_type[0];
+            let text = |i: i64| profile.string_table[i as usize].as_str();
+            assert_eq!((text(value_type.r#type), text(value_type.unit)), (sample_type, "nanoseconds"), "{name}");
+        }
+    }
+    let off_cpu = &by_name["off_cpu"][0];
+    let waits = label_values(off_cpu, "wait");
+    for reason in ["gil", "lock", "io", "sleep"] {
+        assert!(waits.contains(reason), "no wait={reason} in the pushed off-CPU profile: {waits:?}");
+    }
+    let functions = function_names(off_cpu);
+    for function in ["spinner", "locked", "reader", "sleeper"] {
+        assert!(functions.contains(function), "{function} is not in the pushed off-CPU profile");
+    }
+    // The first window of each: the wall-clock time is the CPU time and the off-CPU time of the same window.
+    let (cpu, off, wall) = (total(&by_name["process_cpu"][0]), total(off_cpu), total(&by_name["wall"][0]));
+    let sum = (cpu + off) as f64;
+    assert!(((wall as f64) - sum).abs() <= 0.02 * sum, "wall {wall} ns is not CPU {cpu} + off-CPU {off} ns");
 }
