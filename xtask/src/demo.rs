@@ -48,10 +48,14 @@ pub fn demo(ws: &Workspace, duration: &str, workload: Workload) -> Result<()> {
     let out = ws.target_dir.join("demo");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
+    // The CPU profile under each name, and next to it (NAME.KIND.EXT) where threads waited and their wall-clock time.
     let outputs = [
         ("flame graph", "flame.svg", "open it in a browser"),
         ("pprof profile", "profile.pb.gz", "`go tool pprof -http=: FILE`, or Pyroscope"),
         ("folded stacks", "stacks.folded", "one stack per line with its count"),
+        ("off-CPU graph", "flame.off-cpu.svg", "where threads waited, and on what (`wait` label in the pprof)"),
+        ("off-CPU pprof", "profile.off-cpu.pb.gz", "filter on wait=gil, io, lock, sleep, cpu"),
+        ("wall-clock", "flame.wall.svg", "each thread's whole time, running and waiting"),
     ]
     .map(|(what, file, hint)| (what, out.join(file), hint));
     for (_, path, _) in &outputs {
@@ -69,7 +73,9 @@ pub fn demo(ws: &Workspace, duration: &str, workload: Workload) -> Result<()> {
 
     let mut record = cmd::as_root(&profiler)?;
     record.args(["record", "--pid", &running.pid.to_string(), "--duration", duration]);
-    for (_, path, _) in &outputs {
+    record.args(["--profile", "cpu,off-cpu,wall"]);
+    // The CPU outputs; the profiler names the others after them.
+    for (_, path, _) in &outputs[..3] {
         record.arg("-o").arg(path);
     }
     let status = run_through_ctrl_c(&mut record)?;

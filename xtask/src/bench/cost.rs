@@ -18,11 +18,41 @@ use super::{
     in_rounds,
     process::{
         bpf_map_rss_kib, bpf_run_times, monotonic, process_cpu_ns, signal, wait_for_threads, BpfStats,
-        BPF_PROG_TYPE_PERF_EVENT,
+        BPF_PROG_TYPE_PERF_EVENT, BPF_PROG_TYPE_RAW_TRACEPOINT,
     },
     Bench, PerTool, Tool, COST_WINDOW, FIXED_WORK_ROUNDS, LOAD_CONNECTIONS, LOAD_SECONDS, PYTHON, SETTLE,
 };
 use crate::{cmd, demo, setup};
+
+/// One run of the off-CPU section: the app under load, with one configuration.
+#[derive(Clone, Debug, Default)]
+pub(super) struct OffCpuRun {
+    pub(super) requests_per_s: f64,
+    /// The app's context switches per second (every thread, voluntary and not).
+    pub(super) switches_per_s: f64,
+    /// The profiler's CPU time / the app's CPU time over the load.
+    pub(super) agent_per_target: f64,
+    /// In-kernel time of the CPU sampler (perf_event programs) and of the off-CPU sampler (raw tracepoint
+    /// programs: the crash probes run only at a crash) / the app's CPU time.
+    pub(super) cpu_sampler_share: f64,
+    pub(super) off_cpu_sampler_share: f64,
+}
+
+/// Context switches of every thread of `pid` so far (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches`).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
 
 /// Agent cost and sampling of one tool in one run, over the marked window.
 #[derive(Clone, Debug, Default)]
@@ -84,6 +114,73 @@ impl Bench {
 
     /// 1. The demo app's requests/s under a load it cannot keep up with, profiled by each tool in turn.
     pub(super) fn app_slowdown(&mut self, rounds: usize) -> Result<PerTool<f64>> {
+        let (server, _, url) = self.start_app()?;
+        let throughput = in_rounds(&[Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf], rounds, |round, tool| {
+            let dir = self.run_dir("app", tool)?;
+            let agent = Agent::start(self, tool, server.0.id(), &dir)?;
+            thread::sleep(SETTLE);
+            let rate = self.load(&url, LOAD_SECONDS)?;
+            if let Some(agent) = agent {
+                agent.stop()?;
+            }
+            eprintln!("  round {}: {:<24} {rate:.1} requests/s", round + 1, tool.name());
+            Ok(rate)
+        })?;
+        drop(server);
+        Ok(throughput)
+    }
+
+    /// 6. Off-CPU sampling where it costs most: the demo app saturated (its event loop and worker threads switch
+    /// thousands of times a second), without a profiler, with CPU sampling, and with off-CPU sampling too; the
+    /// app's requests/s, its context switches, the agent's CPU and the sampler's in-kernel time over the load.
+    pub(super) fn off_cpu_cost(&mut self, rounds: usize) -> Result<PerTool<OffCpuRun>> {
+        // In-kernel times are counted only while this is held (they read 0 otherwise).
+        let _bpf_stats = BpfStats::enable();
+        let (server, pid, url) = self.start_app()?;
+        let runs = in_rounds(&[Tool::None, Tool::Ours, Tool::OursOffCpu], rounds, |round, tool| {
+            let dir = self.run_dir("offcpu", tool)?;
+            let agent = Agent::start(self, tool, pid, &dir)?;
+            thread::sleep(SETTLE);
+            let agent_pid = agent.as_ref().map_or(0, Agent::pid);
+            let agent_cpu = || agent.as_ref().map_or(0, Agent::cpu_ns);
+            let bpf = || {
+                let times = bpf_run_times(agent_pid);
+                [BPF_PROG_TYPE_PERF_EVENT, BPF_PROG_TYPE_RAW_TRACEPOINT]
+                    .map(|kind| times.get(&kind).map_or(0, |t| t.0))
+            };
+            let before = (agent_cpu(), process_cpu_ns(pid), context_switches(pid), bpf(), monotonic());
+            let rate = self.load(&url, LOAD_SECONDS)?;
+            let after = (agent_cpu(), process_cpu_ns(pid), context_switches(pid), bpf(), monotonic());
+            if let Some(agent) = agent {
+                agent.stop()?;
+            }
+            let window_s = (after.4 - before.4) as f64 / 1e9;
+            let target_s = after.1.saturating_sub(before.1) as f64 / 1e9;
+            let run = OffCpuRun {
+                requests_per_s: rate,
+                switches_per_s: after.2.saturating_sub(before.2) as f64 / window_s,
+                agent_per_target: after.0.saturating_sub(before.0) as f64 / 1e9 / target_s,
+                cpu_sampler_share: after.3[0].saturating_sub(before.3[0]) as f64 / 1e9 / target_s,
+                off_cpu_sampler_share: after.3[1].saturating_sub(before.3[1]) as f64 / 1e9 / target_s,
+            };
+            eprintln!(
+                "  round {}: {:<40} {rate:.1} requests/s, {:.0} switches/s, agent {:.2}% of the app's CPU, in-kernel \
+                 {:.2}% (CPU sampler) + {:.2}% (off-CPU sampler)",
+                round + 1,
+                tool.name(),
+                run.switches_per_s,
+                run.agent_per_target * 100.0,
+                run.cpu_sampler_share * 100.0,
+                run.off_cpu_sampler_share * 100.0
+            );
+            Ok(run)
+        })?;
+        drop(server);
+        Ok(runs)
+    }
+
+    /// Serves the demo app with uvicorn on a free port, warmed up: the server, its pid and its URL.
+    fn start_app(&mut self) -> Result<(demo::KillOnDrop, u32, String)> {
         let app = self.root.join(setup::QUAKE_MONITOR);
         let port = demo::free_port()?;
         let log_path = self.runs.join("uvicorn.log");
@@ -97,20 +194,7 @@ impl Bench {
         let url = format!("http://127.0.0.1:{port}");
         // A first load warms the app (imports on first request, the feed cache) outside every measurement.
         self.load(&url, 2)?;
-
-        let throughput = in_rounds(&[Tool::None, Tool::Ours, Tool::PySpy, Tool::Perf], rounds, |round, tool| {
-            let dir = self.run_dir("app", tool)?;
-            let agent = Agent::start(self, tool, pid, &dir)?;
-            thread::sleep(SETTLE);
-            let rate = self.load(&url, LOAD_SECONDS)?;
-            if let Some(agent) = agent {
-                agent.stop()?;
-            }
-            eprintln!("  round {}: {:<24} {rate:.1} requests/s", round + 1, tool.name());
-            Ok(rate)
-        })?;
-        drop(server);
-        Ok(throughput)
+        Ok((server, pid, url))
     }
 
     /// Runs bench/workloads/saturate.py against the app for `seconds` and returns the requests/s it reports.

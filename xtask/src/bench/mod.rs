@@ -77,6 +77,8 @@ enum Tool {
     Ours,
     PySpy,
     Perf,
+    /// Ours with the off-CPU sampler too (`--profile cpu,off-cpu`).
+    OursOffCpu,
 }
 
 impl Tool {
@@ -86,6 +88,7 @@ impl Tool {
             Tool::Ours => "profiler record",
             Tool::PySpy => "py-spy --native",
             Tool::Perf => "perf --call-graph dwarf",
+            Tool::OursOffCpu => "profiler record --profile cpu,off-cpu",
         }
     }
 }
@@ -145,6 +148,8 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
         eprintln!("== agent cost and sampling rate: {threads} busy thread(s)");
         costs.push((threads, bench.agent_cost(threads, rounds)?));
     }
+    eprintln!("== off-CPU sampling: demo app saturated");
+    let off_cpu = bench.off_cpu_cost(rounds)?;
     eprintln!("== fidelity: native-burn");
     let native = bench.fidelity_native(rounds)?;
     eprintln!("== fidelity: split.py");
@@ -155,7 +160,7 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     machine
         .lines
         .push(("load average at the end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
-    let results = Results { machine, rounds, script, app, costs, native, python, took: started.elapsed() };
+    let results = Results { machine, rounds, script, app, costs, off_cpu, native, python, took: started.elapsed() };
     let markdown = results.render();
     println!("{markdown}");
     let path = ws.root.join("bench/RESULTS.md");

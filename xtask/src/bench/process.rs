@@ -14,6 +14,7 @@ use anyhow::{ensure, Context as _, Result};
 
 /// `prog_type` of perf-event BPF programs (our sampler), in fdinfo.
 pub(super) const BPF_PROG_TYPE_PERF_EVENT: u32 = 7;
+pub(super) const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_STATS_SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// The kernel's run-time accounting of BPF programs, on while this lives (it costs two clock reads per program
