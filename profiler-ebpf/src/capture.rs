@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use core::ptr::write_volatile;
 
-use profiler_common::{SampleRecord, UserRegs, STACK_CHUNK, STACK_CHUNKS};
+use profiler_common::{SampleRecord, UserRegs, KIND_OFF_CPU, STACK_CHUNK, STACK_CHUNKS};
 
 use crate::maps::PY_GIL;
 
@@ -105,7 +105,8 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
             }
             stack_len += STACK_CHUNK as u32;
         }
-        let (py_frame_count, py_flags) = crate::python::capture(tgid, tid, &mut (*record).py_frames);
+        let off_cpu = info.kind == KIND_OFF_CPU;
+        let (py_frame_count, py_flags) = crate::python::capture(tgid, tid, &mut (*record).py_frames, off_cpu);
 
         let header = &mut (*record).header;
         header.cpu = bpf_get_smp_processor_id();

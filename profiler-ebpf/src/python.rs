@@ -21,10 +21,17 @@ use crate::maps::{PY_PROCESSES, PY_THREADS};
 #[unsafe(no_mangle)]
 static PY_FRAME_LIMIT: u32 = PY_MAX_FRAMES as u32;
 
+/// The same for the off-CPU sampler's capture: its program is a little larger than the CPU sampler's (the period's
+/// bookkeeping comes first), so on kernels that already need a shorter walk it needs a shorter one still.
+// SAFETY: no other symbol of the object is named OFF_CPU_PY_FRAME_LIMIT; userspace sets it by this name before load.
+#[unsafe(no_mangle)]
+static OFF_CPU_PY_FRAME_LIMIT: u32 = PY_MAX_FRAMES as u32;
+
 /// Fills `frames` (innermost first) for thread `tid` of process `tgid`; returns (frame count, `PY_*` flags).
-/// Processes without a layout return (0, 0) after one map lookup.
+/// Processes without a layout return (0, 0) after one map lookup. `off_cpu`: walk as far as
+/// `OFF_CPU_PY_FRAME_LIMIT` (a constant at each call site, so each program reads one of the limits).
 #[inline(always)]
-pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u32, u32) {
+pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES], off_cpu: bool) -> (u32, u32) {
     // SAFETY: a map value stays valid for the program's run; userspace writes a layout once per process, and a
     // torn one would only make the reads below fail or stop early (they are all probe reads).
     let Some(layout) = (unsafe { PY_PROCESSES.get(&tgid) }) else {
@@ -61,8 +68,12 @@ pub fn capture(tgid: u32, tid: u32, frames: &mut [PyFrame; PY_MAX_FRAMES]) -> (u
     }
     let code_mask = if layout.flags & PY_LAYOUT_TAGGED_CODE != 0 { !3u64 } else { !0u64 };
     let mut count = 0u32;
-    // SAFETY: a read of a static u32; volatile so that what userspace wrote before load is read.
-    let limit = unsafe { core::ptr::read_volatile(&PY_FRAME_LIMIT) };
+    // SAFETY: reads of a static u32; volatile so that what userspace wrote before load is read.
+    let limit = if off_cpu {
+        unsafe { core::ptr::read_volatile(&OFF_CPU_PY_FRAME_LIMIT) }
+    } else {
+        unsafe { core::ptr::read_volatile(&PY_FRAME_LIMIT) }
+    };
     for slot in frames.iter_mut() {
         if frame == 0 || count >= limit {
             break;

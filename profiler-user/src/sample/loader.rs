@@ -251,8 +251,13 @@ impl Sampler {
 /// before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu 22.04's 5.15 refuse the full walk and copies
 /// as too complex (over a million instructions to verify), and a third full capture (the other threads' probe)
 /// would take them minutes more to verify under emulation. A refusal loads again with the next.
-const PY_LIMITS: [(u32, u32, bool); 3] =
-    [(PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true), (32, 4, false), (16, 0, false)];
+/// The fourth: Python frames the off-CPU capture walks, whose program is a little larger than the CPU sampler's
+/// (Ubuntu 22.04's 5.15 refuses it at 32 frames).
+const PY_LIMITS: [(u32, u32, bool, u32); 3] = [
+    (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true, PY_MAX_FRAMES as u32),
+    (32, 4, false, 16),
+    (16, 0, false, 8),
+];
 
 /// Loads the probe that captures the other threads of a crashing process (`crash_thread`, on signal_deliver): a
 /// third full capture for the verifier, so it is loaded only where the ladder kept the thread capture (6.8 on),
@@ -314,7 +319,7 @@ fn load_verified(
 ) -> Result<(Ebpf, bool)> {
     let release = kernel_release();
     let mut limits = PY_LIMITS[first_frame_limit(release)..].iter().peekable();
-    while let Some(&(limit, copies, threads)) = limits.next() {
+    while let Some(&(limit, copies, threads, off_cpu_limit)) = limits.next() {
         let mut ebpf = EbpfLoader::new()
             // Errors and statistics only. aya's default adds the per-instruction trace, which for a program the
             // verifier gives up on (a million instructions) does not fit any log buffer: aya then loads it again
@@ -325,6 +330,7 @@ fn load_verified(
             .override_global("LIFECYCLE_CONFIG", lifecycle, true)
             .override_global("TASK_OFFSETS", task_offsets, true)
             .override_global("PY_FRAME_LIMIT", &limit, true)
+            .override_global("OFF_CPU_PY_FRAME_LIMIT", &off_cpu_limit, true)
             .override_global("CRASH_COPY_LIMIT", &copies, true)
             .map_max_entries("SAMPLES", ring_bytes)
             .load(KERNEL_OBJECT)
@@ -348,9 +354,9 @@ fn load_verified(
                         release.map_or("this kernel".to_owned(), |(major, minor)| format!("Linux {major}.{minor}"));
                     tracing::warn!(
                         "{version}'s verifier does not take the full Python walk: Python stacks are cut at {limit} \
-                         frames, a crash report copies the names of the innermost {copies} Python frames and does not \
-                         show the process's other threads (from 6.8 on: {PY_MAX_FRAMES} and {CRASH_CODE_COPIES}, and \
-                         every thread)"
+                         frames ({off_cpu_limit} in off-CPU profiles), a crash report copies the names of the \
+                         innermost {copies} Python frames and does not show the process's other threads (from 6.8 on: \
+                         {PY_MAX_FRAMES} and {CRASH_CODE_COPIES}, and every thread)"
                     );
                 }
                 return Ok((ebpf, threads));
@@ -455,12 +461,12 @@ mod tests {
 
     #[test]
     fn kernels_before_6_8_start_with_a_shorter_python_walk() {
-        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true);
+        let full = (PY_MAX_FRAMES as u32, CRASH_CODE_COPIES as u32, true, PY_MAX_FRAMES as u32);
         assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 8)))], full);
         assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 18)))], full);
         assert_eq!(PY_LIMITS[first_frame_limit(None)], full);
-        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4, false));
-        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4, false));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((6, 1)))], (32, 4, false, 16));
+        assert_eq!(PY_LIMITS[first_frame_limit(Some((5, 15)))], (32, 4, false, 16));
     }
 
     #[test]
