@@ -57,7 +57,8 @@ pub(crate) fn print(
     Ok(())
 }
 
-/// Writes the recording's counters as JSON: `samples`, `lost_samples`, `complete_stacks`, `threads`,
+/// Writes the recording's counters as JSON: `samples`, `lost_samples`, `complete_stacks`, `off_cpu_samples`
+/// (captured leavings), `threads`,
 /// `elapsed_s`, the profiler's own `cpu_user_s`, `cpu_system_s` and `max_rss_kib` so far (getrusage), and
 /// `stages.cold` / `stages.warm`: per stage the total nanoseconds and over how many samples.
 pub(crate) fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duration) -> anyhow::Result<()> {
@@ -67,6 +68,7 @@ pub(crate) fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duratio
         "lost_samples": lost,
         "complete_stacks": stats.complete_stacks,
         "filtered_samples": stats.filtered_samples,
+        "off_cpu_samples": stats.off_cpu_samples,
         "bad_records": stats.bad_records,
         "threads": stats.thread_count(),
         "processes": stats.process_count(),
