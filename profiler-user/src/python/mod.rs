@@ -7,6 +7,7 @@ pub(crate) mod detect;
 pub(crate) mod eval_ranges;
 pub(crate) mod layout;
 pub(crate) mod linetable;
+pub(crate) mod thread_names;
 pub(crate) mod threads;
 
 use std::{
