@@ -94,12 +94,6 @@ pub(crate) fn read(memory: &impl Memory, target: &Target, active: Option<u64>) -
     Some(Found { active, names: reader.names_in(active)? })
 }
 
-/// Reads a live process's thread names (for `profiler dump`).
-pub(crate) fn read_process(pid: u32, interpreter: &Interpreter) -> HashMap<u32, String> {
-    let Some(target) = target_of(pid, interpreter) else { return HashMap::new() };
-    read(&ProcessMemory(pid), &target, None).map(|found| found.names).unwrap_or_default()
-}
-
 fn target_of(pid: u32, interpreter: &Interpreter) -> Option<Target<'_>> {
     let kernel = &interpreter.layouts.kernel;
     let head = memory::read(pid, kernel.runtime.checked_add(kernel.runtime_interpreters_head)?, 8).ok()?;
@@ -422,11 +416,6 @@ impl ThreadNames {
         process.names.get(&tid).cloned()
     }
 
-    /// The name known for `tid` without reading anything (a crashed process can no longer be read).
-    pub(crate) fn cached(&self, pid: u32, tid: u32) -> Option<Arc<str>> {
-        self.processes.get(&pid)?.names.get(&tid).cloned()
-    }
-
     pub(crate) fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
     }
@@ -454,6 +443,7 @@ pub(crate) mod fake {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // the fake heap's own addresses, chosen by the test
 mod tests {
     use super::{fake::FakeMemory, *};
     use crate::python::layout::{for_version, Layouts, Version};
