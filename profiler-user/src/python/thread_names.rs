@@ -403,8 +403,8 @@ impl ThreadNames {
         };
         if due {
             process.read_at = Some(Instant::now());
-            let found = target_of(pid, interpreter)
-                .and_then(|target| read(&ProcessMemory(pid), &target, process.active));
+            let found =
+                target_of(pid, interpreter).and_then(|target| read(&ProcessMemory(pid), &target, process.active));
             match found {
                 Some(found) => {
                     process.active = Some(found.active);
@@ -423,10 +423,32 @@ impl ThreadNames {
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake {
-    //! Memory made of byte blocks at chosen addresses, for tests and the fuzz target.
+    //! Memory made of byte blocks at chosen addresses, and the layouts of each version without a live
+    //! interpreter, for tests and the fuzz target.
     use std::collections::BTreeMap;
 
     use super::Memory;
+    use crate::python::layout::{for_version, AttributeStorage, DictKeysFormat, Layouts, ObjectLayout, Version};
+
+    /// The layouts of 3.`minor` (8–14); 3.13+ take 3.12's code layout (only its string offsets are used here).
+    pub(crate) fn layouts(minor: u8) -> Layouts {
+        if minor < 13 {
+            return for_version(Version { major: 3, minor }, 0, None).expect("3.8 to 3.12 have tables");
+        }
+        let mut layouts = for_version(Version { major: 3, minor: 12 }, 0, None).expect("3.12 has a table");
+        layouts.objects = ObjectLayout {
+            interp_modules: if minor == 13 { 7656 } else { 7688 },
+            dict_keys: DictKeysFormat::Log2,
+            values_start: 8,
+            attributes: AttributeStorage::Inline313,
+            cached_keys: 880,
+            long_tag: true,
+        };
+        layouts
+    }
+
+    /// Where a fuzz input's memory starts.
+    pub(crate) const FUZZ_BASE: u64 = 0x10_0000;
 
     #[derive(Default)]
     pub(crate) struct FakeMemory {
@@ -445,8 +467,11 @@ pub(crate) mod fake {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)] // the fake heap's own addresses, chosen by the test
 mod tests {
-    use super::{fake::FakeMemory, *};
-    use crate::python::layout::{for_version, Layouts, Version};
+    use super::{
+        fake::{FakeMemory, FUZZ_BASE},
+        *,
+    };
+    use crate::python::layout::Layouts;
 
     /// A fake heap: objects laid out at increasing addresses, as a version of CPython lays them out.
     struct Heap {
@@ -466,21 +491,8 @@ mod tests {
 
     impl Heap {
         fn new(minor: u8) -> Self {
-            let layouts = if minor >= 13 {
-                let mut layouts = for_version(Version { major: 3, minor: 12 }, 0, None).unwrap();
-                layouts.objects = ObjectLayout {
-                    interp_modules: 7656,
-                    dict_keys: DictKeysFormat::Log2,
-                    values_start: 8,
-                    attributes: AttributeStorage::Inline313,
-                    cached_keys: 880,
-                    long_tag: true,
-                };
-                layouts
-            } else {
-                for_version(Version { major: 3, minor }, 0, None).unwrap()
-            };
-            let mut heap = Self { memory: FakeMemory::default(), next: 0x10_0000, layouts, types: [0; 3] };
+            let layouts = super::fake::layouts(minor);
+            let mut heap = Self { memory: FakeMemory::default(), next: FUZZ_BASE, layouts, types: [0; 3] };
             for (at, name) in [(STR, "str"), (DICT, "dict"), (INT, "int")] {
                 let name = heap.alloc(format!("{name}\0").into_bytes());
                 let mut ty = vec![0u8; 896];
@@ -742,6 +754,42 @@ mod tests {
         interp[944..].copy_from_slice(&modules.to_le_bytes());
         let interp = heap.alloc(interp);
         assert_eq!(heap.read(interp, true, None), None);
+    }
+
+    /// The fake heap as one fuzz input (see `fuzzing::thread_names`): version (types checked by name),
+    /// interpreter address, then the memory from `FUZZ_BASE`, gaps zeroed.
+    fn fuzz_input(heap: &Heap, minor: u8, interp: u64) -> Vec<u8> {
+        let mut input = vec![(minor - 8) | 0x80];
+        input.extend(interp.to_le_bytes());
+        let mut memory = Vec::new();
+        for (&address, bytes) in &heap.memory.blocks {
+            let at = (address - FUZZ_BASE) as usize;
+            memory.resize(at, 0);
+            memory.extend(bytes);
+        }
+        input.extend(memory);
+        input
+    }
+
+    /// Writes the fuzz target's seeds: `cargo test -p profiler-user --lib write_thread_names_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_thread_names_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/thread_names");
+        std::fs::create_dir_all(&dir).unwrap();
+        for minor in 8..=14 {
+            let (heap, interp, _) = two_threads(minor);
+            std::fs::write(dir.join(format!("two-threads-3.{minor}")), fuzz_input(&heap, minor, interp)).unwrap();
+        }
+    }
+
+    #[test]
+    fn fuzz_inputs_read_as_the_heaps_they_were_made_of() {
+        for minor in [8, 11, 12, 14] {
+            let (heap, interp, _) = two_threads(minor);
+            let found = crate::fuzzing::thread_names_of(&fuzz_input(&heap, minor, interp));
+            assert_eq!(found.map(|f| f.names), Some(expected(&[(4242, "scheduler"), (4243, "AnyIO worker thread")])));
+        }
     }
 
     #[test]
