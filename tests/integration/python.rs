@@ -551,8 +551,9 @@ fn python_threads_and_gil_labels() {
 // Threads by their Python names
 
 /// Threads named only through `threading` (named_threads.py: no prctl) carry those names, on every interpreter:
-/// the `thread_name` label of each thread's samples, and its context frame in the folded stacks, is the name
-/// threading gives it (read from the interpreter's memory), even where the kernel's name is the process's.
+/// the `thread_name` label of each thread's samples, its context frame in the folded stacks, and its entry in
+/// `profiler dump` is the name threading gives it (read from the interpreter's memory), even where the kernel's
+/// name is the process's.
 #[test]
 fn python_threads_go_by_their_threading_names() {
     if !require_root() {
@@ -572,10 +573,18 @@ fn python_threads_go_by_their_threading_names() {
         let mut record = profiler();
         record.args(["record", "--pid", &workload.pid().to_string(), "--duration", "3s"]);
         record.arg("-o").arg(dir.join("x.pb.gz")).arg("-o").arg(dir.join("x.folded"));
-        let run = run(&mut record, Duration::from_secs(120));
+        let recorded = run(&mut record, Duration::from_secs(120));
         let kernel_names = workload.threads();
+        // `profiler dump` names the threads the same way.
+        let dumped = run(profiler().args(["dump", "--pid", &workload.pid().to_string()]), Duration::from_secs(120));
         drop(workload);
-        run.assert_success();
+        recorded.assert_success();
+        dumped.assert_success();
+        for (tid, wanted) in &truth {
+            if !dumped.stdout.contains(&format!("thread {wanted} ({tid}): ")) {
+                failures.push(format!("{name}: `profiler dump` does not list thread {tid} as {wanted:?}"));
+            }
+        }
         let samples = pprof_samples(&read_pprof(&dir.join("x.pb.gz")));
         let folded = Folded::read(&dir.join("x.folded"));
         let mut labelled: BTreeMap<u32, BTreeMap<String, u64>> = BTreeMap::new();
