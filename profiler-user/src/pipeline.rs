@@ -344,14 +344,17 @@ impl Pipeline {
     }
 
     /// The name of a sample's thread: Python's (`threading`), else the kernel's (`comm`). See [`thread_name`].
+    /// A crashing thread's name is read at once if it has none (the process will soon be gone), not within the
+    /// once-a-second limit.
     fn thread_name(&mut self, sample: &CpuSample) -> String {
-        self.name_thread(sample.pid, sample.tid, &sample.comm)
+        let urgent = sample.crash.is_some() || sample.crash_thread;
+        self.name_thread(sample.pid, sample.tid, &sample.comm, urgent)
     }
 
     /// The name thread `tid` of `pid`, whose kernel name is `comm`, goes by (see [`thread_name`]); Python's names
-    /// are read from the process when this thread has none yet, at most once a second.
-    pub(crate) fn name_thread(&mut self, pid: u32, tid: u32, comm: &str) -> String {
-        let python = self.python.thread_name(pid, tid);
+    /// are read from the process when this thread has none yet, at most once a second unless `urgent`.
+    pub(crate) fn name_thread(&mut self, pid: u32, tid: u32, comm: &str, urgent: bool) -> String {
+        let python = self.python.thread_name(pid, tid, urgent);
         let process_name = self.process_names.get(&pid).map_or(comm, String::as_str);
         thread_name(pid, tid, comm, process_name, python.as_deref())
     }

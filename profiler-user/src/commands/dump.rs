@@ -196,7 +196,7 @@ fn thread_dump(pipeline: &mut Pipeline, pid: u32, thread: &ThreadSnapshot, profi
     };
     ThreadDump {
         tid: Some(thread.tid),
-        name: pipeline.name_thread(pid, thread.tid, &thread.name),
+        name: pipeline.name_thread(pid, thread.tid, &thread.name, false),
         state,
         description,
         syscall,

@@ -136,10 +136,11 @@ impl Python {
     }
 
     /// Python's name of thread `tid` (`threading.Thread.name`), read from the process at most once a second when
-    /// the thread has none yet; `None` for threads `threading` does not know and processes that are not Python.
-    pub(crate) fn thread_name(&mut self, pid: u32, tid: u32) -> Option<Arc<str>> {
+    /// the thread has none yet (at once when `urgent`); `None` for threads `threading` does not know and processes
+    /// that are not Python.
+    pub(crate) fn thread_name(&mut self, pid: u32, tid: u32, urgent: bool) -> Option<Arc<str>> {
         let interpreter = self.interpreter(pid)?.clone();
-        self.thread_names.name(pid, tid, &interpreter)
+        self.thread_names.name(pid, tid, &interpreter, urgent)
     }
 
     pub(crate) fn forget_process(&mut self, pid: u32) {

@@ -393,13 +393,15 @@ struct ProcessNames {
 
 impl ThreadNames {
     /// The Python name of thread `tid` of `pid`, reading the process's names first when `tid` has none yet (at
-    /// most every `REFRESH_UNKNOWN`) or they are older than `REFRESH_KNOWN`.
-    pub(crate) fn name(&mut self, pid: u32, tid: u32, interpreter: &Interpreter) -> Option<Arc<str>> {
+    /// most every `REFRESH_UNKNOWN`, or at once when `urgent`: a crash, after which the process cannot be read) or
+    /// they are older than `REFRESH_KNOWN`.
+    pub(crate) fn name(&mut self, pid: u32, tid: u32, interpreter: &Interpreter, urgent: bool) -> Option<Arc<str>> {
         let process = self.processes.entry(pid).or_default();
         let age = process.read_at.map(|at| at.elapsed());
+        let unknown = !process.names.contains_key(&tid);
         let due = match age {
             None => true,
-            Some(age) => age >= REFRESH_KNOWN || (age >= REFRESH_UNKNOWN && !process.names.contains_key(&tid)),
+            Some(age) => age >= REFRESH_KNOWN || (unknown && (urgent || age >= REFRESH_UNKNOWN)),
         };
         if due {
             process.read_at = Some(Instant::now());
