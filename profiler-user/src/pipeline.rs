@@ -376,7 +376,7 @@ impl Pipeline {
         }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
-        let thread_name = self.thread_name(sample);
+        let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
@@ -409,8 +409,8 @@ impl Pipeline {
         if crash.suppressed.is_some() || crash.report.threads.iter().any(|thread| thread.tid == sample.tid) {
             return;
         }
-        let (frames, _, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
-        let name = self.thread_name(sample);
+        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let crash = &mut self.crashes[index].1;
         let thread = ThreadAtCrash::new(sample, name, &frames, crash.time_ns);
         if sample.holds_gil() {
@@ -566,6 +566,14 @@ pub(crate) fn thread_name(pid: u32, tid: u32, comm: &str, process_name: &str, py
         }
         _ => comm.to_owned(),
     }
+}
+
+/// The `thread_name` label `stack_of` gave a sample.
+fn thread_name_label(labels: &[Label]) -> Option<&str> {
+    labels.iter().find(|label| label.key == "thread_name").map(|label| {
+        let LabelValue::Str(name) = &label.value;
+        name.as_str()
+    })
 }
 
 #[cfg(test)]

@@ -373,7 +373,9 @@ impl<M: Memory> Reader<'_, M> {
     }
 }
 
-/// How often a process's names may be read again because a sample came from a thread with no name yet.
+/// How often a process's names may be read again because a sample came from a thread with no name yet. While
+/// `threading._active` cannot be found (not imported yet, or never: each search reads every key of `sys.modules`),
+/// the wait doubles after each miss, up to `REFRESH_KNOWN`.
 const REFRESH_UNKNOWN: Duration = Duration::from_secs(1);
 /// How old names may get before a sample reads them again anyway (a renamed thread, a reused TID).
 const REFRESH_KNOWN: Duration = Duration::from_secs(30);
@@ -389,6 +391,15 @@ struct ProcessNames {
     names: HashMap<u32, Arc<str>>,
     active: Option<u64>,
     read_at: Option<Instant>,
+    /// Reads in a row that found no `_active`.
+    misses: u32,
+}
+
+impl ProcessNames {
+    /// How long after the last read a thread without a name may have the names read again.
+    fn unknown_wait(&self) -> Duration {
+        REFRESH_UNKNOWN.saturating_mul(1u32.checked_shl(self.misses).unwrap_or(u32::MAX)).min(REFRESH_KNOWN)
+    }
 }
 
 impl ThreadNames {
@@ -401,7 +412,7 @@ impl ThreadNames {
         let unknown = !process.names.contains_key(&tid);
         let due = match age {
             None => true,
-            Some(age) => age >= REFRESH_KNOWN || (unknown && (urgent || age >= REFRESH_UNKNOWN)),
+            Some(age) => age >= REFRESH_KNOWN || (unknown && (urgent || age >= process.unknown_wait())),
         };
         if due {
             process.read_at = Some(Instant::now());
@@ -410,9 +421,13 @@ impl ThreadNames {
             match found {
                 Some(found) => {
                     process.active = Some(found.active);
+                    process.misses = 0;
                     process.names = found.names.into_iter().map(|(tid, name)| (tid, Arc::from(name))).collect();
                 }
-                None => process.active = None,
+                None => {
+                    process.active = None;
+                    process.misses = process.misses.saturating_add(1).min(8);
+                }
             }
         }
         process.names.get(&tid).cloned()
@@ -792,6 +807,16 @@ mod tests {
             let found = crate::fuzzing::thread_names_of(&fuzz_input(&heap, minor, interp));
             assert_eq!(found.map(|f| f.names), Some(expected(&[(4242, "scheduler"), (4243, "AnyIO worker thread")])));
         }
+    }
+
+    #[test]
+    fn a_process_without_threading_is_searched_less_and_less_often() {
+        let wait = |misses| ProcessNames { misses, ..ProcessNames::default() }.unknown_wait();
+        assert_eq!(wait(0), REFRESH_UNKNOWN);
+        assert_eq!(wait(1), 2 * REFRESH_UNKNOWN);
+        assert_eq!(wait(3), 8 * REFRESH_UNKNOWN);
+        assert_eq!(wait(8), REFRESH_KNOWN);
+        assert_eq!(wait(40), REFRESH_KNOWN);
     }
 
     #[test]
