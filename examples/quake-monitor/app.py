@@ -10,7 +10,6 @@ few seconds.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import itertools
 import os
 import threading
@@ -53,16 +52,6 @@ class Snapshot:
             return {"refreshed_at": self.refreshed_at, "earthquakes": self.earthquakes, "weather": self.weather}
 
 
-def name_os_thread(name: str) -> None:
-    """Gives the calling thread an OS-level name (what `ps -L` and the profiler show).
-
-    Python only sets it itself from 3.14 on; before that every thread is named after the process.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    pr_set_name = 15
-    libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
-
-
 class Scheduler(threading.Thread):
     """APScheduler-style interval job: refresh the snapshot now and then every `interval` seconds until stopped."""
 
@@ -73,7 +62,6 @@ class Scheduler(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        name_os_thread(self.name)
         for seed in itertools.count():
             refresh(self.snapshot, seed)
             if self.stopping.wait(self.interval):

@@ -24,9 +24,41 @@ use crate::{
         layout::{CodeLayout, LineFormat},
         linetable,
     },
-    python::{detect, eval_ranges},
+    python::{detect, eval_ranges, thread_names},
     unwind::{cfa::CfaExpressionIndex, elf::ElfFile},
 };
+
+/// Python's thread names read from a fake interpreter's memory (python/thread_names.rs): byte 0 picks the version
+/// (3.8 + (byte & 0x7f) % 7; bit 7: the types' addresses unknown, so they are checked by name), bytes 1–8 are the
+/// interpreter's address, the rest is memory at 0x10_0000. Never a panic, at most 4096 names, each sanitized and
+/// at most 1 KiB.
+pub fn thread_names(data: &[u8]) {
+    let Some(found) = thread_names_of(data) else { return };
+    assert!(found.names.len() <= 4096, "{} names", found.names.len());
+    for name in found.names.values() {
+        assert!(name.len() <= crate::sanitize::MAX_NAME_BYTES, "a name of {} bytes", name.len());
+        assert!(!name.chars().any(char::is_control), "an unescaped control character in {name:?}");
+    }
+}
+
+pub(crate) fn thread_names_of(data: &[u8]) -> Option<thread_names::Found> {
+    let (&selector, rest) = data.split_first()?;
+    let (interp, memory) = rest.split_first_chunk::<8>()?;
+    let layouts = thread_names::fake::layouts(8 + (selector & 0x7f) % 7);
+    let mut fake = thread_names::fake::FakeMemory::default();
+    fake.blocks.insert(thread_names::fake::FUZZ_BASE, memory.to_vec());
+    // Known types at addresses no input can hold an object at, or unknown.
+    let known = |address: u64| (selector & 0x80 == 0).then_some(address);
+    let target = thread_names::Target {
+        objects: &layouts.objects,
+        code: &layouts.code,
+        interp: u64::from_le_bytes(*interp),
+        unicode_type: known(8),
+        dict_type: known(16),
+        long_type: known(24),
+    };
+    thread_names::read(&fake, &target, None)
+}
 
 /// `/proc/PID/maps` text: every line is either a mapping or counted as malformed, and every mapping is a
 /// non-empty address range.
@@ -325,6 +357,7 @@ mod tests {
             cfa(data);
             python_symbols(data);
             eval_ranges(data);
+            thread_names(data);
         }
         cfa(&std::fs::read("/proc/self/exe").unwrap());
         python_symbols(&std::fs::read("/proc/self/exe").unwrap());
@@ -335,7 +368,7 @@ mod tests {
     /// Every input in `fuzz/DIR/TARGET/` through its target's entry point; how many there were.
     fn replay(dir: &str) -> usize {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(dir);
-        let targets: [(&str, fn(&[u8])); 8] = [
+        let targets: [(&str, fn(&[u8])); 9] = [
             ("maps", maps),
             ("elf", elf),
             ("line_tables", line_tables),
@@ -344,6 +377,7 @@ mod tests {
             ("cfa", cfa),
             ("python_symbols", python_symbols),
             ("eval_ranges", eval_ranges),
+            ("thread_names", thread_names),
         ];
         let mut replayed = 0;
         for (name, entry) in targets {

@@ -317,8 +317,9 @@ impl Pipeline {
             .collect();
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
         times.symbolize = lap.lap();
+        let thread_name = self.thread_name(sample);
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
-        let context = SampleContext { process_name, thread_name: &sample.comm };
+        let context = SampleContext { process_name, thread_name: &thread_name };
         let python_frames = self.python.frames(sample.pid, &sample.py_frames, &sample.code_copies);
         times.python = lap.lap();
         let interpreter = self.python.interpreter(sample.pid);
@@ -332,7 +333,7 @@ impl Pipeline {
         let mut labels = vec![
             Label { key: "pid", value: LabelValue::Str(sample.pid.to_string()) },
             Label { key: "thread_id", value: LabelValue::Str(sample.tid.to_string()) },
-            Label { key: "thread_name", value: LabelValue::Str(sample.comm.clone()) },
+            Label { key: "thread_name", value: LabelValue::Str(thread_name) },
         ];
         if sample.is_python_thread() {
             let gil = if sample.holds_gil() { "held" } else { "released" };
@@ -371,7 +372,7 @@ impl Pipeline {
         let mut labels = vec![
             Label { key: "pid", value: LabelValue::Str(pid.to_string()) },
             Label { key: "thread_id", value: LabelValue::Str(thread.tid.to_string()) },
-            Label { key: "thread_name", value: LabelValue::Str(thread.name.clone()) },
+            Label { key: "thread_name", value: LabelValue::Str(self.thread_name(&sample)) },
         ];
         if sample.is_python_thread() {
             let gil = if sample.holds_gil() { "held" } else { "released" };
@@ -408,8 +409,9 @@ impl Pipeline {
     pub(crate) fn snapshot_stack(&mut self, sample: &CpuSample) -> (Vec<Frame>, Option<Truncation>) {
         let native = self.unwinder.unwind(sample, &[]);
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
+        let thread_name = self.thread_name(sample);
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
-        let context = SampleContext { process_name, thread_name: &sample.comm };
+        let context = SampleContext { process_name, thread_name: &thread_name };
         let python_frames = self.python.frames(sample.pid, &sample.py_frames, &[]);
         let interpreter = self.python.interpreter(sample.pid);
         let python = |keep_internals| {
@@ -431,6 +433,22 @@ impl Pipeline {
         (frames, native.truncation)
     }
 
+    /// The name of a sample's thread: Python's (`threading`), else the kernel's (`comm`). See [`thread_name`].
+    /// A crashing thread's name is read at once if it has none (the process will soon be gone), not within the
+    /// once-a-second limit.
+    fn thread_name(&mut self, sample: &CpuSample) -> String {
+        let urgent = sample.crash.is_some() || sample.crash_thread;
+        self.name_thread(sample.pid, sample.tid, &sample.comm, urgent)
+    }
+
+    /// The name thread `tid` of `pid`, whose kernel name is `comm`, goes by (see [`thread_name`]); Python's names
+    /// are read from the process when this thread has none yet, at most once a second unless `urgent`.
+    pub(crate) fn name_thread(&mut self, pid: u32, tid: u32, comm: &str, urgent: bool) -> String {
+        let python = self.python.thread_name(pid, tid, urgent);
+        let process_name = self.process_names.get(&pid).map_or(comm, String::as_str);
+        thread_name(pid, tid, comm, process_name, python.as_deref())
+    }
+
     /// The interpreter of `pid`, when it runs a Python we support (detected when it was added as a target).
     pub(crate) fn python_interpreter(&self, pid: u32) -> Option<Arc<crate::python::Interpreter>> {
         self.python.interpreter(pid).cloned()
@@ -448,7 +466,8 @@ impl Pipeline {
         }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
-        let mut report = self.crashed(sample.pid, sample.tid, &process_name, &sample.comm).fault(signal, &frames);
+        let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
+        let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
         if let Some(cpu) = &sample.crash_cpu {
@@ -480,9 +499,10 @@ impl Pipeline {
         if crash.suppressed.is_some() || crash.report.threads.iter().any(|thread| thread.tid == sample.tid) {
             return;
         }
-        let (frames, _, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let crash = &mut self.crashes[index].1;
-        let thread = ThreadAtCrash::new(sample, &frames, crash.time_ns);
+        let thread = ThreadAtCrash::new(sample, name, &frames, crash.time_ns);
         if sample.holds_gil() {
             crash.report.gil_holder = Some(sample.tid);
         }
@@ -653,9 +673,52 @@ impl Pipeline {
     }
 }
 
+/// The name a thread goes by in labels, context frames and reports, from its kernel name (`comm`), its
+/// process's name and Python's name for it (`threading.Thread.name`, when `threading` knows the thread).
+///
+/// Python's name, except one `threading` made up (`MainThread`, `Thread-N (target)`, `Dummy-N`) when the OS name
+/// says more: the main thread keeps the process's name, and a thread the program named itself (`prctl`, a C
+/// library's threads) keeps that name. 3.14 gives threading's names to the OS, cut to 15 bytes: a name that is
+/// the start of Python's is Python's.
+pub(crate) fn thread_name(pid: u32, tid: u32, comm: &str, process_name: &str, python: Option<&str>) -> String {
+    match python {
+        Some(python)
+            if !crate::python::thread_names::is_default_name(python)
+                || (tid != pid && (comm == process_name || python.starts_with(comm))) =>
+        {
+            python.to_owned()
+        }
+        _ => comm.to_owned(),
+    }
+}
+
+/// The `thread_name` label `stack_of` gave a sample.
+fn thread_name_label(labels: &[Label]) -> Option<&str> {
+    labels.iter().find(|label| label.key == "thread_name").map(|label| {
+        let LabelValue::Str(name) = &label.value;
+        name.as_str()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_go_by_pythons_name_unless_it_is_made_up_and_the_os_name_says_more() {
+        let name = |tid, comm, python| thread_name(100, tid, comm, "uvicorn", python);
+        assert_eq!(name(101, "uvicorn", Some("scheduler")), "scheduler");
+        assert_eq!(name(101, "uvicorn", Some("AnyIO worker thread")), "AnyIO worker thread");
+        assert_eq!(name(101, "uvicorn", None), "uvicorn");
+        assert_eq!(name(101, "uvicorn", Some("Thread-3 (work)")), "Thread-3 (work)");
+        // Named by the program through prctl; or by 3.14, cut to 15 bytes.
+        assert_eq!(name(101, "spinner", Some("Thread-3 (spin)")), "spinner");
+        assert_eq!(name(101, "Thread-3 (worke", Some("Thread-3 (worker)")), "Thread-3 (worker)");
+        assert_eq!(name(101, "sched", Some("scheduler")), "scheduler");
+        // The main thread keeps the process's name, unless Python's was changed.
+        assert_eq!(name(100, "uvicorn", Some("MainThread")), "uvicorn");
+        assert_eq!(name(100, "uvicorn", Some("event-loop")), "event-loop");
+    }
 
     #[test]
     fn per_process_counters_are_folded_at_exit() {

@@ -299,6 +299,14 @@ fn demo_app_crash_under_load_is_reported() {
         "{} names none of the load's functions {LOAD_FUNCTIONS:?}",
         folded.display()
     );
+    // The app names its threads only through threading (no prctl): the profiler reads those names.
+    let threads: Vec<String> = profile.threads().into_iter().map(|(name, _)| name).collect();
+    assert!(threads.iter().any(|t| t == "AnyIO worker thread"), "no stack of an AnyIO worker thread: {threads:?}");
+    let at_crash: Vec<String> = report.threads().into_iter().map(|thread| thread.name).collect();
+    // Other threads are captured from Linux 6.8 on; the scheduler thread started with the app.
+    if !at_crash.is_empty() {
+        assert!(at_crash.iter().any(|t| t == "scheduler"), "no scheduler among the threads at the crash: {at_crash:?}");
+    }
 }
 
 /// `run --pid` of the app under load with a 60 s window, then `/crash`: the receiver gets the window the crash cut

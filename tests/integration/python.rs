@@ -548,6 +548,87 @@ fn python_threads_and_gil_labels() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Threads by their Python names
+
+/// Threads named only through `threading` (named_threads.py: no prctl) carry those names, on every interpreter:
+/// the `thread_name` label of each thread's samples, its context frame in the folded stacks, and its entry in
+/// `profiler dump` is the name threading gives it (read from the interpreter's memory), even where the kernel's
+/// name is the process's.
+#[test]
+fn python_threads_go_by_their_threading_names() {
+    if !require_root() {
+        return;
+    }
+    let _keep_on_failure = TestDir::new("python-thread-names-check");
+    let mut failures = Vec::new();
+    for interpreter in python_interpreters() {
+        let name = &interpreter.name;
+        let _cpu = exclusive_cpu();
+        let dir = TestDir::new(&format!("python-thread-names-{name}"));
+        let stage = interpreter.stage("thread-names");
+        let script = stage.inside("named_threads.py");
+        let ready = stage.inside("names.json");
+        let mut workload = Process::start(&mut interpreter.command(&script, &[ready.to_str().expect("UTF-8")]));
+        let truth = wait_for_names(&mut workload, &stage.host("names.json"));
+        let mut record = profiler();
+        record.args(["record", "--pid", &workload.pid().to_string(), "--duration", "3s"]);
+        record.arg("-o").arg(dir.join("x.pb.gz")).arg("-o").arg(dir.join("x.folded"));
+        let recorded = run(&mut record, Duration::from_secs(120));
+        let kernel_names = workload.threads();
+        // `profiler dump` names the threads the same way.
+        let dumped = run(profiler().args(["dump", "--pid", &workload.pid().to_string()]), Duration::from_secs(120));
+        drop(workload);
+        recorded.assert_success();
+        dumped.assert_success();
+        for (tid, wanted) in &truth {
+            if !dumped.stdout.contains(&format!("thread {wanted} ({tid}): ")) {
+                failures.push(format!("{name}: `profiler dump` does not list thread {tid} as {wanted:?}"));
+            }
+        }
+        let samples = pprof_samples(&read_pprof(&dir.join("x.pb.gz")));
+        let folded = Folded::read(&dir.join("x.folded"));
+        let mut labelled: BTreeMap<u32, BTreeMap<String, u64>> = BTreeMap::new();
+        for sample in &samples {
+            let tid = sample.label("thread_id").and_then(|tid| tid.parse().ok()).unwrap_or(0);
+            let thread_name = sample.label("thread_name").unwrap_or("-").to_owned();
+            *labelled.entry(tid).or_default().entry(thread_name).or_default() += sample.count;
+        }
+        eprintln!("{name}: threading's names {truth:?}\n  kernel's {kernel_names:?}\n  labels {labelled:?}");
+        let context_frames: Vec<String> = folded.threads().into_iter().map(|(thread, _)| thread).collect();
+        for (tid, wanted) in &truth {
+            match labelled.get(tid) {
+                None => failures.push(format!("{name}: thread {tid} ({wanted}) has no samples")),
+                Some(names) if names.len() != 1 || !names.contains_key(wanted) => {
+                    failures.push(format!("{name}: thread {tid} is labelled {names:?}, not {wanted:?}"))
+                }
+                Some(_) => {}
+            }
+            if !context_frames.contains(wanted) {
+                failures.push(format!("{name}: no folded stack starts in thread {wanted:?}: {context_frames:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The `{native_id: name}` named_threads.py writes once all its threads run.
+fn wait_for_names(workload: &mut Process, path: &Path) -> BTreeMap<u32, String> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = fs::read_to_string(path) {
+            let names: BTreeMap<String, String> = serde_json::from_str(&text).expect("names.json is JSON");
+            assert_eq!(names.len(), 7, "named_threads.py runs 7 threads: {names:?}");
+            return names.into_iter().map(|(tid, name)| (tid.parse().expect("a TID"), name)).collect();
+        }
+        if let Some(status) = workload.child().try_wait().expect("polling the workload") {
+            panic!("named_threads.py exited before its threads ran ({status})");
+        }
+        assert!(Instant::now() < give_up, "named_threads.py did not write {} within 30 s", path.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // What the profiler cannot read
 
 /// Lines of the profiler's stderr that are log warnings (tracing's `WARN` level).

@@ -14,8 +14,8 @@ use anyhow::{bail, Context as _, Result};
 use crate::{cmd, Workspace};
 
 /// The targets in fuzz/Cargo.toml.
-pub const TARGETS: [&str; 8] =
-    ["maps", "elf", "line_tables", "code_copy", "pprof", "cfa", "python_symbols", "eval_ranges"];
+pub const TARGETS: [&str; 9] =
+    ["maps", "elf", "line_tables", "code_copy", "pprof", "cfa", "python_symbols", "eval_ranges", "thread_names"];
 
 /// Small, real ELF files for the `elf` target's seeds: glibc's compatibility stubs, ~14 KiB each.
 const ELF_SEEDS: [&str; 2] = ["/usr/lib/x86_64-linux-gnu/libdl.so.2", "/usr/lib/x86_64-linux-gnu/librt.so.1"];

@@ -175,7 +175,7 @@ fn thread_dump(pipeline: &mut Pipeline, pid: u32, thread: &ThreadSnapshot, profi
     };
     ThreadDump {
         tid: Some(thread.tid),
-        name: thread.name.clone(),
+        name: pipeline.name_thread(pid, thread.tid, &thread.name, false),
         state,
         description,
         syscall,

@@ -14,8 +14,7 @@ use crate::{aggregate::Frame, sample::CpuSample};
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct ThreadAtCrash {
     pub tid: u32,
-    /// The kernel's name of the thread (`comm`): Python 3.14 gives threading's names to it, older versions leave
-    /// the process's name.
+    /// The thread's name: Python's (`threading`) when the profiler read it, else the kernel's (`comm`).
     pub name: String,
     /// `running` (on a CPU, or waiting for one) or `waiting` (blocked in a system call).
     pub state: &'static str,
@@ -30,11 +29,12 @@ pub(crate) struct ThreadAtCrash {
 }
 
 impl ThreadAtCrash {
-    /// The thread captured in `sample`, whose merged stack is `frames`, for a fault at `fault_time_ns`.
-    pub(crate) fn new(sample: &CpuSample, frames: &[Frame], fault_time_ns: u64) -> Self {
+    /// The thread captured in `sample`, named `name`, whose merged stack is `frames`, for a fault at
+    /// `fault_time_ns`.
+    pub(crate) fn new(sample: &CpuSample, name: String, frames: &[Frame], fault_time_ns: u64) -> Self {
         Self {
             tid: sample.tid,
-            name: sample.comm.clone(),
+            name,
             state: if sample.syscall.is_some() { "waiting" } else { "running" },
             syscall: sample.syscall.map(syscall_name),
             gil: gil_state(sample),

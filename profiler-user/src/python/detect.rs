@@ -31,6 +31,9 @@ pub(crate) struct Interpreter {
     /// Address of `PyUnicode_Type`: a name read from a code object must be a `str`, not whatever else garbage or a
     /// freed object left at that address.
     pub unicode_type: Option<u64>,
+    /// Addresses of `PyDict_Type` and `PyLong_Type`, checked when walking objects for thread names.
+    pub dict_type: Option<u64>,
+    pub long_type: Option<u64>,
     /// File offsets of evaluation-loop code that has no `_PyEval_EvalFrameDefault` name (see `eval_ranges`).
     pub eval_ranges: Vec<std::ops::Range<u64>>,
 }
@@ -98,6 +101,8 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
         layouts,
         code_type: symbols.code_type.map(|svma| svma.wrapping_add(bias)),
         unicode_type: symbols.unicode_type.map(|svma| svma.wrapping_add(bias)),
+        dict_type: symbols.dict_type.map(|svma| svma.wrapping_add(bias)),
+        long_type: symbols.long_type.map(|svma| svma.wrapping_add(bias)),
         eval_ranges: symbols.eval_ranges,
     }))
 }
@@ -129,6 +134,8 @@ struct Symbols {
     runtime: Option<u64>,
     code_type: Option<u64>,
     unicode_type: Option<u64>,
+    dict_type: Option<u64>,
+    long_type: Option<u64>,
     /// Value of the `Py_Version` constant (3.11+).
     py_version: Option<u64>,
     /// Unnamed parts of the evaluation loop, as file offsets.
@@ -157,6 +164,8 @@ impl Symbols {
             runtime,
             code_type: find("PyCode_Type"),
             unicode_type: find("PyUnicode_Type"),
+            dict_type: find("PyDict_Type"),
+            long_type: find("PyLong_Type"),
             py_version,
             eval_ranges: unnamed_eval_code(&elf, map),
         })

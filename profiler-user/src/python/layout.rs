@@ -53,11 +53,55 @@ pub(crate) enum LineFormat {
     Locations,
 }
 
-/// The layout for the sampler and for code-object decoding.
+/// The layout for the sampler, for code-object decoding, and for reading Python objects (thread names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layouts {
     pub kernel: PyLayout,
     pub code: CodeLayout,
+    pub objects: ObjectLayout,
+}
+
+/// What userspace needs to walk `sys.modules`, dicts, instance attributes and ints: the way to
+/// `threading._active` and each `Thread`'s `_name` and `_native_id` (see `thread_names`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ObjectLayout {
+    /// `PyInterpreterState.modules` (3.8–3.11), `.imports.modules` (3.12+): `sys.modules`. `NO_OFFSET` when
+    /// unknown.
+    pub interp_modules: u64,
+    pub dict_keys: DictKeysFormat,
+    /// Where the value pointers start in a split dict's values (`PyDictValues`): 8 from 3.13, whose values
+    /// start with a 4-byte header (capacity, size, embedded, valid).
+    pub values_start: u64,
+    pub attributes: AttributeStorage,
+    /// `PyHeapTypeObject.ht_cached_keys`: the keys an instance's split values belong to.
+    pub cached_keys: u64,
+    /// 3.12+: an int's size word is `lv_tag` (digit count << 3 | sign), before a signed digit count.
+    pub long_tag: bool,
+}
+
+/// How a dict's keys object (`PyDictKeysObject`) is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DictKeysFormat {
+    /// 3.8–3.10: `dk_size`@8, `dk_nentries`@32, indices@40 (1, 2, 4 or 8 bytes each by `dk_size`), then
+    /// 24-byte entries (hash, key, value).
+    Sized,
+    /// 3.11+: `dk_log2_size`@8, `dk_log2_index_bytes`@9, `dk_kind`@10, `dk_nentries`@24, indices@32
+    /// (`1 << dk_log2_index_bytes` bytes), then 24-byte entries for `dk_kind` 0 (general), else 16 (key, value).
+    Log2,
+}
+
+/// Where an instance keeps its attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttributeStorage {
+    /// 3.8–3.10: a dict pointer at the type's `tp_dictoffset`.
+    DictOffset,
+    /// 3.11 (`Py_TPFLAGS_MANAGED_DICT`): values pointer at -32, dict pointer at -24.
+    Managed311,
+    /// 3.12 (`Py_TPFLAGS_MANAGED_DICT`): at -24 a dict pointer, or values pointer - 1 (low bit set).
+    DictOrValues312,
+    /// 3.13+ (`Py_TPFLAGS_INLINE_VALUES`): values inline at `tp_basicsize`, used while their `valid` byte is
+    /// set; else (or `Py_TPFLAGS_MANAGED_DICT` only) a dict pointer at -24.
+    Inline313,
 }
 
 /// `PY_VERSION_HEX`'s major and minor.
@@ -96,6 +140,25 @@ pub(crate) fn for_version(version: Version, runtime: u64, debug_offsets: Option<
     }
 }
 
+/// Object layouts of 3.8–3.12; offsets checked on Ubuntu's and Debian's builds (docs/cpython.md).
+fn objects(minor: u8) -> ObjectLayout {
+    let (interp_modules, cached_keys, attributes) = match minor {
+        8 => (56, 872, AttributeStorage::DictOffset),
+        9 => (856, 864, AttributeStorage::DictOffset),
+        10 => (856, 872, AttributeStorage::DictOffset),
+        11 => (888, 872, AttributeStorage::Managed311),
+        _ => (944, 880, AttributeStorage::DictOrValues312),
+    };
+    ObjectLayout {
+        interp_modules,
+        dict_keys: if minor <= 10 { DictKeysFormat::Sized } else { DictKeysFormat::Log2 },
+        values_start: 0,
+        attributes,
+        cached_keys,
+        long_tag: minor >= 12,
+    }
+}
+
 fn base(version: Version, runtime: u64) -> PyLayout {
     PyLayout {
         version: (u32::from(version.major) << 8) | u32::from(version.minor),
@@ -125,12 +188,12 @@ fn base(version: Version, runtime: u64) -> PyLayout {
 }
 
 /// Copies the code-object offsets the crash probe needs into the kernel layout.
-fn with_code(mut kernel: PyLayout, code: &CodeLayout) -> Layouts {
+fn with_code(mut kernel: PyLayout, code: &CodeLayout, objects: ObjectLayout) -> Layouts {
     kernel.code_qualname = code.qualname;
     kernel.code_firstlineno = code.firstlineno;
     kernel.code_linetable = code.linetable;
     kernel.unicode_ascii_data = code.ascii_data;
-    Layouts { kernel, code: *code }
+    Layouts { kernel, code: *code, objects }
 }
 
 /// 3.8–3.10. `thread_id` (the pthread id) stands where later versions have `native_thread_id`; the GIL holder is
@@ -167,7 +230,7 @@ fn frame_objects(version: Version, runtime: u64) -> Layouts {
         compact_data: 72,
         lines,
     };
-    with_code(kernel, &code)
+    with_code(kernel, &code, objects(version.minor))
 }
 
 fn python_3_11(runtime: u64) -> Layouts {
@@ -197,7 +260,7 @@ fn python_3_11(runtime: u64) -> Layouts {
         compact_data: 72,
         lines: LineFormat::Locations,
     };
-    with_code(kernel, &code)
+    with_code(kernel, &code, objects(11))
 }
 
 fn python_3_12(runtime: u64) -> Layouts {
@@ -228,7 +291,7 @@ fn python_3_12(runtime: u64) -> Layouts {
         compact_data: 56,
         lines: LineFormat::Locations,
     };
-    with_code(kernel, &code)
+    with_code(kernel, &code, objects(12))
 }
 
 /// Parses `_Py_DebugOffsets`. Its blocks grow between minor versions (3.14 added fields to the interpreter and
@@ -265,6 +328,8 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
     let gil_end = if interp_block_len >= 16 { thread_block.checked_sub(2) } else { Some(thread_block) };
     let gil_field = |back: usize| gil_end.and_then(|end| end.checked_sub(back)).and_then(word);
     let (gil_locked, gil_holder) = (gil_field(2), gil_field(1));
+    // {imports_modules, sysdict, builtins, ceval_gil, gil_runtime_state, enabled, locked, holder}.
+    let imports_modules = gil_field(8);
     let frame_block = at(thread_block, 9).ok_or_else(block_error)?;
     let consecutive = |w: &[u64]| Some(w[2]) == w[1].checked_add(8) && Some(w[3]) == w[2].checked_add(8);
     let code_block = at(frame_block, 6)
@@ -302,7 +367,16 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         lines: LineFormat::Locations,
     };
     sanity_check(&kernel, &code)?;
-    Ok(with_code(kernel, &code))
+    // ht_cached_keys has stayed at 880 from 3.12 to 3.14 (checked on Debian's 3.13 and 3.14).
+    let objects = ObjectLayout {
+        interp_modules: imports_modules.filter(|&o| o < 1 << 20).unwrap_or(NO_OFFSET),
+        dict_keys: DictKeysFormat::Log2,
+        values_start: 8,
+        attributes: AttributeStorage::Inline313,
+        cached_keys: 880,
+        long_tag: true,
+    };
+    Ok(with_code(kernel, &code, objects))
 }
 
 /// Offsets far outside any CPython struct mean we misread the block: better no Python frames than wrong ones.
@@ -360,6 +434,8 @@ mod tests {
         assert_eq!(k.flags, 0);
         assert_eq!(layouts.code.code_adaptive, 200);
         assert_eq!(layouts.code.firstlineno, 68);
+        assert_eq!(layouts.objects.interp_modules, 10);
+        assert_eq!(layouts.objects.attributes, AttributeStorage::Inline313);
     }
 
     #[test]
@@ -375,6 +451,7 @@ mod tests {
         assert_eq!(layouts.kernel.frame_owner, 70);
         assert_eq!((layouts.kernel.gil_locked, layouts.kernel.gil_holder), (7400, 7408));
         assert_eq!(layouts.code.qualname, 128);
+        assert_eq!(layouts.objects.interp_modules, 10);
         assert_ne!(layouts.kernel.flags & PY_LAYOUT_TAGGED_CODE, 0);
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod eval_ranges;
 pub(crate) mod gil;
 pub(crate) mod layout;
 pub(crate) mod linetable;
+pub(crate) mod thread_names;
 pub(crate) mod threads;
 
 use std::{
@@ -52,6 +53,7 @@ const DETECTION_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct Python {
     processes: HashMap<u32, ProcessState>,
     codes: CodeCache,
+    thread_names: thread_names::ThreadNames,
 }
 
 impl Python {
@@ -65,6 +67,7 @@ impl Python {
     /// A process started or exec'd: detect its interpreter over the next ticks (`poll_pending`).
     pub(crate) fn expect_new_image(&mut self, pid: u32) {
         self.codes.forget_process(pid);
+        self.thread_names.forget_process(pid);
         self.processes.insert(pid, ProcessState::Pending { since: Instant::now() });
     }
 
@@ -133,9 +136,18 @@ impl Python {
             .collect()
     }
 
+    /// Python's name of thread `tid` (`threading.Thread.name`), read from the process at most once a second when
+    /// the thread has none yet (at once when `urgent`); `None` for threads `threading` does not know and processes
+    /// that are not Python.
+    pub(crate) fn thread_name(&mut self, pid: u32, tid: u32, urgent: bool) -> Option<Arc<str>> {
+        let interpreter = self.interpreter(pid)?.clone();
+        self.thread_names.name(pid, tid, &interpreter, urgent)
+    }
+
     pub(crate) fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.codes.forget_process(pid);
+        self.thread_names.forget_process(pid);
     }
 }
 
