@@ -103,6 +103,12 @@ pub(crate) fn truncation_name(truncation: Truncation) -> &'static str {
     }
 }
 
+/// The leaf frame an off-CPU stack gets in folded stacks and flame graphs, which have no labels: what the thread
+/// waited for (`[wait: gil]`). pprof leaves it out, as every context frame: there the `wait` label says it.
+pub(crate) fn wait_frame(reason: &str) -> Frame {
+    synthetic(FrameKind::Context, &format!("[wait: {reason}]"))
+}
+
 fn synthetic(kind: FrameKind, name: &str) -> Frame {
     Frame { kind, function: name.to_owned(), file: None, line: None, module: None, address: 0, inlined: false }
 }

@@ -17,7 +17,7 @@ use crate::{
         threads::{gil_state, ThreadAtCrash},
         Crash, CrashKind, CrashReport, Crashed, Reraises,
     },
-    merge::{merge, PythonStack, SampleContext},
+    merge::{merge, wait_frame, PythonStack, SampleContext},
     offcpu::{reason, InProgress, OffCpuPeriods},
     process::maps::{self, Mapping},
     python::Python,
@@ -366,9 +366,10 @@ impl Pipeline {
     pub(crate) fn blocked_throughout(&mut self, pid: u32, thread: &ThreadSnapshot) {
         let Some(sample) = thread.as_sample(pid) else { return };
         let Place::Blocked { syscall, arg0, .. } = thread.place else { return };
-        let (frames, _) = self.snapshot_stack(&sample);
+        let (mut frames, _) = self.snapshot_stack(&sample);
         let start = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit_ns: 0 };
         let wait = reason::classify(start, syscall, arg0);
+        frames.insert(0, wait_frame(wait.label()));
         let mut labels = vec![
             Label { key: "pid", value: LabelValue::Str(pid.to_string()) },
             Label { key: "thread_id", value: LabelValue::Str(thread.tid.to_string()) },
@@ -388,7 +389,9 @@ impl Pipeline {
             return;
         }
         let Some(start) = sample.off_cpu else { return };
-        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let (mut frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        let wait = reason::classify(start, sample.syscall, sample.syscall_arg0);
+        frames.insert(0, wait_frame(wait.label()));
         self.stats.off_cpu_samples += 1;
         // The kernel's capture gap is the sampling period (see `sample::loader`).
         let probability = start.capture_probability(self.aggregator.period_ns());

@@ -129,8 +129,15 @@ impl Sampler {
         if crash_threads {
             load_crash_threads(&mut ebpf);
         }
-        if off_cpu {
+        if off_cpu && crash_threads {
             load_off_cpu(&mut ebpf);
+        } else if off_cpu {
+            // Measured under emulation: 5.15's and 6.1's verifiers give up on the capture after minutes (a million
+            // instructions), with a 16-frame walk as with a 32-frame one; trying costs the start-up that much.
+            tracing::warn!(
+                "no off-CPU or wall-clock profiles: this kernel's verifier refuses the off-CPU sampler as too complex \
+                 (it needs Linux 6.8 or newer)"
+            );
         } else if options.off_cpu {
             tracing::warn!("no off-CPU or wall-clock profiles: this kernel's BTF lacks task_struct.pid or .__state");
         }
@@ -247,7 +254,7 @@ impl Sampler {
 }
 
 /// (Python frames walked per sample, code objects a crash report copies, whether to load the probe of the other
-/// threads of a crashing process), most first: the verifier checks every iteration of both loops, and kernels
+/// threads of a crashing process and the off-CPU sampler), most first: the verifier checks every iteration of both loops, and kernels
 /// before 6.8 prune fewer of their paths, so Debian 12's 6.1 and Ubuntu 22.04's 5.15 refuse the full walk and copies
 /// as too complex (over a million instructions to verify), and a third full capture (the other threads' probe)
 /// would take them minutes more to verify under emulation. A refusal loads again with the next.
