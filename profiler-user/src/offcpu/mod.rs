@@ -23,6 +23,7 @@ pub(crate) mod reason;
 use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::{Aggregator, Frame, Label, Profile, ProfileKind};
+pub(crate) use crate::sample::InProgress;
 use crate::sample::OffCpuEnd;
 
 /// A captured period whose end has not been seen yet.
@@ -83,17 +84,6 @@ struct CountedEarly {
     of_current: u64,
     /// Counted since the thread's last reported end.
     total: u64,
-}
-
-/// A thread off its CPU at a window's end, as the kernel's bookkeeping has it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct InProgress {
-    pub pid: u32,
-    pub tid: u32,
-    /// CLOCK_MONOTONIC ns when it left.
-    pub since_ns: u64,
-    /// Its leaving was captured (then `start` has its stack and the window counts it from there).
-    pub captured: bool,
 }
 
 impl OffCpuPeriods {

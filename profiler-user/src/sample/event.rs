@@ -51,6 +51,17 @@ impl<'a> Record<'a> {
     }
 }
 
+/// A target thread off its CPU at a window's end, as the off-CPU sampler's bookkeeping (`OFF_CPU_THREADS`) has it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InProgress {
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns when it left.
+    pub since_ns: u64,
+    /// Its leaving was captured (then a `KIND_OFF_CPU` record has its stack).
+    pub captured: bool,
+}
+
 /// How a thread left its CPU (`KIND_OFF_CPU` records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OffCpuStart {

@@ -20,8 +20,7 @@ use profiler_common::{
     NO_FIELD, OFF_CPU_CAPTURED, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
 };
 
-use super::{btf, tracefs};
-use crate::offcpu::InProgress;
+use super::{btf, event::InProgress, tracefs};
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 

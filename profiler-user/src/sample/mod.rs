@@ -9,7 +9,7 @@ pub(crate) mod preflight;
 pub(crate) mod tracefs;
 
 pub(crate) use event::{
-    OffCpuEnd, OffCpuStart, Record,
+    InProgress, OffCpuEnd, OffCpuStart, Record,
     monotonic_ns, signal_name, CpuSample, CrashCpuState, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle,
 };
 pub(crate) use loader::{Sampler, SamplerOptions};
