@@ -107,6 +107,17 @@ fn pooled_rate(runs: &[CostRun]) -> f64 {
 }
 
 /// How far apart the rounds without a profiler are, as a fraction of their median: the noise floor of a slowdown.
+/// The verdict on a slowdown: met, or not resolved when the baseline's own rounds spread wider than it, else missed.
+fn judge_slowdown(slowdown: f64, noise: f64) -> String {
+    if slowdown <= MAX_SLOWDOWN {
+        "met".to_owned()
+    } else if slowdown <= noise {
+        format!("not resolved: within the baseline's own spread of {:.1}%", noise * 100.0)
+    } else {
+        verdict(false).to_owned()
+    }
+}
+
 fn baseline_spread(values: &PerTool<f64>) -> f64 {
     let base: Vec<f64> = values.get(&Tool::None).cloned().unwrap_or_default();
     let (min, max) = base.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -217,14 +228,7 @@ impl Results {
             [("CPU-bound script, wall time", &self.script, false), ("demo app, requests/s", &self.app, true)]
         {
             let slowdown = Self::slowdown(values, Tool::Ours, higher_is_better);
-            let noise = baseline_spread(values);
-            let judged = if slowdown <= MAX_SLOWDOWN {
-                "met".to_owned()
-            } else if slowdown <= noise {
-                format!("not resolved: within the baseline's own spread of {:.1}%", noise * 100.0)
-            } else {
-                verdict(false).to_owned()
-            };
+            let judged = judge_slowdown(slowdown, baseline_spread(values));
             let _ = writeln!(
                 md,
                 "| target slowdown ≤ {:.0}%: {what} | {:+.1}% | {judged} |",
@@ -273,17 +277,13 @@ impl Results {
             }
         }
         if let (Some(none), Some(with)) = (self.off_cpu_medians(Tool::None), self.off_cpu_medians(Tool::OursOffCpu)) {
-            let slowdown = none.requests_per_s / with.requests_per_s - 1.0;
-            let noise = self.off_cpu.get(&Tool::None).map_or(f64::NAN, |runs| {
-                baseline_spread(&PerTool::from([(Tool::None, runs.iter().map(|r| r.requests_per_s).collect())]))
-            });
-            let judged = if slowdown <= MAX_SLOWDOWN {
-                "met".to_owned()
-            } else if slowdown <= noise {
-                format!("not resolved: within the baseline's own spread of {:.1}%", noise * 100.0)
-            } else {
-                verdict(false).to_owned()
-            };
+            let rates: PerTool<f64> = self
+                .off_cpu
+                .iter()
+                .map(|(tool, runs)| (*tool, runs.iter().map(|r| r.requests_per_s).collect()))
+                .collect();
+            let slowdown = Self::slowdown(&rates, Tool::OursOffCpu, true);
+            let judged = judge_slowdown(slowdown, baseline_spread(&rates));
             let _ = writeln!(
                 md,
                 "| target slowdown ≤ {:.0}%: demo app saturated ({:.0} switches/s), with off-CPU sampling, requests/s | \
