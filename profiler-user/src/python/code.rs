@@ -151,27 +151,51 @@ fn read_string(pid: u32, address: u64, interpreter: &Interpreter) -> Option<Stri
     if interpreter.unicode_type.is_some_and(|unicode| u64_at(&header, 8) != Some(unicode)) {
         return None;
     }
-    let length = u64_at(&header, 16)?;
-    let state = u32_at(&header, 32)?;
-    let kind = (state >> 2) & 7;
-    let compact = state & (1 << 5) != 0;
-    let ascii = state & (1 << 6) != 0;
-    if !compact || length > MAX_STRING || !matches!(kind, 1 | 2 | 4) {
-        return None;
+    let string = CompactStr::parse(&header, MAX_STRING)?;
+    let (start, size) = string.data(address, layout)?;
+    string.decode(memory::read(pid, start, usize::try_from(size).ok()?).ok()?)
+}
+
+/// What a compact `str`'s header (`PyASCIIObject`) says: its length in characters, the bytes per character (1, 2
+/// or 4) and whether it is ASCII, whose characters start at `ascii_data` (otherwise at `compact_data`). Shared by
+/// every reader of a target's strings (code objects here, thread names).
+pub(crate) struct CompactStr {
+    length: u64,
+    kind: u32,
+    ascii: bool,
+}
+
+impl CompactStr {
+    /// The header of a compact string of at most `max_chars` characters; `None` for anything else.
+    pub(crate) fn parse(header: &[u8], max_chars: u64) -> Option<Self> {
+        let length = u64_at(header, 16)?;
+        let state = u32_at(header, 32)?;
+        let kind = (state >> 2) & 7;
+        let compact = state & (1 << 5) != 0;
+        let ascii = state & (1 << 6) != 0;
+        (compact && length <= max_chars && matches!(kind, 1 | 2 | 4)).then_some(Self { length, kind, ascii })
     }
-    if ascii {
-        let bytes = memory::read(pid, address.checked_add(layout.ascii_data)?, length as usize).ok()?;
-        return String::from_utf8(bytes).ok();
+
+    /// Where the string at `address` keeps its characters, and how many bytes they take.
+    pub(crate) fn data(&self, address: u64, layout: &CodeLayout) -> Option<(u64, u64)> {
+        if self.ascii {
+            Some((address.checked_add(layout.ascii_data)?, self.length))
+        } else {
+            Some((address.checked_add(layout.compact_data)?, self.length.checked_mul(u64::from(self.kind))?))
+        }
     }
-    // length ≤ MAX_STRING and kind ≤ 4: the product is small.
-    let size = length.checked_mul(u64::from(kind))?;
-    let bytes = memory::read(pid, address.checked_add(layout.compact_data)?, size as usize).ok()?;
-    let chars: Option<String> = match kind {
-        1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-        2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
-        _ => bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-    };
-    chars
+
+    /// The characters, from the bytes `data` points at.
+    pub(crate) fn decode(&self, bytes: Vec<u8>) -> Option<String> {
+        if self.ascii {
+            return String::from_utf8(bytes).ok();
+        }
+        match self.kind {
+            1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+            2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
+            _ => bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        }
+    }
 }
 
 /// Reads a `bytes` object: size at 16, data at 32 in every supported version.

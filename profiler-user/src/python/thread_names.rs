@@ -23,6 +23,7 @@ use std::{
 use profiler_common::NO_OFFSET;
 
 use super::{
+    code::CompactStr,
     detect::Interpreter,
     layout::{AttributeStorage, CodeLayout, DictKeysFormat, ObjectLayout},
 };
@@ -325,24 +326,9 @@ impl<M: Memory> Reader<'_, M> {
         if !self.has_type(&head, self.target.unicode_type, b"str") {
             return None;
         }
-        let length = u64_at(&head, 16)?;
-        let state = u32_at(&head, 32)?;
-        let kind = (state >> 2) & 7;
-        let compact = state & (1 << 5) != 0;
-        let ascii = state & (1 << 6) != 0;
-        if !compact || length > MAX_NAME_CHARS || !matches!(kind, 1 | 2 | 4) {
-            return None;
-        }
-        if ascii {
-            let bytes = self.read(address.checked_add(layout.ascii_data)?, length)?;
-            return String::from_utf8(bytes).ok();
-        }
-        let bytes = self.read(address.checked_add(layout.compact_data)?, length.checked_mul(u64::from(kind))?)?;
-        match kind {
-            1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-            2 => bytes.chunks_exact(2).map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]])))).collect(),
-            _ => bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-        }
+        let string = CompactStr::parse(&head, MAX_NAME_CHARS)?;
+        let (start, size) = string.data(address, layout)?;
+        string.decode(self.read(start, size)?)
     }
 
     /// A non-negative `int` of at most two 30-bit digits (a TID needs one).
