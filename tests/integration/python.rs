@@ -14,7 +14,7 @@ use std::{
 use profiler_tests::{
     exclusive_cpu, profiler,
     python::{marked_line, pprof_samples, python_2_7, python_interpreters, Interpreter, PprofFrame, PprofSample},
-    read_pprof, require_root, run, workloads, workspace_root, Folded, Process, Run, TestDir,
+    read_pprof, read_totals, require_root, run, wait_for_totals, workloads, workspace_root, Folded, Process, Run, TestDir,
 };
 
 /// A profiler's share of a function must be within this many percentage points of the workload's measurement.
@@ -91,13 +91,13 @@ fn record_split(interpreter: &Interpreter) -> SplitRecording {
     let mut workload =
         Process::start(&mut interpreter.command(&script, &[stage.inside("split.json").to_str().expect("UTF-8")]));
     // Past the imports and the first calls, which do one-time work (caches, lazy initialisation).
-    wait_for_totals(&mut workload, &totals, 3);
-    let before = read_totals(&totals);
+    wait_for_totals(&mut workload, &totals, 3.0);
+    let before = read_split_totals(&totals);
     let mut record = profiler();
     record.args(["record", "--pid", &workload.pid().to_string(), "--duration", SPLIT_DURATION, "--rate", SPLIT_RATE]);
     record.arg("-o").arg(dir.join("x.folded")).arg("-o").arg(dir.join("x.pb.gz"));
     let run = run(&mut record, Duration::from_secs(120));
-    let after = read_totals(&totals);
+    let after = read_split_totals(&totals);
     let pid = workload.pid();
     drop(workload);
     run.assert_success();
@@ -118,37 +118,13 @@ fn record_split(interpreter: &Interpreter) -> SplitRecording {
     }
 }
 
-/// Waits until split.py has written its totals `writes` times.
-fn wait_for_totals(workload: &mut Process, totals: &Path, writes: u64) {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = workload.child().try_wait().expect("polling the workload") {
-            panic!("the workload exited ({status}) before it was profiled");
-        }
-        if totals.exists() && read_totals(totals)["writes"] >= writes {
-            return;
-        }
-        assert!(Instant::now() < give_up, "the workload wrote no {} within a minute", totals.display());
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The numbers of split.py's JSON file, by key: `thread_cpu_ns`, `writes` and one per function. (The file is flat
-/// enough that its `"key": number` pairs are all there is to read.)
-fn read_totals(path: &Path) -> HashMap<String, u64> {
-    let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
-    let mut numbers = HashMap::new();
-    for (i, _) in text.match_indices("\":") {
-        let key_start = text[..i].rfind('"').expect("a key's opening quote") + 1;
-        let value: String = text[i + 2..].trim_start().chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(value) = value.parse() {
-            numbers.insert(text[key_start..i].to_owned(), value);
-        }
-    }
+/// The numbers of split.py's JSON file, by key: `thread_cpu_ns`, `writes` and one per function.
+fn read_split_totals(path: &Path) -> HashMap<String, u64> {
+    let numbers = read_totals(path);
     for key in ["thread_cpu_ns", "writes"].iter().chain(&SPLIT_FUNCTIONS) {
-        assert!(numbers.contains_key(*key), "{} has no {key}: {text}", path.display());
+        assert!(numbers.contains_key(*key), "{} has no {key}: {numbers:?}", path.display());
     }
-    numbers
+    numbers.into_iter().map(|(key, value)| (key, value as u64)).collect()
 }
 
 /// Root to leaf, `<module>` → `main` → `dispatch` → each function → (lxml, numpy) the C-extension frames it called;

@@ -4,46 +4,21 @@
 //! points of the thread's wall time, on every interpreter the suite covers; and the CPU samples of the thread
 //! holding the GIL while the others wait carry the `gil_waiters` label. `run --profile cpu,off-cpu,wall` pushes each as
 //! its own Pyroscope profile type.
-use std::{collections::HashMap, fs, path::Path, thread, time::Duration, time::Instant};
+use std::{collections::HashMap, thread, time::Duration};
 
 use profiler::pprof::proto;
 use profiler_tests::{
     agent::Agent,
     exclusive_cpu, profiler,
     python::{debian_python, pprof_samples, python_interpreters, Interpreter, PprofSample},
-    read_pprof,
+    read_pprof, read_totals,
     receiver::{basic_auth, decode_push, function_names, label_values, Expect, Receiver},
-    require_root, run, steal_time, Process, TestDir,
+    require_root, run, steal_time, wait_for_totals, Process, TestDir,
 };
 
 const DURATION: &str = "10s";
 /// Shares of a thread's wall time may differ from the workload's by this much.
 const TOLERANCE: f64 = 0.05;
-
-/// The workload's running totals, by key (`writes`, `<thread>.wall_ns`, `.cpu_ns`, `.blocked_ns`, `.tid`).
-fn read_totals(path: &Path) -> HashMap<String, f64> {
-    let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
-    json.as_object()
-        .expect("a JSON object")
-        .iter()
-        .map(|(key, value)| (key.clone(), value.as_f64().expect("a number")))
-        .collect()
-}
-
-fn wait_for_totals(workload: &mut Process, totals: &Path, writes: f64) {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = workload.child().try_wait().expect("polling the workload") {
-            panic!("the workload exited ({status}) before it was profiled");
-        }
-        if totals.exists() && read_totals(totals).get("writes").is_some_and(|&w| w >= writes) {
-            return;
-        }
-        assert!(Instant::now() < give_up, "the workload wrote no {} within a minute", totals.display());
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One thread's numbers over the recording: the workload's and the profiles'.
 #[derive(Debug, Default)]
