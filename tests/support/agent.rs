@@ -55,7 +55,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        let mut child = crate::process::spawn(&mut cmd);
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr is piped");
         let reader = {

@@ -213,8 +213,7 @@ impl ProcessGroup {
                 _ => Ok(()),
             });
         }
-        let child = cmd.spawn().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-        ProcessGroup { child }
+        ProcessGroup { child: crate::process::spawn(cmd) }
     }
 
     pub fn pid(&self) -> u32 {

@@ -15,10 +15,25 @@ pub struct Process {
     child: Child,
 }
 
+/// Starts `cmd`, panicking with the command line when it cannot. A start refused with ETXTBSY ("Text file busy") is
+/// tried again for a few seconds: tests copy executables (renamed launchers, native-burn under other names) while
+/// other tests fork, and a child forked in the instant the copy's write descriptor is open keeps it until that
+/// child execs, which makes the kernel refuse to exec the copy meanwhile.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < give_up => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            started => return started.unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}")),
+        }
+    }
+}
+
 impl Process {
     pub fn start(cmd: &mut Command) -> Process {
-        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
-        Process { child }
+        Process { child: spawn(cmd.stdin(Stdio::null())) }
     }
 
     pub fn pid(&self) -> u32 {

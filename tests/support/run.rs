@@ -53,12 +53,7 @@ impl Run {
 /// test: a hung profiler must not hang the suite.
 pub fn run(cmd: &mut Command, limit: Duration) -> Run {
     let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+    let mut child = crate::process::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
     let (stdout, stderr) = collect_output(&mut child);
     let status = loop {
         if let Some(status) = child.try_wait().expect("polling the profiler") {
