@@ -263,6 +263,8 @@ pub struct OffCpuEnd {
     pub off_cpu_ns: u64,
     /// Every period off the CPU of this thread so far, captured or not: what the captured ones stand for.
     pub total_off_cpu_ns: u64,
+    /// The part of `total_off_cpu_ns` spent waiting for the GIL, which captured GIL waits stand for.
+    pub total_gil_wait_ns: u64,
 }
 
 /// How many gaps of capture credit a thread can save up: a burst of switches after a quiet stretch is captured
@@ -282,6 +284,8 @@ pub struct OffCpuThread {
     pub since_ns: u64,
     /// Sum of its periods off the CPU so far.
     pub total_ns: u64,
+    /// The part of `total_ns` spent waiting for the GIL.
+    pub gil_wait_ns: u64,
     /// When it last left its CPU.
     pub last_out_ns: u64,
     /// Capture credit: grows by the time between two leavings (up to `OFF_CPU_CREDIT_GAPS` gaps), and a capture

@@ -10,8 +10,8 @@
 //! has every period captured; a busy one costs about one capture per gap, what CPU sampling costs. The record
 //! carries the credit, so userspace knows the probability and weighs each captured period by its inverse: that
 //! makes the estimate unbiased (the probability is decided before the period it selects, from the past only).
-//! Every period, captured or not, is added to the thread's total here, to which userspace then scales each
-//! thread's captured periods.
+//! Every period, captured or not, is added to the thread's total here, and a GIL wait to its GIL-wait total too;
+//! userspace scales each thread's captured GIL waits to the latter and its other captured periods to the rest.
 //!
 //! A futex wait on the address range of the process's GIL (`PY_GIL`, located by userspace) counts the thread as a
 //! GIL waiter until it runs again; the CPU sampler reports that count with the samples of the thread that holds it.
@@ -72,7 +72,7 @@ fn switched_in(next: u64, now: u64) {
     let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(&tid) else { return };
     // SAFETY: a map value pointer stays valid for this program's run. A thread is switched in on one CPU and out
     // only by itself, so nothing else writes this entry meanwhile.
-    let (since, flags, tgid, total) = unsafe {
+    let (since, flags, tgid, total, gil_wait) = unsafe {
         let since = (*thread).since_ns;
         if since == 0 {
             return;
@@ -80,10 +80,15 @@ fn switched_in(next: u64, now: u64) {
         let off = now.saturating_sub(since);
         let total = (*thread).total_ns.wrapping_add(off);
         let flags = (*thread).flags;
+        let mut gil_wait = (*thread).gil_wait_ns;
+        if flags & OFF_CPU_GIL_WAIT != 0 {
+            gil_wait = gil_wait.wrapping_add(off);
+        }
         (*thread).since_ns = 0;
         (*thread).total_ns = total;
+        (*thread).gil_wait_ns = gil_wait;
         (*thread).flags = 0;
-        (since, flags, (*thread).tgid, total)
+        (since, flags, (*thread).tgid, total, gil_wait)
     };
     if flags & OFF_CPU_GIL_WAIT != 0 {
         if let Some(gil) = PY_GIL.get_ptr_mut(&tgid) {
@@ -106,6 +111,7 @@ fn switched_in(next: u64, now: u64) {
         time_ns: now,
         off_cpu_ns: now.saturating_sub(since),
         total_off_cpu_ns: total,
+        total_gil_wait_ns: gil_wait,
     };
     entry.write(end);
     entry.submit(samples_wakeup());
@@ -154,7 +160,8 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
     let thread = match OFF_CPU_THREADS.get_ptr_mut(&tid) {
         Some(thread) => thread,
         None => {
-            let fresh = OffCpuThread { since_ns: 0, total_ns: 0, last_out_ns: 0, credit_ns: 0, tgid, flags: 0 };
+            let fresh =
+                OffCpuThread { since_ns: 0, total_ns: 0, gil_wait_ns: 0, last_out_ns: 0, credit_ns: 0, tgid, flags: 0 };
             if OFF_CPU_THREADS.insert(&tid, &fresh, 0).is_err() {
                 return;
             }

@@ -18,7 +18,7 @@ use crate::{
         Crash, CrashKind, CrashReport, Crashed, Reraises,
     },
     merge::{merge, wait_frame, PythonStack, SampleContext},
-    offcpu::{reason, InProgress, OffCpuPeriods},
+    offcpu::{self, reason, InProgress, OffCpuPeriods},
     process::maps::{self, Mapping},
     python::Python,
     dump::{Place, ThreadSnapshot},
@@ -36,6 +36,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct PipelineOptions {
     /// The profiles to make.
     pub profiles: ProfileKinds,
+    /// Off-CPU captures per second per thread the kernel aims at (see `offcpu::capture_gap_ns`).
+    pub off_cpu_rate_hz: u64,
     /// Keep the interpreter's own native frames between Python frames.
     pub native_python_internals: bool,
     /// Keep only samples of threads holding the GIL.
@@ -393,9 +395,9 @@ impl Pipeline {
         let wait = reason::classify(start, sample.syscall, sample.syscall_arg0);
         frames.insert(0, wait_frame(wait.label()));
         self.stats.off_cpu_samples += 1;
-        // The kernel's capture gap is the sampling period (see `sample::loader`).
-        let probability = start.capture_probability(self.aggregator.period_ns());
-        self.off_cpu.start(sample.pid, sample.tid, sample.time_ns, probability, frames, labels);
+        let probability = start.capture_probability(offcpu::capture_gap_ns(self.options.off_cpu_rate_hz));
+        let stratum = offcpu::Stratum::of(start.gil_wait);
+        self.off_cpu.start(sample.pid, sample.tid, sample.time_ns, stratum, probability, frames, labels);
     }
 
     fn process_off_cpu_end(&mut self, end: &OffCpuEnd) {

@@ -79,6 +79,12 @@ pub(crate) struct SamplingArgs {
     /// wall-clock time). Each is its own file (`record`) or Pyroscope profile type (`run`).
     #[arg(long = "profile", value_name = "KINDS", value_enum, value_delimiter = ',', default_value = "cpu")]
     pub profiles: Vec<ProfileKind>,
+    /// Off-CPU stack captures per second for each thread, at most on average (with `--profile off-cpu` or
+    /// `wall`). A thread that leaves its CPU less often has each period captured; a busier one is sampled, and
+    /// every period's time is counted whether captured or not, so a lower rate costs less and only makes the
+    /// split between a thread's waiting stacks coarser.
+    #[arg(long, value_name = "HZ", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub off_cpu_rate: u64,
     #[command(flatten)]
     pub python: PythonArgs,
     /// How much of a crashed process's profile before the crash its report includes.

@@ -60,7 +60,7 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
     let options = SamplerOptions {
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
-        off_cpu: config.pipeline.profiles.need_off_cpu(),
+        off_cpu_rate_hz: config.pipeline.profiles.need_off_cpu().then_some(config.pipeline.off_cpu_rate_hz),
         report_all_execs: config.target.follows_new_processes(),
     };
     let mut session = Session::start(&options, config.pipeline, tick)?;

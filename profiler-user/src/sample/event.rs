@@ -60,6 +60,8 @@ pub(crate) struct InProgress {
     pub since_ns: u64,
     /// Its leaving was captured (then a `KIND_OFF_CPU` record has its stack).
     pub captured: bool,
+    /// It waits for its interpreter's GIL.
+    pub gil_wait: bool,
 }
 
 /// How a thread left its CPU (`KIND_OFF_CPU` records).

@@ -17,7 +17,7 @@ use aya::{
 };
 use profiler_common::{
     CrashingProcess, OffCpuThread, PyGil, PyLayout, SampleRecord, SamplerConfig, TargetFlags, CRASH_CODE_COPIES,
-    NO_FIELD, OFF_CPU_CAPTURED, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
+    NO_FIELD, OFF_CPU_CAPTURED, OFF_CPU_GIL_WAIT, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
 };
 
 use super::{btf, event::InProgress, tracefs};
@@ -31,8 +31,9 @@ pub(crate) struct SamplerOptions {
     pub rate_hz: u64,
     /// Also record the kernel stack of each sample.
     pub kernel_stacks: bool,
-    /// Also sample the targets' threads leaving their CPUs (off-CPU and wall-clock profiles).
-    pub off_cpu: bool,
+    /// Also sample the targets' threads leaving their CPUs (off-CPU and wall-clock profiles), at most about this
+    /// many captures per second per thread.
+    pub off_cpu_rate_hz: Option<u64>,
     /// Report every exec on the system (to find processes by name that start later), not only targets'.
     pub report_all_execs: bool,
 }
@@ -59,13 +60,14 @@ impl Sampler {
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let task_offsets = btf::task_offsets();
-        let off_cpu = options.off_cpu && task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD;
+        let off_cpu_rate_hz = options.off_cpu_rate_hz.filter(|_| task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD);
+        let off_cpu = off_cpu_rate_hz.is_some();
         let config = SamplerConfig {
             kernel_stacks: options.kernel_stacks.into(),
             _reserved: 0,
-            // At most one captured period per thread per sampling period on average (see profiler-ebpf's
-            // off_cpu.rs); the pipeline weighs captures knowing this.
-            off_cpu_gap_ns: if off_cpu { 1_000_000_000 / options.rate_hz.max(1) } else { 0 },
+            // At most one captured period per thread per gap on average (see profiler-ebpf's off_cpu.rs); the
+            // pipeline weighs captures knowing the same gap.
+            off_cpu_gap_ns: off_cpu_rate_hz.map_or(0, crate::offcpu::capture_gap_ns),
         };
         let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         let ring_bytes = samples_ring_bytes(cpus.len(), options.rate_hz);
@@ -137,7 +139,7 @@ impl Sampler {
                 "no off-CPU or wall-clock profiles: this kernel's verifier refuses the off-CPU sampler as too complex \
                  (it needs Linux 6.8 or newer)"
             );
-        } else if options.off_cpu {
+        } else if options.off_cpu_rate_hz.is_some() {
             tracing::warn!("no off-CPU or wall-clock profiles: this kernel's BTF lacks task_struct.pid or .__state");
         }
 
@@ -207,6 +209,7 @@ impl Sampler {
                 tid,
                 since_ns: thread.since_ns,
                 captured: thread.flags & OFF_CPU_CAPTURED != 0,
+                gil_wait: thread.flags & OFF_CPU_GIL_WAIT != 0,
             })
             .collect()
     }
