@@ -158,6 +158,11 @@ fn settle(pid: u32, result: anyhow::Result<Option<Interpreter>>) -> ProcessState
             ProcessState::Python(Arc::new(interpreter))
         }
         Ok(None) => ProcessState::NativeOnly,
+        // It exited while being read (a short-lived child): nothing to warn about, its samples are its last.
+        Err(err) if crate::process::Process::read(pid).is_none() => {
+            tracing::debug!("PID {pid} exited while its Python was being located: {err:#}");
+            ProcessState::NativeOnly
+        }
         Err(err) => {
             tracing::warn!(
                 "PID {pid} ({}) runs Python but its Python frames cannot be read: {err:#}; showing native stacks only",
