@@ -8,8 +8,8 @@ use std::{
 };
 
 use profiler_tests::{
-    crash_report::parse_json, lifecycle::python, profiler, require_root, run, unused_pid, workspace_root, Process,
-    TestDir,
+    crash_report::parse_json, lifecycle::python, profiler, python_support::python_interpreters, require_root, run,
+    unused_pid, workspace_root, Process, TestDir,
 };
 use serde_json::Value;
 
@@ -125,4 +125,45 @@ fn a_process_that_is_not_python_shows_its_native_stacks() {
     let stack = functions(&threads[0]);
     assert!(stack.iter().any(|f| f.contains("nanosleep")), "no sleep call in {stack:?}");
     assert!(stack.iter().any(|f| f == "__libc_start_main_impl" || f == "__libc_start_call_main"), "{stack:?}");
+}
+
+/// Every supported interpreter's threads matched to their kernel threads: 3.11+ thread states hold the TID; 3.8–3.10's
+/// hold only the pthread id, which `threading._active` maps to the TID (`_native_id`). A thread state left
+/// unmatched would show as "Python thread 0x…" without its native stack or the kernel's wait.
+#[test]
+fn every_versions_python_threads_are_matched_to_their_kernel_threads() {
+    if !require_root() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for interpreter in python_interpreters() {
+        let name = &interpreter.name;
+        let stage = interpreter.stage("dump-versions");
+        let (ready, count) = (stage.inside("ready"), stage.inside("counter"));
+        let script = stage.inside("deadlock.py");
+        let args = [ready.to_str().expect("UTF-8"), count.to_str().expect("UTF-8")];
+        let workload = Process::start(&mut interpreter.command(&script, &args));
+        wait_for_file(&stage.host("ready"), LIMIT);
+        let dumped = run(profiler().args(["dump", "--pid", &workload.pid().to_string(), "--json"]), LIMIT);
+        dumped.assert_success();
+        let dumps = parse_json(&dumped.stdout);
+        let dump = &dumps.as_array().expect("a JSON array of dumps")[0];
+        let threads = dump["threads"].as_array().expect("a threads array");
+        let unmatched: Vec<&Value> = threads.iter().filter(|t| t["tid"].is_null()).collect();
+        if !unmatched.is_empty() {
+            failures.push(format!("{name}: Python thread states matched to no kernel thread: {unmatched:?}"));
+        }
+        for function in ["deadlock_take_b_while_holding_a", "deadlock_take_a_while_holding_b", "sleep_for_a_long_time"] {
+            let Some(thread) =
+                threads.iter().find(|t| t["stack"].as_array().is_some_and(|s| s.iter().any(|f| f["function"] == function)))
+            else {
+                failures.push(format!("{name}: no thread shows {function}: {dump:#}"));
+                continue;
+            };
+            if thread["state"] != "blocked" || thread["holds_gil"] != false {
+                failures.push(format!("{name}: {function}'s thread is not blocked without the GIL: {thread:#}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -22,7 +22,7 @@ use crate::{
     pipeline::{Pipeline, PipelineOptions},
     privilege,
     process::{task, Process},
-    python::detect,
+    python::{detect, thread_names, threads as py_threads},
     session::Wake,
 };
 
@@ -76,8 +76,15 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
         .targets
         .iter()
         .map(|target| {
-            let layout = session.pipeline.python_interpreter(target.pid).map(|i| i.layouts.kernel);
-            (target, dump::snapshot(target.pid, layout.as_ref()))
+            let interpreter = session.pipeline.python_interpreter(target.pid);
+            let layout = interpreter.as_ref().map(|i| i.layouts.kernel);
+            let tids = match &interpreter {
+                Some(interpreter) if py_threads::by_pthread_id(&interpreter.layouts.kernel) => {
+                    thread_names::tids_by_ident(target.pid, interpreter)
+                }
+                _ => Default::default(),
+            };
+            (target, dump::snapshot(target.pid, layout.as_ref(), &tids))
         })
         .collect();
     let any_running = snapshots.iter().flat_map(|(_, s)| &s.threads).any(|t| t.place == Place::Running);
@@ -117,8 +124,8 @@ fn report(
             tid: None,
             name: format!("Python thread {:#x}", unmatched.thread_id),
             state: "python-only",
-            description: "a Python thread state no kernel thread was matched to (3.8–3.10 know threads only by \
-                          pthread id)"
+            description: "a Python thread state no kernel thread was matched to (its thread just ended, or, on \
+                          3.8–3.10, which know threads by pthread id only, `threading` does not know it)"
                 .into(),
             syscall: None,
             syscall_name: None,

@@ -11,6 +11,8 @@
 #![deny(clippy::arithmetic_side_effects)]
 pub(crate) mod report;
 
+use std::collections::HashMap;
+
 use profiler_common::{PyLayout, UserRegs, PY_GIL_HELD, PY_THREAD_FOUND};
 
 use crate::{
@@ -89,8 +91,9 @@ pub(crate) struct PythonThread {
 #[derive(Debug, Default)]
 pub(crate) struct ProcessSnapshot {
     pub threads: Vec<ThreadSnapshot>,
-    /// Python thread states no kernel thread was matched to: 3.8–3.10 know threads only by pthread id, and a
-    /// thread state can outlive its thread for a moment.
+    /// Python thread states no kernel thread was matched to: a thread state can outlive its thread for a moment,
+    /// and on 3.8–3.10, which know threads only by pthread id, one that `threading` does not know (a thread
+    /// started from C) or all of them when `threading` cannot be read.
     pub unmatched_python: Vec<PyThread>,
     /// The TID of the thread holding the GIL, when known and held.
     pub gil_holder: Option<u32>,
@@ -101,7 +104,9 @@ pub(crate) struct ProcessSnapshot {
 }
 
 /// Reads every thread of `pid`. `layout`: the process's CPython layout, when it runs a Python we support.
-pub(crate) fn snapshot(pid: u32, layout: Option<&PyLayout>) -> ProcessSnapshot {
+/// `tids_by_ident`: kernel TIDs by pthread id, for versions whose thread states hold only that (3.8–3.10; see
+/// `python::thread_names::tids_by_ident`).
+pub(crate) fn snapshot(pid: u32, layout: Option<&PyLayout>, tids_by_ident: &HashMap<u64, u32>) -> ProcessSnapshot {
     let mut result = ProcessSnapshot::default();
     let python_threads = match layout.map(|layout| py_threads::threads(pid, layout)) {
         Some(Ok(threads)) => threads,
@@ -111,6 +116,13 @@ pub(crate) fn snapshot(pid: u32, layout: Option<&PyLayout>) -> ProcessSnapshot {
         }
         None => Vec::new(),
     };
+    let python_threads: Vec<PyThread> = python_threads
+        .into_iter()
+        .map(|thread| match thread.tid {
+            Some(_) => thread,
+            None => PyThread { tid: tids_by_ident.get(&thread.thread_id).copied(), ..thread },
+        })
+        .collect();
     result.gil_known = layout.is_some_and(|l| l.gil_mode != profiler_common::GIL_UNKNOWN);
     result.gil_holder = python_threads.iter().find(|t| t.holds_gil).and_then(|t| t.tid);
     for tid in task::thread_ids(pid) {
@@ -206,7 +218,7 @@ mod tests {
         ready.wait();
         std::thread::sleep(Duration::from_millis(200));
         let me = std::process::id();
-        let snapshot = snapshot(me, None);
+        let snapshot = snapshot(me, None, &HashMap::new());
         let thread = snapshot.threads.iter().find(|t| t.name == "dump-sleeper").expect("the sleeper is listed");
         let Place::Blocked { syscall, sp, .. } = thread.place else { panic!("{:?}", thread.place) };
         assert_eq!(syscall.and_then(task::syscall_name), Some("clock_nanosleep"));

@@ -75,11 +75,13 @@ pub(crate) struct Target<'a> {
     pub long_type: Option<u64>,
 }
 
-/// The names found, by kernel TID, and the `_active` dict they came from (for the next refresh).
+/// The names found, by kernel TID, the kernel TIDs by `threading` ident (the pthread id, which is all a
+/// 3.8–3.10 thread state knows its thread by), and the `_active` dict they came from (for the next refresh).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Found {
     pub active: u64,
     pub names: HashMap<u32, String>,
+    pub tids: HashMap<u64, u32>,
 }
 
 /// Reads the names of every thread in `threading._active`, starting from `active` when it still reads as a dict
@@ -87,12 +89,20 @@ pub(crate) struct Found {
 pub(crate) fn read(memory: &impl Memory, target: &Target, active: Option<u64>) -> Option<Found> {
     let reader = Reader { memory, target, reads_left: Cell::new(MAX_READS) };
     if let Some(active) = active {
-        if let Some(names) = reader.names_in(active) {
-            return Some(Found { active, names });
+        if let Some((names, tids)) = reader.threads_in(active) {
+            return Some(Found { active, names, tids });
         }
     }
     let active = reader.find_active()?;
-    Some(Found { active, names: reader.names_in(active)? })
+    let (names, tids) = reader.threads_in(active)?;
+    Some(Found { active, names, tids })
+}
+
+/// The kernel TID of each thread `threading` knows in `pid`, by its ident (pthread id), read now: how `profiler
+/// dump` matches a 3.8–3.10 thread state (which holds the pthread id only) to its kernel thread. Empty when
+/// `threading` is not imported or cannot be read.
+pub(crate) fn tids_by_ident(pid: u32, interpreter: &Interpreter) -> HashMap<u64, u32> {
+    target_of(pid, interpreter).and_then(|target| read(&ProcessMemory(pid), &target, None)).map_or_else(HashMap::new, |found| found.tids)
 }
 
 fn target_of(pid: u32, interpreter: &Interpreter) -> Option<Target<'_>> {
@@ -149,10 +159,11 @@ impl<M: Memory> Reader<'_, M> {
         self.lookup(module_dict, "_active")
     }
 
-    /// The names of the threads in the `_active` dict at `active`, by TID.
-    fn names_in(&self, active: u64) -> Option<HashMap<u32, String>> {
-        let mut names = HashMap::new();
-        for (_, thread) in self.dict_items(active)?.into_iter().take(MAX_THREADS) {
+    /// The names of the threads in the `_active` dict at `active`, by TID, and their TIDs by ident (the dict's
+    /// keys).
+    fn threads_in(&self, active: u64) -> Option<(HashMap<u32, String>, HashMap<u64, u32>)> {
+        let (mut names, mut tids) = (HashMap::new(), HashMap::new());
+        for (ident, thread) in self.dict_items(active)?.into_iter().take(MAX_THREADS) {
             let Some(attributes) = self.attributes(thread) else { continue };
             let (mut name, mut tid) = (None, None);
             for (key, value) in attributes {
@@ -165,11 +176,15 @@ impl<M: Memory> Reader<'_, M> {
                     break;
                 }
             }
-            if let (Some(name), Some(tid)) = (name, tid) {
+            let Some(tid) = tid else { continue };
+            if let Some(ident) = self.int(ident).filter(|&ident| ident != 0) {
+                tids.insert(ident, tid);
+            }
+            if let Some(name) = name {
                 names.insert(tid, crate::sanitize::owned(name));
             }
         }
-        Some(names)
+        Some((names, tids))
     }
 
     /// The value of the ASCII `str` key `name` in the dict at `dict`.
@@ -609,9 +624,11 @@ mod tests {
             self.alloc(ty)
         }
 
-        /// The interpreter, `sys.modules` with `threading` in it, and `threading._active` = `threads`.
+        /// The interpreter, `sys.modules` with `threading` in it, and `threading._active` = `threads` (keyed by
+        /// idents `IDENT`, `IDENT + 1`, ...).
         fn interpreter(&mut self, threads: &[u64]) -> (u64, u64) {
-            let items: Vec<(u64, u64)> = threads.iter().enumerate().map(|(i, &t)| (0x7f00 + i as u64, t)).collect();
+            let items: Vec<(u64, u64)> =
+                threads.iter().enumerate().map(|(i, &t)| (self.int(IDENT + i as u32), t)).collect();
             let active = self.dict(&items);
             let limbo = self.dict(&[]);
             let module_dict = self.str_dict(&[("__name__", 1), ("_limbo", limbo), ("_active", active)]);
@@ -637,6 +654,9 @@ mod tests {
             read(&self.memory, &target, active)
         }
     }
+
+    /// The first thread's ident in the fake `_active` (a pthread id is an address in practice; any int will do).
+    const IDENT: u32 = 0x7f00;
 
     fn expected(pairs: &[(u32, &str)]) -> HashMap<u32, String> {
         pairs.iter().map(|&(tid, name)| (tid, name.to_owned())).collect()
@@ -689,7 +709,9 @@ mod tests {
             let want = expected(&[(4242, "scheduler"), (4243, "AnyIO worker thread")]);
             for known_types in [true, false] {
                 let found = heap.read(interp, known_types, None);
-                assert_eq!(found, Some(Found { active, names: want.clone() }), "3.{minor}, types known: {known_types}");
+                let tids = HashMap::from([(u64::from(IDENT), 4242), (u64::from(IDENT) + 1, 4243)]);
+                let want = Some(Found { active, names: want.clone(), tids });
+                assert_eq!(found, want, "3.{minor}, types known: {known_types}");
             }
             // From the remembered _active; a stale address falls back to sys.modules.
             assert_eq!(heap.read(interp, true, Some(active)).unwrap().names, want, "3.{minor}");

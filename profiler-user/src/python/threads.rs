@@ -41,7 +41,7 @@ pub(crate) struct PyStack {
 pub(crate) fn threads(pid: u32, layout: &PyLayout) -> Result<Vec<PyThread>> {
     let interp = read_u64(pid, layout.runtime.checked_add(layout.runtime_interpreters_head))
         .context("reading the interpreter list of _PyRuntime")?;
-    let by_pthread_id = layout.flags & PY_LAYOUT_FRAME_OBJECTS != 0;
+    let by_pthread_id = by_pthread_id(layout);
     let gil_holder = gil_holder(pid, layout, interp);
     let mut tstate = read_u64(pid, interp.checked_add(layout.interp_threads_head)).context("reading thread states")?;
     let mut threads = Vec::new();
@@ -53,6 +53,12 @@ pub(crate) fn threads(pid: u32, layout: &PyLayout) -> Result<Vec<PyThread>> {
         tstate = read_u64(pid, tstate.checked_add(layout.tstate_next)).context("reading the thread list")?;
     }
     Ok(threads)
+}
+
+/// Whether the version's thread states know their thread by pthread id only (3.8–3.10, the versions of frame
+/// objects), not by kernel TID.
+pub(crate) fn by_pthread_id(layout: &PyLayout) -> bool {
+    layout.flags & PY_LAYOUT_FRAME_OBJECTS != 0
 }
 
 /// The thread state holding the GIL, when the layout says how to tell and it is held.
