@@ -1,6 +1,7 @@
 //! Resolving the flags into one complete configuration per command: a pure function of the flags and the
 //! environment variables captured once (`RunEnv`), so every rule about what may be combined is unit-tested here
-//! and nothing downstream re-checks or completes a configuration.
+//! and nothing downstream re-checks or completes a configuration. The one file read here is the `--labels` rules
+//! file, so that a mistake in it stops the command before anything is loaded or attached.
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
@@ -9,6 +10,7 @@ use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingAr
 use crate::{
     aggregate::ProfileKinds,
     crash::{index::is_report_base, signature::looks_like_id},
+    labels::{LabelConfig, Rules},
     output::OutputFormat,
     pipeline::PipelineOptions,
     selection::{CmdlinePattern, TargetSpec},
@@ -35,6 +37,8 @@ pub(crate) struct AttachConfig {
     pub rate_hz: u64,
     pub kernel_stacks: bool,
     pub pipeline: PipelineOptions,
+    /// How stacks are labelled (`endpoint`, the --labels rules).
+    pub labels: LabelConfig,
     pub crash_dir: PathBuf,
 }
 
@@ -151,6 +155,10 @@ impl TargetArgs {
 
 impl SamplingArgs {
     fn resolve(self, target: TargetSpec, follow_children: bool, crash_dir: PathBuf) -> Result<AttachConfig> {
+        let rules = match &self.labels_file {
+            Some(path) => Rules::read(path)?,
+            None => Rules::default(),
+        };
         Ok(AttachConfig {
             target,
             follow_children,
@@ -163,6 +171,7 @@ impl SamplingArgs {
                 gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),
             },
+            labels: LabelConfig { rules: rules.into(), max_values: self.max_label_values as usize },
             crash_dir,
         })
     }

@@ -87,6 +87,15 @@ pub(crate) struct SamplingArgs {
     pub off_cpu_rate: u64,
     #[command(flatten)]
     pub python: PythonArgs,
+    /// Label samples by the frames on their stack, as the rules of this TOML file say (e.g. a handler's function →
+    /// `endpoint=phivolcs, data_source=external_api`); see the README. Web handlers get an `endpoint` label
+    /// without it.
+    #[arg(long = "labels", value_name = "FILE")]
+    pub labels_file: Option<PathBuf>,
+    /// Distinct values kept per label from the stack (`endpoint`, the --labels rules'); more become `other`.
+    #[arg(long, value_name = "N", default_value_t = crate::labels::DEFAULT_MAX_VALUES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_label_values: u64,
     /// How much of a crashed process's profile before the crash its report includes.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub crash_window: Duration,
