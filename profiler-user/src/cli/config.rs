@@ -48,6 +48,8 @@ pub(crate) struct RecordConfig {
     pub attach: AttachConfig,
     pub duration: Option<Duration>,
     pub outputs: Vec<(PathBuf, OutputFormat)>,
+    /// The label whose values become root frames of the flame graphs and folded stacks.
+    pub group_by: Option<String>,
     pub stats_json: Option<PathBuf>,
 }
 
@@ -187,10 +189,14 @@ fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
     if args.duration == Some(Duration::ZERO) {
         bail!("--duration must be longer than zero");
     }
+    if args.group_by.as_deref().is_some_and(|key| key.trim().is_empty()) {
+        bail!("--group-by needs a label name, e.g. --group-by endpoint");
+    }
     Ok(RecordConfig {
         attach: args.sampling.resolve(target, !args.no_children, args.crash_dir)?,
         duration: args.duration,
         outputs,
+        group_by: args.group_by,
         stats_json: args.stats_json,
     })
 }

@@ -125,6 +125,11 @@ pub(crate) struct RecordArgs {
     /// this name and each other to NAME.KIND.EXT (e.g. out.off-cpu.pb.gz).
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
     pub outputs: Vec<PathBuf>,
+    /// In flame graphs and folded stacks, put each stack under a root frame naming its value of this label, e.g.
+    /// `--group-by endpoint` gives `[endpoint=earthquakes]`, `[endpoint=weather_report]` and `[endpoint: none]`
+    /// side by side. pprof files carry every label and are not changed.
+    #[arg(long, value_name = "LABEL")]
+    pub group_by: Option<String>,
     /// Also write the recording's own counters to this JSON file: samples, lost samples, complete stacks, and
     /// the profiler's userspace time per stage (unwind, Python, symbolize, merge, aggregate), cold (each
     /// process's first 100 samples) and warm. `cargo xtask bench` reads it.
