@@ -36,13 +36,13 @@ def authenticate() -> None:
 @app.get("/fib")
 @handler_timer.timed
 def fibonacci():
-    return jsonify(value=fib(22))
+    return jsonify(value=fib(25))
 
 
 @app.get("/primes")
 @handler_timer.timed
 def primes():
-    found = [n for n in range(2, 30000) if all(n % d for d in range(2, int(n**0.5) + 1))]
+    found = [n for n in range(2, 15000) if all(n % d for d in range(2, int(n**0.5) + 1))]
     return jsonify(count=len(found))
 
 
