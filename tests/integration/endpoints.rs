@@ -22,14 +22,16 @@ use profiler_tests::{
     lifecycle::quake_venv,
     profiler,
     python::{pprof_samples, PprofSample},
-    read_pprof, read_totals,
+    read_pprof,
     receiver::{basic_auth, decode_push, free_port, label_values, Expect, Receiver},
     require_root, run, wait_for_totals, workspace_root, Folded, Process, Run, TestDir,
 };
 
-const DURATION: &str = "10s";
+const DURATION: &str = "15s";
 /// Requests per second, all paths together: well under what one core serves, so requests do not queue for long.
 const RATE: &str = "16";
+/// Samples per second: enough samples in `DURATION` that an endpoint's share is steady to a point or two.
+const RATE_HZ: &str = "200";
 /// An endpoint's share of the samples may differ from its handler's share of the CPU time by this many points.
 const TOLERANCE_PP: f64 = 5.0;
 
@@ -107,7 +109,7 @@ impl App {
         Process::start(
             Command::new("/usr/bin/python3")
                 .arg(workloads().join("load.py"))
-                .args(["--url", &self.url(), "--paths", paths, "--rate", RATE, "--duration", "30"])
+                .args(["--url", &self.url(), "--paths", paths, "--rate", RATE, "--duration", "40"])
                 .stdout(std::process::Stdio::null()),
         )
     }
@@ -177,27 +179,56 @@ fn record(app: &mut App, paths: &str, extra: &[&str], dir: &TestDir) -> Recordin
     let _load = app.load(paths);
     // Past the first requests, which import and warm up what the handlers use.
     thread::sleep(Duration::from_secs(2));
-    let before = read_totals(&app.totals);
     let mut cmd = profiler();
-    cmd.args(["record", "--pid", &app.process.pid().to_string(), "--duration", DURATION]).args(extra);
-    cmd.arg("-o").arg(dir.join("x.pb.gz"));
+    cmd.args(["record", "--pid", &app.process.pid().to_string(), "--duration", DURATION, "--rate", RATE_HZ]);
+    cmd.args(extra).arg("-o").arg(dir.join("x.pb.gz"));
     let run = run(&mut cmd, Duration::from_secs(120));
-    let after = read_totals(&app.totals);
     run.assert_success();
     eprintln!("{}", run.stderr);
+    // The app's totals nearest the start and the end of the profile's own window.
+    let profile = read_pprof(&dir.join("x.pb.gz"));
+    let (start, end) = (profile.time_nanos as f64, (profile.time_nanos + profile.duration_nanos) as f64);
+    let history = totals_history(&app.totals);
+    let nearest = |at: f64| {
+        history
+            .iter()
+            .min_by(|a, b| (a["unix_ns"] - at).abs().total_cmp(&(b["unix_ns"] - at).abs()))
+            .expect("the app wrote its totals")
+    };
+    let (before, after) = (nearest(start), nearest(end));
     let delta = |key: &str| after[key] - before[key];
     let handler_cpu_ns = after
         .keys()
-        .filter(|key| !["process_cpu_ns", "writes"].contains(&key.as_str()))
+        .filter(|key| !["process_cpu_ns", "unix_ns"].contains(&key.as_str()))
         .map(|key| (key.clone(), delta(key)))
         .collect();
     Recording {
-        samples: pprof_samples(&read_pprof(&dir.join("x.pb.gz"))),
+        samples: pprof_samples(&profile),
         run,
         handler_cpu_ns,
         process_cpu_ns: delta("process_cpu_ns"),
         dir_path: dir.path().to_owned(),
     }
+}
+
+/// Every line of the totals' history (handler_timer.py appends one per write to TOTALS + `l`): the handlers' CPU
+/// nanoseconds by name, with `process_cpu_ns` and `unix_ns`.
+fn totals_history(totals: &Path) -> Vec<HashMap<String, f64>> {
+    let path = PathBuf::from(format!("{}l", totals.display()));
+    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    // A line being written as it was read is incomplete: only whole lines count.
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|json| {
+            let number = |value: &serde_json::Value| value.as_f64().unwrap_or_else(|| panic!("not a number: {json}"));
+            let mut numbers: HashMap<String, f64> =
+                json["handlers"].as_object().expect("handlers").iter().map(|(k, v)| (k.clone(), number(v))).collect();
+            for key in ["process_cpu_ns", "unix_ns"] {
+                numbers.insert(key.to_owned(), number(&json[key]));
+            }
+            numbers
+        })
+        .collect()
 }
 
 /// Whether a sample's stack has a Python frame of `function` from a file ending in `file`.
