@@ -352,6 +352,30 @@ mod tests {
     }
 
     #[test]
+    fn labels_rules_are_read_when_resolving_and_a_bad_file_stops_there() {
+        let dir = crate::test_support::TempDir::new("config", "labels");
+        let good = dir.0.join("good.toml");
+        std::fs::write(&good, "[[rule]]\nfunction = \"handler\"\nlabels = { team = \"a\" }\n").unwrap();
+        let bad = dir.0.join("bad.toml");
+        std::fs::write(&bad, "[[rule]]\nfunction = \"handler\"\nlabels = { team = }\n").unwrap();
+        let record = |extra: &[&str]| {
+            let args = ["profiler", "record", "--pid", "1", "-o", "a.svg"].iter().chain(extra);
+            let Command::Record(args) = Cli::try_parse_from(args).unwrap().command else { panic!("not record") };
+            resolve_record(args)
+        };
+        let config = record(&["--labels", good.to_str().unwrap(), "--max-label-values", "7"]).unwrap();
+        assert_eq!(config.attach.labels.max_values, 7);
+        assert_eq!(config.group_by, None);
+        assert_eq!(record(&[]).unwrap().attach.labels.max_values, crate::labels::DEFAULT_MAX_VALUES);
+        let err = format!("{:#}", record(&["--labels", bad.to_str().unwrap()]).unwrap_err());
+        assert!(err.starts_with(&format!("{}:3: ", bad.display())) && !err.contains('\n'), "{err}");
+        assert_eq!(record(&["--group-by", "endpoint"]).unwrap().group_by.as_deref(), Some("endpoint"));
+        assert!(record(&["--group-by", " "]).is_err());
+        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.svg", "--max-label-values", "0"])
+            .is_err());
+    }
+
+    #[test]
     fn rejects_conflicting_or_missing_targets_and_bad_outputs() {
         assert!(Cli::try_parse_from(["profiler", "record", "-o", "a.svg"]).is_err());
         assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--name", "x", "-o", "a.svg"]).is_err());
