@@ -422,7 +422,14 @@ fn a_bad_rules_file_is_one_clear_line() {
     let dir = TestDir::new("endpoints-bad-rules");
     let cases = [
         ("[[rule]]\nfunction = \"earthquakes\"\nlabels = { endpoint = \"phivolcs\" \n", ":3:"),
-        ("[[rule]]\nfunction = \"earthquakes\"\nlabels = { endpoint = \"phivolcs\" }\n\n[[rule]]\nfunktion = \"x\"\n", ":6:"),
+        // A misspelt key in the second rule.
+        (
+            concat!(
+                "[[rule]]\nfunction = \"earthquakes\"\nlabels = { endpoint = \"phivolcs\" }\n\n",
+                "[[rule]]\nfunktion = \"x\"\n"
+            ),
+            ":6:",
+        ),
         ("[[rule]]\nfunction = \"earthquakes\"\nlabels = { thread_name = \"x\" }\n", ":3:"),
     ];
     for (index, (text, line)) in cases.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! The end-of-recording summary: counts, unwind quality, the top functions by self and total time, and CPU by
-//! endpoint (the `endpoint` label, when the targets served requests); and the same counters with the per-stage userspace cost as JSON (`--stats-json`), for benchmarks.
+//! endpoint (the `endpoint` label, when the targets served requests); and the same counters with the per-stage
+//! userspace cost as JSON (`--stats-json`), for benchmarks.
 use std::{
     collections::{HashMap, HashSet},
     fs,
