@@ -64,10 +64,10 @@ const DJANGO_MIDDLEWARE_HOOKS: &[&str] = &["process_view", "process_exception", 
 /// The handler a stack (leaf first, as the pipeline builds it) runs in, named as Python names it without the
 /// enclosing function of a handler defined inside one (`create_app.<locals>.health` → `health`).
 pub(crate) fn handler_of(frames: &[Frame]) -> Option<&str> {
-    // Root first from here on: the Python frames in call order.
-    let python: Vec<&Frame> = frames.iter().rev().filter(|f| f.kind == FrameKind::Python).collect();
-    let dispatch = python.iter().rposition(|frame| is_dispatch(frame))?;
-    let called = python[dispatch + 1..].iter().find(|frame| !is_wrapper(frame))?;
+    let is_python = |frame: &&Frame| frame.kind == FrameKind::Python;
+    // Leaf first, the first dispatch frame found is the innermost; what it called lies before it, nearest first.
+    let dispatch = frames.iter().position(|frame| is_python(&frame) && is_dispatch(frame))?;
+    let called = frames[..dispatch].iter().rev().filter(is_python).find(|frame| !is_wrapper(frame))?;
     let file = called.file.as_deref()?;
     if is_library(file) || DJANGO_MIDDLEWARE_HOOKS.contains(&bare_name(&called.function)) {
         return None;
