@@ -12,6 +12,7 @@ mod crash;
 mod dump;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod labels;
 mod merge;
 mod offcpu;
 mod output;

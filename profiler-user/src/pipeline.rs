@@ -17,11 +17,12 @@ use crate::{
         threads::{gil_state, ThreadAtCrash},
         Crash, CrashKind, CrashReport, Crashed, Reraises,
     },
+    dump::{Place, ThreadSnapshot},
+    labels::{LabelConfig, Labeler},
     merge::{merge, wait_frame, PythonStack, SampleContext},
     offcpu::{self, reason, InProgress, OffCpuPeriods},
     process::maps::{self, Mapping},
     python::Python,
-    dump::{Place, ThreadSnapshot},
     sample::{monotonic_ns, CpuSample, ExitStatus, OffCpuEnd, OffCpuStart, Record, Sampler},
     symbolize::Symbolizer,
     unwind::{Truncation, Unwinder},
@@ -157,6 +158,8 @@ pub(crate) struct Pipeline {
     off_cpu_profile: Option<Aggregator>,
     wall_profile: Option<Aggregator>,
     python: Python,
+    /// Labels from the stack: the automatic `endpoint`, the `--labels` rules.
+    labeler: Labeler,
     recent: RecentStacks,
     /// Crashes not handed out yet, each held until its process's exit says how it ended (or `EXIT_WAIT`).
     crashes: Vec<(Instant, Crash)>,
@@ -180,8 +183,12 @@ impl Pipeline {
                 .profiles
                 .contains(ProfileKind::OffCpu)
                 .then(|| Aggregator::of_kind(ProfileKind::OffCpu, 1)),
-            wall_profile: options.profiles.contains(ProfileKind::Wall).then(|| Aggregator::of_kind(ProfileKind::Wall, 1)),
+            wall_profile: options
+                .profiles
+                .contains(ProfileKind::Wall)
+                .then(|| Aggregator::of_kind(ProfileKind::Wall, 1)),
             python: Python::default(),
+            labeler: Labeler::default(),
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
             crashes: Vec::new(),
             reraises: Reraises::default(),
@@ -191,6 +198,11 @@ impl Pipeline {
             upcoming_map_changes: HashMap::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Labels stacks as `config` says (the automatic `endpoint` label alone until then).
+    pub(crate) fn set_labels(&mut self, config: &LabelConfig) {
+        self.labeler = Labeler::new(config);
     }
 
     /// Prepares for samples of a process that is already running (its maps and unwind tables).
@@ -349,6 +361,7 @@ impl Pipeline {
             let wait = reason::classify(start, sample.syscall, sample.syscall_arg0);
             labels.push(Label { key: "wait", value: LabelValue::Str(wait.label().into()) });
         }
+        labels.extend(self.labeler.labels_of(&frames));
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
     }
@@ -382,6 +395,7 @@ impl Pipeline {
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
         }
         labels.push(Label { key: "wait", value: LabelValue::Str(wait.label().into()) });
+        labels.extend(self.labeler.labels_of(&frames));
         self.off_cpu.blocked_throughout(thread.tid, frames, labels);
     }
 

@@ -6,6 +6,7 @@ mod crash;
 mod demo_crash;
 mod deploy;
 mod dump;
+mod endpoints;
 mod errors;
 mod hostile;
 mod interrupt;

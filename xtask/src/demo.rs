@@ -51,7 +51,11 @@ pub fn demo(ws: &Workspace, duration: &str, workload: Workload) -> Result<()> {
     // The CPU profile under each name, and next to it (NAME.KIND.EXT) where threads waited and their wall-clock time.
     let outputs = [
         ("flame graph", "flame.svg", "open it in a browser"),
-        ("pprof profile", "profile.pb.gz", "`go tool pprof -http=: FILE`, or Pyroscope"),
+        (
+            "pprof profile",
+            "profile.pb.gz",
+            "`go tool pprof -http=: FILE`, or Pyroscope; `-tagfocus endpoint=NAME` for one route",
+        ),
         ("folded stacks", "stacks.folded", "one stack per line with its count"),
         ("off-CPU graph", "flame.off-cpu.svg", "where threads waited, and on what (`wait` label in the pprof)"),
         ("off-CPU pprof", "profile.off-cpu.pb.gz", "filter on wait=gil, io, lock, sleep, cpu"),

@@ -207,6 +207,8 @@ fn run() -> Result<ExitCode> {
             test.env("PROFILER_BIN", &profiler).env("QUAKE_VENV", setup::quake_venv_dir(&ws));
             // VALIDATE_VENV: where setup put the offline validators of deploy/.
             test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
+            // FLASK_VENV: the Flask app of the endpoint-label tests.
+            test.env("FLASK_VENV", setup::flask_venv_dir(&ws));
             cmd::run(&mut test)?;
             if !filtered {
                 fuzz::replay(&ws)?;

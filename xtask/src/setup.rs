@@ -73,6 +73,7 @@ pub fn setup(ws: &Workspace) -> Result<()> {
     tracefs();
     quake_venv(ws)?;
     validate_venv(ws)?;
+    flask_venv(ws)?;
     Ok(())
 }
 
@@ -256,6 +257,18 @@ fn make_venv(venv: &Path, requirements: &Path) -> Result<()> {
             .arg("--requirement")
             .arg(requirements),
     )
+}
+
+/// The Flask app of the endpoint-label tests (tests/workloads/endpoints), relative to the workspace root.
+const FLASK_REQUIREMENTS: &str = "tests/workloads/endpoints/requirements.txt";
+
+/// The virtualenv with Flask for the endpoint-label tests (tests/integration/endpoints.rs).
+pub fn flask_venv_dir(ws: &Workspace) -> PathBuf {
+    ws.target_dir.join("flask-venv")
+}
+
+fn flask_venv(ws: &Workspace) -> Result<()> {
+    ensure_venv(&flask_venv_dir(ws), &ws.root.join(FLASK_REQUIREMENTS))
 }
 
 /// The offline validators of deploy/: kubernetes-validate (the Kubernetes OpenAPI schemas of many releases, so no

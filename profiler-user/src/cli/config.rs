@@ -1,6 +1,7 @@
 //! Resolving the flags into one complete configuration per command: a pure function of the flags and the
 //! environment variables captured once (`RunEnv`), so every rule about what may be combined is unit-tested here
-//! and nothing downstream re-checks or completes a configuration.
+//! and nothing downstream re-checks or completes a configuration. The one file read here is the `--labels` rules
+//! file, so that a mistake in it stops the command before anything is loaded or attached.
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
@@ -9,6 +10,7 @@ use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingAr
 use crate::{
     aggregate::ProfileKinds,
     crash::{index::is_report_base, signature::looks_like_id},
+    labels::{LabelConfig, Rules},
     output::OutputFormat,
     pipeline::PipelineOptions,
     selection::{CmdlinePattern, TargetSpec},
@@ -35,6 +37,8 @@ pub(crate) struct AttachConfig {
     pub rate_hz: u64,
     pub kernel_stacks: bool,
     pub pipeline: PipelineOptions,
+    /// How stacks are labelled (`endpoint`, the --labels rules).
+    pub labels: LabelConfig,
     pub crash_dir: PathBuf,
 }
 
@@ -44,6 +48,8 @@ pub(crate) struct RecordConfig {
     pub attach: AttachConfig,
     pub duration: Option<Duration>,
     pub outputs: Vec<(PathBuf, OutputFormat)>,
+    /// The label whose values become root frames of the flame graphs and folded stacks.
+    pub group_by: Option<String>,
     pub stats_json: Option<PathBuf>,
 }
 
@@ -151,6 +157,10 @@ impl TargetArgs {
 
 impl SamplingArgs {
     fn resolve(self, target: TargetSpec, follow_children: bool, crash_dir: PathBuf) -> Result<AttachConfig> {
+        let rules = match &self.labels_file {
+            Some(path) => Rules::read(path)?,
+            None => Rules::default(),
+        };
         Ok(AttachConfig {
             target,
             follow_children,
@@ -163,6 +173,7 @@ impl SamplingArgs {
                 gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),
             },
+            labels: LabelConfig { rules: rules.into(), max_values: self.max_label_values as usize },
             crash_dir,
         })
     }
@@ -178,10 +189,14 @@ fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
     if args.duration == Some(Duration::ZERO) {
         bail!("--duration must be longer than zero");
     }
+    if args.group_by.as_deref().is_some_and(|key| key.trim().is_empty()) {
+        bail!("--group-by needs a label name, e.g. --group-by endpoint");
+    }
     Ok(RecordConfig {
         attach: args.sampling.resolve(target, !args.no_children, args.crash_dir)?,
         duration: args.duration,
         outputs,
+        group_by: args.group_by,
         stats_json: args.stats_json,
     })
 }
@@ -334,6 +349,30 @@ mod tests {
         assert_eq!(config.attach.rate_hz, 100);
         assert!(config.attach.follow_children);
         assert_eq!(config.outputs.len(), 2);
+    }
+
+    #[test]
+    fn labels_rules_are_read_when_resolving_and_a_bad_file_stops_there() {
+        let dir = crate::test_support::TempDir::new("config", "labels");
+        let good = dir.0.join("good.toml");
+        std::fs::write(&good, "[[rule]]\nfunction = \"handler\"\nlabels = { team = \"a\" }\n").unwrap();
+        let bad = dir.0.join("bad.toml");
+        std::fs::write(&bad, "[[rule]]\nfunction = \"handler\"\nlabels = { team = }\n").unwrap();
+        let record = |extra: &[&str]| {
+            let args = ["profiler", "record", "--pid", "1", "-o", "a.svg"].iter().chain(extra);
+            let Command::Record(args) = Cli::try_parse_from(args).unwrap().command else { panic!("not record") };
+            resolve_record(args)
+        };
+        let config = record(&["--labels", good.to_str().unwrap(), "--max-label-values", "7"]).unwrap();
+        assert_eq!(config.attach.labels.max_values, 7);
+        assert_eq!(config.group_by, None);
+        assert_eq!(record(&[]).unwrap().attach.labels.max_values, crate::labels::DEFAULT_MAX_VALUES);
+        let err = format!("{:#}", record(&["--labels", bad.to_str().unwrap()]).unwrap_err());
+        assert!(err.starts_with(&format!("{}:3: ", bad.display())) && !err.contains('\n'), "{err}");
+        assert_eq!(record(&["--group-by", "endpoint"]).unwrap().group_by.as_deref(), Some("endpoint"));
+        assert!(record(&["--group-by", " "]).is_err());
+        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.svg", "--max-label-values", "0"])
+            .is_err());
     }
 
     #[test]

@@ -87,6 +87,15 @@ pub(crate) struct SamplingArgs {
     pub off_cpu_rate: u64,
     #[command(flatten)]
     pub python: PythonArgs,
+    /// Label samples by the frames on their stack, as the rules of this TOML file say (e.g. a handler's function →
+    /// `endpoint=phivolcs, data_source=external_api`); see the README. Web handlers get an `endpoint` label
+    /// without it.
+    #[arg(long = "labels", value_name = "FILE")]
+    pub labels_file: Option<PathBuf>,
+    /// Distinct values kept per label from the stack (`endpoint`, the --labels rules'); more become `other`.
+    #[arg(long, value_name = "N", default_value_t = crate::labels::DEFAULT_MAX_VALUES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_label_values: u64,
     /// How much of a crashed process's profile before the crash its report includes.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub crash_window: Duration,
@@ -116,6 +125,11 @@ pub(crate) struct RecordArgs {
     /// this name and each other to NAME.KIND.EXT (e.g. out.off-cpu.pb.gz).
     #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
     pub outputs: Vec<PathBuf>,
+    /// In flame graphs and folded stacks, put each stack under a root frame naming its value of this label, e.g.
+    /// `--group-by endpoint` gives `[endpoint=earthquakes]`, `[endpoint=weather_report]` and `[endpoint: none]`
+    /// side by side. pprof files carry every label and are not changed.
+    #[arg(long, value_name = "LABEL")]
+    pub group_by: Option<String>,
     /// Also write the recording's own counters to this JSON file: samples, lost samples, complete stacks, and
     /// the profiler's userspace time per stage (unwind, Python, symbolize, merge, aggregate), cold (each
     /// process's first 100 samples) and warm. `cargo xtask bench` reads it.

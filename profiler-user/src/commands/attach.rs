@@ -64,6 +64,7 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
         report_all_execs: config.target.follows_new_processes(),
     };
     let mut session = Session::start(&options, config.pipeline, tick)?;
+    session.pipeline.set_labels(&config.labels);
     privilege::after_attach(&prepared.privileges)?;
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         // The runtime's worker (its only other thread so far) drops them too.

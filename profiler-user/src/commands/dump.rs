@@ -37,6 +37,7 @@ pub(crate) fn run(config: DumpConfig) -> Result<()> {
         rate_hz: BURST_RATE_HZ,
         kernel_stacks: false,
         pipeline: PipelineOptions::default(),
+        labels: Default::default(),
         crash_dir: PathBuf::new(),
     };
     let needs = privilege::Needs { kernel_symbols: false, write_as_caller: false };

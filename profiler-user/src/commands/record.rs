@@ -76,7 +76,12 @@ async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWrit
     for (path, format, kind) in output_paths(&config) {
         let Some(profile) = profiles.iter().find(|p| p.kind == kind) else { continue };
         let title = if kind == ProfileKind::Cpu { title.clone() } else { format!("{title}: {}", kind.describe()) };
-        output::write_profile(profile, &path, format, &title)?;
+        match (&config.group_by, format) {
+            (Some(key), OutputFormat::FlameGraphSvg | OutputFormat::Folded) => {
+                output::write_profile(&output::group::by_label(profile, key), &path, format, &title)?
+            }
+            _ => output::write_profile(profile, &path, format, &title)?,
+        }
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! The end-of-recording summary: counts, unwind quality, and the top functions by self and total time; and the
-//! same counters with the per-stage userspace cost as JSON (`--stats-json`), for benchmarks.
+//! The end-of-recording summary: counts, unwind quality, the top functions by self and total time, and CPU by
+//! endpoint (the `endpoint` label, when the targets served requests); and the same counters with the per-stage
+//! userspace cost as JSON (`--stats-json`), for benchmarks.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -12,7 +13,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::{
-    aggregate::{FrameKind, Profile},
+    aggregate::{FrameKind, LabelValue, Profile},
+    labels::endpoint::ENDPOINT,
     pipeline::{StageTimes, Stats, COLD_SAMPLES},
 };
 
@@ -54,7 +56,30 @@ pub(crate) fn print(
             writeln!(out, "  {:5.1}%  {count:>7}  {name}", 100.0 * count as f64 / total)?;
         }
     }
+    let endpoints = label_counts(profile, ENDPOINT);
+    if endpoints.iter().any(|(value, _)| value.is_some()) {
+        writeln!(out, "CPU by endpoint (the `endpoint` label; samples outside a request handler have none):")?;
+        for (value, count) in endpoints.iter().take(TOP + 1) {
+            let name = value.unwrap_or("(no endpoint)");
+            writeln!(out, "  {:5.1}%  {count:>7}  {name}", 100.0 * *count as f64 / total)?;
+        }
+    }
     Ok(())
+}
+
+/// Samples per value of label `key` (`None`: stacks without it), most first.
+fn label_counts<'p>(profile: &'p Profile, key: &str) -> Vec<(Option<&'p str>, u64)> {
+    let mut counts: HashMap<Option<&str>, u64> = HashMap::new();
+    for stack in &profile.stacks {
+        let value = stack.labels.iter().find(|label| label.key == key).map(|label| {
+            let LabelValue::Str(value) = &label.value;
+            value.as_str()
+        });
+        *counts.entry(value).or_default() += stack.count;
+    }
+    let mut ranked: Vec<(Option<&str>, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked
 }
 
 /// Writes the recording's counters as JSON: `samples`, `lost_samples`, `complete_stacks`, `off_cpu_samples`
@@ -131,7 +156,7 @@ fn function_counts(profile: &Profile) -> (HashMap<&str, u64>, HashMap<&str, u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregator, Frame};
+    use crate::aggregate::{Aggregator, Frame, Label};
 
     fn frame(kind: FrameKind, name: &str) -> Frame {
         Frame { kind, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }
@@ -160,5 +185,29 @@ mod tests {
         assert!(text.contains("4 samples of 0 threads in 1.0 s, 0 lost; 75.0% of stacks"), "{text}");
         assert!(text.contains(" 75.0%        3  hot"), "{text}");
         assert!(text.contains("100.0%        4  main"), "{text}");
+        assert!(!text.contains("endpoint"), "no endpoints, no section: {text}");
+    }
+
+    #[test]
+    fn cpu_by_endpoint() {
+        let mut aggregator = Aggregator::new(1);
+        let handler = frame(FrameKind::Python, "handler");
+        let endpoint = |value: &str| vec![Label { key: ENDPOINT, value: LabelValue::Str(value.into()) }];
+        for _ in 0..6 {
+            aggregator.add([&handler], endpoint("earthquakes"));
+        }
+        for _ in 0..3 {
+            aggregator.add([&handler], endpoint("weather_report"));
+        }
+        aggregator.add([&handler], vec![]);
+        let mut text = Vec::new();
+        print(&mut text, &aggregator.take(), &Stats::default(), 0, Duration::from_secs(1)).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let section = text.split_once("CPU by endpoint").expect(&text).1;
+        let lines: Vec<&str> = section.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            ["   60.0%        6  earthquakes", "   30.0%        3  weather_report", "   10.0%        1  (no endpoint)"]
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub(crate) mod flamegraph;
 pub(crate) mod folded;
+pub(crate) mod group;
 
 use std::fs::{self, File};
 use std::io::Write;
