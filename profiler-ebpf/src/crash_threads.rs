@@ -62,8 +62,7 @@ pub fn crash_thread(ctx: RawTracePointContext) -> u32 {
     };
     // SAFETY: as above: an atomic add to a u32 of the map value, which stays valid for this program's run.
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*crashing).captured, 1) };
-    let info =
-        CaptureInfo { kind: KIND_CRASH_THREAD, ..CaptureInfo::NONE };
+    let info = CaptureInfo { kind: KIND_CRASH_THREAD, ..CaptureInfo::NONE };
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points to a reserved ring-buffer entry of a CrashRecord, ours until submitted: what `fill`
     // and `copy_code_names` require.

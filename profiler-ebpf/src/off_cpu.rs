@@ -16,13 +16,13 @@
 //! A futex wait on the address range of the process's GIL (`PY_GIL`, located by userspace) counts the thread as a
 //! GIL waiter until it runs again; the CPU sampler reports that count with the samples of the thread that holds it.
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_task_pt_regs},
     },
     macros::raw_tracepoint,
     programs::{tracing::StackIdContext as _, RawTracePointContext},
-    bindings::pt_regs,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use profiler_common::{
@@ -138,10 +138,7 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
     // SAFETY: as in capture.rs: the current task's saved user pt_regs; fields copied by value, 0 if unreadable.
     let (syscall, arg0) = unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        (
-            bpf_probe_read_kernel(&(*regs).orig_rax).unwrap_or(u64::MAX),
-            bpf_probe_read_kernel(&(*regs).rdi).unwrap_or(0),
-        )
+        (bpf_probe_read_kernel(&(*regs).orig_rax).unwrap_or(u64::MAX), bpf_probe_read_kernel(&(*regs).rdi).unwrap_or(0))
     };
     let mut gil_wait = false;
     if !preempted && syscall == SYS_FUTEX {
@@ -175,7 +172,8 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
     let (capture, credit) = unsafe {
         let last = (*thread).last_out_ns;
         let most = gap.wrapping_mul(OFF_CPU_CREDIT_GAPS);
-        let credit = if last == 0 { most } else { (*thread).credit_ns.saturating_add(now.saturating_sub(last)).min(most) };
+        let credit =
+            if last == 0 { most } else { (*thread).credit_ns.saturating_add(now.saturating_sub(last)).min(most) };
         // p = credit / gap as a 32-bit fraction, compared with a 32-bit random number without a division (whose
         // by-zero panic path the verifier would refuse): r < p·2^32 ⇔ r·gap < credit·2^32. gap is at most a
         // second, so r·gap fits; credit ≥ gap is certain, so credit·2^32 is only computed below 2^30.

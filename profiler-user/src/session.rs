@@ -9,8 +9,8 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _, Result};
-use profiler_common::PyLayout;
 use aya::maps::{MapData, RingBuf};
+use profiler_common::PyLayout;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, Signal, SignalKind},
@@ -21,8 +21,8 @@ use crate::{
     dump::{self, Place},
     pipeline::{Pipeline, PipelineOptions},
     process::task,
-    python::threads as py_threads,
     process::Process,
+    python::threads as py_threads,
     sample::{CpuSample, Lifecycle, Sampler, SamplerOptions, TimedLifecycle},
     selection::{self, TargetSpec},
 };

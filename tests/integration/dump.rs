@@ -153,9 +153,11 @@ fn every_versions_python_threads_are_matched_to_their_kernel_threads() {
         if !unmatched.is_empty() {
             failures.push(format!("{name}: Python thread states matched to no kernel thread: {unmatched:?}"));
         }
-        for function in ["deadlock_take_b_while_holding_a", "deadlock_take_a_while_holding_b", "sleep_for_a_long_time"] {
-            let Some(thread) =
-                threads.iter().find(|t| t["stack"].as_array().is_some_and(|s| s.iter().any(|f| f["function"] == function)))
+        for function in ["deadlock_take_b_while_holding_a", "deadlock_take_a_while_holding_b", "sleep_for_a_long_time"]
+        {
+            let Some(thread) = threads
+                .iter()
+                .find(|t| t["stack"].as_array().is_some_and(|s| s.iter().any(|f| f["function"] == function)))
             else {
                 failures.push(format!("{name}: no thread shows {function}: {dump:#}"));
                 continue;

@@ -14,7 +14,8 @@ use std::{
 use profiler_tests::{
     exclusive_cpu, profiler,
     python::{marked_line, pprof_samples, python_2_7, python_interpreters, Interpreter, PprofFrame, PprofSample},
-    read_pprof, read_totals, require_root, run, wait_for_totals, workloads, workspace_root, Folded, Process, Run, TestDir,
+    read_pprof, read_totals, require_root, run, wait_for_totals, workloads, workspace_root, Folded, Process, Run,
+    TestDir,
 };
 
 /// A profiler's share of a function must be within this many percentage points of the workload's measurement.

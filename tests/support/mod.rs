@@ -33,8 +33,8 @@ pub use process::{
 pub use recorder::{Recorder, SETTLE};
 pub use run::{run, wait_for_sigint_handler, Run};
 pub use scratch::{scratch_root, TestDir};
-pub use totals::{read_totals, wait_for_totals};
 pub use setup::{exclusive_cpu, profiler, profiler_bin, require_root, workspace_root};
+pub use totals::{read_totals, wait_for_totals};
 pub use workloads::{
     c_function_lines, compile_c, gnu_build_id, run_to_success, start_native_burn, workloads, Workloads,
     NATIVE_BURN_THREADS,

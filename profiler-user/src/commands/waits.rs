@@ -23,7 +23,8 @@ pub(crate) fn print(out: &mut impl Write, profiles: &[Profile]) -> io::Result<()
         let Some(reason) = label(&stack.labels, "wait") else { continue };
         let ns = stack.count.saturating_mul(waits.period_ns);
         *by_reason.entry(reason).or_default() += ns;
-        let thread = (label(&stack.labels, "thread_name").unwrap_or("?"), label(&stack.labels, "thread_id").unwrap_or("?"));
+        let thread =
+            (label(&stack.labels, "thread_name").unwrap_or("?"), label(&stack.labels, "thread_id").unwrap_or("?"));
         let entry = by_thread.entry(thread).or_default();
         entry.1 += ns;
         if reason == "gil" {
@@ -109,8 +110,16 @@ mod tests {
     fn summarizes_waits_by_reason_thread_and_contended_holder() {
         let mut off = Aggregator::of_kind(ProfileKind::OffCpu, 1);
         let take_gil = Frame::native("take_gil");
-        off.add_weighted([&take_gil], labels(&[("wait", "gil"), ("thread_name", "worker"), ("thread_id", "8")]), 3_000_000_000);
-        off.add_weighted([&take_gil], labels(&[("wait", "io"), ("thread_name", "worker"), ("thread_id", "8")]), 1_000_000_000);
+        off.add_weighted(
+            [&take_gil],
+            labels(&[("wait", "gil"), ("thread_name", "worker"), ("thread_id", "8")]),
+            3_000_000_000,
+        );
+        off.add_weighted(
+            [&take_gil],
+            labels(&[("wait", "io"), ("thread_name", "worker"), ("thread_id", "8")]),
+            1_000_000_000,
+        );
         let mut cpu = Aggregator::new(10_000_000);
         let mut hot = Frame::native("crunch");
         hot.kind = FrameKind::Python;

@@ -346,11 +346,8 @@ mod tests {
             total.add_profile(profile, *scale, &[]);
         }
         let profile = total.take();
-        let mut out: Vec<(String, u64)> = profile
-            .stacks
-            .iter()
-            .map(|s| (profile.frame(s.frames[0]).function.clone(), s.count))
-            .collect();
+        let mut out: Vec<(String, u64)> =
+            profile.stacks.iter().map(|s| (profile.frame(s.frames[0]).function.clone(), s.count)).collect();
         out.sort();
         out
     }
@@ -364,7 +361,10 @@ mod tests {
         periods.start(1, 7, 50_000_000, Stratum::Other, 1.0, at("lock"), Vec::new());
         periods.end(&end(7, 60_000_000, 10_000_000, 50_000_000));
         // 50 ms exact, two captured periods of 10 ms each: each stands for 25 ms.
-        assert_eq!(weights(periods.take_window_now(70_000_000)), [("lock".into(), 25_000_000), ("sleep".into(), 25_000_000)]);
+        assert_eq!(
+            weights(periods.take_window_now(70_000_000)),
+            [("lock".into(), 25_000_000), ("sleep".into(), 25_000_000)]
+        );
         assert!(periods.take_window_now(80_000_000).is_empty());
     }
 
@@ -387,7 +387,10 @@ mod tests {
         periods.end(&end(7, 10_000_000, 10_000_000, 10_000_000));
         periods.start(1, 7, 50_000_000, Stratum::Other, 0.25, at("lock"), Vec::new());
         periods.end(&end(7, 60_000_000, 10_000_000, 60_000_000));
-        assert_eq!(weights(periods.take_window_now(70_000_000)), [("lock".into(), 48_000_000), ("sleep".into(), 12_000_000)]);
+        assert_eq!(
+            weights(periods.take_window_now(70_000_000)),
+            [("lock".into(), 48_000_000), ("sleep".into(), 12_000_000)]
+        );
     }
 
     #[test]
@@ -400,7 +403,10 @@ mod tests {
         periods.end(&gil_end(7, 10_000_000, 10_000_000, 10_000_000, 10_000_000));
         periods.start(1, 7, 20_000_000, Stratum::Other, 0.25, at("sleep"), Vec::new());
         periods.end(&gil_end(7, 30_000_000, 10_000_000, 100_000_000, 40_000_000));
-        assert_eq!(weights(periods.take_window_now(40_000_000)), [("gil".into(), 40_000_000), ("sleep".into(), 60_000_000)]);
+        assert_eq!(
+            weights(periods.take_window_now(40_000_000)),
+            [("gil".into(), 40_000_000), ("sleep".into(), 60_000_000)]
+        );
     }
 
     #[test]

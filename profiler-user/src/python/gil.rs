@@ -84,7 +84,10 @@ mod tests {
             .expect("python3 on PATH");
         let python = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
         let mut child = std::process::Command::new(python)
-            .args(["-c", "import threading,time\nthreading.Thread(target=time.sleep,args=(30,)).start()\ntime.sleep(30)"])
+            .args([
+                "-c",
+                "import threading,time\nthreading.Thread(target=time.sleep,args=(30,)).start()\ntime.sleep(30)",
+            ])
             .spawn()
             .expect("starting python");
         std::thread::sleep(std::time::Duration::from_millis(500));

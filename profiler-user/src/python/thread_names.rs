@@ -102,7 +102,9 @@ pub(crate) fn read(memory: &impl Memory, target: &Target, active: Option<u64>) -
 /// dump` matches a 3.8–3.10 thread state (which holds the pthread id only) to its kernel thread. Empty when
 /// `threading` is not imported or cannot be read.
 pub(crate) fn tids_by_ident(pid: u32, interpreter: &Interpreter) -> HashMap<u64, u32> {
-    target_of(pid, interpreter).and_then(|target| read(&ProcessMemory(pid), &target, None)).map_or_else(HashMap::new, |found| found.tids)
+    target_of(pid, interpreter)
+        .and_then(|target| read(&ProcessMemory(pid), &target, None))
+        .map_or_else(HashMap::new, |found| found.tids)
 }
 
 fn target_of(pid: u32, interpreter: &Interpreter) -> Option<Target<'_>> {

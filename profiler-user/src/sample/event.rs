@@ -4,13 +4,13 @@
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
 use anyhow::{bail, Context as _, Result};
+pub(crate) use profiler_common::OffCpuEnd;
 use profiler_common::{
     CrashRecord, CrashRegs, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs,
     CRASH_CODE_COPIES, CRASH_CODE_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL,
     FLAG_FAULT_ADDR, FLAG_GIL_WAIT, FLAG_KERNEL_STACK, FLAG_PREEMPTED, KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD,
     KIND_OFF_CPU, KIND_OFF_CPU_END, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
 };
-pub(crate) use profiler_common::OffCpuEnd;
 
 /// A record of the sample ring: a stack (a CPU sample, a crash, a thread leaving its CPU) or the end of an
 /// off-CPU period whose start was captured.
@@ -213,7 +213,11 @@ impl<'a> CpuSample<'a> {
                 capture_credit_ns: header.capture_credit_ns,
             }),
             // The kernel reads the count for every sample; it is this thread's doing only while it holds the GIL.
-            gil_waiters: if header.py_flags & PY_GIL_HELD != 0 { header.gil_waiters.min(u32::from(u16::MAX)) } else { 0 },
+            gil_waiters: if header.py_flags & PY_GIL_HELD != 0 {
+                header.gil_waiters.min(u32::from(u16::MAX))
+            } else {
+                0
+            },
             code_copies,
             crash_cpu,
         })

@@ -60,7 +60,8 @@ impl Sampler {
         tracefs::ensure_mounted()?;
         let lifecycle = tracefs::lifecycle_config(options.report_all_execs)?;
         let task_offsets = btf::task_offsets();
-        let off_cpu_rate_hz = options.off_cpu_rate_hz.filter(|_| task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD);
+        let off_cpu_rate_hz =
+            options.off_cpu_rate_hz.filter(|_| task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD);
         let off_cpu = off_cpu_rate_hz.is_some();
         let config = SamplerConfig {
             kernel_stacks: options.kernel_stacks.into(),

@@ -9,7 +9,7 @@ pub(crate) mod preflight;
 pub(crate) mod tracefs;
 
 pub(crate) use event::{
-    InProgress, OffCpuEnd, OffCpuStart, Record,
-    monotonic_ns, signal_name, CpuSample, CrashCpuState, CrashSignal, ExitStatus, Lifecycle, TimedLifecycle,
+    monotonic_ns, signal_name, CpuSample, CrashCpuState, CrashSignal, ExitStatus, InProgress, Lifecycle, OffCpuEnd,
+    OffCpuStart, Record, TimedLifecycle,
 };
 pub(crate) use loader::{Sampler, SamplerOptions};

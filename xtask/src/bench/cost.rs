@@ -145,8 +145,7 @@ impl Bench {
             let agent_cpu = || agent.as_ref().map_or(0, Agent::cpu_ns);
             let bpf = || {
                 let times = bpf_run_times(agent_pid);
-                [BPF_PROG_TYPE_PERF_EVENT, BPF_PROG_TYPE_RAW_TRACEPOINT]
-                    .map(|kind| times.get(&kind).map_or(0, |t| t.0))
+                [BPF_PROG_TYPE_PERF_EVENT, BPF_PROG_TYPE_RAW_TRACEPOINT].map(|kind| times.get(&kind).map_or(0, |t| t.0))
             };
             let before = (agent_cpu(), process_cpu_ns(pid), context_switches(pid), bpf(), monotonic());
             let rate = self.load(&url, LOAD_SECONDS)?;

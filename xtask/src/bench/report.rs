@@ -172,8 +172,11 @@ impl Results {
     }
 
     fn render_off_cpu(&self, md: &mut String) {
-        let _ = writeln!(md, "## 6. Off-CPU sampling
-");
+        let _ = writeln!(
+            md,
+            "## 6. Off-CPU sampling
+"
+        );
         let _ = writeln!(
             md,
             "The demo app saturated as in section 1 ({LOAD_CONNECTIONS} closed-loop connections for {LOAD_SECONDS} s \
