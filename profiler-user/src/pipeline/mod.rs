@@ -1,5 +1,7 @@
 //! Runs every stage on each sample record: parse → unwind → symbolize → merge → aggregate, and keeps the
-//! counters the status line and summary report.
+//! counters the status line and summary report. The crash half (a fault's sample → a report) is crashes.rs.
+mod crashes;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -10,27 +12,16 @@ use profiler_common::PyLayout;
 
 use crate::{
     aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile, ProfileKind, ProfileKinds},
-    crash::{
-        budget::{CrashBudget, Suppression},
-        fault::{self, FaultInput, MapsRead, Registers},
-        recent::RecentStacks,
-        threads::{gil_state, ThreadAtCrash},
-        Crash, CrashKind, CrashReport, Crashed, Reraises,
-    },
+    crash::{budget::CrashBudget, recent::RecentStacks, Crash, Reraises},
     dump::{Place, ThreadSnapshot},
     labels::{LabelConfig, Labeler},
     merge::{merge, wait_frame, PythonStack, SampleContext},
     offcpu::{self, reason, InProgress, OffCpuPeriods},
-    process::maps::{self, Mapping},
     python::Python,
-    sample::{monotonic_ns, CpuSample, ExitStatus, OffCpuEnd, OffCpuStart, Record, Sampler},
+    sample::{monotonic_ns, CpuSample, OffCpuEnd, OffCpuStart, Record, Sampler},
     symbolize::Symbolizer,
     unwind::{Truncation, Unwinder},
 };
-
-/// How long a crash report waits for the exit of its process (which says how it ended) before it is written
-/// anyway: the exit follows within milliseconds unless a handler survives the signal or a core dump is slow.
-const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Choices that change what a sample becomes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -473,151 +464,8 @@ impl Pipeline {
         self.python.interpreter(pid).cloned()
     }
 
-    fn process_crash(&mut self, sample: &CpuSample, sampler: &Sampler) {
-        let Some(signal) = sample.crash else { return };
-        if self.reraises.is_reraise(sample.pid, sample.tid, signal.signal, sample.time_ns) {
-            return;
-        }
-        let name = self.process_name(sample.pid, &sample.comm);
-        if !self.crash_budget.admit(sample.pid, &name, sample.time_ns) {
-            self.stats.crashes_over_budget += 1;
-            return;
-        }
-        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
-        let process_name = self.process_name(sample.pid, &sample.comm);
-        let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
-        let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
-        report.gil = gil_state(sample);
-        report.gil_holder = sample.holds_gil().then_some(sample.tid);
-        if let Some(cpu) = &sample.crash_cpu {
-            let (mappings, maps) = self.maps_at_crash(sample.pid, cpu.regs.rip);
-            report.registers = Some(Registers(cpu.regs));
-            report.fault = Some(fault::analyze(&FaultInput {
-                signal: signal.signal,
-                si_code: signal.si_code,
-                fault_addr: signal.fault_addr,
-                cpu,
-                mappings: &mappings,
-                maps,
-            }));
-        }
-        let mut stack = Aggregator::new(self.aggregator.period_ns());
-        stack.add(&frames, labels);
-        self.push_crash(report, sample.time_ns, stack.take());
-    }
-
-    /// Another thread of a process whose fault is being reported, as the kernel stopped it for the exit: added to
-    /// that report (ignored when no report is pending: over budget, suppressed as one more of its signature, or a
-    /// handler survived and the process was killed much later).
-    fn process_crash_thread(&mut self, sample: &CpuSample, sampler: &Sampler) {
-        let pending = self.crashes.iter().rposition(|(_, crash)| {
-            crash.report.pid == sample.pid && crash.report.kind == CrashKind::Fault && crash.time_ns <= sample.time_ns
-        });
-        let Some(index) = pending else { return };
-        let crash = &self.crashes[index].1;
-        if crash.suppressed.is_some() || crash.report.threads.iter().any(|thread| thread.tid == sample.tid) {
-            return;
-        }
-        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
-        let name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
-        let crash = &mut self.crashes[index].1;
-        let thread = ThreadAtCrash::new(sample, name, &frames, crash.time_ns);
-        if sample.holds_gil() {
-            crash.report.gil_holder = Some(sample.tid);
-        }
-        let at = crash.report.threads.partition_point(|other| other.tid < thread.tid);
-        crash.report.threads.insert(at, thread);
-    }
-
-    /// The maps to place a crash's fault address in: read now if the process still has them (they then hold what it
-    /// mapped since the unwinder's copy, a new thread's stack say) and they map the same file at the faulting
-    /// instruction as that copy (so not a new process under a reused PID); otherwise the unwinder's copy.
-    fn maps_at_crash(&self, pid: u32, rip: u64) -> (Vec<Mapping>, MapsRead) {
-        let held = self.unwinder.mappings(pid);
-        let code_at_rip = |mappings: &[Mapping]| {
-            mappings.iter().find(|m| (m.start..m.end).contains(&rip)).map(|m| (m.start, m.dev, m.inode))
-        };
-        if let Ok(now) = maps::read(pid) {
-            if !now.mappings.is_empty() && (held.is_empty() || code_at_rip(&now.mappings) == code_at_rip(held)) {
-                return (now.mappings, MapsRead::AtTheCrash);
-            }
-        }
-        if held.is_empty() {
-            (Vec::new(), MapsRead::Never)
-        } else {
-            (held.to_vec(), MapsRead::BeforeTheCrash)
-        }
-    }
-
-    /// Another process killed target `pid` with `signal`: a report without a stack, with the window before.
-    pub(crate) fn process_killed(&mut self, pid: u32, sender: u32, signal: u32, time_ns: u64) {
-        let name = self.process_name(pid, "?");
-        if !self.crash_budget.admit(pid, &name, time_ns) {
-            self.stats.crashes_over_budget += 1;
-            return;
-        }
-        let report = self.crashed(pid, pid, &name, &name).killed(sender, signal);
-        self.push_crash(report, time_ns, Profile::default());
-    }
-
-    fn crashed<'a>(&self, pid: u32, tid: u32, process_name: &'a str, thread_name: &'a str) -> Crashed<'a> {
-        Crashed {
-            pid,
-            tid,
-            process_name,
-            thread_name,
-            python_version: self.python.interpreter(pid).map(|i| i.version.to_string()),
-            window_secs: self.options.crash_window_secs,
-        }
-    }
-
-    /// Hands out a crash once its process ends: with its window, or, over a report budget for its signature,
-    /// as a suppressed crash (an index line only, so the window is not gathered).
-    fn push_crash(&mut self, mut report: CrashReport, time_ns: u64, stack: Profile) {
-        let suppressed: Option<Suppression> = self.crash_budget.report(&report.signature, time_ns).err();
-        let mut window = Aggregator::new(self.aggregator.period_ns());
-        if suppressed.is_none() {
-            report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
-        } else {
-            self.stats.crashes_suppressed += 1;
-        }
-        self.stats.crashes += 1;
-        self.crashes.push((Instant::now(), Crash { time_ns, report, window: window.take(), stack, suppressed }));
-    }
-
     fn process_name(&self, pid: u32, fallback: &str) -> String {
         self.process_names.get(&pid).cloned().unwrap_or_else(|| fallback.to_owned())
-    }
-
-    /// Crashes whose report is complete: the process's exit was seen, or `EXIT_WAIT` passed without it.
-    pub(crate) fn take_crashes(&mut self) -> Vec<Crash> {
-        let (ready, held) = std::mem::take(&mut self.crashes)
-            .into_iter()
-            .partition(|(since, crash)| crash.report.exit.is_some() || since.elapsed() >= EXIT_WAIT);
-        self.crashes = held;
-        ready.into_iter().map(|(_, crash)| crash).collect()
-    }
-
-    /// Every crash not handed out yet (at the end of a session).
-    pub(crate) fn take_all_crashes(&mut self) -> Vec<Crash> {
-        std::mem::take(&mut self.crashes).into_iter().map(|(_, crash)| crash).collect()
-    }
-
-    /// The last thread of `pid` exited: completes its crash reports and logs how it ended (a clean exit only at
-    /// debug level: a fork storm would otherwise flood the log).
-    /// `threads_missed`: other threads the kernel did not capture at its crash, if it crashed.
-    pub(crate) fn process_exited(&mut self, pid: u32, status: Option<ExitStatus>, threads_missed: Option<u32>) {
-        let Some(status) = status else { return };
-        for (_, crash) in self.crashes.iter_mut().filter(|(_, c)| c.report.pid == pid) {
-            crash.report.exit = Some(status);
-            crash.report.threads_missed = threads_missed.unwrap_or(0);
-        }
-        let name = self.process_name(pid, "?");
-        if status == (ExitStatus::Exited { code: 0 }) {
-            tracing::debug!("PID {pid} ({name}) {status}");
-        } else {
-            tracing::info!("PID {pid} ({name}) {status}");
-        }
     }
 
     /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.
