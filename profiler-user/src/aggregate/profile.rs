@@ -75,6 +75,13 @@ pub(crate) struct Label {
     pub value: LabelValue,
 }
 
+/// The value of label `key` among `labels`, if it is there.
+pub(crate) fn label_value<'l>(labels: &'l [Label], key: &str) -> Option<&'l str> {
+    labels.iter().find(|label| label.key == key).map(|label| match &label.value {
+        LabelValue::Str(value) => value.as_str(),
+    })
+}
+
 /// Distinct stack + labels, and how many samples hit it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StackCount {

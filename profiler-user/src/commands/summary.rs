@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::{
-    aggregate::{FrameKind, LabelValue, Profile},
+    aggregate::{label_value, FrameKind, Profile},
     labels::endpoint::ENDPOINT,
     pipeline::{StageTimes, Stats, COLD_SAMPLES},
 };
@@ -71,11 +71,7 @@ pub(crate) fn print(
 fn label_counts<'p>(profile: &'p Profile, key: &str) -> Vec<(Option<&'p str>, u64)> {
     let mut counts: HashMap<Option<&str>, u64> = HashMap::new();
     for stack in &profile.stacks {
-        let value = stack.labels.iter().find(|label| label.key == key).map(|label| {
-            let LabelValue::Str(value) = &label.value;
-            value.as_str()
-        });
-        *counts.entry(value).or_default() += stack.count;
+        *counts.entry(label_value(&stack.labels, key)).or_default() += stack.count;
     }
     let mut ranked: Vec<(Option<&str>, u64)> = counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -156,7 +152,7 @@ fn function_counts(profile: &Profile) -> (HashMap<&str, u64>, HashMap<&str, u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregator, Frame, Label};
+    use crate::aggregate::{Aggregator, Frame, Label, LabelValue};
 
     fn frame(kind: FrameKind, name: &str) -> Frame {
         Frame { kind, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }

@@ -5,7 +5,7 @@ use std::{
     io::{self, Write},
 };
 
-use crate::aggregate::{FrameKind, Label, LabelValue, Profile, ProfileKind};
+use crate::aggregate::{label_value, FrameKind, Profile, ProfileKind};
 
 const TOP: usize = 5;
 
@@ -20,11 +20,13 @@ pub(crate) fn print(out: &mut impl Write, profiles: &[Profile]) -> io::Result<()
     // (thread name, thread id) → (GIL wait, all off-CPU time), in ns.
     let mut by_thread: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     for stack in &waits.stacks {
-        let Some(reason) = label(&stack.labels, "wait") else { continue };
+        let Some(reason) = label_value(&stack.labels, "wait") else { continue };
         let ns = stack.count.saturating_mul(waits.period_ns);
         *by_reason.entry(reason).or_default() += ns;
-        let thread =
-            (label(&stack.labels, "thread_name").unwrap_or("?"), label(&stack.labels, "thread_id").unwrap_or("?"));
+        let thread = (
+            label_value(&stack.labels, "thread_name").unwrap_or("?"),
+            label_value(&stack.labels, "thread_id").unwrap_or("?"),
+        );
         let entry = by_thread.entry(thread).or_default();
         entry.1 += ns;
         if reason == "gil" {
@@ -64,7 +66,7 @@ pub(crate) fn print(out: &mut impl Write, profiles: &[Profile]) -> io::Result<()
 fn print_contended_holders(out: &mut impl Write, cpu: &Profile) -> io::Result<()> {
     let mut by_function: HashMap<String, u64> = HashMap::new();
     let mut contended = 0u64;
-    for stack in cpu.stacks.iter().filter(|s| label(&s.labels, "gil_waiters").is_some()) {
+    for stack in cpu.stacks.iter().filter(|s| label_value(&s.labels, "gil_waiters").is_some()) {
         contended += stack.count;
         let frames = || stack.frames.iter().map(|&id| cpu.frame(id)).filter(|f| f.kind != FrameKind::Context);
         let leaf = frames().find(|f| f.kind == FrameKind::Python).or_else(|| frames().next());
@@ -87,12 +89,6 @@ fn print_contended_holders(out: &mut impl Write, cpu: &Profile) -> io::Result<()
     Ok(())
 }
 
-fn label<'l>(labels: &'l [Label], key: &str) -> Option<&'l str> {
-    labels.iter().find(|l| l.key == key).map(|l| match &l.value {
-        LabelValue::Str(value) => value.as_str(),
-    })
-}
-
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -100,7 +96,7 @@ fn secs(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregator, Frame};
+    use crate::aggregate::{Aggregator, Frame, Label, LabelValue};
 
     fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
         pairs.iter().map(|&(key, value)| Label { key, value: LabelValue::Str(value.into()) }).collect()

@@ -4,7 +4,7 @@
 //! label go under `[endpoint: none]`.
 use std::collections::HashMap;
 
-use crate::aggregate::{Frame, FrameId, FrameKind, LabelValue, Profile, StackCount};
+use crate::aggregate::{label_value, Frame, FrameId, FrameKind, Profile, StackCount};
 
 /// `profile` with a root frame per value of label `key` on every stack.
 pub(crate) fn by_label(profile: &Profile, key: &str) -> Profile {
@@ -14,11 +14,7 @@ pub(crate) fn by_label(profile: &Profile, key: &str) -> Profile {
         .stacks
         .iter()
         .map(|stack| {
-            let value = stack.labels.iter().find(|label| label.key == key).map(|label| {
-                let LabelValue::Str(value) = &label.value;
-                value.as_str()
-            });
-            let name = match value {
+            let name = match label_value(&stack.labels, key) {
                 Some(value) => format!("[{key}={value}]"),
                 None => format!("[{key}: none]"),
             };
@@ -46,7 +42,7 @@ pub(crate) fn by_label(profile: &Profile, key: &str) -> Profile {
 mod tests {
     use super::*;
     use crate::{
-        aggregate::{Aggregator, Label},
+        aggregate::{Aggregator, Label, LabelValue},
         output::folded,
     };
 

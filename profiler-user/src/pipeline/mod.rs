@@ -11,7 +11,7 @@ use std::{
 use profiler_common::PyLayout;
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameKind, Label, LabelValue, Profile, ProfileKind, ProfileKinds},
+    aggregate::{label_value, Aggregator, Frame, FrameKind, Label, LabelValue, Profile, ProfileKind, ProfileKinds},
     crash::{budget::CrashBudget, recent::RecentStacks, Crash, Reraises},
     dump::{Place, ThreadSnapshot},
     labels::{LabelConfig, Labeler},
@@ -561,10 +561,7 @@ pub(crate) fn thread_name(pid: u32, tid: u32, comm: &str, process_name: &str, py
 
 /// The `thread_name` label `stack_of` gave a sample.
 fn thread_name_label(labels: &[Label]) -> Option<&str> {
-    labels.iter().find(|label| label.key == "thread_name").map(|label| {
-        let LabelValue::Str(name) = &label.value;
-        name.as_str()
-    })
+    label_value(labels, "thread_name")
 }
 
 #[cfg(test)]

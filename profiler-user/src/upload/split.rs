@@ -5,7 +5,7 @@
 //! records about the sampled process (its `pid` label, its synthetic process frame).
 use std::collections::{BTreeMap, HashMap};
 
-use crate::aggregate::{FrameId, FrameKind, LabelValue, Profile, StackCount};
+use crate::aggregate::{label_value, FrameId, FrameKind, Profile, StackCount};
 
 /// The pid label the pipeline puts on every sample.
 const PID_LABEL: &str = "pid";
@@ -83,8 +83,7 @@ pub(crate) fn by_service(
 
 /// The sampled process's pid, from the stack's `pid` label.
 pub(crate) fn pid_of(stack: &StackCount) -> Option<u32> {
-    let LabelValue::Str(text) = &stack.labels.iter().find(|label| label.key == PID_LABEL)?.value;
-    text.parse().ok()
+    label_value(&stack.labels, PID_LABEL)?.parse().ok()
 }
 
 /// The sampled process's name: the outermost synthetic frame, which the pipeline names after the process.
@@ -96,7 +95,7 @@ pub(crate) fn process_name_of<'p>(profile: &'p Profile, stack: &StackCount) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Aggregator, Frame, Label};
+    use crate::aggregate::{Aggregator, Frame, Label, LabelValue};
 
     fn frame(kind: FrameKind, name: &str) -> Frame {
         Frame { kind, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }
