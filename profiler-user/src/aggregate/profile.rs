@@ -61,6 +61,19 @@ impl Frame {
             inlined: false,
         }
     }
+
+    /// A Python frame of `function` in `file` at line 1, for tests.
+    pub(crate) fn python(function: &str, file: &str) -> Frame {
+        Frame {
+            kind: FrameKind::Python,
+            function: function.into(),
+            file: Some(file.into()),
+            line: Some(1),
+            module: None,
+            address: 0,
+            inlined: false,
+        }
+    }
 }
 
 /// A label attached to samples (pprof `Sample.label`).

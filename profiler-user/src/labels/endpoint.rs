@@ -121,15 +121,7 @@ mod tests {
     const APP: &str = "/srv/app/app.py";
 
     fn py(function: &str, file: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Python,
-            function: function.into(),
-            file: Some(file.into()),
-            line: Some(1),
-            module: None,
-            address: 0,
-            inlined: false,
-        }
+        Frame::python(function, file)
     }
 
     fn lib(function: &str, path: &str) -> Frame {

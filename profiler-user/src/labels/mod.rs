@@ -57,18 +57,9 @@ impl Labeler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::FrameKind;
 
     fn py(function: &str, file: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Python,
-            function: function.into(),
-            file: Some(file.into()),
-            line: Some(1),
-            module: None,
-            address: 0,
-            inlined: false,
-        }
+        Frame::python(function, file)
     }
 
     fn label(key: &'static str, value: &str) -> Label {

@@ -229,15 +229,7 @@ mod tests {
     use crate::aggregate::Module;
 
     fn py(function: &str, file: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Python,
-            function: function.into(),
-            file: Some(file.into()),
-            line: Some(1),
-            module: None,
-            address: 0,
-            inlined: false,
-        }
+        Frame::python(function, file)
     }
 
     fn error(text: &str) -> RuleError {
