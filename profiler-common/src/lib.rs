@@ -26,6 +26,10 @@ pub const KIND_CRASH_THREAD: u32 = 3;
 pub const KIND_OFF_CPU: u32 = 4;
 /// `OffCpuEnd::kind`: a thread whose leaving was captured (`KIND_OFF_CPU`) runs again.
 pub const KIND_OFF_CPU_END: u32 = 5;
+/// `SampleHeader::kind` of a target's page fault chosen for the memory profile (with probability its size /
+/// `SamplerConfig::memory_period_bytes`, at most 1): the stack that touched memory not mapped in yet, the faulting
+/// address in `fault_addr`, the bytes it stands for in `capture_credit`.
+pub const KIND_PAGE_FAULT: u32 = 6;
 
 /// Threads of one crashing process captured besides the faulting one; the rest are counted, not captured.
 pub const CRASH_MAX_THREADS: u32 = 128;
@@ -245,8 +249,9 @@ pub struct SampleHeader {
     pub gil_waiters: u32,
     /// `KIND_OFF_CPU`: the thread's capture credit when this leaving was captured (see `OffCpuThread::credit_ns`):
     /// it was captured with probability credit / `SamplerConfig::off_cpu_gap_ns`, at most 1, and userspace weighs
-    /// the period by the inverse.
-    pub capture_credit_ns: u64,
+    /// the period by the inverse (nanoseconds). `KIND_PAGE_FAULT`: the bytes this capture stands for: the fault's size
+    /// divided by the probability it had of being captured.
+    pub capture_credit: u64,
 }
 
 /// A thread whose leaving its CPU was captured runs again: how long it was off, sent through `SAMPLES`.
@@ -407,6 +412,8 @@ pub struct SamplerConfig {
     /// Non-zero: also record the kernel stack of each sample.
     pub kernel_stacks: u32,
     pub _reserved: u32,
+    /// Mean bytes of a target's memory growth per captured page fault (0: the memory profile is off).
+    pub memory_period_bytes: u64,
     /// A thread's off-CPU periods are captured about once per this many nanoseconds at most (0: off-CPU sampling
     /// is off).
     pub off_cpu_gap_ns: u64,
@@ -418,6 +425,11 @@ pub struct SamplerConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskOffsets {
+    /// `task_struct.mm` (the thread's address space; NULL for kernel threads).
+    pub mm: u32,
+    /// In `mm_struct`, the 64-bit page counts of resident file, anonymous and shared-memory pages (`rss_stat`'s
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`: atomics before 6.2, percpu counters' shared part since).
+    pub rss_pages: [u32; 3],
     /// `task_struct.exit_code` (int).
     pub exit_code: u32,
     /// `task_struct.thread.fsbase` (unsigned long): the thread's TLS base, which glibc's `pthread_self()` returns.
@@ -429,7 +441,14 @@ pub struct TaskOffsets {
 }
 
 impl TaskOffsets {
-    pub const UNKNOWN: Self = Self { exit_code: NO_FIELD, fsbase: NO_FIELD, pid: NO_FIELD, state: NO_FIELD };
+    pub const UNKNOWN: Self = Self {
+        mm: NO_FIELD,
+        rss_pages: [NO_FIELD; 3],
+        exit_code: NO_FIELD,
+        fsbase: NO_FIELD,
+        pid: NO_FIELD,
+        state: NO_FIELD,
+    };
 }
 
 #[cfg(feature = "user")]

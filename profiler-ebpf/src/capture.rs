@@ -24,7 +24,7 @@ pub struct CaptureInfo {
     /// `KIND_OFF_CPU`: the thread's state as it left, its capture credit, and the first argument of the system call
     /// it blocked in (read by the caller, which needs it anyway).
     pub task_state: u32,
-    pub capture_credit_ns: u64,
+    pub capture_credit: u64,
     pub syscall_arg0: u64,
 }
 
@@ -38,7 +38,7 @@ impl CaptureInfo {
         si_code: 0,
         fault_addr: 0,
         task_state: 0,
-        capture_credit_ns: 0,
+        capture_credit: 0,
         syscall_arg0: 0,
     };
 }
@@ -83,7 +83,7 @@ pub unsafe fn fill(record: *mut SampleRecord, tgid: u32, tid: u32, info: Capture
         write_volatile(&raw mut header.syscall, syscall);
         write_volatile(&raw mut header.syscall_arg0, info.syscall_arg0);
         write_volatile(&raw mut header.task_state, info.task_state);
-        write_volatile(&raw mut header.capture_credit_ns, info.capture_credit_ns);
+        write_volatile(&raw mut header.capture_credit, info.capture_credit);
     }
 
     // Page-sized reads at constant offsets from the page holding sp (the verifier refuses variable-length

@@ -13,7 +13,7 @@ use profiler_common::{
     TARGET_FOLLOW_CHILDREN,
 };
 
-use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, TARGETS};
+use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, RESIDENT_PAGES, TARGETS};
 
 /// Written by userspace before load from the tracepoint formats.
 // SAFETY: no other symbol of the object is named LIFECYCLE_CONFIG; userspace sets it by this name before load.
@@ -74,8 +74,9 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     // SAFETY: only tested for presence, never read.
     let is_target = unsafe { TARGETS.get(&pid) }.is_some();
     if is_target {
-        // The old interpreter layout describes the old image.
+        // The old interpreter layout and resident pages describe the old image.
         let _ = PY_PROCESSES.remove(&pid);
+        let _ = RESIDENT_PAGES.remove(&pid);
     }
     if is_target || config().report_all_execs != 0 {
         send(EVENT_EXEC, pid, 0, 0);
@@ -102,6 +103,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     if group_dead {
         let _ = TARGETS.remove(&tgid);
         let _ = PY_PROCESSES.remove(&tgid);
+        let _ = RESIDENT_PAGES.remove(&tgid);
         // The last thread's exit_code is the process's: exit_group() and fatal signals give every thread the
         // group's code.
         send_exit(tgid, crate::task::current_exit_code());

@@ -13,6 +13,7 @@ mod crash;
 mod crash_threads;
 mod lifecycle;
 mod maps;
+mod memory;
 mod off_cpu;
 mod python;
 mod sampler;

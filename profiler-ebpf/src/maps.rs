@@ -66,3 +66,9 @@ pub static OFF_CPU_THREADS: LruHashMap<u32, OffCpuThread> = LruHashMap::with_max
 /// userspace once it located the GIL.
 #[map]
 pub static PY_GIL: HashMap<u32, PyGil> = HashMap::with_max_entries(4096, 0);
+
+/// Each target process's resident pages after its last page fault (tgid → pages; see memory.rs): written at every
+/// page fault of a target while the memory profile runs, removed by userspace at the process's exit and by the
+/// kernel at its exec (and by the LRU if both miss one).
+#[map]
+pub static RESIDENT_PAGES: LruHashMap<u32, i64> = LruHashMap::with_max_entries(16384, 0);

@@ -214,7 +214,7 @@ fn switched_out(ctx: &RawTracePointContext, now: u64, gap: u64) {
         flags,
         kernel_stack_id,
         task_state: state,
-        capture_credit_ns: credit,
+        capture_credit: credit,
         syscall_arg0: arg0,
         ..CaptureInfo::NONE
     };

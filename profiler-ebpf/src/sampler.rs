@@ -1,13 +1,20 @@
-//! The CPU sampler: a perf_event (cpu-clock) program run on every CPU at the sampling rate.
+//! The CPU sampler: a perf_event program run on every CPU at the sampling rate (`cpu-clock`), and for the memory
+//! profile at the end of every handled page fault (`page-faults-min`, `page-faults-maj`; see memory.rs for which of
+//! a target's faults it captures).
 //!
 //! For a target thread it sends the user registers and a copy of the top of the user stack, so userspace can
-//! unwind with DWARF CFI (the target needs no frame pointers).
+//! unwind with DWARF CFI (the target needs no frame pointers). One program serves both kinds of event because the
+//! capture is most of what the verifier checks: a second program would double that work at every start, for a
+//! record that differs in its kind, an address and a weight. The kernel hands the program the event's period: 1
+//! for the fault events, nanoseconds between ticks (at least 10⁶) for `cpu-clock`.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::perf_event,
     programs::{tracing::StackIdContext as _, PerfEventContext},
 };
-use profiler_common::{SampleRecord, SamplerConfig, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU};
+use profiler_common::{
+    SampleRecord, SamplerConfig, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, KIND_PAGE_FAULT,
+};
 
 use crate::{
     capture::{fill, CaptureInfo},
@@ -17,7 +24,8 @@ use crate::{
 /// Written by userspace before load (aya `EbpfLoader::override_global`).
 // SAFETY: no other symbol of the object is named SAMPLER_CONFIG; userspace sets it by this name before load.
 #[unsafe(no_mangle)]
-static SAMPLER_CONFIG: SamplerConfig = SamplerConfig { kernel_stacks: 0, _reserved: 0, off_cpu_gap_ns: 0 };
+static SAMPLER_CONFIG: SamplerConfig =
+    SamplerConfig { kernel_stacks: 0, _reserved: 0, memory_period_bytes: 0, off_cpu_gap_ns: 0 };
 
 /// What userspace wrote into `SAMPLER_CONFIG` before load.
 #[inline(always)]
@@ -41,16 +49,27 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return;
     }
+    // The interrupted context says whether the tick (or fault) hit user mode; the period, which event fired.
+    // SAFETY: `ctx.ctx` is the bpf_perf_event_data the kernel passed to this program, valid for its run; the
+    // verifier checks the reads against the context's type.
+    let (interrupted_cs, period, address) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).sample_period, (*ctx.ctx).addr) };
+    let page_fault = period == 1;
+    // A fault not captured (most of them) ends here, before a record is reserved.
+    let mut credit = 0;
+    if page_fault {
+        match crate::memory::capture_weight(tgid, config().memory_period_bytes) {
+            Some(bytes) => credit = bytes,
+            None => return,
+        }
+    }
     let Some(mut entry) = SAMPLES.reserve::<SampleRecord>(0) else {
         count_lost();
         return;
     };
-
-    // The interrupted context says whether the tick hit user mode.
-    // SAFETY: `ctx.ctx` is the bpf_perf_event_data the kernel passed to this program, valid for its run; the
-    // verifier checks the read against the context's type.
-    let interrupted_cs = unsafe { (*ctx.ctx).regs.cs };
     let mut flags = if interrupted_cs & 3 == 3 { FLAG_USER_MODE } else { 0 };
+    if page_fault {
+        flags |= FLAG_FAULT_ADDR;
+    }
     let mut kernel_stack_id = -1i64;
     if config().kernel_stacks != 0 {
         if let Ok(id) = ctx.get_stackid(&KERNEL_STACKS, 0) {
@@ -58,7 +77,14 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
             flags |= FLAG_KERNEL_STACK;
         }
     }
-    let info = CaptureInfo { kind: KIND_CPU, flags, kernel_stack_id, ..CaptureInfo::NONE };
+    let info = CaptureInfo {
+        kind: if page_fault { KIND_PAGE_FAULT } else { KIND_CPU },
+        flags,
+        kernel_stack_id,
+        fault_addr: if page_fault { address } else { 0 },
+        capture_credit: credit,
+        ..CaptureInfo::NONE
+    };
     // SAFETY: the entry was reserved in SAMPLES for a SampleRecord and is ours until submitted below.
     unsafe { fill(entry.as_mut_ptr(), tgid, pid_tgid as u32, info) };
     // Waking the reader for every sample would preempt the sampled thread on its own CPU, once per tick, and

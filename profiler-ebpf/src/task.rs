@@ -1,7 +1,8 @@
 //! Reads of the current task's `task_struct` at offsets userspace found in this kernel's BTF.
 //!
-//! aya-ebpf has no CO-RE field relocations for Rust programs, so the two fields we need that no tracepoint
-//! carries (a thread's TLS base, an exiting process's exit code) are read at offsets written before load.
+//! aya-ebpf has no CO-RE field relocations for Rust programs, so the fields we need that no tracepoint carries (a
+//! thread's TLS base, an exiting process's exit code, its address space's resident-page counters) are read at
+//! offsets written before load.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
 use profiler_common::{TaskOffsets, NO_FIELD};
 
@@ -50,6 +51,30 @@ pub fn current_state() -> u32 {
     // SAFETY: as in `current_fsbase`: a by-value copy at a BTF offset that fails cleanly.
     let task = unsafe { bpf_get_current_task() };
     unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u32) }.unwrap_or(0)
+}
+
+/// The current process's resident pages (file + anonymous + shared memory, as its `mm_struct`'s counters have
+/// them), if this kernel's layout is known.
+#[inline(always)]
+pub fn current_resident_pages() -> Option<i64> {
+    let offsets = offsets();
+    if offsets.mm == NO_FIELD {
+        return None;
+    }
+    // SAFETY: as in `current_fsbase`: by-value copies at BTF offsets (the task's mm pointer, then counters inside
+    // the mm it points to), each failing cleanly if the address is unreadable.
+    let task = unsafe { bpf_get_current_task() };
+    let mm = unsafe { bpf_probe_read_kernel((task + u64::from(offsets.mm)) as *const u64) }.ok()?;
+    if mm == 0 {
+        return None;
+    }
+    let mut pages = 0i64;
+    for offset in offsets.rss_pages {
+        if offset != NO_FIELD {
+            pages += unsafe { bpf_probe_read_kernel((mm + u64::from(offset)) as *const i64) }.unwrap_or(0);
+        }
+    }
+    Some(pages)
 }
 
 /// The current (exiting) thread's `exit_code`, or `NO_FIELD` when unknown.

@@ -211,7 +211,7 @@ pub fn pprof(data: &[u8]) {
     check_references(&decoded);
     assert_eq!(decoded.sample.len(), profile.stacks.len());
     for (sample, stack) in decoded.sample.iter().zip(&profile.stacks) {
-        let ns = stack.count.saturating_mul(profile.period_ns);
+        let ns = stack.count.saturating_mul(profile.period);
         assert_eq!(sample.value, [i64::try_from(ns).unwrap_or(i64::MAX)]);
         let shown = stack.frames.iter().filter(|&&id| profile.frame(id).kind != FrameKind::Context).count();
         let lines: usize =
@@ -259,7 +259,7 @@ fn profile_from(input: &mut Input) -> Profile {
         [FrameKind::Native, FrameKind::Kernel, FrameKind::Python, FrameKind::Truncated, FrameKind::Context];
     const LABEL_KEYS: [&str; 4] = ["pid", "thread_id", "thread_name", "gil"];
     let mut profile = Profile {
-        period_ns: input.u64() >> (input.u8() % 64),
+        period: input.u64() >> (input.u8() % 64),
         start_unix_ns: input.u64(),
         duration_ns: input.u64(),
         ..Profile::default()

@@ -46,23 +46,23 @@ impl FrameTable {
 /// Accumulates samples of one window; `take` hands the window over as a [`Profile`] and starts the next.
 pub(crate) struct Aggregator {
     kind: ProfileKind,
-    period_ns: u64,
+    period: u64,
     frames: FrameTable,
     stacks: HashMap<(Vec<FrameId>, Vec<Label>), u64, FxBuildHasher>,
     window_start: SystemTime,
 }
 
 impl Aggregator {
-    /// A CPU profile whose samples each stand for `period_ns`.
-    pub(crate) fn new(period_ns: u64) -> Self {
-        Self::of_kind(ProfileKind::Cpu, period_ns)
+    /// A CPU profile whose samples each stand for `period` nanoseconds.
+    pub(crate) fn new(period: u64) -> Self {
+        Self::of_kind(ProfileKind::Cpu, period)
     }
 
-    /// A profile of `kind` whose counts are in units of `period_ns` nanoseconds.
-    pub(crate) fn of_kind(kind: ProfileKind, period_ns: u64) -> Self {
+    /// A profile of `kind` whose counts are in units of `period` (in the kind's unit: nanoseconds, bytes).
+    pub(crate) fn of_kind(kind: ProfileKind, period: u64) -> Self {
         Self {
             kind,
-            period_ns,
+            period,
             frames: FrameTable::default(),
             stacks: HashMap::default(),
             window_start: SystemTime::now(),
@@ -106,8 +106,8 @@ impl Aggregator {
         self.window_start = SystemTime::now();
     }
 
-    pub(crate) fn period_ns(&self) -> u64 {
-        self.period_ns
+    pub(crate) fn period(&self) -> u64 {
+        self.period
     }
 
     #[cfg(test)]
@@ -126,7 +126,7 @@ impl Aggregator {
             kind: self.kind,
             frames: self.frames.take(),
             stacks,
-            period_ns: self.period_ns,
+            period: self.period,
             start_unix_ns: unix_ns(start),
             duration_ns: end.duration_since(start).unwrap_or(Duration::ZERO).as_nanos() as u64,
         }
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(profile.stacks.len(), 3);
         assert_eq!(profile.stacks[0].count, 3);
         assert_eq!(profile.frame(profile.stacks[0].frames[0]).function, "hot");
-        assert_eq!(profile.period_ns, 10_000_000);
+        assert_eq!(profile.period, 10_000_000);
         assert!(aggregator.is_empty());
         assert!(aggregator.take().frames.is_empty());
     }

@@ -116,6 +116,8 @@ pub(crate) enum ProfileKind {
     OffCpu,
     /// Both: every thread's wall-clock time, where it ran and where it waited.
     Wall,
+    /// Memory growth: the stacks that touched memory the process had not used yet, by bytes (sampled page faults).
+    Memory,
 }
 
 impl ProfileKind {
@@ -125,26 +127,46 @@ impl ProfileKind {
             ProfileKind::Cpu => "cpu",
             ProfileKind::OffCpu => "off-cpu",
             ProfileKind::Wall => "wall",
+            ProfileKind::Memory => "memory",
         }
     }
 
-    /// The pprof sample type (its unit is always nanoseconds).
+    /// The pprof sample type, in [`Self::unit`].
     pub(crate) fn sample_type(self) -> &'static str {
         match self {
             ProfileKind::Cpu => "cpu",
             ProfileKind::OffCpu => "off_cpu",
             ProfileKind::Wall => "wall",
+            ProfileKind::Memory => "page_faults",
+        }
+    }
+
+    /// The unit of the values (pprof's `ValueType.unit`; `Profile::period` is in it too).
+    pub(crate) fn unit(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu | ProfileKind::OffCpu | ProfileKind::Wall => "nanoseconds",
+            ProfileKind::Memory => "bytes",
+        }
+    }
+
+    /// pprof's period type: what one period measures (`cpu` for time, `space` for bytes, as Go's profiles say).
+    pub(crate) fn period_type(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu | ProfileKind::OffCpu | ProfileKind::Wall => self.sample_type(),
+            ProfileKind::Memory => "space",
         }
     }
 
     /// The Pyroscope profile name (`__name__`): `process_cpu` as Grafana's SDKs and Alloy send CPU profiles,
     /// `off_cpu` as Pyroscope names the OpenTelemetry profiler's off-CPU profiles, `wall` as the Go, Java and .NET
-    /// SDKs name wall-clock profiles.
+    /// SDKs name wall-clock profiles, `memory` as every SDK names its memory profiles (Grafana lists this one as
+    /// `memory:page_faults:bytes:space:bytes`).
     pub(crate) fn pyroscope_name(self) -> &'static str {
         match self {
             ProfileKind::Cpu => "process_cpu",
             ProfileKind::OffCpu => "off_cpu",
             ProfileKind::Wall => "wall",
+            ProfileKind::Memory => "memory",
         }
     }
 
@@ -154,6 +176,7 @@ impl ProfileKind {
             ProfileKind::Cpu => "CPU time",
             ProfileKind::OffCpu => "off-CPU time (waiting: GIL, locks, I/O, sleep, CPU)",
             ProfileKind::Wall => "wall-clock time (on and off CPU)",
+            ProfileKind::Memory => "memory growth (bytes of new pages touched: sampled page faults)",
         }
     }
 }
@@ -161,14 +184,14 @@ impl ProfileKind {
 /// The profiles asked for, in the order given, each once (`Copy`, so options holding it stay `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ProfileKinds {
-    kinds: [ProfileKind; 3],
+    kinds: [ProfileKind; 4],
     len: usize,
 }
 
 impl ProfileKinds {
     /// `kinds` without repeats; the CPU profile alone when empty.
     pub(crate) fn new(kinds: &[ProfileKind]) -> Self {
-        let mut set = Self { kinds: [ProfileKind::Cpu; 3], len: 0 };
+        let mut set = Self { kinds: [ProfileKind::Cpu; 4], len: 0 };
         for &kind in kinds {
             if !set.contains(kind) {
                 set.kinds[set.len] = kind;
@@ -207,9 +230,10 @@ pub(crate) struct Profile {
     pub kind: ProfileKind,
     pub frames: Vec<Frame>,
     pub stacks: Vec<StackCount>,
-    /// Nanoseconds one unit of `StackCount::count` stands for: for CPU profiles 1e9 / sampling rate (a count is
-    /// samples); for off-CPU and wall profiles 1 (a count is nanoseconds).
-    pub period_ns: u64,
+    /// What one unit of `StackCount::count` stands for, in `kind.unit()`: for CPU profiles 1e9 / sampling rate
+    /// nanoseconds (a count is samples); for off-CPU and wall profiles 1 (a count is nanoseconds); for memory
+    /// profiles 1 (a count is bytes).
+    pub period: u64,
     /// Wall-clock start of the window, nanoseconds since the Unix epoch.
     pub start_unix_ns: u64,
     pub duration_ns: u64,
@@ -224,8 +248,8 @@ impl Profile {
         self.stacks.iter().map(|s| s.count).sum()
     }
 
-    /// What the stacks add up to, in nanoseconds.
-    pub(crate) fn total_ns(&self) -> u64 {
-        self.total_samples().saturating_mul(self.period_ns)
+    /// What the stacks add up to, in `kind.unit()`.
+    pub(crate) fn total(&self) -> u64 {
+        self.total_samples().saturating_mul(self.period)
     }
 }

@@ -169,6 +169,7 @@ impl SamplingArgs {
             pipeline: PipelineOptions {
                 profiles: ProfileKinds::new(&self.profiles),
                 off_cpu_rate_hz: self.off_cpu_rate,
+                memory_period_bytes: self.memory_period * 1024,
                 native_python_internals: self.python.native_python_internals,
                 gil_only: self.python.gil_only,
                 crash_window_secs: self.crash_window.as_secs().max(1),

@@ -76,7 +76,8 @@ pub(crate) struct SamplingArgs {
     pub kernel: bool,
     /// Which profiles to make, comma-separated: `cpu` (time on a CPU), `off-cpu` (time blocked or waiting for a
     /// CPU, labelled with what was waited on: `wait=gil|lock|io|sleep|cpu|other`), `wall` (both: every thread's
-    /// wall-clock time). Each is its own file (`record`) or Pyroscope profile type (`run`).
+    /// wall-clock time), `memory` (where memory grows: the stacks touching new pages, by bytes, from sampled page
+    /// faults). Each is its own file (`record`) or Pyroscope profile type (`run`).
     #[arg(long = "profile", value_name = "KINDS", value_enum, value_delimiter = ',', default_value = "cpu")]
     pub profiles: Vec<ProfileKind>,
     /// Off-CPU stack captures per second for each thread, at most on average (with `--profile off-cpu` or
@@ -85,6 +86,11 @@ pub(crate) struct SamplingArgs {
     /// split between a thread's waiting stacks coarser.
     #[arg(long, value_name = "HZ", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub off_cpu_rate: u64,
+    /// KiB of a process's memory growth per memory-profile stack capture, on average (with `--profile memory`).
+    /// Each capture stands for the bytes since the last; lower is finer and costs more.
+    #[arg(long, value_name = "KIB", default_value_t = crate::pipeline::DEFAULT_MEMORY_PERIOD_KIB,
+          value_parser = clap::value_parser!(u64).range(4..=crate::pipeline::MAX_MEMORY_PERIOD_KIB))]
+    pub memory_period: u64,
     #[command(flatten)]
     pub python: PythonArgs,
     /// Label samples by the frames on their stack, as the rules of this TOML file say (e.g. a handler's function →

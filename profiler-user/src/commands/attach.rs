@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::{
+    aggregate::ProfileKind,
     cli::AttachConfig,
     privilege,
     process::{self, Process},
@@ -61,6 +62,11 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
         rate_hz: config.rate_hz,
         kernel_stacks: config.kernel_stacks,
         off_cpu_rate_hz: config.pipeline.profiles.need_off_cpu().then_some(config.pipeline.off_cpu_rate_hz),
+        memory_period_bytes: config
+            .pipeline
+            .profiles
+            .contains(ProfileKind::Memory)
+            .then_some(config.pipeline.memory_period_bytes),
         report_all_execs: config.target.follows_new_processes(),
     };
     let mut session = Session::start(&options, config.pipeline, tick)?;

@@ -68,6 +68,7 @@ async fn record(config: RecordConfig, prepared: Prepared, mut crashes: CrashWrit
     let cpu = profiles.iter().find(|p| p.kind == ProfileKind::Cpu).cloned().unwrap_or_default();
     summary::print(&mut std::io::stderr(), &cpu, &session.pipeline.stats, session.lost_samples(), elapsed)?;
     waits::print(&mut std::io::stderr(), &profiles)?;
+    summary::print_memory(&mut std::io::stderr(), &profiles, &session.pipeline.stats)?;
     if let Some(path) = &config.stats_json {
         summary::write_json(path, &session.pipeline.stats, session.lost_samples(), elapsed)?;
     }

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::{
-    aggregate::{label_value, FrameKind, Profile},
+    aggregate::{label_value, FrameKind, Profile, ProfileKind},
     labels::endpoint::ENDPOINT,
     pipeline::{StageTimes, Stats, COLD_SAMPLES},
 };
@@ -67,6 +67,58 @@ pub(crate) fn print(
     Ok(())
 }
 
+/// The memory profile's summary, when there is one: how much the targets grew, and where (Python functions when the
+/// stacks have any, as that is the code to change; else native ones), by endpoint and by thread.
+pub(crate) fn print_memory(out: &mut impl Write, profiles: &[Profile], stats: &Stats) -> io::Result<()> {
+    let Some(memory) = profiles.iter().find(|p| p.kind == ProfileKind::Memory) else { return Ok(()) };
+    let total = memory.total();
+    writeln!(
+        out,
+        "memory growth: {} in {:.1} s ({} page faults captured; freed memory is not subtracted)",
+        mib(total),
+        memory.duration_ns as f64 / 1e9,
+        stats.page_fault_samples
+    )?;
+    if total == 0 {
+        return Ok(());
+    }
+    let python = memory.frames.iter().any(|f| f.kind == FrameKind::Python);
+    let mut by_function: HashMap<&str, u64> = HashMap::new();
+    for stack in &memory.stacks {
+        let mut seen = HashSet::new();
+        for frame in stack.frames.iter().map(|&id| memory.frame(id)) {
+            let wanted = if python { frame.kind == FrameKind::Python } else { frame.kind != FrameKind::Context };
+            if wanted && seen.insert(frame.function.as_str()) {
+                *by_function.entry(frame.function.as_str()).or_default() += stack.count;
+            }
+        }
+    }
+    let mut ranked: Vec<(&str, u64)> = by_function.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let kind = if python { "Python functions" } else { "functions" };
+    writeln!(out, "top {kind} by memory growth (total):")?;
+    for (name, bytes) in ranked.into_iter().take(TOP) {
+        writeln!(out, "  {:5.1}%  {:>10}  {name}", 100.0 * bytes as f64 / total as f64, mib(bytes))?;
+    }
+    for (key, heading) in [(ENDPOINT, "by endpoint"), ("thread_name", "by thread")] {
+        let counts = label_counts(memory, key);
+        if !counts.iter().any(|(value, _)| value.is_some()) {
+            continue;
+        }
+        writeln!(out, "memory growth {heading}:")?;
+        for (value, bytes) in counts.iter().take(TOP + 1) {
+            let name = value.unwrap_or("(none)");
+            writeln!(out, "  {:5.1}%  {:>10}  {name}", 100.0 * *bytes as f64 / total as f64, mib(*bytes))?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 /// Samples per value of label `key` (`None`: stacks without it), most first.
 fn label_counts<'p>(profile: &'p Profile, key: &str) -> Vec<(Option<&'p str>, u64)> {
     let mut counts: HashMap<Option<&str>, u64> = HashMap::new();
@@ -90,6 +142,7 @@ pub(crate) fn write_json(path: &Path, stats: &Stats, lost: u64, elapsed: Duratio
         "complete_stacks": stats.complete_stacks,
         "filtered_samples": stats.filtered_samples,
         "off_cpu_samples": stats.off_cpu_samples,
+        "page_fault_samples": stats.page_fault_samples,
         "bad_records": stats.bad_records,
         "threads": stats.thread_count(),
         "processes": stats.process_count(),

@@ -21,7 +21,7 @@ pub(crate) fn print(out: &mut impl Write, profiles: &[Profile]) -> io::Result<()
     let mut by_thread: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     for stack in &waits.stacks {
         let Some(reason) = label_value(&stack.labels, "wait") else { continue };
-        let ns = stack.count.saturating_mul(waits.period_ns);
+        let ns = stack.count.saturating_mul(waits.period);
         *by_reason.entry(reason).or_default() += ns;
         let thread = (
             label_value(&stack.labels, "thread_name").unwrap_or("?"),
@@ -79,7 +79,7 @@ fn print_contended_holders(out: &mut impl Write, cpu: &Profile) -> io::Result<()
     writeln!(
         out,
         "GIL held while other threads waited for it: {contended} samples ({:.1} s); the top stacks holding it:",
-        secs(contended.saturating_mul(cpu.period_ns))
+        secs(contended.saturating_mul(cpu.period))
     )?;
     let mut ranked: Vec<(String, u64)> = by_function.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

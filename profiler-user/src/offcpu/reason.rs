@@ -104,7 +104,7 @@ pub(crate) fn classify(start: OffCpuStart, syscall: Option<u64>, arg0: u64) -> W
 mod tests {
     use super::*;
 
-    const BLOCKED: OffCpuStart = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit_ns: 0 };
+    const BLOCKED: OffCpuStart = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit: 0 };
 
     #[test]
     fn reasons_follow_the_system_call() {
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_preempted_thread_waits_for_a_cpu_whatever_it_was_doing() {
-        let preempted = OffCpuStart { preempted: true, gil_wait: false, task_state: 0, capture_credit_ns: 0 };
+        let preempted = OffCpuStart { preempted: true, gil_wait: false, task_state: 0, capture_credit: 0 };
         assert_eq!(classify(preempted, None, 0), WaitReason::Cpu);
         assert_eq!(classify(preempted, Some(FUTEX), 0), WaitReason::Cpu);
     }

@@ -37,11 +37,15 @@ pub(crate) fn write_svg(profile: &Profile, title: &str, out: impl Write) -> anyh
 fn subtitle(profile: &Profile) -> String {
     let samples = profile.total_samples();
     let secs = profile.duration_ns as f64 / 1e9;
+    if profile.kind == ProfileKind::Memory {
+        let total = profile.total() as f64 / (1u64 << 20) as f64;
+        return format!("{total:.1} MiB of {} over {secs:.1} s", profile.kind.describe());
+    }
     if profile.kind != ProfileKind::Cpu {
-        let total = profile.total_ns() as f64 / 1e9;
+        let total = profile.total() as f64 / 1e9;
         return format!("{total:.1} s of {} over {secs:.1} s, summed over threads", profile.kind.describe());
     }
-    match 1_000_000_000u64.checked_div(profile.period_ns) {
+    match 1_000_000_000u64.checked_div(profile.period) {
         Some(hz) => format!("{samples} samples in {secs:.1} s at {hz} Hz"),
         None => format!("{samples} samples in {secs:.1} s"),
     }

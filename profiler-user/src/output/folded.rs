@@ -17,8 +17,8 @@ pub(crate) fn render(profile: &Profile) -> String {
 }
 
 /// `root;…;leaf count` lines. Stacks that differ only in labels or in what the text leaves out (line numbers)
-/// are merged; sorted so the same profile always gives the same file. Counts are samples for a CPU profile and
-/// microseconds for off-CPU and wall-clock ones (see [`count_unit`]).
+/// are merged; sorted so the same profile always gives the same file. Counts are samples for a CPU profile,
+/// microseconds for off-CPU and wall-clock ones and KiB for memory ones (see [`count_unit`]).
 pub(crate) fn lines(profile: &Profile) -> Vec<String> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for stack in profile.stacks.iter().filter(|s| s.count > 0) {
@@ -35,7 +35,11 @@ pub(crate) fn lines(profile: &Profile) -> Vec<String> {
         }
         *counts.entry(text).or_default() += stack.count;
     }
-    let divisor = if profile.kind == ProfileKind::Cpu { 1 } else { NS_PER_US };
+    let divisor = match profile.kind {
+        ProfileKind::Cpu => 1,
+        ProfileKind::OffCpu | ProfileKind::Wall => NS_PER_US,
+        ProfileKind::Memory => BYTES_PER_KIB,
+    };
     counts
         .into_iter()
         .map(|(stack, count)| (stack, count / divisor))
@@ -45,14 +49,16 @@ pub(crate) fn lines(profile: &Profile) -> Vec<String> {
 }
 
 const NS_PER_US: u64 = 1000;
+const BYTES_PER_KIB: u64 = 1024;
 
-/// What a folded line's count is: samples (CPU profiles) or microseconds (off-CPU and wall-clock profiles, whose
-/// stacks carry nanoseconds: a flame graph's counts must be integers, and microseconds keep them readable).
+/// What a folded line's count is: samples (CPU profiles), microseconds (off-CPU and wall-clock profiles, whose
+/// stacks carry nanoseconds: a flame graph's counts must be integers, and microseconds keep them readable) or KiB
+/// (memory profiles, whose counts are bytes).
 pub(crate) fn count_unit(profile: &Profile) -> &'static str {
-    if profile.kind == ProfileKind::Cpu {
-        "samples"
-    } else {
-        "µs"
+    match profile.kind {
+        ProfileKind::Cpu => "samples",
+        ProfileKind::OffCpu | ProfileKind::Wall => "µs",
+        ProfileKind::Memory => "KiB",
     }
 }
 
@@ -131,7 +137,7 @@ pub(crate) mod tests {
                 StackCount { frames: vec![2, 7, 6], labels: vec![], count: 4 },
                 StackCount { frames: vec![2, 7, 6], labels: vec![], count: 0 },
             ],
-            period_ns: 10_000_000,
+            period: 10_000_000,
             start_unix_ns: 0,
             duration_ns: 2_500_000_000,
         }

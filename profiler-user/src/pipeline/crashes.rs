@@ -49,7 +49,7 @@ impl Pipeline {
                 maps,
             }));
         }
-        let mut stack = Aggregator::new(self.aggregator.period_ns());
+        let mut stack = Aggregator::new(self.aggregator.period());
         stack.add(&frames, labels);
         self.push_crash(report, sample.time_ns, stack.take());
     }
@@ -123,7 +123,7 @@ impl Pipeline {
     /// as a suppressed crash (an index line only, so the window is not gathered).
     fn push_crash(&mut self, mut report: CrashReport, time_ns: u64, stack: Profile) {
         let suppressed: Option<Suppression> = self.crash_budget.report(&report.signature, time_ns).err();
-        let mut window = Aggregator::new(self.aggregator.period_ns());
+        let mut window = Aggregator::new(self.aggregator.period());
         if suppressed.is_none() {
             report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
         } else {

@@ -23,6 +23,14 @@ use crate::{
     unwind::{Truncation, Unwinder},
 };
 
+/// A process's memory growth per captured page fault by default, as Go's and tcmalloc's heap profilers sample
+/// (512 KiB): fine enough to split a few MiB of growth, rare enough that a process growing by a GiB a second
+/// costs ~2k captures (see profiler-ebpf's memory.rs).
+pub(crate) const DEFAULT_MEMORY_PERIOD_KIB: u64 = 512;
+/// The kernel multiplies the period by a 32-bit random number: under 2 GiB keeps that product in 64 bits, and
+/// 1 GiB is coarser than anyone needs.
+pub(crate) const MAX_MEMORY_PERIOD_KIB: u64 = 1 << 20;
+
 /// Choices that change what a sample becomes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PipelineOptions {
@@ -30,6 +38,8 @@ pub(crate) struct PipelineOptions {
     pub profiles: ProfileKinds,
     /// Off-CPU captures per second per thread the kernel aims at (see `offcpu::capture_gap_ns`).
     pub off_cpu_rate_hz: u64,
+    /// Mean bytes of a process's growth per captured page fault (see `DEFAULT_MEMORY_PERIOD_KIB`).
+    pub memory_period_bytes: u64,
     /// Keep the interpreter's own native frames between Python frames.
     pub native_python_internals: bool,
     /// Keep only samples of threads holding the GIL.
@@ -50,6 +60,8 @@ pub(crate) struct Stats {
     pub filtered_samples: u64,
     /// Captured off-CPU periods (a thread's stack as it left its CPU).
     pub off_cpu_samples: u64,
+    /// Sampled page faults (the memory profile).
+    pub page_fault_samples: u64,
     pub crashes: u64,
     /// Crashes counted but not looked at: over a budget before unwinding (see `crash::budget`).
     pub crashes_over_budget: u64,
@@ -148,6 +160,7 @@ pub(crate) struct Pipeline {
     off_cpu: OffCpuPeriods,
     off_cpu_profile: Option<Aggregator>,
     wall_profile: Option<Aggregator>,
+    memory_profile: Option<Aggregator>,
     python: Python,
     /// Labels from the stack: the automatic `endpoint`, the `--labels` rules.
     labeler: Labeler,
@@ -178,6 +191,10 @@ impl Pipeline {
                 .profiles
                 .contains(ProfileKind::Wall)
                 .then(|| Aggregator::of_kind(ProfileKind::Wall, 1)),
+            memory_profile: options
+                .profiles
+                .contains(ProfileKind::Memory)
+                .then(|| Aggregator::of_kind(ProfileKind::Memory, 1)),
             python: Python::default(),
             labeler: Labeler::default(),
             recent: RecentStacks::new(options.crash_window_secs * 1_000_000_000),
@@ -274,6 +291,10 @@ impl Pipeline {
             self.process_crash_thread(sample, sampler);
             return;
         }
+        if sample.page_fault.is_some() {
+            self.process_page_fault(sample, sampler);
+            return;
+        }
         if self.options.gil_only && !sample.holds_gil() {
             self.stats.filtered_samples += 1;
             return;
@@ -283,7 +304,7 @@ impl Pipeline {
         let mut lap = Lap::start();
         self.recent.add(sample.time_ns, sample.pid, &frames, &labels);
         if let Some(wall) = &mut self.wall_profile {
-            wall.add_weighted(&frames, labels.clone(), self.aggregator.period_ns());
+            wall.add_weighted(&frames, labels.clone(), self.aggregator.period());
         }
         self.aggregator.add(&frames, labels);
         times.aggregate = lap.lap();
@@ -373,7 +394,7 @@ impl Pipeline {
         let Some(sample) = thread.as_sample(pid) else { return };
         let Place::Blocked { syscall, arg0, .. } = thread.place else { return };
         let (mut frames, _) = self.snapshot_stack(&sample);
-        let start = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit_ns: 0 };
+        let start = OffCpuStart { preempted: false, gil_wait: false, task_state: 1, capture_credit: 0 };
         let wait = reason::classify(start, syscall, arg0);
         frames.insert(0, wait_frame(wait.label()));
         let mut labels = vec![
@@ -403,6 +424,16 @@ impl Pipeline {
         let probability = start.capture_probability(offcpu::capture_gap_ns(self.options.off_cpu_rate_hz));
         let stratum = offcpu::Stratum::of(start.gil_wait);
         self.off_cpu.start(sample.pid, sample.tid, sample.time_ns, stratum, probability, frames, labels);
+    }
+
+    /// A captured page fault: its stack gets the bytes of growth the capture stands for in the memory profile.
+    fn process_page_fault(&mut self, sample: &CpuSample, sampler: &Sampler) {
+        let (Some(fault), true) = (sample.page_fault, self.memory_profile.is_some()) else { return };
+        let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
+        self.stats.page_fault_samples += 1;
+        if let Some(memory) = &mut self.memory_profile {
+            memory.add_weighted(&frames, labels, fault.bytes);
+        }
     }
 
     fn process_off_cpu_end(&mut self, end: &OffCpuEnd) {
@@ -506,7 +537,9 @@ impl Pipeline {
     pub(crate) fn start_window(&mut self) {
         self.off_cpu.start_window(monotonic_ns());
         self.aggregator.restart_window();
-        for aggregator in [&mut self.off_cpu_profile, &mut self.wall_profile].into_iter().flatten() {
+        for aggregator in
+            [&mut self.off_cpu_profile, &mut self.wall_profile, &mut self.memory_profile].into_iter().flatten()
+        {
             aggregator.restart_window();
         }
     }
@@ -528,6 +561,7 @@ impl Pipeline {
         let mut cpu = Some(self.aggregator.take());
         let mut off = self.off_cpu_profile.as_mut().map(Aggregator::take);
         let mut wall = self.wall_profile.as_mut().map(Aggregator::take);
+        let mut memory = self.memory_profile.as_mut().map(Aggregator::take);
         self.options
             .profiles
             .iter()
@@ -535,6 +569,7 @@ impl Pipeline {
                 ProfileKind::Cpu => cpu.take(),
                 ProfileKind::OffCpu => off.take(),
                 ProfileKind::Wall => wall.take(),
+                ProfileKind::Memory => memory.take(),
             })
             .collect()
     }

@@ -2,9 +2,10 @@
 //!
 //! Conventions:
 //! - As the Pyroscope SDK sends CPU profiles: one sample type and the period type `cpu/nanoseconds`; `period` =
-//!   `Profile::period_ns`; each sample's value is its count × period, so values add up to CPU time. Off-CPU and
+//!   `Profile::period`; each sample's value is its count × period, so values add up to CPU time. Off-CPU and
 //!   wall-clock profiles are the same with the sample type `off_cpu/nanoseconds` or `wall/nanoseconds` (their
-//!   counts are nanoseconds already, with a period of 1).
+//!   counts are nanoseconds already, with a period of 1). The memory profile is `page_faults/bytes` with the
+//!   period type `space/bytes` (as Go's memory profiles say); its counts are bytes already, with a period of 1.
 //! - Every location has a mapping, because Pyroscope's symbolizer rejects a whole profile that has a location with
 //!   `mapping_id` 0. Native frames get one mapping per module (path, build-id, range `0..u64::MAX`, offset 0, so an
 //!   address is the file offset the frame carries); kernel, Python and truncation frames get synthetic mappings
@@ -44,18 +45,20 @@ pub(crate) fn encode_gzip(profile: &Profile) -> anyhow::Result<Vec<u8>> {
 pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     let mut b = Builder::default();
     b.string("");
-    let cpu_ns = proto::ValueType { r#type: b.string(profile.kind.sample_type()), unit: b.string("nanoseconds") };
+    let unit = b.string(profile.kind.unit());
+    let sample_type = proto::ValueType { r#type: b.string(profile.kind.sample_type()), unit };
+    let period_type = proto::ValueType { r#type: b.string(profile.kind.period_type()), unit };
     for stack in &profile.stacks {
         let location_id = b.stack(profile, &stack.frames);
         let label = stack.labels.iter().map(|l| b.label(l)).collect();
-        let ns = stack.count.saturating_mul(profile.period_ns);
-        b.out.sample.push(proto::Sample { location_id, value: vec![i64::try_from(ns).unwrap_or(i64::MAX)], label });
+        let value = stack.count.saturating_mul(profile.period);
+        b.out.sample.push(proto::Sample { location_id, value: vec![i64::try_from(value).unwrap_or(i64::MAX)], label });
     }
     let mut out = b.out;
-    out.sample_type = vec![cpu_ns.clone()];
-    out.default_sample_type = cpu_ns.r#type;
-    out.period_type = Some(cpu_ns);
-    out.period = i64::try_from(profile.period_ns).unwrap_or(i64::MAX);
+    out.default_sample_type = sample_type.r#type;
+    out.sample_type = vec![sample_type];
+    out.period_type = Some(period_type);
+    out.period = i64::try_from(profile.period).unwrap_or(i64::MAX);
     out.time_nanos = i64::try_from(profile.start_unix_ns).unwrap_or(i64::MAX);
     out.duration_nanos = i64::try_from(profile.duration_ns).unwrap_or(i64::MAX);
     out.string_table = b.strings.into_iter().map(str::to_owned).collect();
@@ -290,7 +293,7 @@ mod tests {
                 StackCount { frames: vec![3, 4, 2, 8, 7], labels: labels.clone(), count: 2 },
                 StackCount { frames: vec![0, 1, 8, 7], labels, count: 1 },
             ],
-            period_ns: 10_000_000,
+            period: 10_000_000,
             start_unix_ns: 1_700_000_000_000_000_000,
             duration_ns: 30_000_000_000,
         }
@@ -452,7 +455,7 @@ mod tests {
 
     #[test]
     fn empty_profile_is_still_valid() {
-        let d = decode(&encode(&Profile { period_ns: 10_000_000, ..Default::default() }));
+        let d = decode(&encode(&Profile { period: 10_000_000, ..Default::default() }));
         assert!(d.0.sample.is_empty() && d.0.location.is_empty());
         assert_eq!(d.0.period, 10_000_000);
     }
@@ -460,7 +463,7 @@ mod tests {
     #[test]
     fn off_cpu_and_wall_profiles_have_their_own_sample_type_in_nanoseconds() {
         for (kind, name) in [(ProfileKind::OffCpu, "off_cpu"), (ProfileKind::Wall, "wall")] {
-            let profile = Profile { kind, period_ns: 1, ..sample_profile() };
+            let profile = Profile { kind, period: 1, ..sample_profile() };
             let d = decode(&encode(&profile));
             let sample_type = &d.0.sample_type[0];
             assert_eq!((d.s(sample_type.r#type), d.s(sample_type.unit)), (name, "nanoseconds"));
@@ -468,5 +471,17 @@ mod tests {
             let total: i64 = d.0.sample.iter().map(|sample| sample.value[0]).sum();
             assert_eq!(total as u64, profile.total_samples(), "values are the counts: nanoseconds already");
         }
+    }
+
+    #[test]
+    fn memory_profiles_are_bytes_of_page_faults_with_a_space_period() {
+        let profile = Profile { kind: ProfileKind::Memory, period: 1, ..sample_profile() };
+        let d = decode(&encode(&profile));
+        let sample_type = &d.0.sample_type[0];
+        assert_eq!((d.s(sample_type.r#type), d.s(sample_type.unit)), ("page_faults", "bytes"));
+        let period_type = d.0.period_type.as_ref().expect("period type");
+        assert_eq!((d.s(period_type.r#type), d.s(period_type.unit)), ("space", "bytes"));
+        let total: i64 = d.0.sample.iter().map(|sample| sample.value[0]).sum();
+        assert_eq!(total as u64, profile.total(), "values are the counts: bytes already");
     }
 }

@@ -39,6 +39,8 @@ pub(crate) fn task_offsets() -> TaskOffsets {
     let read = |bytes: &[u8]| {
         let btf = Btf::parse(bytes)?;
         Ok::<_, anyhow::Error>(TaskOffsets {
+            mm: btf.member_offset("task_struct", &["mm"]).unwrap_or(NO_FIELD),
+            rss_pages: resident_page_counters(&btf).unwrap_or([NO_FIELD; 3]),
             exit_code: btf.member_offset("task_struct", &["exit_code"]).unwrap_or(NO_FIELD),
             fsbase: btf.member_offset("task_struct", &["thread", "fsbase"]).unwrap_or(NO_FIELD),
             pid: btf.member_offset("task_struct", &["pid"]).unwrap_or(NO_FIELD),
@@ -60,6 +62,9 @@ pub(crate) fn task_offsets() -> TaskOffsets {
                      stacks only"
                 );
             }
+            if offsets.mm == NO_FIELD || offsets.rss_pages.contains(&NO_FIELD) {
+                tracing::warn!("this kernel's BTF has no task_struct.mm or mm_struct.rss_stat: no memory profiles");
+            }
             if offsets.pid == NO_FIELD || offsets.state == NO_FIELD {
                 tracing::warn!("this kernel's BTF has no task_struct.pid or .__state: no off-CPU profiles");
             }
@@ -70,6 +75,29 @@ pub(crate) fn task_offsets() -> TaskOffsets {
             TaskOffsets::UNKNOWN
         }
     }
+}
+
+/// `mm_struct.rss_stat`'s indexes of resident file, anonymous and shared-memory pages (`MM_FILEPAGES`,
+/// `MM_ANONPAGES`, `MM_SHMEMPAGES`; `MM_SWAPENTS`, 2, counts swapped-out pages and is left out). Unchanged since
+/// Linux 4.5.
+const RSS_COUNTERS: [u32; 3] = [0, 1, 3];
+
+/// Offsets in `mm_struct` of the 64-bit values of the resident-page counters: before 6.2 `rss_stat` is a struct
+/// holding an array of `atomic_long_t` (`count`); since, an array of `percpu_counter` whose `count` is the shared
+/// part (each CPU's part is added to it in batches far smaller than a huge page).
+fn resident_page_counters(btf: &Btf) -> Option<[u32; 3]> {
+    let (base, stride) = match btf.member_offset("mm_struct", &["rss_stat", "count"]) {
+        Some(array) => (array, 8),
+        None => {
+            let array = btf.member_offset("mm_struct", &["rss_stat"])?;
+            (array.checked_add(btf.member_offset("percpu_counter", &["count"])?)?, btf.struct_size("percpu_counter")?)
+        }
+    };
+    let mut offsets = [0; 3];
+    for (offset, index) in offsets.iter_mut().zip(RSS_COUNTERS) {
+        *offset = base.checked_add(stride.checked_mul(index)?)?;
+    }
+    Some(offsets)
 }
 
 /// One type record: its kind, name, size-or-type word and where its trailing entries start.
@@ -140,10 +168,7 @@ impl<'a> Btf<'a> {
 
     /// Byte offset of `path` (a member, then members of that member's struct, …) inside struct `name`.
     pub(crate) fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
-        let mut id = (1..self.types.len()).find(|&id| {
-            let t = self.types[id];
-            t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == Some(name)
-        })?;
+        let mut id = self.struct_id(name)?;
         let mut total = 0;
         for member in path {
             let (offset, member_type) = self.find_member(id, member, 0)?;
@@ -151,6 +176,19 @@ impl<'a> Btf<'a> {
             id = member_type;
         }
         Some(total)
+    }
+
+    /// Bytes of struct `name` (the stride of an array of them).
+    pub(crate) fn struct_size(&self, name: &str) -> Option<u32> {
+        Some(self.types[self.struct_id(name)?].size_or_type)
+    }
+
+    /// The id of the (complete, not forward-declared) struct named `name`.
+    fn struct_id(&self, name: &str) -> Option<usize> {
+        (1..self.types.len()).find(|&id| {
+            let t = self.types[id];
+            t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == Some(name)
+        })
     }
 
     /// (byte offset, type id) of member `name` of struct/union `id`, looking into anonymous members.
@@ -271,5 +309,7 @@ mod tests {
         let exit_code = btf.member_offset("task_struct", &["exit_code"]).expect("task_struct.exit_code");
         let fsbase = btf.member_offset("task_struct", &["thread", "fsbase"]).expect("task_struct.thread.fsbase");
         assert!(exit_code > 0 && fsbase > exit_code, "{exit_code} {fsbase}");
+        let [file, anon, shmem] = resident_page_counters(&btf).expect("mm_struct.rss_stat");
+        assert!(file < anon && anon < shmem && shmem - anon == 2 * (anon - file), "{file} {anon} {shmem}");
     }
 }

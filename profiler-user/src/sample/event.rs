@@ -9,7 +9,8 @@ use profiler_common::{
     CrashRecord, CrashRegs, LifecycleEvent, PyCodeCopy, PyFrame, SampleHeader, SampleRecord, UserRegs,
     CRASH_CODE_COPIES, CRASH_CODE_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MMAP_EXEC, EVENT_SIGNAL,
     FLAG_FAULT_ADDR, FLAG_GIL_WAIT, FLAG_KERNEL_STACK, FLAG_PREEMPTED, KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD,
-    KIND_OFF_CPU, KIND_OFF_CPU_END, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND, STACK_COPY_MAX,
+    KIND_OFF_CPU, KIND_OFF_CPU_END, KIND_PAGE_FAULT, NO_FIELD, PY_GIL_HELD, PY_MAX_FRAMES, PY_THREAD_FOUND,
+    STACK_COPY_MAX,
 };
 
 /// A record of the sample ring: a stack (a CPU sample, a crash, a thread leaving its CPU) or the end of an
@@ -74,17 +75,17 @@ pub(crate) struct OffCpuStart {
     /// The scheduler state it left in (1 interruptible sleep, 2 uninterruptible, ...).
     pub task_state: u32,
     /// Its capture credit at this leaving: what its capture probability was computed from.
-    pub capture_credit_ns: u64,
+    pub capture_credit: u64,
 }
 
 impl OffCpuStart {
     /// The probability the kernel captured this leaving with, for a capture gap of `gap_ns` (see profiler-ebpf's
     /// off_cpu.rs).
     pub(crate) fn capture_probability(&self, gap_ns: u64) -> f64 {
-        if gap_ns == 0 || self.capture_credit_ns >= gap_ns {
+        if gap_ns == 0 || self.capture_credit >= gap_ns {
             1.0
         } else {
-            self.capture_credit_ns as f64 / gap_ns as f64
+            self.capture_credit as f64 / gap_ns as f64
         }
     }
 }
@@ -118,6 +119,8 @@ pub(crate) struct CpuSample<'a> {
     pub syscall_arg0: u64,
     /// Set for a thread leaving its CPU.
     pub off_cpu: Option<OffCpuStart>,
+    /// Set for a page fault captured for the memory profile.
+    pub page_fault: Option<PageFault>,
     /// For a GIL holder: threads of its process blocked on the GIL at that moment (while off-CPU sampling runs).
     pub gil_waiters: u32,
     /// Crash samples: names and line tables of the innermost Python frames' code objects, copied at the crash.
@@ -133,6 +136,15 @@ pub(crate) struct CrashCpuState {
     /// Up to `CRASH_CODE_LEN` bytes at `regs.rip`; empty when they could not be read (a jump to an unmapped
     /// address).
     pub code: Vec<u8>,
+}
+
+/// A target's page fault captured for the memory profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageFault {
+    /// The address the thread touched.
+    pub address: u64,
+    /// The bytes the process grew by since the last captured fault, this one's included: what the capture weighs.
+    pub bytes: u64,
 }
 
 /// The fatal signal a thread generated for itself.
@@ -154,7 +166,7 @@ impl<'a> CpuSample<'a> {
         }
         // SAFETY: SampleHeader is plain old data valid for any bit pattern; the length was checked.
         let header: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-        if ![KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD, KIND_OFF_CPU].contains(&header.kind) {
+        if ![KIND_CPU, KIND_CRASH, KIND_CRASH_THREAD, KIND_OFF_CPU, KIND_PAGE_FAULT].contains(&header.kind) {
             bail!("unexpected sample record kind {}", header.kind);
         }
         let (frames_area, stack_area) = record[header_len..]
@@ -210,8 +222,10 @@ impl<'a> CpuSample<'a> {
                 preempted: header.flags & FLAG_PREEMPTED != 0,
                 gil_wait: header.flags & FLAG_GIL_WAIT != 0,
                 task_state: header.task_state,
-                capture_credit_ns: header.capture_credit_ns,
+                capture_credit: header.capture_credit,
             }),
+            page_fault: (header.kind == KIND_PAGE_FAULT)
+                .then_some(PageFault { address: header.fault_addr, bytes: header.capture_credit }),
             // The kernel reads the count for every sample; it is this thread's doing only while it holds the GIL.
             gil_waiters: if header.py_flags & PY_GIL_HELD != 0 {
                 header.gil_waiters.min(u32::from(u16::MAX))
@@ -252,6 +266,7 @@ impl<'a> CpuSample<'a> {
             syscall: None,
             syscall_arg0: 0,
             off_cpu: None,
+            page_fault: None,
             gil_waiters: 0,
             code_copies: Vec::new(),
             crash_cpu: None,
@@ -438,7 +453,7 @@ mod tests {
             syscall_arg0: 0,
             task_state: 0,
             gil_waiters: 0,
-            capture_credit_ns: 0,
+            capture_credit: 0,
         };
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         // SAFETY (both writes): `bytes` is a SampleRecord's size, which holds the header and a frame after it;

@@ -34,6 +34,9 @@ pub(crate) struct SamplerOptions {
     /// Also sample the targets' threads leaving their CPUs (off-CPU and wall-clock profiles), at most about this
     /// many captures per second per thread.
     pub off_cpu_rate_hz: Option<u64>,
+    /// Also capture the targets' page faults (the memory profile), one per this many bytes of a process's growth
+    /// on average.
+    pub memory_period_bytes: Option<u64>,
     /// Report every exec on the system (to find processes by name that start later), not only targets'.
     pub report_all_execs: bool,
 }
@@ -48,6 +51,7 @@ pub(crate) struct Sampler {
     python_processes: HashMap<MapData, u32, PyLayout>,
     python_gils: HashMap<MapData, u32, PyGil>,
     off_cpu_threads: HashMap<MapData, u32, OffCpuThread>,
+    resident_pages: HashMap<MapData, u32, i64>,
     crashing: HashMap<MapData, u32, CrashingProcess>,
     lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
@@ -63,12 +67,16 @@ impl Sampler {
         let off_cpu_rate_hz =
             options.off_cpu_rate_hz.filter(|_| task_offsets.pid != NO_FIELD && task_offsets.state != NO_FIELD);
         let off_cpu = off_cpu_rate_hz.is_some();
+        let memory_period_bytes = options
+            .memory_period_bytes
+            .filter(|_| task_offsets.mm != NO_FIELD && !task_offsets.rss_pages.contains(&NO_FIELD));
         let config = SamplerConfig {
             kernel_stacks: options.kernel_stacks.into(),
             _reserved: 0,
             // At most one captured period per thread per gap on average (see profiler-ebpf's off_cpu.rs); the
             // pipeline weighs captures knowing the same gap.
             off_cpu_gap_ns: off_cpu_rate_hz.map_or(0, crate::offcpu::capture_gap_ns),
+            memory_period_bytes: memory_period_bytes.unwrap_or(0),
         };
         let cpus = online_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
         let ring_bytes = samples_ring_bytes(cpus.len(), options.rate_hz);
@@ -91,6 +99,22 @@ impl Sampler {
                     false,
                 )
                 .map_err(|err| describe_program_error(&format!("attaching the CPU sampler to CPU {cpu}"), err))?;
+            if memory_period_bytes.is_some() {
+                // The same program, at the end of every handled fault (period 1: it tells these from ticks by it, and
+                // picks the faults to capture itself; see profiler-ebpf's memory.rs).
+                for event in [SoftwareEvent::PageFaultsMin, SoftwareEvent::PageFaultsMaj] {
+                    program
+                        .attach(
+                            PerfEventConfig::Software(event),
+                            PerfEventScope::AllProcessesOneCpu { cpu },
+                            SamplePolicy::Period(1),
+                            false,
+                        )
+                        .map_err(|err| {
+                            describe_program_error(&format!("attaching the page-fault sampler to CPU {cpu}"), err)
+                        })?;
+                }
+            }
         }
 
         for (program, category, name) in [
@@ -150,6 +174,7 @@ impl Sampler {
         let python_processes = HashMap::try_from(take_map(&mut ebpf, "PY_PROCESSES")?)?;
         let python_gils = HashMap::try_from(take_map(&mut ebpf, "PY_GIL")?)?;
         let off_cpu_threads = HashMap::try_from(take_map(&mut ebpf, "OFF_CPU_THREADS")?)?;
+        let resident_pages = HashMap::try_from(take_map(&mut ebpf, "RESIDENT_PAGES")?)?;
         let crashing = HashMap::try_from(take_map(&mut ebpf, "CRASHING")?)?;
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
@@ -163,6 +188,7 @@ impl Sampler {
             python_processes,
             python_gils,
             off_cpu_threads,
+            resident_pages,
             crashing,
             lost_events,
             samples: Some(samples),
@@ -183,6 +209,7 @@ impl Sampler {
         let _ = self.python_processes.remove(&pid);
         let _ = self.python_gils.remove(&pid);
         let _ = self.crashing.remove(&pid);
+        let _ = self.resident_pages.remove(&pid);
     }
 
     /// Tells the off-CPU sampler where process `pid` keeps its GIL: futex waits in `gil` are GIL waits.

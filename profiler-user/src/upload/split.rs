@@ -36,7 +36,7 @@ pub(crate) fn for_upload(profile: &Profile) -> Profile {
         kind: profile.kind,
         frames: profile.frames.clone(),
         stacks,
-        period_ns: profile.period_ns,
+        period: profile.period,
         start_unix_ns: profile.start_unix_ns,
         duration_ns: profile.duration_ns,
     }
@@ -60,7 +60,7 @@ pub(crate) fn by_service(
                 kind: profile.kind,
                 frames: Vec::new(),
                 stacks: Vec::new(),
-                period_ns: profile.period_ns,
+                period: profile.period,
                 start_unix_ns: profile.start_unix_ns,
                 duration_ns: profile.duration_ns,
             };
@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(web_stacks, [vec!["libc_hot", "web", "main", "web"], vec!["web", "main", "web"]]);
         assert_eq!(web_profile.start_unix_ns, profile.start_unix_ns);
         assert_eq!(web_profile.duration_ns, profile.duration_ns);
-        assert_eq!(web_profile.period_ns, 10_000_000);
+        assert_eq!(web_profile.period, 10_000_000);
     }
 
     #[test]
