@@ -11,6 +11,7 @@ mod errors;
 mod hostile;
 mod interrupt;
 mod lifecycle;
+mod memory;
 mod native;
 mod python;
 mod rate;
