@@ -29,11 +29,10 @@ const HUGE_PAGE_PAGES: u64 = 512;
 #[inline(always)]
 pub fn capture_weight(tgid: u32, period_bytes: u64) -> Option<u64> {
     let pages = task::current_resident_pages()?;
-    // SAFETY: a map value pointer stays valid for the program's run; the value is a plain integer.
-    let last = unsafe { RESIDENT_PAGES.get_ptr_mut(&tgid) };
-    let bytes = match last {
+    let bytes = match RESIDENT_PAGES.get_ptr_mut(&tgid) {
         Some(last) => {
-            // SAFETY: as above; the pointer is the map value's, written in place.
+            // SAFETY: a map value pointer stays valid for the program's run; the value is a plain integer, read
+            // and written in place (another CPU may do the same: the race costs a few pages' attribution).
             let rise = pages - unsafe { *last };
             unsafe { *last = pages };
             if rise >= HUGE_PAGE_PAGES as i64 {

@@ -28,6 +28,7 @@ mod session;
 mod symbolize;
 #[cfg(test)]
 mod test_support;
+mod timeline;
 mod unwind;
 mod upload;
 mod watchdog;

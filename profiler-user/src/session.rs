@@ -54,10 +54,14 @@ pub(crate) struct Session {
     lost_events_seen: u64,
     /// When the targets were last checked for liveness and pending interpreters: not on every (short) tick.
     last_scan: Option<Instant>,
+    /// When the targets' memory and threads were last read for their timelines.
+    last_timeline: Option<Instant>,
 }
 
 /// How often `housekeeping` looks at /proc for every target.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// How often each target's memory and threads are read (`timeline`).
+const TIMELINE_EVERY: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Loads and attaches the sampler; must run inside the tokio runtime.
@@ -82,6 +86,7 @@ impl Session {
             follow_children: true,
             lost_events_seen: 0,
             last_scan: None,
+            last_timeline: None,
         })
     }
 
@@ -202,6 +207,16 @@ impl Session {
         {
             let _busy = crate::watchdog::busy(0, "re-reading the maps of processes that loaded code");
             self.pipeline.refresh_changed_maps();
+        }
+        if self.last_timeline.is_none_or(|at| at.elapsed() >= TIMELINE_EVERY) {
+            self.last_timeline = Some(Instant::now());
+            let _busy = crate::watchdog::busy(0, "reading the targets' memory and thread counts");
+            for pid in self.live.keys() {
+                // A process that just exited has no status: its timeline ends with its last reading.
+                if let Ok(status) = crate::process::status::read(*pid) {
+                    self.pipeline.add_timeline_point(*pid, crate::sample::monotonic_ns(), status);
+                }
+            }
         }
         if self.last_scan.is_some_and(|at| at.elapsed() < SCAN_EVERY) {
             return;

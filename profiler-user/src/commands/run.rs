@@ -21,6 +21,7 @@ use crate::{
     privilege,
     selection::TargetSpec,
     session::{Session, Wake},
+    timeline::Totals,
     upload::{config::PendingCredentials, labels, split, Credentials, Protocol, UploadStats, Uploader},
 };
 
@@ -277,15 +278,22 @@ impl Status {
         self.last = now;
         self.last_samples = samples;
         let targets = session.live_targets().count();
-        tracing::info!("{}", status_line(rate, targets, &uploader.stats(), session.lost_samples()));
+        let memory = session.pipeline.memory_totals(self.every.as_nanos() as u64);
+        tracing::info!("{}", status_line(rate, targets, &memory, &uploader.stats(), session.lost_samples()));
     }
 }
 
-fn status_line(samples_per_s: f64, targets: usize, stats: &UploadStats, lost: u64) -> String {
+fn status_line(samples_per_s: f64, targets: usize, memory: &Totals, stats: &UploadStats, lost: u64) -> String {
     format!(
-        "status: {samples_per_s:.1} samples/s, {targets} targets, {} windows sent, {} retries, {} dropped, {} rejected, \
-         queue {} windows / {} bytes, {lost} samples lost",
-        stats.sent, stats.retries, stats.dropped, stats.rejected, stats.queued, stats.queued_bytes
+        "status: {samples_per_s:.1} samples/s, {targets} targets ({}), {} windows sent, {} retries, {} dropped, {} \
+         rejected, queue {} windows / {} bytes, {lost} samples lost",
+        memory.describe(),
+        stats.sent,
+        stats.retries,
+        stats.dropped,
+        stats.rejected,
+        stats.queued,
+        stats.queued_bytes
     )
 }
 
@@ -296,10 +304,11 @@ mod tests {
     #[test]
     fn status_line_names_every_counter() {
         let stats = UploadStats { sent: 12, retries: 3, dropped: 1, rejected: 0, queued: 2, queued_bytes: 4096 };
+        let memory = Totals { rss_kib: 102_400, rss_anon_kib: 81_920, growth_kib_per_s: 512.0, threads: 9 };
         assert_eq!(
-            status_line(299.96, 2, &stats, 5),
-            "status: 300.0 samples/s, 2 targets, 12 windows sent, 3 retries, 1 dropped, 0 rejected, \
-             queue 2 windows / 4096 bytes, 5 samples lost"
+            status_line(299.96, 2, &memory, &stats, 5),
+            "status: 300.0 samples/s, 2 targets (RSS 100.0 MiB (anon 80.0 MiB, +0.5 MiB/s), 9 threads), 12 windows \
+             sent, 3 retries, 1 dropped, 0 rejected, queue 2 windows / 4096 bytes, 5 samples lost"
         );
     }
 }

@@ -77,6 +77,7 @@ impl Crashed<'_> {
             threads_missed: 0,
             window_samples: 0,
             window_seconds: self.window_secs as f64,
+            memory: Vec::new(),
             exit: None,
             registers: None,
             fault: None,

@@ -10,6 +10,7 @@ use crate::{
     aggregate::{Frame, FrameKind},
     crash::fault::{Fault, Registers},
     sample::ExitStatus,
+    timeline::MemoryPoint,
 };
 
 /// How the crash was observed.
@@ -49,6 +50,9 @@ pub(crate) struct CrashReport {
     /// Samples of the process in the window before the crash (in the flame graph and pprof next to the report).
     pub window_samples: u64,
     pub window_seconds: f64,
+    /// The process's resident memory and threads, read once a second, over the minute before the crash (oldest
+    /// first; empty when the agent had not read it yet).
+    pub memory: Vec<MemoryPoint>,
     /// How the process ended (exit code or signal, from the kernel's exit record); `None` when it had not ended
     /// by the time the report was written (a handler that survived the signal, or a slow core dump).
     pub exit: Option<ExitStatus>,
@@ -176,8 +180,38 @@ impl CrashReport {
             text.push_str(&registers.to_text());
         }
         let _ = writeln!(text, "{} samples in the {:.0} s before the crash", self.window_samples, self.window_seconds);
+        write_memory(&mut text, &self.memory);
         text
     }
+}
+
+/// The memory timeline in two lines: where the resident set and the thread count went over the minute, and the
+/// resident set as a sparkline.
+fn write_memory(text: &mut String, points: &[MemoryPoint]) {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else { return };
+    let rss = |p: &MemoryPoint| (p.rss_anon_kib + p.rss_file_kib + p.rss_shmem_kib) as f64 / 1024.0;
+    let span = first.seconds_before - last.seconds_before;
+    let rate = if span > 0.0 { format!(", {:+.1} MiB/s", (rss(last) - rss(first)) / span) } else { String::new() };
+    let _ = writeln!(
+        text,
+        "memory in the {:.0} s before the crash: RSS {:.1} → {:.1} MiB{rate} (at the end: anon {:.1}, file {:.1}, \
+         shmem {:.1} MiB); threads {} → {}",
+        first.seconds_before,
+        rss(first),
+        rss(last),
+        last.rss_anon_kib as f64 / 1024.0,
+        last.rss_file_kib as f64 / 1024.0,
+        last.rss_shmem_kib as f64 / 1024.0,
+        first.threads,
+        last.threads
+    );
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (low, high) = points.iter().map(rss).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let line: String = points
+        .iter()
+        .map(|p| if high > low { BARS[(((rss(p) - low) / (high - low)) * 7.0).round() as usize] } else { BARS[0] })
+        .collect();
+    let _ = writeln!(text, "  RSS {low:.1}..{high:.1} MiB, a second per bar: {line}");
 }
 
 /// One line per frame, innermost first, numbered.
@@ -211,6 +245,7 @@ impl CrashReport {
             threads_missed: 0,
             window_samples: 0,
             window_seconds: 30.0,
+            memory: Vec::new(),
             exit: None,
             registers: None,
             fault: None,
@@ -263,6 +298,7 @@ mod tests {
             threads_missed: 0,
             window_samples: 5,
             window_seconds: 30.0,
+            memory: Vec::new(),
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
             registers: None,
             fault: None,

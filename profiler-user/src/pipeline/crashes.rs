@@ -126,6 +126,7 @@ impl Pipeline {
         let mut window = Aggregator::new(self.aggregator.period());
         if suppressed.is_none() {
             report.window_samples = self.recent.window(report.pid, time_ns, &mut window);
+            report.memory = self.timelines.before(report.pid, time_ns);
         } else {
             self.stats.crashes_suppressed += 1;
         }

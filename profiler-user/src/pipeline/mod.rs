@@ -17,9 +17,11 @@ use crate::{
     labels::{LabelConfig, Labeler},
     merge::{merge, wait_frame, PythonStack, SampleContext},
     offcpu::{self, reason, InProgress, OffCpuPeriods},
+    process::status::ProcessStatus,
     python::Python,
     sample::{monotonic_ns, CpuSample, OffCpuEnd, OffCpuStart, Record, Sampler},
     symbolize::Symbolizer,
+    timeline::{Timelines, Totals},
     unwind::{Truncation, Unwinder},
 };
 
@@ -171,6 +173,8 @@ pub(crate) struct Pipeline {
     crash_budget: CrashBudget,
     options: PipelineOptions,
     process_names: HashMap<u32, String>,
+    /// Each target's memory and threads over the last minute (for crash reports and status lines).
+    timelines: Timelines,
     /// Per process, the times of code mappings the session has read but not handled yet (see `Unwinder::unwind`).
     upcoming_map_changes: HashMap<u32, Vec<u64>>,
     pub stats: Stats,
@@ -203,6 +207,7 @@ impl Pipeline {
             crash_budget: CrashBudget::default(),
             options,
             process_names: HashMap::new(),
+            timelines: Timelines::default(),
             upcoming_map_changes: HashMap::new(),
             stats: Stats::default(),
         }
@@ -520,8 +525,19 @@ impl Pipeline {
         self.python.poll_pending()
     }
 
+    /// A reading of target `pid`'s memory and threads at `time_ns` (CLOCK_MONOTONIC), for its timeline.
+    pub(crate) fn add_timeline_point(&mut self, pid: u32, time_ns: u64, status: ProcessStatus) {
+        self.timelines.add(pid, time_ns, status);
+    }
+
+    /// The live targets' memory and threads together, growth over the last `over_ns`.
+    pub(crate) fn memory_totals(&self, over_ns: u64) -> Totals {
+        self.timelines.totals(over_ns)
+    }
+
     /// Frees what was kept for a process that exited.
     pub(crate) fn forget_process(&mut self, pid: u32) {
+        self.timelines.forget_process(pid);
         self.unwinder.forget_process(pid);
         self.python.forget_process(pid);
         self.recent.forget_process(pid);

@@ -8,6 +8,7 @@ pub(crate) mod files;
 mod list;
 pub(crate) mod maps;
 pub(crate) mod memory;
+pub(crate) mod status;
 pub(crate) mod task;
 
 use anyhow::{Context as _, Result};

@@ -8,7 +8,7 @@ off its adaptive threshold), so each round's arrays are memory the process had n
 
 The main thread writes its running totals to the JSON file named on the command line every 0.25 s:
 {"writes": K, "numpy_grow.bytes": N, "bytes_grow.bytes": N, "rounds": N}.
-Usage: python3 grow.py OUT.json
+Usage: python3 grow.py OUT.json [ROUNDS_PER_SECOND]   (default: as fast as it can)
 """
 import ctypes
 import json
@@ -22,6 +22,7 @@ except ImportError:
     numpy = None
 
 OUT = sys.argv[1]
+PAUSE = 1.0 / float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 M_MMAP_THRESHOLD = -3
 NUMPY_BYTES = 12 << 20
 BYTEARRAY_BYTES = 4 << 20
@@ -59,3 +60,5 @@ while True:
     if now >= next_write:
         write_totals()
         next_write = now + 0.25
+    if PAUSE:
+        time.sleep(PAUSE)

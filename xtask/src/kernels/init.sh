@@ -45,6 +45,7 @@ mkdir -p /tmp/crashes
 sh -c '
     /w/native-burn &
     python3 /w/spin.py &
+    python3 /w/grow.py /tmp/grow.json 10 &
     while [ ! -e /tmp/go ]; do sleep 0.1; done
     touch /tmp/family.out.go /tmp/crash.go
     /w/family /tmp/family.out 3000 5000 &
@@ -53,7 +54,7 @@ sh -c '
 ' &
 PARENT=$!
 say step record start "$(now)"
-/profiler record --pid "$PARENT" --duration "${RECORD_SECONDS}s" --crash-dir /tmp/crashes --profile cpu,off-cpu \
+/profiler record --pid "$PARENT" --duration "${RECORD_SECONDS}s" --crash-dir /tmp/crashes --profile cpu,off-cpu,memory \
     -o /tmp/record.folded -o /tmp/record.pb.gz 2>/tmp/record.log &
 REC=$!
 if wait_for "capabilities after attaching" /tmp/record.log "$REC" 900; then
@@ -65,12 +66,14 @@ say step record end "rc=$?" "$(now)"
 show record.log /tmp/record.log
 show record.folded /tmp/record.folded
 show record.off-cpu.folded /tmp/record.off-cpu.folded
+show record.memory.folded /tmp/record.memory.folded
 show family.out /tmp/family.out
 for report in /tmp/crashes/*.txt; do
     [ -f "$report" ] && show "crash.txt" "$report"
 done
 pkill -f /w/native-burn
 pkill -f /w/spin.py
+pkill -f /w/grow.py
 kill "$PARENT" 2>/dev/null
 
 # push: `profiler run` pushing to a receiver on the guest's loopback, stopped with SIGTERM, which sends the last

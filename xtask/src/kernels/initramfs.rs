@@ -19,7 +19,7 @@ const PYTHON: &str = "/usr/bin/python3.11";
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Standard-library modules the guest's scripts import (their dependencies follow).
-const PYTHON_MODULES: &str = "socket, zlib, sys";
+const PYTHON_MODULES: &str = "socket, zlib, sys, ctypes, json";
 
 /// Builds `work/initramfs.cpio` (uncompressed: the kernel unpacks it at once, where gzip would cost seconds of
 /// emulated CPU) from a staging directory.
@@ -61,7 +61,9 @@ pub(super) fn build_initramfs(ws: &Workspace, profiler: &Path, mode: Mode, work:
         )?;
         elves.push(w.join(name));
     }
-    copy(&ws.root.join("tests/workloads/python/spin.py"), &w.join("spin.py"))?;
+    for script in ["spin.py", "grow.py"] {
+        copy(&ws.root.join("tests/workloads/python").join(script), &w.join(script))?;
+    }
     fs::write(w.join("receiver.py"), include_str!("receiver.py")).context("writing receiver.py")?;
 
     // Python: the interpreter and the modules the scripts import, with their compiled forms.

@@ -191,6 +191,12 @@ pub(super) fn check(report: &Report, mode: Mode) -> Vec<String> {
         } else if function_samples(report.file("record.off-cpu.folded")).is_empty() {
             fail("record: the off-CPU profile is empty (no target thread was seen leaving its CPU)".into());
         }
+        // The memory profile: grow.py's bytearrays, on every kernel (the resident-page counters are found in BTF).
+        if let Some(line) = record_log.lines().find(|l| l.contains("no memory profiles")) {
+            fail(format!("record: no memory profile: {line}"));
+        } else if !function_samples(report.file("record.memory.folded")).contains_key("bytes_grow") {
+            fail("record: the memory profile does not name grow.py's bytes_grow".into());
+        }
         let crash = report.files.get("crash.txt").and_then(|c| c.first());
         match crash {
             None => fail("record: no crash report for crash-by-name's SIGSEGV".into()),
