@@ -899,3 +899,38 @@ fn crash_report_shows_every_thread_at_a_race() {
     assert!(report.text.contains("thread locker ("), "the text report lists the threads:\n{}", report.text);
     assert!(report.text.contains("waiting in futex"), "{}", report.text);
 }
+
+/// A process whose memory and thread count climb for 5 s before it crashes (grow_then_crash.py: +80 MiB, +5
+/// threads): the report carries the timeline of the seconds before (JSON `memory`, a line of the text report) and
+/// a chart of it next to the report (`.memory.svg`).
+#[test]
+fn crash_report_shows_memory_and_threads_climbing_before_the_crash() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_python("crash-grow", "grow_then_crash.py", Reading::AsSoonAsItCan);
+    crash.ended.assert_killed_by(libc::SIGSEGV);
+    let report = crash.only_report();
+    let shown = format!("the report:\n{}", report.text);
+    let points = report.json.field("memory").array();
+    assert!(points.len() >= 4, "{} memory points in 5 s; {shown}", points.len());
+    let rss_mib = |p: &serde_json::Value| {
+        (p.field("rss_anon_kib").i64() + p.field("rss_file_kib").i64() + p.field("rss_shmem_kib").i64()) as f64 / 1024.0
+    };
+    let (first, last) = (&points[0], &points[points.len() - 1]);
+    assert!(
+        first.field("seconds_before").f64() > last.field("seconds_before").f64()
+            && last.field("seconds_before").f64() <= 1.5,
+        "points are oldest first and end within a second or so of the crash; {shown}"
+    );
+    assert!(
+        rss_mib(last) - rss_mib(first) >= 40.0,
+        "RSS went from {:.1} to {:.1} MiB; {shown}",
+        rss_mib(first),
+        rss_mib(last)
+    );
+    assert!(last.field("threads").i64() >= first.field("threads").i64() + 3, "threads did not climb; {shown}");
+    assert!(report.text.contains("memory in the") && report.text.contains("threads"), "no memory line; {shown}");
+    let chart = fs::read_to_string(report.file("memory.svg").expect("a .memory.svg next to the report")).unwrap();
+    assert_eq!(chart.matches("<polyline").count(), 4, "RSS, anonymous, file and threads are drawn: {chart}");
+}

@@ -5,6 +5,7 @@ mod dir;
 pub(crate) mod fault;
 pub(crate) mod groups;
 pub(crate) mod index;
+mod memory_chart;
 pub(crate) mod recent;
 pub(crate) mod report;
 pub(crate) mod signature;

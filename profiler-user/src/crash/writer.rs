@@ -230,6 +230,13 @@ impl CrashWriter {
                 files.push((extension, output::render(&crash.window, format, &title)?));
             }
         }
+        let chart_title = format!(
+            "{} {} ({}): memory and threads before the crash",
+            report.signal_name, report.process_name, report.pid
+        );
+        if let Some(chart) = super::memory_chart::render(&report.memory, &chart_title) {
+            files.push(("memory.svg", chart.into_bytes()));
+        }
         let size: u64 = files.iter().map(|(_, bytes)| bytes.len() as u64).sum();
         let dir = self.dir()?.as_raw_fd();
         if self.used + size > self.quota {
