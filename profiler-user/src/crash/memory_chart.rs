@@ -47,13 +47,13 @@ pub(crate) fn render(points: &[MemoryPoint], title: &str) -> Option<String> {
         let at = TOP + plot_h * (1.0 - fraction);
         let _ = writeln!(
             svg,
-            r##"<text x="{}" y="{}" text-anchor="end">{:.0} MiB</text><text x="{}" y="{}" fill="#666">{:.0}</text>"##,
+            r##"<text x="{}" y="{}" text-anchor="end">{} MiB</text><text x="{}" y="{}" fill="#666">{}</text>"##,
             LEFT - 6.0,
             at + 4.0,
-            top_mib * fraction,
+            tick(top_mib * fraction),
             LEFT + plot_w + 6.0,
             at + 4.0,
-            top_threads * fraction
+            tick(top_threads * fraction)
         );
     }
     let _ = writeln!(
@@ -107,6 +107,15 @@ fn nice_ceiling(value: f64) -> f64 {
             }
         }
         step *= 10.0;
+    }
+}
+
+/// An axis label: whole numbers as such, others with one decimal (a quarter of 10 threads is 2.5).
+fn tick(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
     }
 }
 

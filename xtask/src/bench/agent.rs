@@ -57,12 +57,17 @@ impl Agent {
         let rate = RATE_HZ.to_string();
         let mut command = match tool {
             Tool::None => return Ok(None),
-            Tool::Ours | Tool::OursOffCpu => {
+            Tool::Ours | Tool::OursOffCpu | Tool::OursMemory => {
                 let mut ours = Command::new(&bench.profiler);
                 ours.args(["record", "--pid", &pid_arg, "--rate", &rate, "-o", "profile.folded"]);
                 ours.args(["--stats-json", "stats.json"]);
-                if tool == Tool::OursOffCpu {
-                    ours.args(["--profile", "cpu,off-cpu"]);
+                let kinds = match tool {
+                    Tool::OursOffCpu => Some("cpu,off-cpu"),
+                    Tool::OursMemory => Some("cpu,memory"),
+                    _ => None,
+                };
+                if let Some(kinds) = kinds {
+                    ours.args(["--profile", kinds]);
                 }
                 ours
             }
@@ -174,7 +179,7 @@ impl Finished {
     /// The recorded stacks, whatever the tool's format.
     pub(super) fn stacks(&self) -> Result<Vec<Stack>> {
         match self.tool {
-            Tool::Ours | Tool::OursOffCpu => {
+            Tool::Ours | Tool::OursOffCpu | Tool::OursMemory => {
                 // process;thread;root;…;leaf count
                 let stacks = parse_folded(&self.dir.join("profile.folded"))?;
                 Ok(stacks
@@ -234,7 +239,9 @@ impl Finished {
     /// failed to take.
     pub(super) fn lost(&self) -> Result<Option<u64>> {
         match self.tool {
-            Tool::Ours | Tool::OursOffCpu => Ok(self.stats_json()?.and_then(|stats| stats["lost_samples"].as_u64())),
+            Tool::Ours | Tool::OursOffCpu | Tool::OursMemory => {
+                Ok(self.stats_json()?.and_then(|stats| stats["lost_samples"].as_u64()))
+            }
             Tool::Perf => Ok(Some(number_before(&self.output, " chunks").unwrap_or(0))),
             Tool::PySpy => Ok(number_after(&self.output, "Errors: ")),
             Tool::None => Ok(None),
@@ -242,7 +249,7 @@ impl Finished {
     }
 
     fn stats_json(&self) -> Result<Option<serde_json::Value>> {
-        if !matches!(self.tool, Tool::Ours | Tool::OursOffCpu) {
+        if !matches!(self.tool, Tool::Ours | Tool::OursOffCpu | Tool::OursMemory) {
             return Ok(None);
         }
         let path = self.dir.join("stats.json");

@@ -179,7 +179,7 @@ impl Bench {
     }
 
     /// Serves the demo app with uvicorn on a free port, warmed up: the server, its pid and its URL.
-    fn start_app(&mut self) -> Result<(demo::KillOnDrop, u32, String)> {
+    pub(super) fn start_app(&mut self) -> Result<(demo::KillOnDrop, u32, String)> {
         let app = self.root.join(setup::QUAKE_MONITOR);
         let port = demo::free_port()?;
         let log_path = self.runs.join("uvicorn.log");
@@ -197,7 +197,7 @@ impl Bench {
     }
 
     /// Runs bench/workloads/saturate.py against the app for `seconds` and returns the requests/s it reports.
-    fn load(&self, url: &str, seconds: u64) -> Result<f64> {
+    pub(super) fn load(&self, url: &str, seconds: u64) -> Result<f64> {
         let mut load = Command::new(PYTHON);
         load.arg(self.workload("saturate.py")).args([url, &seconds.to_string(), LOAD_CONNECTIONS]);
         let output = load.output().with_context(|| format!("running `{}`", cmd::display(&load)))?;

@@ -36,6 +36,7 @@ use crate::{cmd, setup, Workspace};
 mod agent;
 mod cost;
 mod fidelity;
+mod memory;
 mod process;
 mod report;
 
@@ -79,6 +80,8 @@ enum Tool {
     Perf,
     /// Ours with the off-CPU sampler too (`--profile cpu,off-cpu`).
     OursOffCpu,
+    /// Ours with the memory profile too (`--profile cpu,memory`).
+    OursMemory,
 }
 
 impl Tool {
@@ -89,6 +92,7 @@ impl Tool {
             Tool::PySpy => "py-spy --native",
             Tool::Perf => "perf --call-graph dwarf",
             Tool::OursOffCpu => "profiler record --profile cpu,off-cpu",
+            Tool::OursMemory => "profiler record --profile cpu,memory",
         }
     }
 }
@@ -150,6 +154,8 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     }
     eprintln!("== off-CPU sampling: demo app saturated");
     let off_cpu = bench.off_cpu_cost(rounds)?;
+    eprintln!("== memory profile: demo app saturated, and grow.py");
+    let memory = bench.memory_cost(rounds)?;
     eprintln!("== fidelity: native-burn");
     let native = bench.fidelity_native(rounds)?;
     eprintln!("== fidelity: split.py");
@@ -160,7 +166,8 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     machine
         .lines
         .push(("load average at the end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
-    let results = Results { machine, rounds, script, app, costs, off_cpu, native, python, took: started.elapsed() };
+    let results =
+        Results { machine, rounds, script, app, costs, off_cpu, memory, native, python, took: started.elapsed() };
     let markdown = results.render();
     println!("{markdown}");
     let path = ws.root.join("bench/RESULTS.md");

@@ -11,6 +11,7 @@ use super::{
     agent::{StageCosts, STAGES},
     cost::{CostRun, OffCpuRun},
     fidelity::{pooled_shares, worst_error, FidelityRun},
+    memory::{MemoryCosts, MemoryRun},
     Bench, PerTool, Tool, COST_WINDOW, FIDELITY_WINDOW, FIXED_WORK_ROUNDS, LOAD_CONNECTIONS, LOAD_SECONDS,
     MAX_AGENT_CORE_SHARE, MAX_ERROR_PP, MAX_RSS_MIB, MAX_SLOWDOWN, PYTHON, RATE_HZ, RATE_TOLERANCE_HZ,
 };
@@ -80,6 +81,7 @@ pub(super) struct Results {
     pub(super) app: PerTool<f64>,
     pub(super) costs: Vec<(usize, PerTool<CostRun>)>,
     pub(super) off_cpu: PerTool<OffCpuRun>,
+    pub(super) memory: MemoryCosts,
     pub(super) native: PerTool<FidelityRun>,
     pub(super) python: PerTool<FidelityRun>,
     pub(super) took: Duration,
@@ -155,7 +157,52 @@ impl Results {
         self.render_stages(&mut md);
         self.render_fidelity(&mut md);
         self.render_off_cpu(&mut md);
+        self.render_memory(&mut md);
         md
+    }
+
+    fn render_memory(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "## 7. Memory profile\n\n`--profile cpu,memory` against `--profile cpu` and no profiler, on two workloads: the \
+             demo app saturated as in section 6 (a service whose memory is steady: the cost is the program run at \
+             every page fault of the machine), and tests/workloads/python/grow.py (numpy arrays and bytearrays of \
+             fresh memory, about a GiB a second: nearly every fault is a target's, hundreds a second are captured). \
+             Medians over the rounds: the workload's own rate, the profiler's CPU against the workload's, and the \
+             in-kernel time of our perf_event program (ticks and faults) against the workload's CPU.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| workload | configuration | rate | vs none | agent CPU / target CPU | in-kernel perf_event program |\n\
+             | --- | --- | --- | --- | --- | --- |"
+        );
+        for (name, unit, runs) in
+            [("demo app", "requests/s", &self.memory.app), ("grow.py", "rounds/s", &self.memory.grow)]
+        {
+            let medians = |tool: Tool| {
+                let runs = runs.get(&tool)?;
+                let of = |field: fn(&MemoryRun) -> f64| median(runs.iter().map(field));
+                Some(MemoryRun {
+                    work_per_s: of(|r| r.work_per_s),
+                    agent_per_target: of(|r| r.agent_per_target),
+                    sampler_share: of(|r| r.sampler_share),
+                })
+            };
+            let base = medians(Tool::None).map_or(f64::NAN, |r| r.work_per_s);
+            for tool in [Tool::None, Tool::Ours, Tool::OursMemory] {
+                let Some(r) = medians(tool) else { continue };
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {:.1} {unit} | {:+.1}% | {:.2}% | {:.2}% |",
+                    tool.name(),
+                    r.work_per_s,
+                    (r.work_per_s / base - 1.0) * 100.0,
+                    r.agent_per_target * 100.0,
+                    r.sampler_share * 100.0
+                );
+            }
+        }
+        md.push('\n');
     }
 
     /// Medians of one configuration's off-CPU runs.
