@@ -98,7 +98,7 @@ pub const NO_OFFSET: u64 = u64::MAX;
 
 /// `PyLayout::flags`: frames mark entry with the 3.11 `is_entry` byte at `frame_owner`.
 pub const PY_LAYOUT_IS_ENTRY_BYTE: u32 = 1 << 0;
-/// `PyLayout::flags`: the frame's code pointer is a tagged stack reference (3.14): clear the low bits.
+/// `PyLayout::flags`: the frame's code pointer is a tagged stack reference (3.14+): clear the low bits.
 pub const PY_LAYOUT_TAGGED_CODE: u32 = 1 << 1;
 /// `PyLayout::flags` (3.8–3.10): frames are `PyFrameObject`s, each evaluated by its own `_PyEval_EvalFrameDefault`
 /// call (every frame is an entry frame), and threads are known by their pthread id (`thread_id` at

@@ -26,6 +26,9 @@ use profiler_tests::{
 /// Crash signatures and `profiler crashes` (issue 16): in their own file, under `crash::` for the test filter.
 #[path = "crash_groups.rs"]
 mod groups;
+/// A crash on every supported Python version (issue 20), under `crash::` too.
+#[path = "crash_versions.rs"]
+mod versions;
 
 /// What `--crash-window` defaults to.
 const DEFAULT_WINDOW_SECONDS: f64 = 30.0;

@@ -1,5 +1,5 @@
-//! Python processes, on every CPython the project supports here (Debian's 3.11, the other 3.11 on PATH, 3.13 in a
-//! Debian trixie root, 3.14 in a sid root; see `profiler_tests::python`): Python stacks joined with the C-extension frames
+//! Python processes, on every CPython the project supports here (Debian's 3.11, the other 3.11 on PATH, 3.8–3.10 and
+//! 3.12–3.15 in Ubuntu and Debian roots; see `profiler_tests::python`): Python stacks joined with the C-extension frames
 //! they call, shares against the workload's own measurement, line numbers, GIL labels and `--gil-only`, and a Python
 //! the profiler does not support.
 use std::{

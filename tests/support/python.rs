@@ -5,15 +5,15 @@
 //! - Debian's `/usr/bin/python3` (3.11, libpython linked in statically, non-PIE), with Debian's lxml and numpy;
 //! - the other `python3` on PATH (here pyenv's 3.11: shared libpython, PIE), with lxml and numpy from PyPI in a
 //!   virtualenv under [`CACHE_DIR`];
-//! - CPython 3.8, 3.9, 3.10, 3.12, 3.13 and 3.14 inside Ubuntu focal, Debian bullseye, Ubuntu jammy and noble,
-//!   Debian trixie and sid roots made with debootstrap under [`ROOTS_DIR`], run with `chroot` (a fair stand-in
-//!   for a container: the profiler must resolve their files through /proc/PID/root), with their distribution's
-//!   lxml and numpy;
+//! - CPython 3.8, 3.9, 3.10, 3.12, 3.13, 3.14 and 3.15 inside Ubuntu focal, Debian bullseye, Ubuntu jammy and
+//!   noble, Debian trixie and sid (3.14 and 3.15 both) roots made with debootstrap under [`ROOTS_DIR`], run with
+//!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root), with
+//!   their distribution's lxml and numpy;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
 //! a lock file (two test binaries may race) into a temporary name and renamed (or stamped) when complete, so a
-//! half-made one is never used.
+//! half-made one is never used. A root made before its package list grew gets only the missing packages.
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
@@ -78,7 +78,7 @@ enum Launch {
 /// One CPython the tests run workloads under.
 #[derive(Clone, Debug)]
 pub struct Interpreter {
-    /// Short and unique, for messages and file names: `debian-3.11`, `path-3.11`, `trixie-3.13`, `sid-3.14`.
+    /// Short and unique, for messages and file names: `debian-3.11`, `path-3.11`, `trixie-3.13`, `sid-3.15`.
     pub name: String,
     /// (major, minor), as the interpreter reports it.
     pub version: (u32, u32),
@@ -244,42 +244,51 @@ pub fn path_python() -> Option<&'static Interpreter> {
         .as_ref()
 }
 
-/// The distribution roots the Python tests cover, in the tests' order: (distribution, suite, the interpreter to run,
-/// the packages to install).
-const ROOTS: [(Distribution, &str, &str, &[&str]); 6] = [
+/// The distribution roots the Python tests run interpreters in: (distribution, suite, the packages to install).
+const ROOTS: [(Distribution, &str, &[&str]); 6] = [
     // CPython 3.8, and Python 2.7 (see [`python_2_7`]).
-    (Distribution::Ubuntu, "focal", "python3", &["python3", "python3-lxml", "python3-numpy", "python2.7-minimal"]),
+    (Distribution::Ubuntu, "focal", &["python3", "python3-lxml", "python3-numpy", "python2.7-minimal"]),
     // CPython 3.9.
-    (Distribution::Debian, "bullseye", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    (Distribution::Debian, "bullseye", &["python3", "python3-lxml", "python3-numpy"]),
     // CPython 3.10.
-    (Distribution::Ubuntu, "jammy", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    (Distribution::Ubuntu, "jammy", &["python3", "python3-lxml", "python3-numpy"]),
     // CPython 3.12.
-    (Distribution::Ubuntu, "noble", "python3", &["python3", "python3-lxml", "python3-numpy"]),
+    (Distribution::Ubuntu, "noble", &["python3", "python3-lxml", "python3-numpy"]),
     // CPython 3.13.
-    (Distribution::Debian, "trixie", "python3", &["python3", "python3-lxml", "python3-numpy"]),
-    // CPython 3.14 (Debian builds lxml and numpy for it there too).
-    (Distribution::Debian, "sid", "python3.14", &["python3", "python3.14", "python3-lxml", "python3-numpy"]),
+    (Distribution::Debian, "trixie", &["python3", "python3-lxml", "python3-numpy"]),
+    // CPython 3.14 and 3.15: Debian's python3-lxml and python3-numpy carry extension modules for both.
+    (Distribution::Debian, "sid", &["python3", "python3.14", "python3.15", "python3-lxml", "python3-numpy"]),
 ];
 
-/// The place of `suite` in [`ROOTS`].
-fn root_index(suite: &str) -> usize {
-    ROOTS.iter().position(|(_, s, _, _)| *s == suite).unwrap_or_else(|| panic!("no Python root {suite}"))
-}
+/// The CPythons in those roots that the Python tests cover, in the tests' order: (suite, the interpreter to run).
+const CHROOT_PYTHONS: [(&str, &str); 7] = [
+    ("focal", "python3"),
+    ("bullseye", "python3"),
+    ("jammy", "python3"),
+    ("noble", "python3"),
+    ("trixie", "python3"),
+    ("sid", "python3.14"),
+    ("sid", "python3.15"),
+];
 
-/// The root `ROOTS[at]`, made if it is not there yet.
-fn root(at: usize) -> PathBuf {
-    let (distribution, suite, _, packages) = ROOTS[at];
+/// The root of `suite` (one of [`ROOTS`]), made if it is not there yet.
+fn root(suite: &str) -> PathBuf {
+    let (distribution, _, packages) =
+        ROOTS.iter().find(|(_, s, _)| *s == suite).copied().unwrap_or_else(|| panic!("no Python root {suite}"));
     ensure_root(distribution, suite, packages)
 }
 
-/// The CPython of the root of `suite` (one of [`ROOTS`]: focal, bullseye, jammy, noble, trixie, sid), run with
-/// `chroot`, with its distribution's lxml and numpy.
-pub fn chroot_python(suite: &str) -> &'static Interpreter {
-    static PYTHONS: [OnceLock<Interpreter>; ROOTS.len()] = [const { OnceLock::new() }; ROOTS.len()];
-    let at = root_index(suite);
+/// The CPython `python` (e.g. `python3.15`) of the root of `suite`, one of [`CHROOT_PYTHONS`], run with `chroot`,
+/// with its distribution's lxml and numpy.
+pub fn chroot_python(suite: &str, python: &str) -> &'static Interpreter {
+    static PYTHONS: [OnceLock<Interpreter>; CHROOT_PYTHONS.len()] = [const { OnceLock::new() }; CHROOT_PYTHONS.len()];
+    let at = CHROOT_PYTHONS
+        .iter()
+        .position(|&(s, p)| s == suite && p == python)
+        .unwrap_or_else(|| panic!("no {python} in the Python root {suite}"));
     PYTHONS[at].get_or_init(|| {
-        let root = root(at);
-        let launch = Launch::Chroot { root: root.clone(), python: ROOTS[at].2.into() };
+        let root = root(suite);
+        let launch = Launch::Chroot { root: root.clone(), python: python.into() };
         let interpreter = Interpreter::with_version(suite, launch);
         interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
         interpreter
@@ -290,7 +299,7 @@ pub fn chroot_python(suite: &str) -> &'static Interpreter {
 pub fn python_2_7() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let root = root(root_index("focal"));
+        let root = root("focal");
         Interpreter::with_version("focal", Launch::Chroot { root, python: "python2.7".into() })
     })
 }
@@ -299,7 +308,7 @@ pub fn python_2_7() -> &'static Interpreter {
 pub fn python_interpreters() -> Vec<&'static Interpreter> {
     let mut all = vec![debian_python()];
     all.extend(path_python());
-    all.extend(ROOTS.iter().map(|(_, suite, _, _)| chroot_python(suite)));
+    all.extend(CHROOT_PYTHONS.iter().map(|&(suite, python)| chroot_python(suite, python)));
     all
 }
 
@@ -368,21 +377,31 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
     ensure_root(Distribution::Debian, suite, packages)
 }
 
-/// The `suite` root at `ROOTS_DIR/suite`, made with `debootstrap --variant=minbase --include=PACKAGES` when missing
-/// or made with other packages (`suite.packages` records the list), into `suite.partial`, renamed when complete;
-/// installs debootstrap first if needed.
+/// The `suite` root at `ROOTS_DIR/suite` with `packages` (`suite.packages` records the list it has). Made with
+/// `debootstrap --variant=minbase --include=PACKAGES` when missing into `suite.partial`, renamed when complete;
+/// a root whose list lacks some of `packages` and has no others gets the missing ones with `apt-get` inside it
+/// (see [`add_packages`]); one made with other packages is made again. Installs debootstrap first if needed.
 pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -> PathBuf {
     let roots = Path::new(ROOTS_DIR);
     let root = roots.join(suite);
     let stamp = roots.join(format!("{suite}.packages"));
     let wanted = packages.join(",");
-    let ready = || root.join("usr/bin/python3").exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted);
+    let made = || root.join("usr/bin/python3").exists();
+    let ready = || made() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted);
     if ready() {
         return root;
     }
     fs::create_dir_all(roots).unwrap_or_else(|err| panic!("creating {}: {err}", roots.display()));
     let _lock = FileLock::acquire(&roots.join(format!("{suite}.lock")));
     if ready() {
+        return root;
+    }
+    let has: Option<Vec<String>> =
+        fs::read_to_string(&stamp).ok().filter(|_| made()).map(|s| s.split(',').map(str::to_owned).collect());
+    if let Some(has) = has.filter(|has| has.iter().all(|p| packages.contains(&p.as_str()))) {
+        let missing: Vec<&str> = packages.iter().copied().filter(|p| !has.iter().any(|h| h == p)).collect();
+        add_packages(&root, suite, &missing);
+        fs::write(&stamp, &wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
         return root;
     }
     if root.exists() {
@@ -430,6 +449,46 @@ pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -
         .unwrap_or_else(|err| panic!("renaming {} to {}: {err}", partial.display(), root.display()));
     fs::write(&stamp, &wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     root
+}
+
+/// Installs `packages` into the finished root at `root` (`chroot ROOT apt-get update`, then `apt-get install`), for
+/// a root made before they joined its list: minutes less than making it again. The root's package lists are
+/// refreshed first, since a moving suite such as sid drops the versions they named. Output is added to `suite.log`.
+fn add_packages(root: &Path, suite: &str, packages: &[&str]) {
+    if packages.is_empty() {
+        return;
+    }
+    let log = Path::new(ROOTS_DIR).join(format!("{suite}.log"));
+    eprintln!("installing {} into the {suite} root {} (log in {})", packages.join(" "), root.display(), log.display());
+    let apt_get = |args: &[&str]| {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
+        let mut cmd = Command::new("chroot");
+        cmd.arg(root)
+            .arg("apt-get")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C")
+            .stdout(log_file.try_clone().expect("cloning a file handle"))
+            .stderr(log_file);
+        let status = cmd.status().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        if !status.success() {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("{cmd:?} failed ({status}); the end of {}:\n{}", log.display(), tail.join("\n"));
+        }
+    };
+    // Signatures are checked, not the Release file's Valid-Until, as debootstrap does when it makes the root: a
+    // mirror that lags behind (or a snapshot of one) must not stop the tests.
+    apt_get(&["-o", "Acquire::Check-Valid-Until=false", "update"]);
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt_get(&install);
 }
 
 /// Ubuntu's archive keyring under `ROOTS_DIR`, fetched from Ubuntu's mirror once and checked against

@@ -596,7 +596,7 @@ impl Pipeline {
 ///
 /// Python's name, except one `threading` made up (`MainThread`, `Thread-N (target)`, `Dummy-N`) when the OS name
 /// says more: the main thread keeps the process's name, and a thread the program named itself (`prctl`, a C
-/// library's threads) keeps that name. 3.14 gives threading's names to the OS, cut to 15 bytes: a name that is
+/// library's threads) keeps that name. 3.14+ give threading's names to the OS, cut to 15 bytes: a name that is
 /// the start of Python's is Python's.
 pub(crate) fn thread_name(pid: u32, tid: u32, comm: &str, process_name: &str, python: Option<&str>) -> String {
     match python {

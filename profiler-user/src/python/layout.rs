@@ -1,7 +1,7 @@
 //! Where CPython keeps threads, frames and code objects, per version.
 //!
 //! 3.8–3.12 come from tables (checked against the CPython headers; see docs/cpython.md);
-//! 3.13+ from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
+//! 3.13–3.15 from the `_Py_DebugOffsets` block the interpreter embeds at the start of `_PyRuntime` for tools like
 //! this one. One `match` on the version, generic code after it.
 //!
 //! 3.8–3.10 differ in kind, not only in offsets: frames are heap `PyFrameObject`s, each run by its own
@@ -124,7 +124,7 @@ impl std::fmt::Display for Version {
 }
 
 /// Versions whose layout we know.
-pub(crate) const SUPPORTED: &str = "3.8 to 3.14";
+pub(crate) const SUPPORTED: &str = "3.8 to 3.15";
 
 /// The layout for `version`; `debug_offsets` is the start of `_PyRuntime` (3.13+ only).
 pub(crate) fn for_version(version: Version, runtime: u64, debug_offsets: Option<&[u8]>) -> Result<Layouts> {
@@ -132,7 +132,7 @@ pub(crate) fn for_version(version: Version, runtime: u64, debug_offsets: Option<
         (3, 8..=10) => Ok(frame_objects(version, runtime)),
         (3, 11) => Ok(python_3_11(runtime)),
         (3, 12) => Ok(python_3_12(runtime)),
-        (3, 13..=14) => {
+        (3, 13..=15) => {
             let Some(bytes) = debug_offsets else { bail!("Python {version} without _Py_DebugOffsets") };
             from_debug_offsets(version, runtime, bytes)
         }
@@ -295,9 +295,11 @@ fn python_3_12(runtime: u64) -> Layouts {
 }
 
 /// Parses `_Py_DebugOffsets`. Its blocks grow between minor versions (3.14 added fields to the interpreter and
-/// frame blocks), so blocks are located by content rather than by fixed index: the thread-state block is the one
-/// whose `prev, next, interp` offsets are 0, 8, 16 (PyThreadState's first members in every version), and the
-/// code-object block the one whose `filename, name, qualname` are consecutive pointers.
+/// frame blocks, 3.15 to the thread-state block), so blocks are located by content where the content tells them
+/// apart: the thread-state block is the one whose `prev, next, interp` offsets are 0, 8, 16 (PyThreadState's first
+/// members in every version), and the code-object block the one whose `filename, name, qualname` are consecutive
+/// pointers. What lies inside the thread-state block, and so where the frame block starts, is known per version
+/// ([`ThreadBlock`]); [`sanity_check`] refuses a table whose fields fall outside the structs they describe.
 pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -> Result<Layouts> {
     if bytes.get(..8) != Some(b"xdebugpy") {
         bail!("_PyRuntime does not start with the _Py_DebugOffsets cookie");
@@ -315,22 +317,25 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
     // interpreter block {size, id, next, threads_head, ...}.
     let interpreters_head = word(5).unwrap_or(NO_OFFSET);
     let threads_head = word(9).unwrap_or(NO_OFFSET);
-    // Blocks are found from index 10 on, and end at least 9 (thread) or 10 (code) words before the end.
+    let shape = ThreadBlock::of(version);
+    // Blocks are found from index 10 on, and end at least the thread block's length (thread) or 10 (code) words
+    // before the end.
     let block_from = |start: usize, tail: usize, is_block: &dyn Fn(&[u64]) -> bool| {
         let window = words.get(start..words.len().saturating_sub(tail).saturating_add(3))?;
         window.windows(4).position(is_block).and_then(|i| start.checked_add(i))
     };
-    let thread_block = block_from(10, 9, &|w| w[1] == 0 && w[2] == 8 && w[3] == 16)
+    let thread_block = block_from(10, shape.frame_block, &|w| w[1] == 0 && w[2] == 8 && w[3] == 16)
         .ok_or_else(|| anyhow::anyhow!("no thread-state block in _Py_DebugOffsets"))?;
     let interp_block_len = thread_block.checked_sub(6).ok_or_else(block_error)?;
-    // The interpreter block ends with the GIL fields {.., locked, holder} (3.13, 3.14.0) or, when the 3.14
-    // free-threading fields follow them, {.., locked, holder, code_object_generation, tlbc_generation}.
+    // The interpreter block ends with the GIL fields {.., locked, holder} (3.13, 3.14.0) or, when the
+    // free-threading fields follow them (later 3.14, 3.15), {.., locked, holder, code_object_generation,
+    // tlbc_generation}.
     let gil_end = if interp_block_len >= 16 { thread_block.checked_sub(2) } else { Some(thread_block) };
     let gil_field = |back: usize| gil_end.and_then(|end| end.checked_sub(back)).and_then(word);
     let (gil_locked, gil_holder) = (gil_field(2), gil_field(1));
     // {imports_modules, sysdict, builtins, ceval_gil, gil_runtime_state, enabled, locked, holder}.
     let imports_modules = gil_field(8);
-    let frame_block = at(thread_block, 9).ok_or_else(block_error)?;
+    let frame_block = at(thread_block, shape.frame_block).ok_or_else(block_error)?;
     let consecutive = |w: &[u64]| Some(w[2]) == w[1].checked_add(8) && Some(w[3]) == w[2].checked_add(8);
     let code_block = at(frame_block, 6)
         .and_then(|start| block_from(start, 10, &consecutive))
@@ -343,7 +348,7 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         interp_threads_head: threads_head,
         tstate_next: field(thread_block, 2)?,
         tstate_frame: field(thread_block, 4)?,
-        tstate_native_thread_id: field(thread_block, 6)?,
+        tstate_native_thread_id: field(thread_block, shape.native_thread_id)?,
         frame_previous: field(frame_block, 1)?,
         frame_code: field(frame_block, 2)?,
         frame_instr: field(frame_block, 3)?,
@@ -366,21 +371,71 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         compact_data: 56,
         lines: LineFormat::Locations,
     };
-    sanity_check(&kernel, &code)?;
-    // ht_cached_keys has stayed at 880 from 3.12 to 3.14 (checked on Debian's 3.13 and 3.14).
+    let sizes = StructSizes {
+        thread_state: field(thread_block, 0)?,
+        frame: field(frame_block, 0)?,
+        code: field(code_block, 0)?,
+    };
+    sanity_check(&kernel, &code, &sizes)?;
     let objects = ObjectLayout {
         interp_modules: imports_modules.filter(|&o| o < 1 << 20).unwrap_or(NO_OFFSET),
         dict_keys: DictKeysFormat::Log2,
         values_start: 8,
         attributes: AttributeStorage::Inline313,
-        cached_keys: 880,
+        cached_keys: cached_keys(version, &words, code_block),
         long_tag: true,
     };
     Ok(with_code(kernel, &code, objects))
 }
 
-/// Offsets far outside any CPython struct mean we misread the block: better no Python frames than wrong ones.
-fn sanity_check(kernel: &PyLayout, code: &CodeLayout) -> Result<()> {
+/// What the thread-state block of `_Py_DebugOffsets` holds, in words from its start (its `size`).
+struct ThreadBlock {
+    /// `native_thread_id`.
+    native_thread_id: usize,
+    /// Where the frame block starts.
+    frame_block: usize,
+}
+
+impl ThreadBlock {
+    fn of(version: Version) -> ThreadBlock {
+        if version.minor <= 14 {
+            // {size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk, status}
+            ThreadBlock { native_thread_id: 6, frame_block: 9 }
+        } else {
+            // 3.15 inserts {base_frame, last_profiled_frame, last_profiled_frame_seq} after current_frame and
+            // appends {holds_gil, gil_requested, current_exception, exc_state}; the one-word err_stackitem block
+            // {exc_value} (no size) follows before the frame block.
+            ThreadBlock { native_thread_id: 9, frame_block: 17 }
+        }
+    }
+}
+
+/// `PyHeapTypeObject.ht_cached_keys`. 3.13 and 3.14 do not publish it: 880 (checked on Debian's builds). 3.15
+/// does, in the heap-type block {size, ht_cached_keys} that follows the code block (11 words), the `PyObject` block
+/// {size 16, ob_type 8} and the type block {size, tp_name 24, tp_repr, tp_flags, tp_basicsize, tp_dictoffset};
+/// `NO_OFFSET` (no thread names) when those are not where 3.15 puts them.
+fn cached_keys(version: Version, words: &[u64], code_block: usize) -> u64 {
+    if version.minor <= 14 {
+        return 880;
+    }
+    let word = |delta: usize| code_block.checked_add(delta).and_then(|i| words.get(i)).copied();
+    let shaped = word(11) == Some(16) && word(12) == Some(8) && word(14) == Some(24);
+    match (shaped, word(19), word(20)) {
+        (true, Some(size), Some(offset)) if offset.checked_add(8).is_some_and(|end| end <= size) => offset,
+        _ => NO_OFFSET,
+    }
+}
+
+/// The sizes `_Py_DebugOffsets` gives of the structs whose fields the kernel reads.
+struct StructSizes {
+    thread_state: u64,
+    frame: u64,
+    code: u64,
+}
+
+/// Offsets far outside any CPython struct, or outside the struct they are fields of, mean we misread the table:
+/// better no Python frames than wrong ones.
+fn sanity_check(kernel: &PyLayout, code: &CodeLayout, sizes: &StructSizes) -> Result<()> {
     let offsets = [
         kernel.runtime_interpreters_head,
         kernel.interp_threads_head,
@@ -401,6 +456,28 @@ fn sanity_check(kernel: &PyLayout, code: &CodeLayout) -> Result<()> {
     }
     if Some(code.name) != code.filename.checked_add(8) {
         bail!("co_name does not follow co_filename");
+    }
+    let within: [(&str, u64, &[u64]); 3] = [
+        (
+            "PyThreadState",
+            sizes.thread_state,
+            &[kernel.tstate_next, kernel.tstate_frame, kernel.tstate_native_thread_id],
+        ),
+        (
+            "_PyInterpreterFrame",
+            sizes.frame,
+            &[kernel.frame_previous, kernel.frame_code, kernel.frame_instr, kernel.frame_owner],
+        ),
+        (
+            "PyCodeObject",
+            sizes.code,
+            &[code.filename, code.qualname, code.linetable, code.firstlineno, code.code_adaptive],
+        ),
+    ];
+    for (name, size, fields) in within {
+        if let Some(bad) = fields.iter().find(|&&o| o >= size) {
+            bail!("_Py_DebugOffsets puts a field of {name} at {bad}, outside its {size} bytes");
+        }
     }
     Ok(())
 }
@@ -455,13 +532,73 @@ mod tests {
         assert_ne!(layouts.kernel.flags & PY_LAYOUT_TAGGED_CODE, 0);
     }
 
+    /// The `_Py_DebugOffsets` of Debian's CPython 3.15.2 (python3.15 3.15.2-1, x86_64), as its `.PyRuntime`
+    /// section holds it: 111 words, blocks as `Include/internal/pycore_debug_offsets.h` of 3.15 declares them.
+    fn debug_offsets_3_15() -> Vec<u8> {
+        let mut words: Vec<u64> = vec![u64::from_le_bytes(*b"xdebugpy"), 0x030f02f0, 0];
+        // runtime: size, finalizing, interpreters_head
+        words.extend([346568, 912, 936]);
+        // interp: size, id, next, threads_head, threads_main, gc, imports_modules, sysdict, builtins, ceval_gil,
+        // gil_runtime_state, enabled, locked, holder, code_object_generation, tlbc_generation
+        words.extend([226240, 7272, 7264, 7336, 7352, 7400, 7592, 7576, 7584, 16, 7736, 0, 7752, 7744, 7944, 0]);
+        // thread state: size, prev, next, interp, current_frame, base_frame, last_profiled_frame,
+        // last_profiled_frame_seq, thread_id, native_thread_id, datastack_chunk, status, holds_gil, gil_requested,
+        // current_exception, exc_state
+        words.extend([888, 0, 8, 16, 72, 80, 88, 96, 176, 184, 256, 32, 36, 40, 136, 288]);
+        words.push(0); // err_stackitem: exc_value
+        words.extend([88, 8, 0, 56, 80, 74, 64, 0]); // frame: .., executable, instr_ptr, localsplus, owner, ..
+        words.extend([216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0]); // code: .., co_code_adaptive, co_tlbc
+        words.extend([16, 8]); // PyObject
+        words.extend([424, 24, 88, 168, 32, 288]); // type: .., tp_flags, tp_basicsize, tp_dictoffset
+        words.extend([944, 888]); // heap type: size, ht_cached_keys
+        words.extend([40, 32, 16, 40, 24, 16, 200, 24, 40, 32, 48, 32, 40]); // tuple, list, set, dict
+        words.extend([24, 16, 32, 16, 24, 40, 16, 32, 64, 32, 16, 40, 56]); // float, long, bytes, unicode
+        words.extend([176, 112, 120, 1120, 104, 160, 24, 72, 67, 0, 8]); // gc, gen, llist_node
+        words.extend([344, 8028, 0, 4, 512, 0]); // debugger_support
+        assert_eq!(words.len(), 111);
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_the_3_15_debug_offsets() {
+        let layouts = from_debug_offsets(Version { major: 3, minor: 15 }, 0x1000, &debug_offsets_3_15()).unwrap();
+        let k = layouts.kernel;
+        assert_eq!((k.runtime_interpreters_head, k.interp_threads_head), (936, 7336));
+        assert_eq!((k.tstate_frame, k.tstate_native_thread_id, k.tstate_next), (72, 184, 8));
+        assert_eq!((k.frame_previous, k.frame_code, k.frame_instr, k.frame_owner), (8, 0, 56, 74));
+        assert_eq!((k.gil_mode, k.gil_locked, k.gil_holder), (GIL_STRUCT, 7752, 7744));
+        assert_ne!(k.flags & PY_LAYOUT_TAGGED_CODE, 0);
+        let c = layouts.code;
+        assert_eq!((c.filename, c.name, c.qualname, c.linetable, c.firstlineno), (112, 120, 128, 136, 68));
+        assert_eq!((c.code_adaptive, c.lines), (208, LineFormat::Locations));
+        assert_eq!((layouts.objects.interp_modules, layouts.objects.cached_keys), (7592, 888));
+        assert!(for_version(Version { major: 3, minor: 15 }, 0x1000, Some(&debug_offsets_3_15())).is_ok());
+    }
+
+    #[test]
+    fn a_table_of_another_version_is_refused_rather_than_misread() {
+        // 3.15's table read as 3.14's: the frame block would start inside the thread-state block.
+        let err = from_debug_offsets(Version { major: 3, minor: 14 }, 0, &debug_offsets_3_15()).unwrap_err();
+        assert!(err.to_string().contains("outside its"), "{err}");
+        // 3.13's read as 3.15's: the frame block would start inside the code block.
+        assert!(from_debug_offsets(Version { major: 3, minor: 15 }, 0, &debug_offsets_3_13()).is_err());
+        // A 3.15 table without the heap-type block where 3.15 puts it still gives frames, but no cached keys.
+        let mut bytes = debug_offsets_3_15();
+        let pyobject = (17 + 22 + 8 + 11) * 8;
+        bytes[pyobject..pyobject + 8].copy_from_slice(&0u64.to_le_bytes());
+        let layouts = from_debug_offsets(Version { major: 3, minor: 15 }, 0, &bytes).unwrap();
+        assert_eq!((layouts.kernel.tstate_native_thread_id, layouts.objects.cached_keys), (184, NO_OFFSET));
+    }
+
     #[test]
     fn refuses_garbage_and_unknown_versions() {
         assert!(from_debug_offsets(Version { major: 3, minor: 13 }, 0, &[0u8; 600]).is_err());
         let err = for_version(Version { major: 3, minor: 7 }, 0, None).unwrap_err().to_string();
         assert!(err.contains("3.7 is not supported"), "{err}");
         let err = for_version(Version { major: 2, minor: 7 }, 0, None).unwrap_err().to_string();
-        assert!(err.contains("2.7 is not supported (supported: 3.8 to 3.14)"), "{err}");
+        assert!(err.contains("2.7 is not supported (supported: 3.8 to 3.15)"), "{err}");
+        let err = for_version(Version { major: 3, minor: 16 }, 0, None).unwrap_err().to_string();
+        assert!(err.contains("3.16 is not supported"), "{err}");
         let legacy = for_version(Version { major: 3, minor: 10 }, 0, None).unwrap();
         assert_ne!(legacy.kernel.flags & PY_LAYOUT_FRAME_OBJECTS, 0);
         assert_eq!(legacy.code.lines, LineFormat::LineTable310);

@@ -41,7 +41,7 @@ const MAX_NAME_CHARS: u64 = 1024;
 /// `Py_TPFLAGS_INLINE_VALUES` (3.13+) and `Py_TPFLAGS_MANAGED_DICT` (3.11+).
 const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
 const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
-/// `PyTypeObject` fields, the same from 3.8 to 3.14 on 64-bit builds.
+/// `PyTypeObject` fields, the same from 3.8 to 3.15 on 64-bit builds.
 const TP_NAME: u64 = 24;
 const TP_BASICSIZE: u64 = 32;
 const TP_FLAGS: u64 = 168;
@@ -450,18 +450,24 @@ pub(crate) mod fake {
     use super::Memory;
     use crate::python::layout::{for_version, AttributeStorage, DictKeysFormat, Layouts, ObjectLayout, Version};
 
-    /// The layouts of 3.`minor` (8–14); 3.13+ take 3.12's code layout (only its string offsets are used here).
+    /// The layouts of 3.`minor` (8–15); 3.13+ take 3.12's code layout (only its string offsets are used here)
+    /// and the object offsets of Debian's builds.
     pub(crate) fn layouts(minor: u8) -> Layouts {
         if minor < 13 {
             return for_version(Version { major: 3, minor }, 0, None).expect("3.8 to 3.12 have tables");
         }
         let mut layouts = for_version(Version { major: 3, minor: 12 }, 0, None).expect("3.12 has a table");
+        let (interp_modules, cached_keys) = match minor {
+            13 => (7656, 880),
+            14 => (7688, 880),
+            _ => (7592, 888),
+        };
         layouts.objects = ObjectLayout {
-            interp_modules: if minor == 13 { 7656 } else { 7688 },
+            interp_modules,
             dict_keys: DictKeysFormat::Log2,
             values_start: 8,
             attributes: AttributeStorage::Inline313,
-            cached_keys: 880,
+            cached_keys,
             long_tag: true,
         };
         layouts
@@ -706,7 +712,7 @@ mod tests {
 
     #[test]
     fn reads_thread_names_as_each_version_keeps_them() {
-        for minor in [8, 9, 10, 11, 12, 13] {
+        for minor in 8..=15 {
             let (heap, interp, active) = two_threads(minor);
             let want = expected(&[(4242, "scheduler"), (4243, "AnyIO worker thread")]);
             for known_types in [true, false] {
