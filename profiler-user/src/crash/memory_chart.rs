@@ -19,8 +19,6 @@ pub(crate) fn render(points: &[MemoryPoint], title: &str) -> Option<String> {
     if points.len() < 2 {
         return None;
     }
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let rss = |p: &MemoryPoint| mib(p.rss_anon_kib + p.rss_file_kib + p.rss_shmem_kib);
     let oldest = points.iter().map(|p| p.seconds_before).fold(0.0, f64::max).max(1.0);
     let top_mib = nice_ceiling(points.iter().map(rss).fold(0.0, f64::max));
     let top_threads = nice_ceiling(points.iter().map(|p| p.threads as f64).fold(0.0, f64::max));
@@ -63,17 +61,11 @@ pub(crate) fn render(points: &[MemoryPoint], title: &str) -> Option<String> {
         LEFT + plot_w,
         TOP + plot_h + 16.0
     );
-    let series: [(&str, &str, &str, Box<dyn Fn(&MemoryPoint) -> f64>, f64); 4] = [
-        ("RSS", "#b22222", "", Box::new(rss), top_mib),
-        ("anonymous", "#e69500", "", Box::new(|p: &MemoryPoint| mib(p.rss_anon_kib)), top_mib),
-        ("file", "#1f77b4", "", Box::new(|p: &MemoryPoint| mib(p.rss_file_kib)), top_mib),
-        (
-            "threads (right axis)",
-            "#555",
-            r#" stroke-dasharray="4 3""#,
-            Box::new(|p: &MemoryPoint| p.threads as f64),
-            top_threads,
-        ),
+    let series: [Series; 4] = [
+        ("RSS", "#b22222", "", rss, top_mib),
+        ("anonymous", "#e69500", "", |p| mib(p.rss_anon_kib), top_mib),
+        ("file", "#1f77b4", "", |p| mib(p.rss_file_kib), top_mib),
+        ("threads (right axis)", "#555", r#" stroke-dasharray="4 3""#, |p| p.threads as f64, top_threads),
     ];
     for (index, (name, color, dash, value, top)) in series.iter().enumerate() {
         let line: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", x(p), y(value(p), *top))).collect();
@@ -95,6 +87,17 @@ pub(crate) fn render(points: &[MemoryPoint], title: &str) -> Option<String> {
     }
     svg.push_str("</svg>\n");
     Some(svg)
+}
+
+/// A line of the chart: name, colour, extra stroke attributes, the value of a point, the top of its axis.
+type Series = (&'static str, &'static str, &'static str, fn(&MemoryPoint) -> f64, f64);
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn rss(point: &MemoryPoint) -> f64 {
+    mib(point.rss_anon_kib + point.rss_file_kib + point.rss_shmem_kib)
 }
 
 /// The smallest of 1, 2 or 5 times a power of ten at or above `value` (at least 1): axis tops that read well.
