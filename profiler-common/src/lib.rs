@@ -313,6 +313,21 @@ pub struct PyGil {
     pub _pad: u32,
 }
 
+/// What the page-fault program hands the CPU sampler (per CPU, `FAULT_HANDOVER`) with a fault it captures: the
+/// sampler adds these into its record without a branch (all zero for a timer tick), so the verifier checks its
+/// capture once for both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultHandover {
+    /// Added to `KIND_CPU`: `KIND_PAGE_FAULT - KIND_CPU` for a fault.
+    pub kind_offset: u32,
+    /// Or'ed into the flags: `FLAG_FAULT_ADDR` for a fault.
+    pub flags: u32,
+    pub fault_addr: u64,
+    /// The bytes the capture stands for (`SampleHeader::capture_credit`).
+    pub capture_credit: u64,
+}
+
 /// One sample as it sits in the ring buffer: header, Python frames, then the copied user stack.
 #[repr(C)]
 pub struct SampleRecord {

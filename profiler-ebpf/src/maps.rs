@@ -1,9 +1,9 @@
 //! Maps shared by the kernel programs; userspace finds them by these names.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, StackTrace},
 };
-use profiler_common::{CrashingProcess, OffCpuThread, PyGil, PyLayout, TargetFlags};
+use profiler_common::{CrashingProcess, FaultHandover, OffCpuThread, PyGil, PyLayout, TargetFlags};
 
 /// Processes (tgids) to sample; userspace keeps it current.
 #[map]
@@ -72,3 +72,13 @@ pub static PY_GIL: HashMap<u32, PyGil> = HashMap::with_max_entries(4096, 0);
 /// kernel at its exec (and by the LRU if both miss one).
 #[map]
 pub static RESIDENT_PAGES: LruHashMap<u32, i64> = LruHashMap::with_max_entries(16384, 0);
+
+/// The CPU sampler (index 0, set by userspace), which the page-fault program hands a captured fault over to (a tail
+/// call: the capture is verified once, in the sampler).
+#[map]
+pub static CPU_SAMPLER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per CPU: what the page-fault program knows of the fault it hands over (see `FaultHandover`); the sampler reads
+/// and clears it. Nothing runs between the two on a CPU: perf programs do not nest.
+#[map]
+pub static FAULT_HANDOVER: PerCpuArray<FaultHandover> = PerCpuArray::with_max_entries(1, 0);

@@ -1,24 +1,21 @@
-//! The CPU sampler: a perf_event program run on every CPU at the sampling rate (`cpu-clock`), and for the memory
-//! profile at the end of every handled page fault (`page-faults-min`, `page-faults-maj`; see memory.rs for which of
-//! a target's faults it captures).
+//! The CPU sampler: a perf_event program run on every CPU at the sampling rate (`cpu-clock`); with the memory
+//! profile, also the capture of the page faults memory.rs picks, which it hands over by a tail call.
 //!
 //! For a target thread it sends the user registers and a copy of the top of the user stack, so userspace can
-//! unwind with DWARF CFI (the target needs no frame pointers). One program serves both kinds of event because the
-//! capture is most of what the verifier checks: a second program would double that work at every start, for a
-//! record that differs in its kind, an address and a weight. The kernel hands the program the event's period: 1
-//! for the fault events, nanoseconds between ticks (at least 10⁶) for `cpu-clock`.
+//! unwind with DWARF CFI (the target needs no frame pointers). A handed-over fault differs from a tick only in its
+//! kind, flags, address and weight, which come from `FAULT_HANDOVER` (zeros for a tick) and are added in without a
+//! branch: the verifier then checks the capture, most of its work, once for both (a branch on the kind made the
+//! verifiers of 5.15 and 6.1 explore it once per way the fault path ended).
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::perf_event,
     programs::{tracing::StackIdContext as _, PerfEventContext},
 };
-use profiler_common::{
-    SampleRecord, SamplerConfig, FLAG_FAULT_ADDR, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU, KIND_PAGE_FAULT,
-};
+use profiler_common::{FaultHandover, SampleRecord, SamplerConfig, FLAG_KERNEL_STACK, FLAG_USER_MODE, KIND_CPU};
 
 use crate::{
     capture::{fill, CaptureInfo},
-    maps::{KERNEL_STACKS, LOST_SAMPLES, SAMPLES, TARGETS},
+    maps::{FAULT_HANDOVER, KERNEL_STACKS, LOST_SAMPLES, SAMPLES, TARGETS},
 };
 
 /// Written by userspace before load (aya `EbpfLoader::override_global`).
@@ -49,27 +46,20 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
     if unsafe { TARGETS.get(&tgid) }.is_none() {
         return;
     }
-    // The interrupted context says whether the tick (or fault) hit user mode; the period, which event fired.
-    // SAFETY: `ctx.ctx` is the bpf_perf_event_data the kernel passed to this program, valid for its run; the
-    // verifier checks the reads against the context's type.
-    let (interrupted_cs, period, address) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).sample_period, (*ctx.ctx).addr) };
-    let page_fault = period == 1;
-    // A fault not captured (most of them) ends here, before a record is reserved.
-    let mut credit = 0;
-    if page_fault {
-        match crate::memory::capture_weight(tgid, config().memory_period_bytes) {
-            Some(bytes) => credit = bytes,
-            None => return,
-        }
-    }
+    // What a page fault handed over with this run (all zeros for a tick), taken so that the next tick sees zeros.
+    let Some(handover) = FAULT_HANDOVER.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's value of a per-CPU array, valid for the program's run; no other program runs on this CPU
+    // meanwhile (perf programs do not nest).
+    let handover = unsafe { core::ptr::replace(handover, FaultHandover::default()) };
     let Some(mut entry) = SAMPLES.reserve::<SampleRecord>(0) else {
         count_lost();
         return;
     };
+    // The interrupted context says whether the tick hit user mode.
+    // SAFETY: `ctx.ctx` is the bpf_perf_event_data the kernel passed to this program, valid for its run; the
+    // verifier checks the read against the context's type.
+    let interrupted_cs = unsafe { (*ctx.ctx).regs.cs };
     let mut flags = if interrupted_cs & 3 == 3 { FLAG_USER_MODE } else { 0 };
-    if page_fault {
-        flags |= FLAG_FAULT_ADDR;
-    }
     let mut kernel_stack_id = -1i64;
     if config().kernel_stacks != 0 {
         if let Ok(id) = ctx.get_stackid(&KERNEL_STACKS, 0) {
@@ -78,11 +68,11 @@ fn try_sample_cpu(ctx: &PerfEventContext) {
         }
     }
     let info = CaptureInfo {
-        kind: if page_fault { KIND_PAGE_FAULT } else { KIND_CPU },
-        flags,
+        kind: KIND_CPU + handover.kind_offset,
+        flags: flags | handover.flags,
         kernel_stack_id,
-        fault_addr: if page_fault { address } else { 0 },
-        capture_credit: credit,
+        fault_addr: handover.fault_addr,
+        capture_credit: handover.capture_credit,
         ..CaptureInfo::NONE
     };
     // SAFETY: the entry was reserved in SAMPLES for a SampleRecord and is ours until submitted below.

@@ -7,7 +7,7 @@ use std::io;
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     include_bytes_aligned,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf, StackTraceMap},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent, ProgramError, RawTracePoint, TracePoint,
@@ -45,6 +45,8 @@ pub(crate) struct SamplerOptions {
 pub(crate) struct Sampler {
     // Dropping `Ebpf` detaches the programs; keep it for the sampler's lifetime.
     _ebpf: Ebpf,
+    /// The page-fault program's way to the CPU sampler (with the memory profile), kept open: see `load_page_faults`.
+    _page_fault_handover: Option<ProgramArray<MapData>>,
     targets: HashMap<MapData, u32, TargetFlags>,
     lost: PerCpuArray<MapData, u64>,
     kernel_stacks: StackTraceMap<MapData>,
@@ -90,7 +92,7 @@ impl Sampler {
             .program_mut("sample_cpu")
             .context("the embedded eBPF object has no `sample_cpu` program")?
             .try_into()?;
-        for cpu in cpus {
+        for &cpu in &cpus {
             program
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -99,23 +101,9 @@ impl Sampler {
                     false,
                 )
                 .map_err(|err| describe_program_error(&format!("attaching the CPU sampler to CPU {cpu}"), err))?;
-            if memory_period_bytes.is_some() {
-                // The same program, at the end of every handled fault (period 1: it tells these from ticks by it, and
-                // picks the faults to capture itself; see profiler-ebpf's memory.rs).
-                for event in [SoftwareEvent::PageFaultsMin, SoftwareEvent::PageFaultsMaj] {
-                    program
-                        .attach(
-                            PerfEventConfig::Software(event),
-                            PerfEventScope::AllProcessesOneCpu { cpu },
-                            SamplePolicy::Period(1),
-                            false,
-                        )
-                        .map_err(|err| {
-                            describe_program_error(&format!("attaching the page-fault sampler to CPU {cpu}"), err)
-                        })?;
-                }
-            }
         }
+        let page_fault_handover =
+            if memory_period_bytes.is_some() { Some(load_page_faults(&mut ebpf, &cpus)?) } else { None };
 
         for (program, category, name) in [
             ("task_newtask", "task", "task_newtask"),
@@ -182,6 +170,7 @@ impl Sampler {
         let crashes = RingBuf::try_from(take_map(&mut ebpf, "CRASHES")?)?;
         Ok(Self {
             _ebpf: ebpf,
+            _page_fault_handover: page_fault_handover,
             targets,
             lost,
             kernel_stacks,
@@ -312,6 +301,41 @@ fn load_crash_threads(ebpf: &mut Ebpf) -> bool {
             false
         }
     }
+}
+
+/// Loads the page-fault program of the memory profile, hands it the CPU sampler (its captures are the sampler's, by a
+/// tail call) and attaches it at the end of every handled fault, minor and major, on every CPU. The returned array
+/// must be kept: the kernel empties a program array when its last handle in userspace closes.
+fn load_page_faults(ebpf: &mut Ebpf, cpus: &[u32]) -> Result<ProgramArray<MapData>> {
+    let sampler = ebpf
+        .program("sample_cpu")
+        .context("the embedded eBPF object has no `sample_cpu` program")?
+        .fd()
+        .map_err(|err| describe_program_error("handing the CPU sampler to the page-fault program", err))?
+        .try_clone()
+        .context("handing the CPU sampler to the page-fault program")?;
+    let mut handover = ProgramArray::try_from(take_map(ebpf, "CPU_SAMPLER")?)?;
+    handover.set(0, &sampler, 0).context("handing the CPU sampler to the page-fault program")?;
+    let program: &mut PerfEvent = ebpf
+        .program_mut("sample_page_fault")
+        .context("the embedded eBPF object has no `sample_page_fault` program")?
+        .try_into()?;
+    program.load().map_err(|err| describe_program_error("loading the page-fault program", err))?;
+    for &cpu in cpus {
+        for event in [SoftwareEvent::PageFaultsMin, SoftwareEvent::PageFaultsMaj] {
+            program
+                .attach(
+                    PerfEventConfig::Software(event),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(1),
+                    false,
+                )
+                .map_err(|err| {
+                    describe_program_error(&format!("attaching the page-fault program to CPU {cpu}"), err)
+                })?;
+        }
+    }
+    Ok(handover)
 }
 
 /// Loads the off-CPU sampler: its two programs on sched_switch, the end of a period (`off_cpu_in`, attached first

@@ -32,14 +32,18 @@ use crate::{
 /// Where build-id named debug files live (`.build-id/ab/cdef….debug`), as GDB and blazesym look for them.
 const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 
-/// Bounds the caches: a long run over many processes must not grow without limit. On overflow the cache is
-/// dropped whole; refilling it costs a few milliseconds of symbolization.
+/// Bound the caches: a long run over many processes must not grow without limit, whether by many addresses or by
+/// long names (a target chooses its symbols' lengths: a C++ template or a forged symbol table can make each name
+/// kilobytes). On overflow the caches are dropped whole; refilling them costs a few milliseconds of symbolization.
 const MAX_CACHED_ADDRESSES: usize = 200_000;
+const MAX_CACHED_BYTES: usize = 32 << 20;
 
 pub(crate) struct Symbolizer {
     blazesym: Blazesym,
     native: HashMap<(u64, u64), Arc<[Frame]>>,
     kernel: HashMap<u64, Arc<[Frame]>>,
+    /// What the cached frames hold on the heap, roughly (see `heap_bytes`).
+    cached_bytes: usize,
     /// Per file id: its separate debug file, if it has one (looked up once per file).
     debug_files: HashMap<u64, Option<PathBuf>>,
 }
@@ -54,7 +58,7 @@ impl Symbolizer {
     pub(crate) fn new() -> Self {
         let blazesym =
             Blazesym::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
-        Self { blazesym, native: HashMap::new(), kernel: HashMap::new(), debug_files: HashMap::new() }
+        Self { blazesym, native: HashMap::new(), kernel: HashMap::new(), cached_bytes: 0, debug_files: HashMap::new() }
     }
 
     /// The frames for one native address, leaf (innermost inlined function) first.
@@ -62,9 +66,7 @@ impl Symbolizer {
         let Some((file, offset)) = &frame.file else {
             return Arc::from([unknown_frame(None, frame.address)]);
         };
-        if self.native.len() >= MAX_CACHED_ADDRESSES {
-            self.native.clear();
-        }
+        self.bound_caches();
         if let Some(frames) = self.native.get(&(file.id, *offset)) {
             return frames.clone();
         }
@@ -78,16 +80,27 @@ impl Symbolizer {
                 None => Arc::from([unknown_frame(Some(&file.module), *offset)]),
             },
         };
+        self.cached_bytes = self.cached_bytes.saturating_add(heap_bytes(&frames));
         self.native.insert((file.id, *offset), frames.clone());
         frames
     }
 
+    /// Drops both caches when either holds too many addresses or their frames too many bytes.
+    fn bound_caches(&mut self) {
+        if self.native.len() >= MAX_CACHED_ADDRESSES
+            || self.kernel.len() >= MAX_CACHED_ADDRESSES
+            || self.cached_bytes >= MAX_CACHED_BYTES
+        {
+            self.native.clear();
+            self.kernel.clear();
+            self.cached_bytes = 0;
+        }
+    }
+
     /// The frames for one kernel address, leaf first.
     pub(crate) fn kernel(&mut self, address: u64) -> Arc<[Frame]> {
-        if self.kernel.len() >= MAX_CACHED_ADDRESSES {
-            self.kernel.clear();
-        }
-        let blazesym = &self.blazesym;
+        self.bound_caches();
+        let (blazesym, cached_bytes) = (&self.blazesym, &mut self.cached_bytes);
         self.kernel
             .entry(address)
             .or_insert_with(|| {
@@ -96,7 +109,7 @@ impl Symbolizer {
                     Ok(Symbolized::Sym(sym)) => sym.name.into_owned(),
                     _ => format!("[kernel {address:#x}]"),
                 };
-                Arc::from([Frame {
+                let frames: Arc<[Frame]> = Arc::from([Frame {
                     kind: FrameKind::Kernel,
                     function: name,
                     file: None,
@@ -104,7 +117,9 @@ impl Symbolizer {
                     module: None,
                     address,
                     inlined: false,
-                }])
+                }]);
+                *cached_bytes = cached_bytes.saturating_add(heap_bytes(&frames));
+                frames
             })
             .clone()
     }
@@ -138,6 +153,17 @@ fn symbolize_file_offset(
         sym.inlined.iter().rev().map(|inlined| native(&inlined.name, inlined.code_info.as_ref(), true)).collect();
     frames.push(native(&sym.name, sym.code_info.as_deref(), false));
     frames.into()
+}
+
+/// What `frames` hold on the heap, roughly: the frames themselves and their strings.
+fn heap_bytes(frames: &[Frame]) -> usize {
+    frames
+        .iter()
+        .map(|frame| {
+            let module = frame.module.as_ref().map_or(0, |m| m.path.len() + m.build_id.as_ref().map_or(0, String::len));
+            size_of::<Frame>() + frame.function.len() + frame.file.as_ref().map_or(0, String::len) + module
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// The debug file of a module by its build-id, when one is installed.
@@ -237,6 +263,23 @@ mod tests {
         assert_eq!(outer.module.as_ref().unwrap().build_id, module.file.module.build_id);
         // Cached: the same Arc comes back.
         assert!(Arc::ptr_eq(&frames, &symbolizer.native(&frame)));
+        assert!(symbolizer.cached_bytes >= heap_bytes(&frames) && symbolizer.cached_bytes > outer.function.len());
+    }
+
+    /// Few addresses with long names (a target's choice) fill the caches by bytes, not by count: they are dropped
+    /// at the byte bound.
+    #[test]
+    fn the_caches_are_bounded_in_bytes() {
+        let mut symbolizer = Symbolizer::new();
+        let long = Frame { function: "x".repeat(1 << 20), ..Frame::native("") };
+        for address in 0..40u64 {
+            symbolizer.bound_caches();
+            let frames: Arc<[Frame]> = Arc::from([long.clone()]);
+            symbolizer.cached_bytes += heap_bytes(&frames);
+            symbolizer.kernel.insert(address, frames);
+            assert!(symbolizer.cached_bytes <= MAX_CACHED_BYTES + (2 << 20), "{} bytes held", symbolizer.cached_bytes);
+        }
+        assert!(symbolizer.kernel.len() < 40, "the caches were never dropped");
     }
 
     /// libc from Debian is stripped; with libc6-dbg installed its static functions are named from the debug
