@@ -160,8 +160,13 @@ fn heap_bytes(frames: &[Frame]) -> usize {
     frames
         .iter()
         .map(|frame| {
-            let module = frame.module.as_ref().map_or(0, |m| m.path.len() + m.build_id.as_ref().map_or(0, String::len));
-            size_of::<Frame>() + frame.function.len() + frame.file.as_ref().map_or(0, String::len) + module
+            let module = frame
+                .module
+                .as_ref()
+                .map_or(0, |m| m.path.len().saturating_add(m.build_id.as_ref().map_or(0, String::len)));
+            [size_of::<Frame>(), frame.function.len(), frame.file.as_ref().map_or(0, String::len), module]
+                .into_iter()
+                .fold(0usize, usize::saturating_add)
         })
         .fold(0usize, usize::saturating_add)
 }
@@ -275,9 +280,13 @@ mod tests {
         for address in 0..40u64 {
             symbolizer.bound_caches();
             let frames: Arc<[Frame]> = Arc::from([long.clone()]);
-            symbolizer.cached_bytes += heap_bytes(&frames);
+            symbolizer.cached_bytes = symbolizer.cached_bytes.saturating_add(heap_bytes(&frames));
             symbolizer.kernel.insert(address, frames);
-            assert!(symbolizer.cached_bytes <= MAX_CACHED_BYTES + (2 << 20), "{} bytes held", symbolizer.cached_bytes);
+            assert!(
+                symbolizer.cached_bytes <= MAX_CACHED_BYTES.saturating_add(2 << 20),
+                "{} held",
+                symbolizer.cached_bytes
+            );
         }
         assert!(symbolizer.kernel.len() < 40, "the caches were never dropped");
     }
