@@ -368,7 +368,8 @@ mod tests {
     /// Every input in `fuzz/DIR/TARGET/` through its target's entry point; how many there were.
     fn replay(dir: &str) -> usize {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(dir);
-        let targets: [(&str, fn(&[u8])); 9] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 9] = [
             ("maps", maps),
             ("elf", elf),
             ("line_tables", line_tables),

@@ -201,7 +201,7 @@ mod tests {
         Arc::get_mut(&mut body).unwrap()[0].address = 0x3fb60;
         let native_stack = [body, native("main", PYTHON)];
         let python = [py("leaf", false), py("<module>", false), shim()];
-        let ranges = [0x3fb58..0x5451f];
+        let ranges = [std::ops::Range { start: 0x3fb58, end: 0x5451f }];
         let stack =
             PythonStack { frames: &python, interpreter_module: PYTHON, eval_ranges: &ranges, keep_internals: false };
         let frames = merge(&[], &native_stack, None, Some(&stack), &CONTEXT);

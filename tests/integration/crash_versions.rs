@@ -84,7 +84,7 @@ fn check_crash(interpreter: &Interpreter) -> Vec<String> {
     if stack.iter().any(|f| f.kind == "truncated") {
         wrong.push("the stack was cut short".to_owned());
     }
-    if !stack.first().is_some_and(|f| f.kind == "native") {
+    if stack.first().is_none_or(|f| f.kind != "native") {
         wrong.push("the innermost frame (libc's strlen reading address 0) is not native".to_owned());
     }
     wrong.into_iter().map(|w| format!("{w}; {shown}")).collect()

@@ -96,6 +96,6 @@ fn assert_cfa_is_an_expression(binary: &std::path::Path, function: &str) {
 
 fn lines(folded: &Folded) -> String {
     let mut stacks: Vec<_> = folded.stacks.iter().collect();
-    stacks.sort_by(|a, b| b.1.cmp(&a.1));
+    stacks.sort_by_key(|stack| std::cmp::Reverse(stack.1));
     stacks.iter().take(20).map(|(frames, count)| format!("  {count:>5} {}\n", frames.join(";"))).collect()
 }

@@ -559,7 +559,9 @@ fn profiling_disabled_exits_0_before_loading_anything() {
 #[test]
 fn configuration_errors_are_one_line_and_never_show_the_key() {
     let me = std::process::id().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &[&str]); 5] = [
+    // (arguments, environment, what the one-line error must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 5] = [
         (
             &["--server-url", "http://192.0.2.10:4040"],
             &[("PYROSCOPE_USERNAME", USERNAME), ("PYROSCOPE_API_KEY", API_KEY)],

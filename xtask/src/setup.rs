@@ -232,7 +232,7 @@ fn quake_venv(ws: &Workspace) -> Result<()> {
 /// A virtualenv of Debian's Python at `venv` with the packages of `requirements`, made again whenever that file
 /// changes.
 pub fn ensure_venv(venv: &Path, requirements: &Path) -> Result<()> {
-    let wanted = fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let wanted = fs::read(requirements).with_context(|| format!("reading {}", requirements.display()))?;
     // The venv's own path too: its scripts' #! lines name it, so a moved target directory needs a new venv.
     let wanted = format!("fnv1a64 {:016x} of requirements.txt for {}\n", fnv1a64(&wanted), venv.display());
     let stamp = venv.join(VENV_STAMP);

@@ -142,7 +142,7 @@ mod tests {
             title: format!("SIGSEGV in {signature}"),
             time: time.into(),
             pid,
-            process_name: if pid % 2 == 0 { "python3".into() } else { "worker".into() },
+            process_name: if pid.is_multiple_of(2) { "python3".into() } else { "worker".into() },
             signal: "SIGSEGV".into(),
             report: report.then(|| format!("crash-{pid}-SIGSEGV-1700000000000")),
             suppressed: (!report).then_some(Suppression::SameSignature),

@@ -151,7 +151,7 @@ mod tests {
         assert!(!reraises.is_reraise(1, 3, 11, 10_000_000_000));
         // Alternating signals in one thread: each is the same crash raised again within the window.
         assert!(!reraises.is_reraise(5, 5, 7, 20_000_000_000));
-        assert!(reraises.is_reraise(5, 5, 11, 20_100_000_000) == false);
+        assert!(!reraises.is_reraise(5, 5, 11, 20_100_000_000));
         assert!(reraises.is_reraise(5, 5, 7, 20_200_000_000));
         assert!(reraises.is_reraise(5, 5, 11, 20_300_000_000));
     }

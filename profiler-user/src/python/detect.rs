@@ -172,10 +172,14 @@ impl Symbols {
     }
 }
 
+/// The runtime's address, the version constant and the evaluation loop's unnamed ranges.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) type PythonSymbols = (Option<u64>, Option<u64>, Vec<std::ops::Range<u64>>);
+
 /// What Python detection reads of an interpreter file (the fuzz target's view): the runtime's address, the
 /// version constant and the evaluation loop's unnamed ranges, which must lie past the named function's start.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn symbols_of(file: &std::fs::File) -> Option<(Option<u64>, Option<u64>, Vec<std::ops::Range<u64>>)> {
+pub(crate) fn symbols_of(file: &std::fs::File) -> Option<PythonSymbols> {
     let symbols = Symbols::read(file, "fuzz input").ok()?;
     Some((symbols.runtime, symbols.py_version, symbols.eval_ranges))
 }

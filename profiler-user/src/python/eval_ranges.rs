@@ -60,6 +60,8 @@ fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Option<Vec<u64>> {
 }
 
 #[cfg(test)]
+// Test data is built here, not read from a target: the module's arithmetic rule is for target data.
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

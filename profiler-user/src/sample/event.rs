@@ -424,6 +424,8 @@ impl TimedLifecycle {
 }
 
 #[cfg(test)]
+// Test data is built here, not read from a target: the module's arithmetic rule is for target data.
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use profiler_common::{SampleRecord, COMM_LEN, STACK_COPY_MAX};
 

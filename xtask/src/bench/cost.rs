@@ -130,7 +130,7 @@ impl Bench {
         Ok(throughput)
     }
 
-    /// 6. Off-CPU sampling where it costs most: the demo app saturated (its event loop and worker threads switch
+    /// Section 6, off-CPU sampling where it costs most: the demo app saturated (its event loop and worker threads switch
     /// thousands of times a second), without a profiler, with CPU sampling, and with off-CPU sampling too; the
     /// app's requests/s, its context switches, the agent's CPU and the sampler's in-kernel time over the load.
     pub(super) fn off_cpu_cost(&mut self, rounds: usize) -> Result<PerTool<OffCpuRun>> {
