@@ -140,8 +140,7 @@ pub(super) fn check(report: &Report, mode: Mode) -> Vec<String> {
         return failures;
     }
     let record_log = report.file("record.log");
-    let error =
-        |log: &str| log.lines().rfind(|l| l.starts_with("error:")).unwrap_or("(no error line)").to_owned();
+    let error = |log: &str| log.lines().rfind(|l| l.starts_with("error:")).unwrap_or("(no error line)").to_owned();
     let record = report.steps.get("record").cloned().unwrap_or_default();
     if record.attached.is_none() {
         fail(format!("record: the programs were not loaded and attached: {}", error(record_log)));
