@@ -7,11 +7,11 @@ use std::{collections::HashMap, time::Duration};
 
 use profiler::pprof::proto;
 use profiler_tests::{
-    agent::Agent,
+    agent::push_profiles,
     exclusive_cpu, profiler,
     python::{debian_python, pprof_samples, PprofSample},
     read_pprof, read_totals,
-    receiver::{basic_auth, decode_push, function_names, Expect, Receiver},
+    receiver::function_names,
     require_root, run, wait_for_totals, Process, TestDir,
 };
 
@@ -113,33 +113,14 @@ fn run_pushes_a_memory_profile_type_in_bytes() {
         &mut interpreter.command(&stage.inside("grow.py"), &[stage.inside("grow.json").to_str().unwrap()]),
     );
     wait_for_totals(&mut workload, &totals, 2.0);
-    let receiver = Receiver::start();
-    let (pid, url) = (workload.pid().to_string(), receiver.url());
-    let env = [("PYROSCOPE_USERNAME", "918273"), ("PYROSCOPE_API_KEY", "glc_test-key")];
-    let agent = Agent::start(
-        &[],
-        &["--pid", &pid, "--server-url", &url, "--upload-interval", "3s", "--profile", "cpu,memory"],
-        &env,
-    );
-    receiver.wait_for("a window of each type", Duration::from_secs(30), |requests| requests.len() >= 2);
-    let stopped = agent.stop(libc::SIGTERM);
+    let pushed = push_profiles(workload.pid(), "cpu,memory", 2);
     drop(workload);
-    assert!(stopped.status.success(), "the agent failed: {}", stopped.stderr);
-    receiver.assert_clean();
-
-    let expect = Expect { authorization: Some(basic_auth("918273", "glc_test-key")), tenant: None };
-    let memory: Vec<proto::Profile> = receiver
-        .requests()
-        .iter()
-        .map(|request| decode_push(request, &expect))
-        .filter(|pushed| pushed.labels["__name__"] == "memory")
-        .map(|pushed| pushed.profile)
-        .collect();
-    assert!(!memory.is_empty(), "no memory profile was pushed:\n{}", stopped.stderr);
+    let memory = pushed.named("memory");
+    assert!(!memory.is_empty(), "no memory profile was pushed:\n{}", pushed.stderr);
     for profile in &memory {
         assert_eq!(value_type(profile, profile.sample_type.first()), ("page_faults".into(), "bytes".into()));
     }
-    let functions = function_names(&memory[0]);
+    let functions = function_names(memory[0]);
     for function in FUNCTIONS {
         assert!(functions.contains(function), "{function} is not in the pushed memory profile: {functions:?}");
     }

@@ -8,11 +8,11 @@ use std::{collections::HashMap, thread, time::Duration};
 
 use profiler::pprof::proto;
 use profiler_tests::{
-    agent::Agent,
+    agent::push_profiles,
     exclusive_cpu, profiler,
     python::{debian_python, pprof_samples, python_interpreters, Interpreter, PprofSample},
     read_pprof, read_totals,
-    receiver::{basic_auth, decode_push, function_names, label_values, Expect, Receiver},
+    receiver::{function_names, label_values},
     require_root, run, steal_time, wait_for_totals, Process, TestDir,
 };
 
@@ -184,28 +184,13 @@ fn run_pushes_cpu_off_cpu_and_wall_profiles_as_their_own_types() {
         &mut interpreter.command(&stage.inside("waits.py"), &[stage.inside("waits.json").to_str().expect("UTF-8")]),
     );
     wait_for_totals(&mut workload, &totals, 2.0);
-    let receiver = Receiver::start();
-    let (pid, url) = (workload.pid().to_string(), receiver.url());
-    let env = [("PYROSCOPE_USERNAME", "918273"), ("PYROSCOPE_API_KEY", "glc_test-key")];
-    let agent = Agent::start(
-        &[],
-        &["--pid", &pid, "--server-url", &url, "--upload-interval", "3s", "--profile", "cpu,off-cpu,wall"],
-        &env,
-    );
-    receiver.wait_for("a window of each type", Duration::from_secs(30), |requests| requests.len() >= 3);
-    let stopped = agent.stop(libc::SIGTERM);
+    let pushed = push_profiles(workload.pid(), "cpu,off-cpu,wall", 3);
     drop(workload);
-    assert!(stopped.status.success(), "the agent failed: {}", stopped.stderr);
-    receiver.assert_clean();
-
-    let expect = Expect { authorization: Some(basic_auth("918273", "glc_test-key")), tenant: None };
-    let mut by_name: HashMap<String, Vec<proto::Profile>> = HashMap::new();
-    for request in receiver.requests() {
-        let pushed = decode_push(&request, &expect);
-        by_name.entry(pushed.labels["__name__"].clone()).or_default().push(pushed.profile);
-    }
-    let mut names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    let by_name: HashMap<&str, Vec<&proto::Profile>> =
+        ["off_cpu", "process_cpu", "wall"].into_iter().map(|name| (name, pushed.named(name))).collect();
+    let mut names: Vec<&str> = pushed.pushed.iter().map(|p| p.labels["__name__"].as_str()).collect();
     names.sort();
+    names.dedup();
     assert_eq!(names, ["off_cpu", "process_cpu", "wall"], "profile types pushed");
     let total = |profile: &proto::Profile| profile.sample.iter().map(|s| s.value[0]).sum::<i64>();
     for (name, sample_type) in [("process_cpu", "cpu"), ("off_cpu", "off_cpu"), ("wall", "wall")] {
@@ -225,7 +210,7 @@ fn run_pushes_cpu_off_cpu_and_wall_profiles_as_their_own_types() {
         assert!(functions.contains(function), "{function} is not in the pushed off-CPU profile");
     }
     // The first window of each: the wall-clock time is the CPU time and the off-CPU time of the same window.
-    let (cpu, off, wall) = (total(&by_name["process_cpu"][0]), total(off_cpu), total(&by_name["wall"][0]));
+    let (cpu, off, wall) = (total(by_name["process_cpu"][0]), total(off_cpu), total(by_name["wall"][0]));
     let sum = (cpu + off) as f64;
     assert!(((wall as f64) - sum).abs() <= 0.02 * sum, "wall {wall} ns is not CPU {cpu} + off-CPU {off} ns");
 }

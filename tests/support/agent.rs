@@ -234,3 +234,35 @@ pub fn capability_bit(name: &str) -> u64 {
     };
     1 << number
 }
+
+/// What [`push_profiles`] received: each pushed profile (decoded strictly, with the test credentials checked) and
+/// the agent's stderr.
+pub struct PushedProfiles {
+    pub pushed: Vec<crate::receiver::Pushed>,
+    pub stderr: String,
+}
+
+impl PushedProfiles {
+    /// The pushed profiles whose `__name__` is `name`, in the order they came.
+    pub fn named(&self, name: &str) -> Vec<&profiler::pprof::proto::Profile> {
+        self.pushed.iter().filter(|p| p.labels["__name__"] == name).map(|p| &p.profile).collect()
+    }
+}
+
+/// `profiler run --pid PID --profile KINDS` against a loopback receiver, with test credentials and a 3 s upload
+/// interval, until `requests` pushes came; stopped with SIGTERM, which must end it cleanly.
+pub fn push_profiles(pid: u32, kinds: &str, requests: usize) -> PushedProfiles {
+    use crate::receiver::{basic_auth, decode_push, Expect, Receiver};
+    let receiver = Receiver::start();
+    let (pid, url) = (pid.to_string(), receiver.url());
+    let env = [("PYROSCOPE_USERNAME", "918273"), ("PYROSCOPE_API_KEY", "glc_test-key")];
+    let agent =
+        Agent::start(&[], &["--pid", &pid, "--server-url", &url, "--upload-interval", "3s", "--profile", kinds], &env);
+    receiver.wait_for("the pushes", Duration::from_secs(30), |pushed| pushed.len() >= requests);
+    let stopped = agent.stop(libc::SIGTERM);
+    assert!(stopped.status.success(), "the agent failed: {}", stopped.stderr);
+    receiver.assert_clean();
+    let expect = Expect { authorization: Some(basic_auth("918273", "glc_test-key")), tenant: None };
+    let pushed = receiver.requests().iter().map(|request| decode_push(request, &expect)).collect();
+    PushedProfiles { pushed, stderr: stopped.stderr.clone() }
+}

@@ -45,7 +45,7 @@ mkdir -p /tmp/crashes
 sh -c '
     /w/native-burn &
     python3 /w/spin.py &
-    python3 /w/grow.py /tmp/grow.json 10 &
+    python3 /w/grow.py /tmp/grow.json 2 &
     while [ ! -e /tmp/go ]; do sleep 0.1; done
     touch /tmp/family.out.go /tmp/crash.go
     /w/family /tmp/family.out 3000 5000 &
