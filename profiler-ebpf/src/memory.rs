@@ -1,9 +1,10 @@
 //! Memory growth: how many bytes a target's page fault mapped in, and which faults the memory profile captures.
 //!
 //! `sample_page_fault` runs at the end of every handled page fault (the `page-faults-min` and `page-faults-maj`
-//! perf events, period 1, on every CPU) and hands the faults it captures to the CPU sampler for their stacks. A fault maps one page, or a 2 MiB huge page (THP:
-//! numpy asks for them for its large arrays, and `always` mode gives them to any large anonymous mapping), so
-//! counting faults would weigh a huge page 512 times too little. The size is read from the process's own
+//! perf events, period 1, on every CPU) and hands the faults it captures to the CPU sampler for their stacks.
+//!
+//! A fault maps one page, or a 2 MiB huge page (THP: numpy asks for them for its large arrays, and `always` mode
+//! gives them to any large anonymous mapping), so counting faults would weigh a huge page 512 times too little. The size is read from the process's own
 //! resident-page counters instead: a huge page is added to them at once (before 6.2 they are atomics, and since
 //! then percpu counters whose batch is far below 512 pages), while single pages reach them in small batches or not
 //! at all (before 6.2 a thread caches them). So a rise of 512 pages or more since the process's last fault is
