@@ -16,13 +16,13 @@ use crate::{
     crash::{report::ReportFrame, rfc3339_now},
     dump::{
         self,
-        report::{describe_place, describe_truncation, DumpReport, ThreadDump},
+        report::{describe_place, describe_truncation, AsyncioDump, DumpReport, ThreadDump},
         Place, ProcessSnapshot, ThreadSnapshot,
     },
     pipeline::{Pipeline, PipelineOptions},
     privilege,
     process::{task, Process},
-    python::{detect, thread_names, threads as py_threads},
+    python::{asyncio_tasks, detect, thread_names, threads as py_threads},
     session::Wake,
 };
 
@@ -88,6 +88,16 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
             (target, dump::snapshot(target.pid, layout.as_ref(), &tids))
         })
         .collect();
+    // The tasks right after the threads: both are read from the running process, a moment apart.
+    let tasks: Vec<Option<asyncio_tasks::Outcome>> = snapshots
+        .iter()
+        .map(|(target, _)| {
+            session
+                .pipeline
+                .python_interpreter(target.pid)
+                .map(|interpreter| asyncio_tasks::read(target.pid, &interpreter))
+        })
+        .collect();
     let any_running = snapshots.iter().flat_map(|(_, s)| &s.threads).any(|t| t.place == Place::Running);
     if any_running {
         let deadline = Instant::now() + config.sample_for;
@@ -107,7 +117,21 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
     let burst_ms = if any_running { config.sample_for.as_millis() as u64 } else { 0 };
     Ok(snapshots
         .into_iter()
-        .map(|(target, snapshot)| report(&mut session.pipeline, target, snapshot, &profile, burst_ms))
+        .zip(tasks)
+        .map(|((target, snapshot), tasks)| {
+            let mut report = report(&mut session.pipeline, target, snapshot, &profile, burst_ms);
+            match tasks {
+                Some(asyncio_tasks::Outcome::Read(read)) => {
+                    let pipeline = &mut session.pipeline;
+                    report.asyncio = Some(AsyncioDump::new(&read, |frames| {
+                        pipeline.python_frames(target.pid, frames).iter().map(ReportFrame::from_frame).collect()
+                    }));
+                }
+                Some(asyncio_tasks::Outcome::Unreadable(why)) => report.asyncio_note = Some(why),
+                Some(asyncio_tasks::Outcome::NotImported) | None => {}
+            }
+            report
+        })
         .collect())
 }
 
@@ -150,6 +174,8 @@ fn report(
         burst_ms,
         python_error: snapshot.python_error,
         threads,
+        asyncio: None,
+        asyncio_note: None,
     }
 }
 

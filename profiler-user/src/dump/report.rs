@@ -5,7 +5,15 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Place;
-use crate::{crash::report::ReportFrame, process::task, unwind::Truncation};
+use crate::{
+    crash::report::ReportFrame,
+    process::task,
+    python::asyncio_tasks::{AsyncioTasks, Waiter},
+    unwind::Truncation,
+};
+
+/// Levels of the task tree printed; deeper tasks are still in the JSON.
+const MAX_TREE_DEPTH: usize = 32;
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct DumpReport {
@@ -23,6 +31,153 @@ pub(crate) struct DumpReport {
     /// Why the Python threads could not be read, if they could not (the stacks are native only then).
     pub python_error: Option<String>,
     pub threads: Vec<ThreadDump>,
+    /// asyncio's pending tasks, when the process imported asyncio and they could be read.
+    pub asyncio: Option<AsyncioDump>,
+    /// Why the tasks of a process that imported asyncio could not be read, if they could not.
+    pub asyncio_note: Option<String>,
+}
+
+/// asyncio's pending tasks: which task awaits which, and the coroutines each is suspended in.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct AsyncioDump {
+    pub pending: usize,
+    /// Some tasks were left out (too many, or the read budget ran out): the list is not whole.
+    pub truncated: bool,
+    pub tasks: Vec<TaskDump>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct TaskDump {
+    /// The task object's address, which `awaits` and `awaited_by` refer to.
+    pub id: String,
+    /// `Task.get_name()`.
+    pub name: String,
+    /// `running` (the event loop is stepping it), `waiting` (on a future or task) or `ready` (to be stepped).
+    pub state: &'static str,
+    /// For people: "task request-1", "gather of g1, g2", "a _asyncio.Future".
+    pub waits_on: String,
+    /// The tasks it awaits (directly, or through a `gather`), by `id`.
+    pub awaits: Vec<String>,
+    /// The pending tasks awaiting it, by `id`.
+    pub awaited_by: Vec<String>,
+    /// The coroutines it is suspended in, innermost first.
+    pub coroutines: Vec<ReportFrame>,
+    /// Why the coroutine chain ends early, if it does.
+    pub chain_cut: Option<String>,
+}
+
+fn task_id(address: u64) -> String {
+    format!("{address:#x}")
+}
+
+impl AsyncioDump {
+    /// The tasks as reported; `frames` names a task's coroutines (innermost first).
+    pub(crate) fn new(
+        read: &AsyncioTasks,
+        mut frames: impl FnMut(&[profiler_common::PyFrame]) -> Vec<ReportFrame>,
+    ) -> Self {
+        let name_of = |address: u64| {
+            read.tasks.iter().find(|t| t.address == address).map_or_else(|| task_id(address), |t| t.name.clone())
+        };
+        let awaits_of = |waiter: &Waiter| match waiter {
+            Waiter::Task(task) => vec![*task],
+            Waiter::Gather(children) => children.clone(),
+            Waiter::Nothing | Waiter::Future(_) | Waiter::Unreadable => Vec::new(),
+        };
+        let tasks = read
+            .tasks
+            .iter()
+            .map(|task| {
+                let awaits = awaits_of(&task.waiter);
+                let waits_on = match &task.waiter {
+                    Waiter::Nothing => "nothing".to_owned(),
+                    Waiter::Task(other) => format!("task {}", name_of(*other)),
+                    Waiter::Gather(children) => {
+                        let names: Vec<String> = children.iter().map(|&child| name_of(child)).collect();
+                        format!("gather of {}", names.join(", "))
+                    }
+                    Waiter::Future(type_name) => format!("a {type_name}"),
+                    Waiter::Unreadable => "a future that could not be read".to_owned(),
+                };
+                let state = match (&task.waiter, task.running) {
+                    (_, true) => "running",
+                    (Waiter::Nothing, false) => "ready",
+                    _ => "waiting",
+                };
+                let awaited_by = read
+                    .tasks
+                    .iter()
+                    .filter(|other| awaits_of(&other.waiter).contains(&task.address))
+                    .map(|other| task_id(other.address))
+                    .collect();
+                TaskDump {
+                    id: task_id(task.address),
+                    name: task.name.clone(),
+                    state,
+                    waits_on,
+                    awaits: awaits.into_iter().map(task_id).collect(),
+                    awaited_by,
+                    coroutines: frames(&task.coroutines),
+                    chain_cut: task.chain_cut.map(str::to_owned),
+                }
+            })
+            .collect::<Vec<_>>();
+        Self { pending: tasks.len(), truncated: read.truncated, tasks }
+    }
+
+    /// The tree, like `python -m asyncio pstree`: tasks no pending task awaits first, each followed by the tasks
+    /// it awaits, indented.
+    fn write_text(&self, text: &mut String) {
+        let more = if self.truncated { ", more left out" } else { "" };
+        let _ = writeln!(text, "\nasyncio tasks ({} pending{more}):", self.pending);
+        let mut printed = vec![false; self.tasks.len()];
+        let roots: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i].awaited_by.is_empty()).collect();
+        for root in roots {
+            self.write_task(text, root, 0, &mut printed);
+        }
+        // Tasks only awaited from a cycle.
+        for index in 0..self.tasks.len() {
+            if !printed[index] {
+                self.write_task(text, index, 0, &mut printed);
+            }
+        }
+    }
+
+    fn write_task(&self, text: &mut String, index: usize, depth: usize, printed: &mut [bool]) {
+        let Some(task) = self.tasks.get(index) else { return };
+        let indent = "    ".repeat(depth.saturating_add(1));
+        let branch = if depth == 0 { "" } else { "└─ " };
+        if printed[index] {
+            let _ = writeln!(text, "{indent}{branch}task {} (shown above)", task.name);
+            return;
+        }
+        printed[index] = true;
+        let waits = match task.state {
+            "running" => "running".to_owned(),
+            "ready" => "ready to run".to_owned(),
+            _ => format!("awaits {}", task.waits_on),
+        };
+        let _ = writeln!(text, "{indent}{branch}task {} ({}): {waits}", task.name, task.id);
+        for frame in &task.coroutines {
+            let location = match (&frame.file, frame.line) {
+                (Some(file), Some(line)) => format!(" at {file}:{line}"),
+                (Some(file), None) => format!(" at {file}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(text, "{indent}      {}{location}", frame.function);
+        }
+        if let Some(cut) = &task.chain_cut {
+            let _ = writeln!(text, "{indent}      (the coroutine chain stops here: {cut})");
+        }
+        if depth >= MAX_TREE_DEPTH {
+            return;
+        }
+        for awaited in &task.awaits {
+            if let Some(child) = self.tasks.iter().position(|t| &t.id == awaited) {
+                self.write_task(text, child, depth.saturating_add(1), printed);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -136,6 +291,12 @@ impl DumpReport {
             if let Some(reason) = &thread.native_truncated {
                 let _ = writeln!(text, "  (native unwinding stopped early: {reason})");
             }
+        }
+        if let Some(asyncio) = &self.asyncio {
+            asyncio.write_text(&mut text);
+        }
+        if let Some(note) = &self.asyncio_note {
+            let _ = writeln!(text, "\nasyncio tasks not read: {note}");
         }
         text
     }

@@ -500,6 +500,12 @@ impl Pipeline {
         self.python.interpreter(pid).cloned()
     }
 
+    /// Python frames read outside a sample (a suspended coroutine's, for `dump`), named and given lines as a
+    /// sample's are.
+    pub(crate) fn python_frames(&mut self, pid: u32, frames: &[profiler_common::PyFrame]) -> Vec<Frame> {
+        self.python.frames(pid, frames, &[]).into_iter().map(|frame| frame.frame).collect()
+    }
+
     fn process_name(&self, pid: u32, fallback: &str) -> String {
         self.process_names.get(&pid).cloned().unwrap_or_else(|| fallback.to_owned())
     }

@@ -1,0 +1,657 @@
+//! asyncio's pending tasks, read from a running interpreter's memory for `profiler dump`: each task's name
+//! (`Task.get_name()`), what it waits on (`_fut_waiter`: another task, a `gather` of tasks, or a plain future) and
+//! the chain of coroutines it is suspended in, outermost (`Task._coro`) to innermost, each as a code object and an
+//! instruction (named and given a line later, as sampled frames are).
+//!
+//! Where the tasks are, per version (details and sources in docs/cpython.md, "asyncio tasks"):
+//! - 3.11: `sys.modules['asyncio.tasks']._all_tasks`, a `WeakSet` of every task (the C `_asyncio` module's);
+//! - 3.12, 3.13: `_scheduled_tasks` (a `WeakSet`) and `_eager_tasks` (a `set`) of the same module;
+//! - 3.14, 3.15: C tasks are kept in linked lists, one per thread state and one in the interpreter for tasks of
+//!   exited threads, whose offsets the `_asyncio` module publishes in its `AsyncioDebug` section
+//!   (`_Py_AsyncioModuleDebugOffsets`); `_scheduled_tasks` holds only tasks of other classes.
+//!
+//! A coroutine's awaited object is the top of its suspended frame's value stack (what `cr_await` returns): the
+//! chain follows it while it is another coroutine or generator, and ends at anything else (a future's iterator).
+//!
+//! Everything here is read from a process that may be hostile and that goes on running: every read is counted
+//! against `MAX_READS`, every count is capped (`MAX_TASKS`, `MAX_COROUTINES`, `MAX_SET_SLOTS`, `MAX_CHILDREN`),
+//! every object's type is checked by name before a field of it is used, and a cycle in an await chain ends the
+//! chain. What cannot be read is left out and said, never guessed.
+// Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
+#![deny(clippy::arithmetic_side_effects)]
+use std::collections::HashSet;
+
+use object::{Object as _, ObjectSection as _, ReadCache};
+use profiler_common::{PyFrame, PyLayout, PY_LAYOUT_TAGGED_CODE};
+
+use super::{
+    detect::Interpreter,
+    layout::Version,
+    thread_names::{self, Memory, ProcessMemory, Reader},
+    threads as py_threads,
+};
+use crate::{
+    process::{
+        files::{process_root, TargetFile},
+        maps,
+        memory::{self, u32_at, u64_at},
+    },
+    unwind::elf::ElfFile,
+};
+
+/// Tasks read from one process; the rest are counted as left out.
+pub(crate) const MAX_TASKS: usize = 4096;
+/// Coroutines followed down one task's await chain.
+pub(crate) const MAX_COROUTINES: usize = 64;
+/// Slots of a set's hash table read (a `WeakSet` of 65,536 slots holds up to about 40,000 tasks).
+const MAX_SET_SLOTS: u64 = 1 << 16;
+/// Children of one `gather` read.
+const MAX_CHILDREN: u64 = 1024;
+/// Reads of target memory one dump of tasks may make: about 30 per task with a chain of a few coroutines.
+const MAX_READS: u32 = 200_000;
+/// Base classes followed when checking whether a type is (a subclass of) `_asyncio.Task`.
+const MAX_BASES: usize = 16;
+/// Slots of a value stack peeked into (a frame's stack is far smaller; this only bounds a garbage count).
+const MAX_STACK_SLOTS: u64 = 1 << 16;
+/// `PyTypeObject.tp_name`, `tp_base` (3.8–3.15).
+const TP_NAME: u64 = 24;
+const TP_BASE: u64 = 256;
+/// `PyWeakReference.wr_object`, `PyListObject.ob_item`/`ob_size`, `PySetObject.mask`/`table` (3.8–3.15).
+const WR_OBJECT: u64 = 16;
+const LIST_SIZE: u64 = 16;
+const LIST_ITEMS: u64 = 24;
+const SET_MASK: u64 = 32;
+const SET_TABLE: u64 = 40;
+
+/// Where a version keeps its tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registry {
+    /// 3.11: `asyncio.tasks._all_tasks`.
+    AllTasks,
+    /// 3.12–3.13: `asyncio.tasks._scheduled_tasks` and `_eager_tasks`.
+    Scheduled,
+    /// 3.14+: the linked lists described by `AsyncioDebug`, and `_scheduled_tasks` for other task classes.
+    Lists,
+}
+
+/// How a suspended coroutine's value stack is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StackTop {
+    /// 3.11–3.13: `int stacktop` (slots in use) at `count`, the slots from `localsplus`.
+    Count { count: u64, localsplus: u64 },
+    /// 3.14+: `_PyStackRef *stackpointer` at `pointer`; the awaited object is `back` slots below it.
+    Pointer { pointer: u64, localsplus: u64, back: u64 },
+}
+
+/// The offsets and constants of one version (x86_64, default build), checked on Debian's and Ubuntu's builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AsyncioLayout {
+    minor: u8,
+    registry: Registry,
+    /// `TaskObj.task_fut_waiter`, `task_coro`, `task_name`.
+    task_fut_waiter: u64,
+    task_coro: u64,
+    task_name: u64,
+    /// `PyGenObject.gi_iframe` (the frame embedded in the coroutine) and `gi_frame_state` (an `int8_t`).
+    gen_iframe: u64,
+    gen_frame_state: u64,
+    stack: StackTop,
+}
+
+/// A coroutine's `gi_frame_state`, by what the chain does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GenState {
+    /// Not started: its first line, nothing awaited.
+    Created,
+    /// Suspended at an `await` (3.13+ say so; 3.11–3.12 only say suspended: the awaited object's type decides).
+    Suspended,
+    /// Running now (the task the event loop is stepping).
+    Executing,
+    /// Returned or closed: the task is done.
+    Finished,
+}
+
+impl AsyncioLayout {
+    /// The layout of `version`, or why there is none.
+    pub(crate) fn for_version(version: Version) -> Result<Self, String> {
+        let count = StackTop::Count { count: 64, localsplus: 72 };
+        let layout = |minor, registry, task: [u64; 3], gen: [u64; 2], stack| Self {
+            minor,
+            registry,
+            task_fut_waiter: task[0],
+            task_coro: task[1],
+            task_name: task[2],
+            gen_iframe: gen[0],
+            gen_frame_state: gen[1],
+            stack,
+        };
+        match (version.major, version.minor) {
+            (3, 11) => Ok(layout(11, Registry::AllTasks, [128, 136, 144], [80, 75], count)),
+            (3, 12) => Ok(layout(12, Registry::Scheduled, [128, 136, 144], [72, 67], count)),
+            (3, 13) => Ok(layout(13, Registry::Scheduled, [112, 120, 128], [72, 67], count)),
+            (3, 14) => Ok(layout(
+                14,
+                Registry::Lists,
+                [120, 128, 136],
+                [72, 67],
+                StackTop::Pointer { pointer: 64, localsplus: 80, back: 1 },
+            )),
+            (3, 15) => Ok(layout(
+                15,
+                Registry::Lists,
+                [120, 128, 136],
+                [72, 67],
+                StackTop::Pointer { pointer: 64, localsplus: 80, back: 2 },
+            )),
+            _ => Err(format!("asyncio tasks are read on CPython 3.11 to 3.15, not {version}")),
+        }
+    }
+
+    fn state(&self, raw: i8) -> GenState {
+        match self.minor {
+            // FRAME_CREATED -2, FRAME_SUSPENDED -1, FRAME_EXECUTING 0, FRAME_COMPLETED 1, FRAME_CLEARED 4.
+            11 | 12 => match raw {
+                -2 => GenState::Created,
+                -1 => GenState::Suspended,
+                0 => GenState::Executing,
+                _ => GenState::Finished,
+            },
+            // FRAME_CREATED -3, FRAME_SUSPENDED -2, FRAME_SUSPENDED_YIELD_FROM -1, FRAME_EXECUTING 0, ...
+            13 | 14 => match raw {
+                -3 => GenState::Created,
+                -2 | -1 => GenState::Suspended,
+                0 => GenState::Executing,
+                _ => GenState::Finished,
+            },
+            // FRAME_CREATED 0, FRAME_SUSPENDED 1, FRAME_SUSPENDED_YIELD_FROM 2, _LOCKED 3, FRAME_EXECUTING 4,
+            // FRAME_CLEARED 5.
+            _ => match raw {
+                0 => GenState::Created,
+                1..=3 => GenState::Suspended,
+                4 => GenState::Executing,
+                _ => GenState::Finished,
+            },
+        }
+    }
+}
+
+/// The `_Py_AsyncioModuleDebugOffsets` of 3.14+: `asyncio_task_object` {size, task_name, task_awaited_by,
+/// task_is_task, task_awaited_by_is_set, task_coro, task_node}, `asyncio_interpreter_state` {size,
+/// asyncio_tasks_head}, `asyncio_thread_state` {size, asyncio_running_loop, asyncio_running_task,
+/// asyncio_tasks_head}: 13 words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AsyncioDebug {
+    pub task_name: u64,
+    pub task_coro: u64,
+    pub task_node: u64,
+    pub interp_tasks_head: u64,
+    pub thread_tasks_head: u64,
+}
+
+/// Bytes of `_Py_AsyncioModuleDebugOffsets`.
+pub(crate) const ASYNCIO_DEBUG_LEN: usize = 13 * 8;
+
+impl AsyncioDebug {
+    /// Parses the table; `None` when a field lies outside the struct it describes (not this table, or not the
+    /// version of it we know).
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+        let word = |index: u64| u64_at(bytes, index.checked_mul(8)?);
+        let (task_size, interp_size, thread_size) = (word(0)?, word(7)?, word(9)?);
+        let inside = |offset: u64, size: u64, width: u64| {
+            size <= 1 << 20 && offset.checked_add(width).is_some_and(|end| end <= size)
+        };
+        let debug = Self {
+            task_name: word(1)?,
+            task_coro: word(5)?,
+            task_node: word(6)?,
+            interp_tasks_head: word(8)?,
+            thread_tasks_head: word(12)?,
+        };
+        let fits = inside(debug.task_name, task_size, 8)
+            && inside(debug.task_coro, task_size, 8)
+            && inside(debug.task_node, task_size, 16)
+            && inside(debug.interp_tasks_head, interp_size, 16)
+            && inside(debug.thread_tasks_head, thread_size, 16)
+            // `task_fut_waiter` is read just before `task_coro`.
+            && debug.task_coro >= 24;
+        fits.then_some(debug)
+    }
+}
+
+/// What a task waits on (`_fut_waiter`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    /// Nothing: it is ready to run, or running.
+    Nothing,
+    /// Another task.
+    Task(u64),
+    /// A `gather` (`_GatheringFuture`) of these tasks.
+    Gather(Vec<u64>),
+    /// Another kind of future, by its type's name (`_asyncio.Future` for `asyncio.sleep`, a `Queue`, an `Event`).
+    Future(String),
+    /// Its `_fut_waiter` could not be read.
+    Unreadable,
+}
+
+/// One pending task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AsyncTask {
+    pub address: u64,
+    pub name: String,
+    pub waiter: Waiter,
+    /// The event loop is stepping it now (its coroutine is executing).
+    pub running: bool,
+    /// Its coroutines, innermost first, as the sampler would send them (code object, instruction).
+    pub coroutines: Vec<PyFrame>,
+    /// Why the chain ends early, if it does (a cycle, `MAX_COROUTINES`, an unreadable coroutine).
+    pub chain_cut: Option<&'static str>,
+}
+
+/// The pending tasks of a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AsyncioTasks {
+    pub tasks: Vec<AsyncTask>,
+    /// Tasks left out by `MAX_TASKS`, `MAX_SET_SLOTS` or the read budget: the list is not whole.
+    pub truncated: bool,
+}
+
+/// What reading a process's tasks found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `asyncio` is not imported: nothing to show.
+    NotImported,
+    Read(AsyncioTasks),
+    /// `asyncio` is imported but its tasks cannot be read (the reason, one line).
+    Unreadable(String),
+}
+
+/// The pending tasks of `pid` now. `interpreter`: its detected Python.
+pub(crate) fn read(pid: u32, interpreter: &Interpreter) -> Outcome {
+    let Some(target) = thread_names::target_of(pid, interpreter) else {
+        return Outcome::Unreadable("the interpreter state cannot be read".into());
+    };
+    let memory = ProcessMemory(pid);
+    let reader = Reader::new(&memory, &target, MAX_READS);
+    if reader.module_global("asyncio.tasks", "__name__").is_none() {
+        return Outcome::NotImported;
+    }
+    let layout = match AsyncioLayout::for_version(interpreter.version) {
+        Ok(layout) => layout,
+        Err(why) => return Outcome::Unreadable(why),
+    };
+    let (debug, tstates) = if layout.registry == Registry::Lists {
+        let Some(debug) = asyncio_debug(pid, interpreter) else {
+            return Outcome::Unreadable("the _asyncio module's AsyncioDebug section was not found".into());
+        };
+        let tstates = match py_threads::threads(pid, &interpreter.layouts.kernel) {
+            Ok(threads) => threads.into_iter().map(|t| t.tstate).collect(),
+            Err(err) => return Outcome::Unreadable(format!("the thread states cannot be read: {err:#}")),
+        };
+        (Some(debug), tstates)
+    } else {
+        (None, Vec::new())
+    };
+    read_with(&reader, &layout, &interpreter.layouts.kernel, debug.as_ref(), &tstates)
+}
+
+/// The walk itself, on any `Memory` (tests give it fake heaps).
+fn read_with<M: Memory>(
+    reader: &Reader<'_, M>,
+    layout: &AsyncioLayout,
+    kernel: &PyLayout,
+    debug: Option<&AsyncioDebug>,
+    tstates: &[u64],
+) -> Outcome {
+    let walk = Walk { reader, layout: adjusted(layout, debug), kernel };
+    let mut candidates = Vec::new();
+    let mut truncated = false;
+    let mut found_registry = false;
+    let weak_sets: &[&str] = match layout.registry {
+        Registry::AllTasks => &["_all_tasks"],
+        Registry::Scheduled | Registry::Lists => &["_scheduled_tasks"],
+    };
+    for name in weak_sets {
+        if let Some(set) = reader.module_global("asyncio.tasks", name) {
+            found_registry |= walk.weak_set(set, &mut candidates, &mut truncated).is_some();
+        }
+    }
+    if layout.registry == Registry::Scheduled {
+        if let Some(set) = reader.module_global("asyncio.tasks", "_eager_tasks") {
+            found_registry |= walk.set_members(set, false, &mut candidates, &mut truncated).is_some();
+        }
+    }
+    if let Some(debug) = debug {
+        let interp = reader.target.interp;
+        let heads = tstates
+            .iter()
+            .filter_map(|tstate| tstate.checked_add(debug.thread_tasks_head))
+            .chain(interp.checked_add(debug.interp_tasks_head));
+        for head in heads {
+            found_registry |= walk.list(head, debug.task_node, &mut candidates, &mut truncated).is_some();
+        }
+    }
+    if !found_registry {
+        return Outcome::Unreadable("the registry of tasks cannot be read".into());
+    }
+    let mut seen = HashSet::new();
+    let mut tasks = Vec::new();
+    for address in candidates {
+        if !seen.insert(address) {
+            continue;
+        }
+        if tasks.len() >= MAX_TASKS {
+            truncated = true;
+            break;
+        }
+        if let Some(task) = walk.task(address) {
+            tasks.push(task);
+        }
+    }
+    truncated |= reader.exhausted();
+    Outcome::Read(AsyncioTasks { tasks, truncated })
+}
+
+/// 3.14+: the task fields as the running build's table gives them (`task_fut_waiter` precedes `task_coro`).
+fn adjusted(layout: &AsyncioLayout, debug: Option<&AsyncioDebug>) -> AsyncioLayout {
+    match debug {
+        Some(debug) => AsyncioLayout {
+            task_name: debug.task_name,
+            task_coro: debug.task_coro,
+            task_fut_waiter: debug.task_coro.saturating_sub(8),
+            ..*layout
+        },
+        None => *layout,
+    }
+}
+
+struct Walk<'r, 'a, M> {
+    reader: &'r Reader<'a, M>,
+    layout: AsyncioLayout,
+    kernel: &'r PyLayout,
+}
+
+impl<M: Memory> Walk<'_, '_, M> {
+    /// The tasks a `WeakSet` refers to (its `data` set of weak references).
+    fn weak_set(&self, weak_set: u64, out: &mut Vec<u64>, truncated: &mut bool) -> Option<()> {
+        let attributes = self.reader.attributes(weak_set)?;
+        let data = attributes.into_iter().find(|&(key, _)| self.reader.is_ascii_str(key, "data"))?.1;
+        self.set_members(data, true, out, truncated)
+    }
+
+    /// The members of the `set` at `set` (through their weak references when `weak`).
+    fn set_members(&self, set: u64, weak: bool, out: &mut Vec<u64>, truncated: &mut bool) -> Option<()> {
+        let head = self.reader.read(set, 48)?;
+        if self.type_name(set)? != "set" {
+            return None;
+        }
+        let slots = u64_at(&head, SET_MASK)?.checked_add(1)?;
+        if slots > MAX_SET_SLOTS {
+            *truncated = true;
+        }
+        let slots = slots.min(MAX_SET_SLOTS);
+        let table = self.reader.read(u64_at(&head, SET_TABLE)?, slots.checked_mul(16)?)?;
+        for slot in 0..slots {
+            let Some(key) = u64_at(&table, slot.checked_mul(16)?).filter(|&key| key != 0) else { continue };
+            let member = if weak { self.reader.u64(key.checked_add(WR_OBJECT)) } else { Some(key) };
+            if let Some(member) = member.filter(|&m| m != 0) {
+                if out.len() >= MAX_TASKS {
+                    *truncated = true;
+                    return Some(());
+                }
+                out.push(member);
+            }
+        }
+        Some(())
+    }
+
+    /// The tasks of the linked list whose head (a `struct llist_node {next, prev}`) is at `head`.
+    fn list(&self, head: u64, node_offset: u64, out: &mut Vec<u64>, truncated: &mut bool) -> Option<()> {
+        let mut node = self.reader.u64(Some(head))?;
+        let mut walked = 0usize;
+        while node != head && node != 0 {
+            if walked >= MAX_TASKS || out.len() >= MAX_TASKS {
+                *truncated = true;
+                break;
+            }
+            walked = walked.checked_add(1)?;
+            out.push(node.checked_sub(node_offset)?);
+            node = self.reader.u64(Some(node))?;
+        }
+        Some(())
+    }
+
+    /// The task at `address`, if it is a pending task.
+    fn task(&self, address: u64) -> Option<AsyncTask> {
+        if !self.is_subclass(address, "_asyncio.Task") {
+            return None;
+        }
+        let layout = &self.layout;
+        let fields = self.reader.read(address.checked_add(layout.task_fut_waiter)?, 8)?;
+        let coro = self.reader.u64(address.checked_add(layout.task_coro))?;
+        let name_object = self.reader.u64(address.checked_add(layout.task_name))?;
+        let mut coroutines = Vec::new();
+        let mut chain_cut = None;
+        let mut running = false;
+        let mut seen = HashSet::new();
+        let mut current = coro;
+        let mut first = true;
+        loop {
+            if !seen.insert(current) {
+                chain_cut = Some("the await chain loops");
+                break;
+            }
+            if coroutines.len() >= MAX_COROUTINES {
+                chain_cut = Some("more coroutines than are followed");
+                break;
+            }
+            let Some(step) = self.coroutine(current) else {
+                if first {
+                    // Not a coroutine we can read: a task made of another awaitable, or freed meanwhile.
+                    return None;
+                }
+                chain_cut = Some("a coroutine could not be read");
+                break;
+            };
+            match step.state {
+                // The task's own coroutine finished: the task is done, not pending.
+                GenState::Finished if first => return None,
+                GenState::Executing => running = true,
+                _ => {}
+            }
+            first = false;
+            coroutines.push(step.frame);
+            match step.awaits {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        coroutines.reverse();
+        Some(AsyncTask {
+            address,
+            name: self.task_name(name_object).unwrap_or_else(|| "?".into()),
+            waiter: self.waiter(u64_at(&fields, 0)?),
+            running,
+            coroutines,
+            chain_cut,
+        })
+    }
+
+    /// `Task.get_name()`: the `str`, or `Task-N` for 3.12+'s lazily formatted counter.
+    fn task_name(&self, name: u64) -> Option<String> {
+        match self.type_name(name)?.as_str() {
+            "str" => self.reader.string(name),
+            "int" => self.reader.int(name).map(|n| format!("Task-{n}")),
+            _ => None,
+        }
+    }
+
+    fn waiter(&self, waiter: u64) -> Waiter {
+        if waiter == 0 {
+            return Waiter::Nothing;
+        }
+        let Some(type_name) = self.type_name(waiter) else { return Waiter::Unreadable };
+        if self.is_subclass(waiter, "_asyncio.Task") {
+            return Waiter::Task(waiter);
+        }
+        if type_name == "_GatheringFuture" {
+            return match self.gather_children(waiter) {
+                Some(children) => Waiter::Gather(children),
+                None => Waiter::Unreadable,
+            };
+        }
+        Waiter::Future(type_name)
+    }
+
+    /// The tasks among a `_GatheringFuture`'s `_children`.
+    fn gather_children(&self, gathering: u64) -> Option<Vec<u64>> {
+        let attributes = self.reader.attributes(gathering)?;
+        let children = attributes.into_iter().find(|&(key, _)| self.reader.is_ascii_str(key, "_children"))?.1;
+        if self.type_name(children)? != "list" {
+            return None;
+        }
+        let head = self.reader.read(children, 32)?;
+        let count = u64_at(&head, LIST_SIZE)?.min(MAX_CHILDREN);
+        if count == 0 {
+            return Some(Vec::new());
+        }
+        let items = self.reader.read(u64_at(&head, LIST_ITEMS)?, count.checked_mul(8)?)?;
+        Some(
+            (0..count)
+                .filter_map(|i| u64_at(&items, i.checked_mul(8)?))
+                .filter(|&child| self.is_subclass(child, "_asyncio.Task"))
+                .collect(),
+        )
+    }
+
+    /// A coroutine (or generator) object: its frame, its state and, when suspended, the coroutine it awaits.
+    fn coroutine(&self, address: u64) -> Option<Step> {
+        let type_name = self.type_name(address)?;
+        if !matches!(type_name.as_str(), "coroutine" | "generator" | "async_generator") {
+            return None;
+        }
+        let layout = &self.layout;
+        let kernel = self.kernel;
+        let frame = address.checked_add(layout.gen_iframe)?;
+        let localsplus = match layout.stack {
+            StackTop::Count { localsplus, .. } | StackTop::Pointer { localsplus, .. } => localsplus,
+        };
+        let header_len = layout.gen_iframe.checked_add(localsplus)?;
+        let header = self.reader.read(address, header_len)?;
+        let raw_state = i8::from_le_bytes([*header.get(usize::try_from(layout.gen_frame_state).ok()?)?]);
+        let state = layout.state(raw_state);
+        let in_frame = |offset: u64| u64_at(&header, layout.gen_iframe.checked_add(offset)?);
+        let mut code = in_frame(kernel.frame_code)?;
+        if kernel.flags & PY_LAYOUT_TAGGED_CODE != 0 {
+            code &= !3;
+        }
+        let instr = in_frame(kernel.frame_instr)?;
+        if code == 0 {
+            return None;
+        }
+        let awaits = match state {
+            GenState::Suspended => self.top_of_stack(frame, &header).filter(|&next| {
+                self.type_name(next)
+                    .is_some_and(|name| matches!(name.as_str(), "coroutine" | "generator" | "async_generator"))
+            }),
+            _ => None,
+        };
+        Some(Step { frame: PyFrame { code, instr, ..PyFrame::default() }, state, awaits })
+    }
+
+    /// The object on top of the value stack of the suspended frame at `frame` (`header`: the generator's bytes up
+    /// to the frame's `localsplus`).
+    fn top_of_stack(&self, frame: u64, header: &[u8]) -> Option<u64> {
+        let iframe = self.layout.gen_iframe;
+        let slot = match self.layout.stack {
+            StackTop::Count { count, localsplus } => {
+                let used = u64::from(u32_at(header, iframe.checked_add(count)?)?);
+                if used == 0 || used > MAX_STACK_SLOTS {
+                    return None;
+                }
+                frame.checked_add(localsplus)?.checked_add(used.checked_sub(1)?.checked_mul(8)?)?
+            }
+            StackTop::Pointer { pointer, localsplus, back } => {
+                let stack_pointer = u64_at(header, iframe.checked_add(pointer)?)?;
+                let base = frame.checked_add(localsplus)?;
+                let slot = stack_pointer.checked_sub(back.checked_mul(8)?)?;
+                if slot < base || slot >= base.checked_add(MAX_STACK_SLOTS.checked_mul(8)?)? {
+                    return None;
+                }
+                slot
+            }
+        };
+        // 3.14+ stack references carry tag bits in the low two bits.
+        self.reader.u64(Some(slot)).map(|object| object & !3).filter(|&object| object != 0)
+    }
+
+    /// The `tp_name` of the object at `object`'s type.
+    fn type_name(&self, object: u64) -> Option<String> {
+        let ty = self.reader.u64(object.checked_add(8))?;
+        self.name_of_type(ty)
+    }
+
+    fn name_of_type(&self, ty: u64) -> Option<String> {
+        let name = self.reader.u64(ty.checked_add(TP_NAME))?;
+        // Short reads first: a name may end near the end of its mapping.
+        for len in [64u64, 24] {
+            if let Some(bytes) = self.reader.read(name, len) {
+                let end = bytes.iter().position(|&b| b == 0)?;
+                return std::str::from_utf8(bytes.get(..end)?).ok().map(str::to_owned);
+            }
+        }
+        None
+    }
+
+    /// Whether the object at `object` is of the type named `name` or of a subclass of it.
+    fn is_subclass(&self, object: u64, name: &str) -> bool {
+        let Some(mut ty) = self.reader.u64(object.checked_add(8)) else { return false };
+        for _ in 0..MAX_BASES {
+            if ty == 0 {
+                return false;
+            }
+            if self.name_of_type(ty).as_deref() == Some(name) {
+                return true;
+            }
+            match self.reader.u64(ty.checked_add(TP_BASE)) {
+                Some(base) => ty = base,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+struct Step {
+    frame: PyFrame,
+    state: GenState,
+    awaits: Option<u64>,
+}
+
+/// The `AsyncioDebug` table of `pid`'s `_asyncio` module (a shared library, or built into the interpreter), read
+/// from the process.
+fn asyncio_debug(pid: u32, interpreter: &Interpreter) -> Option<AsyncioDebug> {
+    let process_maps = maps::read(pid).ok()?;
+    let root = process_root(pid);
+    let mut tried = HashSet::new();
+    for mapping in process_maps.mappings.iter().filter(|m| m.executable && m.is_file_backed()) {
+        let name = mapping.path.rsplit('/').next().unwrap_or(&mapping.path);
+        if !(name.starts_with("_asyncio.") || mapping.path == interpreter.module_path) {
+            continue;
+        }
+        if !tried.insert(mapping.path.clone()) {
+            continue;
+        }
+        let Ok(target) = TargetFile::open(pid, mapping, &root) else { continue };
+        let svma = {
+            let cache = ReadCache::new(&target.file);
+            let Ok(elf) = object::File::parse(&cache) else { continue };
+            let Some(section) = elf.section_by_name(".AsyncioDebug") else { continue };
+            section.address()
+        };
+        let Ok(elf) = ElfFile::from_file(&target.file, &mapping.path) else { continue };
+        let Some(bias) = elf.load_bias(mapping.start, mapping.file_offset, true) else { continue };
+        let bytes = memory::read(pid, svma.wrapping_add(bias), ASYNCIO_DEBUG_LEN).ok()?;
+        return AsyncioDebug::parse(&bytes);
+    }
+    None
+}

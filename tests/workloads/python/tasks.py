@@ -1,0 +1,50 @@
+"""An asyncio app whose tasks await each other, for `profiler dump`'s task tree.
+
+The tasks, once settled (the file given as the first argument is written then):
+- `server` awaits `request-1`, which awaits `asyncio.sleep` in `handle_request`;
+- `batch` awaits a `gather` of `fetch-a` and `fetch-b`, each in `asyncio.sleep` in `fetch`;
+- `consumer` waits on an `asyncio.Queue` (`Queue.get`) in `consume`;
+- the main task (`Task-1`, from `asyncio.run`) awaits `server`.
+Runs until killed.
+"""
+import asyncio
+import sys
+
+
+async def handle_request(seconds):
+    await asyncio.sleep(seconds)
+
+
+async def serve():
+    request = asyncio.create_task(handle_request(3600), name="request-1")
+    await request
+
+
+async def fetch(seconds):
+    await asyncio.sleep(seconds)
+
+
+async def run_batch():
+    first = asyncio.create_task(fetch(3600), name="fetch-a")
+    second = asyncio.create_task(fetch(3600), name="fetch-b")
+    await asyncio.gather(first, second)
+
+
+async def consume(queue):
+    while True:
+        await queue.get()
+
+
+async def main(ready):
+    queue = asyncio.Queue()
+    server = asyncio.create_task(serve(), name="server")
+    asyncio.create_task(run_batch(), name="batch")
+    asyncio.create_task(consume(queue), name="consumer")
+    # Let every task start and reach its await before saying so.
+    await asyncio.sleep(0.2)
+    with open(ready, "w") as marker:
+        marker.write("ready\n")
+    await server
+
+
+asyncio.run(main(sys.argv[1]))
