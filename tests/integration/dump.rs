@@ -169,3 +169,143 @@ fn every_versions_python_threads_are_matched_to_their_kernel_threads() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The task of `dump`'s asyncio section named `name`.
+fn task_named<'d>(asyncio: &'d Value, name: &str) -> Option<&'d Value> {
+    asyncio["tasks"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
+/// The names of the tasks a task awaits (its `awaits` are task ids).
+fn awaited_names(asyncio: &Value, task: &Value) -> Vec<String> {
+    let tasks = asyncio["tasks"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = task["awaits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|id| tasks.iter().find(|t| &t["id"] == id))
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn coroutine_functions(task: &Value) -> Vec<String> {
+    task["coroutines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["function"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What `tests/workloads/python/tasks.py`'s tasks must show in a dump: who awaits whom, and the coroutine each
+/// waits in, innermost first. Returns what differs.
+fn check_task_tree(asyncio: &Value) -> Vec<String> {
+    let mut wrong = Vec::new();
+    // (task, the tasks it awaits, its coroutines innermost first, the innermost one's file)
+    let expected: [(&str, &[&str], &[&str], &str); 7] = [
+        ("Task-1", &["server"], &["main"], "tasks.py"),
+        ("server", &["request-1"], &["serve"], "tasks.py"),
+        ("request-1", &[], &["sleep", "handle_request"], "asyncio/tasks.py"),
+        ("batch", &["fetch-a", "fetch-b"], &["run_batch"], "tasks.py"),
+        ("fetch-a", &[], &["sleep", "fetch"], "asyncio/tasks.py"),
+        ("fetch-b", &[], &["sleep", "fetch"], "asyncio/tasks.py"),
+        ("consumer", &[], &["Queue.get", "consume"], "asyncio/queues.py"),
+    ];
+    if asyncio["pending"] != 7 || asyncio["truncated"] != false {
+        wrong.push(format!("7 pending tasks, none left out, expected: {asyncio:#}"));
+    }
+    for (name, awaits, coroutines, file) in expected {
+        let Some(task) = task_named(asyncio, name) else {
+            wrong.push(format!("no task {name}"));
+            continue;
+        };
+        if awaited_names(asyncio, task) != awaits {
+            wrong.push(format!("{name} awaits {:?}, not {awaits:?}: {task:#}", awaited_names(asyncio, task)));
+        }
+        if coroutine_functions(task) != coroutines {
+            wrong.push(format!("{name}'s coroutines are {:?}, not {coroutines:?}", coroutine_functions(task)));
+        }
+        let innermost = &task["coroutines"][0];
+        if !innermost["file"].as_str().is_some_and(|f| f.ends_with(file)) || innermost["line"].as_u64().is_none() {
+            wrong.push(format!("{name}'s innermost coroutine is not in {file} with a line: {innermost:#}"));
+        }
+        if task["state"] != "waiting" || task["chain_cut"] != Value::Null {
+            wrong.push(format!("{name} is not waiting with its whole chain: {task:#}"));
+        }
+    }
+    // Each awaited task knows who awaits it (a gather's children: the task that gathered them).
+    for (name, by) in [("server", "Task-1"), ("request-1", "server"), ("fetch-a", "batch"), ("fetch-b", "batch")] {
+        let (Some(task), Some(parent)) = (task_named(asyncio, name), task_named(asyncio, by)) else { continue };
+        if task["awaited_by"] != serde_json::json!([parent["id"]]) {
+            wrong.push(format!("{name} is not awaited by {by} alone: {task:#}"));
+        }
+    }
+    if let Some(consumer) = task_named(asyncio, "consumer") {
+        if !consumer["waits_on"].as_str().is_some_and(|w| w.contains("Future")) {
+            wrong.push(format!("the consumer does not wait on the queue's future: {consumer:#}"));
+        }
+    }
+    if let Some(batch) = task_named(asyncio, "batch") {
+        if batch["waits_on"] != "gather of fetch-a, fetch-b" {
+            wrong.push(format!("batch does not wait on the gather: {batch:#}"));
+        }
+    }
+    wrong
+}
+
+/// asyncio's task tree on every interpreter that has one to read (3.11+; older ones say in one line that their
+/// tasks are not read): the tasks of `tasks.py` by name, which awaits which (directly and through `gather`), and
+/// the coroutines each is suspended in, in the JSON and in the text.
+#[test]
+fn asyncio_tasks_show_as_a_tree_of_who_awaits_whom() {
+    if !require_root() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for interpreter in python_interpreters() {
+        let name = &interpreter.name;
+        let stage = interpreter.stage("dump-tasks");
+        let script = stage.inside("tasks.py");
+        let workload = Process::start(&mut interpreter.command(&script, &[stage.inside("ready").to_str().unwrap()]));
+        wait_for_file(&stage.host("ready"), LIMIT);
+        let pid = workload.pid().to_string();
+        let dumped = run(profiler().args(["dump", "--pid", &pid, "--json"]), LIMIT);
+        dumped.assert_success();
+        let dumps = parse_json(&dumped.stdout);
+        let dump = &dumps.as_array().expect("a JSON array of dumps")[0];
+        if interpreter.version < (3, 11) {
+            let note = dump["asyncio_note"].as_str().unwrap_or("");
+            if dump["asyncio"] != Value::Null || !note.contains("3.11 to 3.15") {
+                failures.push(format!("{name}: tasks not read, but not said so: {note:?}"));
+            }
+            continue;
+        }
+        if dump["asyncio_note"] != Value::Null {
+            failures.push(format!("{name}: tasks not read: {}", dump["asyncio_note"]));
+            continue;
+        }
+        failures.extend(check_task_tree(&dump["asyncio"]).into_iter().map(|what| format!("{name}: {what}")));
+
+        let text = run(profiler().args(["dump", "--pid", &pid]), LIMIT);
+        text.assert_success();
+        let out = &text.stdout;
+        for line in [
+            "\nasyncio tasks (7 pending):\n",
+            "└─ task request-1 (",
+            "): awaits gather of fetch-a, fetch-b\n",
+            "): awaits task request-1\n",
+        ] {
+            if !out.contains(line) {
+                failures.push(format!("{name}: the text lacks {line:?}:\n{out}"));
+            }
+        }
+        // The tree: request-1 below server below Task-1.
+        let at = |what: &str| out.find(what);
+        if !(at("task Task-1 (") < at("└─ task server (") && at("└─ task server (") < at("└─ task request-1 ("))
+        {
+            failures.push(format!("{name}: request-1 is not below server below Task-1:\n{out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

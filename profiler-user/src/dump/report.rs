@@ -131,7 +131,9 @@ impl AsyncioDump {
         let more = if self.truncated { ", more left out" } else { "" };
         let _ = writeln!(text, "\nasyncio tasks ({} pending{more}):", self.pending);
         let mut printed = vec![false; self.tasks.len()];
-        let roots: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i].awaited_by.is_empty()).collect();
+        let mut roots: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i].awaited_by.is_empty()).collect();
+        // By name, so that two dumps of the same tree read alike (the registries' order is their hash tables').
+        roots.sort_by(|&a, &b| self.tasks[a].name.cmp(&self.tasks[b].name));
         for root in roots {
             self.write_task(text, root, 0, &mut printed);
         }
@@ -366,6 +368,8 @@ mod tests {
                 thread.clone(),
                 ThreadDump { tid: Some(44), name: "spinner".into(), holds_gil: Some(true), ..thread },
             ],
+            asyncio: None,
+            asyncio_note: Some("asyncio tasks are read on CPython 3.11 to 3.15, not 3.10".into()),
         };
         let text = report.to_text();
         assert!(text.starts_with("dump: python3 (PID 42) at 2026-11-22T02:00:00Z\n"), "{text}");
@@ -378,5 +382,65 @@ mod tests {
         assert_eq!(json["threads"][0]["syscall_name"], "futex");
         assert_eq!(json["threads"][0]["stack"][1]["function"], "take_second_lock");
         assert_eq!(json["gil_holder"], 44);
+        assert!(text.ends_with("\nasyncio tasks not read: asyncio tasks are read on CPython 3.11 to 3.15, not 3.10\n"));
+    }
+
+    #[test]
+    fn tasks_print_as_a_tree_of_who_awaits_whom() {
+        use profiler_common::PyFrame;
+
+        use crate::python::asyncio_tasks::AsyncTask;
+        let frame = |code| PyFrame { code, ..PyFrame::default() };
+        let task = |address, name: &str, waiter, coroutines: &[u64]| AsyncTask {
+            address,
+            name: name.into(),
+            waiter,
+            running: false,
+            coroutines: coroutines.iter().map(|&code| frame(code)).collect(),
+            chain_cut: None,
+        };
+        let read = AsyncioTasks {
+            tasks: vec![
+                task(0x30, "request-1", Waiter::Future("_asyncio.Future".into()), &[1, 2]),
+                task(0x20, "server", Waiter::Task(0x30), &[3]),
+                task(0x10, "Task-1", Waiter::Task(0x20), &[4]),
+                task(0x40, "batch", Waiter::Gather(vec![0x50, 0x60]), &[5]),
+                task(0x50, "fetch-a", Waiter::Nothing, &[]),
+                AsyncTask { running: true, ..task(0x60, "fetch-b", Waiter::Nothing, &[]) },
+            ],
+            truncated: false,
+        };
+        let names = ["sleep", "handle", "serve", "main", "run_batch"];
+        let asyncio = AsyncioDump::new(&read, |frames| {
+            frames.iter().map(|f| frame_of(names[f.code as usize - 1], "app.py", 7)).collect()
+        });
+        assert_eq!(asyncio.tasks[0].awaited_by, ["0x20"]);
+        assert_eq!(asyncio.tasks[3].awaits, ["0x50", "0x60"]);
+        assert_eq!(asyncio.tasks[4].state, "ready");
+        assert_eq!(asyncio.tasks[5].state, "running");
+        let mut text = String::new();
+        asyncio.write_text(&mut text);
+        let expected = "
+asyncio tasks (6 pending):
+    task Task-1 (0x10): awaits task server
+          main at app.py:7
+        └─ task server (0x20): awaits task request-1
+              serve at app.py:7
+            └─ task request-1 (0x30): awaits a _asyncio.Future
+                  sleep at app.py:7
+                  handle at app.py:7
+    task batch (0x40): awaits gather of fetch-a, fetch-b
+          run_batch at app.py:7
+        └─ task fetch-a (0x50): ready to run
+        └─ task fetch-b (0x60): running
+";
+        assert_eq!(text, expected);
+        let json = serde_json::to_value(&asyncio).unwrap();
+        assert_eq!(json["tasks"][1]["waits_on"], "task request-1");
+        assert_eq!(json["tasks"][0]["coroutines"][1]["function"], "handle");
+    }
+
+    fn frame_of(function: &str, file: &str, line: u32) -> ReportFrame {
+        frame("python", function, Some(file), Some(line))
     }
 }

@@ -655,3 +655,346 @@ fn asyncio_debug(pid: u32, interpreter: &Interpreter) -> Option<AsyncioDebug> {
     }
     None
 }
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // the fake heap's own addresses, chosen by the test
+mod tests {
+    use super::*;
+    use crate::python::{
+        layout::Layouts,
+        thread_names::{
+            fake::{layouts, FakeMemory, FUZZ_BASE},
+            Target,
+        },
+    };
+
+    fn words(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// A 3.11 heap: types by name, objects at increasing addresses.
+    struct Heap {
+        memory: FakeMemory,
+        next: u64,
+        layouts: Layouts,
+        types: HashMap<&'static str, u64>,
+    }
+
+    use std::collections::HashMap;
+
+    impl Heap {
+        fn new() -> Self {
+            let mut heap =
+                Self { memory: FakeMemory::default(), next: FUZZ_BASE, layouts: layouts(11), types: HashMap::new() };
+            for name in [
+                "str",
+                "dict",
+                "int",
+                "set",
+                "list",
+                "weakref.ReferenceType",
+                "WeakSet",
+                "_asyncio.Future",
+                "_asyncio.FutureIter",
+                "coroutine",
+                "_GatheringFuture",
+            ] {
+                heap.add_type(name, 0);
+            }
+            let future = heap.types["_asyncio.Future"];
+            heap.add_type("_asyncio.Task", future);
+            heap
+        }
+
+        /// A type named `name`, base `base`; instances keep a dict at 16 (`tp_dictoffset`).
+        fn add_type(&mut self, name: &'static str, base: u64) {
+            let mut name_bytes = format!("{name}\0").into_bytes();
+            name_bytes.resize(64, 0);
+            let name_at = self.alloc(name_bytes);
+            let mut ty = vec![0u8; 896];
+            ty[24..32].copy_from_slice(&name_at.to_le_bytes());
+            ty[256..264].copy_from_slice(&base.to_le_bytes());
+            ty[288..296].copy_from_slice(&16u64.to_le_bytes());
+            let at = self.alloc(ty);
+            self.types.insert(name, at);
+        }
+
+        fn alloc(&mut self, bytes: Vec<u8>) -> u64 {
+            let at = self.next;
+            self.next += (bytes.len() as u64).next_multiple_of(16) + 64;
+            self.memory.blocks.insert(at, bytes);
+            at
+        }
+
+        fn object(&mut self, ty: &str, rest: &[u64]) -> u64 {
+            let mut fields = vec![1, self.types[ty]];
+            fields.extend(rest);
+            self.alloc(words(&fields))
+        }
+
+        fn str(&mut self, text: &str) -> u64 {
+            let mut bytes = words(&[1, self.types["str"], text.len() as u64, u64::MAX]);
+            bytes.extend(u64::from(1u32 << 5 | 1 << 6 | 1 << 2).to_le_bytes());
+            bytes.resize(self.layouts.code.ascii_data as usize, 0);
+            bytes.extend(text.as_bytes());
+            bytes.push(0);
+            self.alloc(bytes)
+        }
+
+        /// A dict of `str` keys (3.11: log2 keys, unicode kind).
+        fn dict(&mut self, items: &[(&str, u64)]) -> u64 {
+            let mut keys = words(&[1, 3 | 3 << 8 | 1 << 16, 0, items.len() as u64]);
+            keys.extend([0u8; 8]);
+            for &(key, value) in items {
+                let key = self.str(key);
+                keys.extend(words(&[key, value]));
+            }
+            let keys = self.alloc(keys);
+            self.object("dict", &[items.len() as u64, 0, keys, 0])
+        }
+
+        /// A `set` of `members`, in a table of `slots` slots.
+        fn set(&mut self, members: &[u64], slots: u64) -> u64 {
+            let mut table = Vec::new();
+            for slot in 0..slots as usize {
+                table.extend(words(&[members.get(slot).copied().unwrap_or(0), 0x77]));
+            }
+            let table = self.alloc(table);
+            self.object("set", &[members.len() as u64, members.len() as u64, slots - 1, table, 0, 0])
+        }
+
+        fn weak_set(&mut self, tasks: &[u64]) -> u64 {
+            let refs: Vec<u64> = tasks.iter().map(|&task| self.object("weakref.ReferenceType", &[task, 0])).collect();
+            let data = self.set(&refs, 8);
+            let attributes = self.dict(&[("data", data)]);
+            self.object("WeakSet", &[attributes])
+        }
+
+        /// A suspended 3.11 coroutine of code `code` awaiting `awaits` (0: nothing) on top of its stack.
+        fn coroutine(&mut self, code: u64, awaits: u64) -> u64 {
+            let mut bytes = vec![0u8; 152];
+            bytes[8..16].copy_from_slice(&self.types["coroutine"].to_le_bytes());
+            bytes[75] = (-1i8) as u8; // FRAME_SUSPENDED
+            bytes[80 + 32..80 + 40].copy_from_slice(&code.to_le_bytes());
+            bytes[80 + 56..80 + 64].copy_from_slice(&(code + 0x40).to_le_bytes());
+            bytes[80 + 64..80 + 68].copy_from_slice(&1u32.to_le_bytes());
+            bytes.extend(words(&[awaits]));
+            self.alloc(bytes)
+        }
+
+        fn set_word(&mut self, object: u64, at: usize, value: u64) {
+            self.memory.blocks.get_mut(&object).unwrap()[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+
+        /// A task named `name` (a `str`) whose coroutine is `coro`, waiting on `waiter`.
+        fn task(&mut self, name: &str, coro: u64, waiter: u64) -> u64 {
+            let name = self.str(name);
+            let mut fields = vec![0u64; 16];
+            fields.extend([waiter, coro, name, 0]);
+            self.object("_asyncio.Task", &fields[2..])
+        }
+
+        /// `sys.modules` with `asyncio.tasks`, whose globals are `globals`; returns the interpreter.
+        fn interpreter(&mut self, globals: &[(&str, u64)]) -> u64 {
+            let module_dict = self.dict(globals);
+            let module = self.alloc(words(&[1, 0x999, module_dict]));
+            let modules = self.dict(&[("sys", 0x10), ("asyncio.tasks", module)]);
+            let at = self.layouts.objects.interp_modules as usize;
+            let mut interp = vec![0u8; at + 8];
+            interp[at..].copy_from_slice(&modules.to_le_bytes());
+            self.alloc(interp)
+        }
+
+        fn read(&self, interp: u64) -> Outcome {
+            let target = Target {
+                objects: &self.layouts.objects,
+                code: &self.layouts.code,
+                interp,
+                unicode_type: None,
+                dict_type: None,
+                long_type: None,
+            };
+            let reader = Reader::new(&self.memory, &target, MAX_READS);
+            let layout = AsyncioLayout::for_version(Version { major: 3, minor: 11 }).unwrap();
+            read_with(&reader, &layout, &self.layouts.kernel, None, &[])
+        }
+    }
+
+    fn tasks(outcome: Outcome) -> AsyncioTasks {
+        match outcome {
+            Outcome::Read(tasks) => tasks,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `server` awaits `request-1` (in `handle` → `sleep` → a future); `batch` gathers `fetch-a`.
+    fn app() -> (Heap, u64, [u64; 4]) {
+        let mut heap = Heap::new();
+        let (serve, handle, sleep, run_batch, fetch) =
+            (0xc0de_0000, 0xc0de_1000, 0xc0de_2000, 0xc0de_3000, 0xc0de_4000);
+        let future = heap.object("_asyncio.Future", &[0; 14]);
+        let iter = heap.object("_asyncio.FutureIter", &[future]);
+        let sleeping = heap.coroutine(sleep, iter);
+        let handling = heap.coroutine(handle, sleeping);
+        let request = heap.task("request-1", handling, future);
+        let serving = heap.coroutine(serve, 0);
+        let server = heap.task("server", serving, request);
+        let fetching = heap.coroutine(fetch, 0);
+        let fetch_a = heap.task("fetch-a", fetching, future);
+        let children = heap.object("list", &[1, 0, 1]);
+        let items = heap.alloc(words(&[fetch_a]));
+        heap.set_word(children, 24, items);
+        let gather_attributes = heap.dict(&[("_children", children)]);
+        let gathering = heap.object("_GatheringFuture", &[gather_attributes]);
+        let batching = heap.coroutine(run_batch, 0);
+        let batch = heap.task("batch", batching, gathering);
+        let all = heap.weak_set(&[server, request, batch, fetch_a]);
+        let interp = heap.interpreter(&[("__name__", 0x10), ("_all_tasks", all)]);
+        (heap, interp, [server, request, batch, fetch_a])
+    }
+
+    #[test]
+    fn reads_tasks_what_they_await_and_their_coroutines() {
+        let (heap, interp, [server, request, batch, fetch_a]) = app();
+        let read = tasks(heap.read(interp));
+        assert!(!read.truncated);
+        let by_name = |name: &str| read.tasks.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{read:?}"));
+        assert_eq!(by_name("server").waiter, Waiter::Task(request));
+        assert_eq!(by_name("server").address, server);
+        assert_eq!(by_name("batch").waiter, Waiter::Gather(vec![fetch_a]));
+        assert_eq!(by_name("batch").address, batch);
+        let request_task = by_name("request-1");
+        assert_eq!(request_task.waiter, Waiter::Future("_asyncio.Future".into()));
+        // Innermost first: sleep, then handle; each with its instruction.
+        let codes: Vec<(u64, u64)> = request_task.coroutines.iter().map(|f| (f.code, f.instr)).collect();
+        assert_eq!(codes, [(0xc0de_2000, 0xc0de_2040), (0xc0de_1000, 0xc0de_1040)]);
+        assert_eq!(request_task.chain_cut, None);
+        assert!(!request_task.running);
+        assert_eq!(read.tasks.len(), 4);
+    }
+
+    #[test]
+    fn a_cycle_in_an_await_chain_ends_the_chain() {
+        let mut heap = Heap::new();
+        let first = heap.coroutine(0xc0de_0000, 0);
+        let second = heap.coroutine(0xc0de_1000, first);
+        // The first awaits the second, which awaits the first.
+        let at = 152;
+        heap.set_word(first, at, second);
+        let task = heap.task("looping", first, 0);
+        let all = heap.weak_set(&[task]);
+        let interp = heap.interpreter(&[("__name__", 0x10), ("_all_tasks", all)]);
+        let read = tasks(heap.read(interp));
+        assert_eq!(read.tasks.len(), 1);
+        assert_eq!(read.tasks[0].chain_cut, Some("the await chain loops"));
+        assert_eq!(read.tasks[0].coroutines.len(), 2);
+        assert_eq!(read.tasks[0].waiter, Waiter::Nothing);
+    }
+
+    #[test]
+    fn done_tasks_dead_references_and_other_objects_are_left_out() {
+        let mut heap = Heap::new();
+        let finished = heap.coroutine(0xc0de_0000, 0);
+        heap.memory.blocks.get_mut(&finished).unwrap()[75] = 1; // FRAME_COMPLETED
+        let done = heap.task("done", finished, 0);
+        let not_a_task = heap.object("_asyncio.Future", &[0; 20]);
+        let dead = 0x10; // a reference whose object is gone reads as None, not a task
+        let all = heap.weak_set(&[done, not_a_task, dead]);
+        let interp = heap.interpreter(&[("__name__", 0x10), ("_all_tasks", all)]);
+        assert_eq!(tasks(heap.read(interp)).tasks, []);
+    }
+
+    #[test]
+    fn a_process_without_asyncio_or_without_its_registry_says_so() {
+        let mut heap = Heap::new();
+        let modules = heap.dict(&[("sys", 0x10)]);
+        let at = heap.layouts.objects.interp_modules as usize;
+        let mut interp = vec![0u8; at + 8];
+        interp[at..].copy_from_slice(&modules.to_le_bytes());
+        let interp = heap.alloc(interp);
+        let target = Target {
+            objects: &heap.layouts.objects,
+            code: &heap.layouts.code,
+            interp,
+            unicode_type: None,
+            dict_type: None,
+            long_type: None,
+        };
+        let reader = Reader::new(&heap.memory, &target, MAX_READS);
+        assert_eq!(reader.module_global("asyncio.tasks", "__name__"), None);
+        let without_registry = heap.interpreter(&[("__name__", 0x10)]);
+        assert!(matches!(heap.read(without_registry), Outcome::Unreadable(_)));
+    }
+
+    #[test]
+    fn garbage_gives_fewer_tasks_rather_than_a_panic() {
+        let (mut heap, interp, _) = app();
+        let addresses: Vec<u64> = heap.memory.blocks.keys().copied().collect();
+        for address in addresses {
+            let len = heap.memory.blocks[&address].len();
+            for at in (0..len).step_by(5) {
+                let block = heap.memory.blocks.get_mut(&address).unwrap();
+                let old = block[at];
+                block[at] = old ^ 0xff;
+                if let Outcome::Read(read) = heap.read(interp) {
+                    assert!(read.tasks.len() <= 4);
+                    assert!(read.tasks.iter().all(|t| t.coroutines.len() <= MAX_COROUTINES));
+                }
+                heap.memory.blocks.get_mut(&address).unwrap()[at] = old;
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_set_is_read_up_to_its_cap() {
+        let mut heap = Heap::new();
+        // A set claiming 2^40 slots: only MAX_SET_SLOTS are read, and the result says it is not whole.
+        let table = heap.alloc(vec![0u8; (MAX_SET_SLOTS * 16) as usize]);
+        let set = heap.object("set", &[0, 0, (1 << 40) - 1, table, 0, 0]);
+        let attributes = heap.dict(&[("data", set)]);
+        let all = heap.object("WeakSet", &[attributes]);
+        let interp = heap.interpreter(&[("__name__", 0x10), ("_all_tasks", all)]);
+        let read = tasks(heap.read(interp));
+        assert!(read.truncated && read.tasks.is_empty());
+    }
+
+    #[test]
+    fn versions_and_frame_states() {
+        let version = |minor| Version { major: 3, minor };
+        assert!(AsyncioLayout::for_version(version(10)).unwrap_err().contains("3.11 to 3.15"));
+        assert!(AsyncioLayout::for_version(version(16)).is_err());
+        let state = |minor, raw| AsyncioLayout::for_version(version(minor)).unwrap().state(raw);
+        assert_eq!(state(11, -1), GenState::Suspended);
+        assert_eq!(state(12, -2), GenState::Created);
+        assert_eq!(state(13, -1), GenState::Suspended);
+        assert_eq!(state(14, -3), GenState::Created);
+        assert_eq!(state(14, 1), GenState::Finished);
+        assert_eq!(state(15, 2), GenState::Suspended);
+        assert_eq!(state(15, 4), GenState::Executing);
+        assert_eq!(state(15, 5), GenState::Finished);
+    }
+
+    #[test]
+    fn parses_the_asyncio_debug_table() {
+        // Debian's 3.15.2: TaskObj 168 bytes, task_name 136, awaited_by 112, is_task 148, awaited_by_is_set 149,
+        // coro 128, node 152; interpreter tasks head; thread state tasks head.
+        let table = words(&[168, 136, 112, 148, 149, 128, 152, 9000, 8000, 1200, 1100, 1108, 1116]);
+        let debug = AsyncioDebug::parse(&table).unwrap();
+        assert_eq!(
+            debug,
+            AsyncioDebug {
+                task_name: 136,
+                task_coro: 128,
+                task_node: 152,
+                interp_tasks_head: 8000,
+                thread_tasks_head: 1116
+            }
+        );
+        let adjusted = adjusted(&AsyncioLayout::for_version(Version { major: 3, minor: 15 }).unwrap(), Some(&debug));
+        assert_eq!((adjusted.task_fut_waiter, adjusted.task_coro, adjusted.task_name), (120, 128, 136));
+        // A field past its struct's size: not this table.
+        let bad = words(&[168, 136, 112, 148, 149, 128, 160, 9000, 8000, 1200, 1100, 1108, 1116]);
+        assert_eq!(AsyncioDebug::parse(&bad), None);
+        assert_eq!(AsyncioDebug::parse(&table[..64]), None);
+    }
+}
