@@ -16,13 +16,13 @@ use crate::{
     crash::{report::ReportFrame, rfc3339_now},
     dump::{
         self,
-        report::{describe_place, describe_truncation, AsyncioDump, DumpReport, ThreadDump},
+        report::{describe_place, describe_truncation, DumpReport, ThreadDump},
         Place, ProcessSnapshot, ThreadSnapshot,
     },
     pipeline::{Pipeline, PipelineOptions},
     privilege,
     process::{task, Process},
-    python::{asyncio_tasks, detect, thread_names, threads as py_threads},
+    python::{detect, thread_names, threads as py_threads},
     session::Wake,
 };
 
@@ -89,15 +89,7 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
         })
         .collect();
     // The tasks right after the threads: both are read from the running process, a moment apart.
-    let tasks: Vec<Option<asyncio_tasks::Outcome>> = snapshots
-        .iter()
-        .map(|(target, _)| {
-            session
-                .pipeline
-                .python_interpreter(target.pid)
-                .map(|interpreter| asyncio_tasks::read(target.pid, &interpreter))
-        })
-        .collect();
+    let tasks: Vec<_> = snapshots.iter().map(|(target, _)| session.pipeline.asyncio_tasks(target.pid)).collect();
     let any_running = snapshots.iter().flat_map(|(_, s)| &s.threads).any(|t| t.place == Place::Running);
     if any_running {
         let deadline = Instant::now() + config.sample_for;
@@ -120,16 +112,8 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
         .zip(tasks)
         .map(|((target, snapshot), tasks)| {
             let mut report = report(&mut session.pipeline, target, snapshot, &profile, burst_ms);
-            match tasks {
-                Some(asyncio_tasks::Outcome::Read(read)) => {
-                    let pipeline = &mut session.pipeline;
-                    report.asyncio = Some(AsyncioDump::new(&read, |frames| {
-                        pipeline.python_frames(target.pid, frames).iter().map(ReportFrame::from_frame).collect()
-                    }));
-                }
-                Some(asyncio_tasks::Outcome::Unreadable(why)) => report.asyncio_note = Some(why),
-                Some(asyncio_tasks::Outcome::NotImported) | None => {}
-            }
+            report.asyncio = tasks.tasks;
+            report.asyncio_note = tasks.note;
             report
         })
         .collect())

@@ -6,14 +6,10 @@ use serde::Serialize;
 
 use super::Place;
 use crate::{
-    crash::report::ReportFrame,
+    crash::{asyncio::AsyncioDump, report::ReportFrame},
     process::task,
-    python::asyncio_tasks::{AsyncioTasks, Waiter},
     unwind::Truncation,
 };
-
-/// Levels of the task tree printed; deeper tasks are still in the JSON.
-const MAX_TREE_DEPTH: usize = 32;
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct DumpReport {
@@ -35,151 +31,6 @@ pub(crate) struct DumpReport {
     pub asyncio: Option<AsyncioDump>,
     /// Why the tasks of a process that imported asyncio could not be read, if they could not.
     pub asyncio_note: Option<String>,
-}
-
-/// asyncio's pending tasks: which task awaits which, and the coroutines each is suspended in.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct AsyncioDump {
-    pub pending: usize,
-    /// Some tasks were left out (too many, or the read budget ran out): the list is not whole.
-    pub truncated: bool,
-    pub tasks: Vec<TaskDump>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct TaskDump {
-    /// The task object's address, which `awaits` and `awaited_by` refer to.
-    pub id: String,
-    /// `Task.get_name()`.
-    pub name: String,
-    /// `running` (the event loop is stepping it), `waiting` (on a future or task) or `ready` (to be stepped).
-    pub state: &'static str,
-    /// For people: "task request-1", "gather of g1, g2", "a _asyncio.Future".
-    pub waits_on: String,
-    /// The tasks it awaits (directly, or through a `gather`), by `id`.
-    pub awaits: Vec<String>,
-    /// The pending tasks awaiting it, by `id`.
-    pub awaited_by: Vec<String>,
-    /// The coroutines it is suspended in, innermost first.
-    pub coroutines: Vec<ReportFrame>,
-    /// Why the coroutine chain ends early, if it does.
-    pub chain_cut: Option<String>,
-}
-
-fn task_id(address: u64) -> String {
-    format!("{address:#x}")
-}
-
-impl AsyncioDump {
-    /// The tasks as reported; `frames` names a task's coroutines (innermost first).
-    pub(crate) fn new(
-        read: &AsyncioTasks,
-        mut frames: impl FnMut(&[profiler_common::PyFrame]) -> Vec<ReportFrame>,
-    ) -> Self {
-        let name_of = |address: u64| {
-            read.tasks.iter().find(|t| t.address == address).map_or_else(|| task_id(address), |t| t.name.clone())
-        };
-        let awaits_of = |waiter: &Waiter| match waiter {
-            Waiter::Task(task) => vec![*task],
-            Waiter::Gather(children) => children.clone(),
-            Waiter::Nothing | Waiter::Future(_) | Waiter::Unreadable => Vec::new(),
-        };
-        let tasks = read
-            .tasks
-            .iter()
-            .map(|task| {
-                let awaits = awaits_of(&task.waiter);
-                let waits_on = match &task.waiter {
-                    Waiter::Nothing => "nothing".to_owned(),
-                    Waiter::Task(other) => format!("task {}", name_of(*other)),
-                    Waiter::Gather(children) => {
-                        let names: Vec<String> = children.iter().map(|&child| name_of(child)).collect();
-                        format!("gather of {}", names.join(", "))
-                    }
-                    Waiter::Future(type_name) => format!("a {type_name}"),
-                    Waiter::Unreadable => "a future that could not be read".to_owned(),
-                };
-                let state = match (&task.waiter, task.running) {
-                    (_, true) => "running",
-                    (Waiter::Nothing, false) => "ready",
-                    _ => "waiting",
-                };
-                let awaited_by = read
-                    .tasks
-                    .iter()
-                    .filter(|other| awaits_of(&other.waiter).contains(&task.address))
-                    .map(|other| task_id(other.address))
-                    .collect();
-                TaskDump {
-                    id: task_id(task.address),
-                    name: task.name.clone(),
-                    state,
-                    waits_on,
-                    awaits: awaits.into_iter().map(task_id).collect(),
-                    awaited_by,
-                    coroutines: frames(&task.coroutines),
-                    chain_cut: task.chain_cut.map(str::to_owned),
-                }
-            })
-            .collect::<Vec<_>>();
-        Self { pending: tasks.len(), truncated: read.truncated, tasks }
-    }
-
-    /// The tree, like `python -m asyncio pstree`: tasks no pending task awaits first, each followed by the tasks
-    /// it awaits, indented.
-    fn write_text(&self, text: &mut String) {
-        let more = if self.truncated { ", more left out" } else { "" };
-        let _ = writeln!(text, "\nasyncio tasks ({} pending{more}):", self.pending);
-        let mut printed = vec![false; self.tasks.len()];
-        let mut roots: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i].awaited_by.is_empty()).collect();
-        // By name, so that two dumps of the same tree read alike (the registries' order is their hash tables').
-        roots.sort_by(|&a, &b| self.tasks[a].name.cmp(&self.tasks[b].name));
-        for root in roots {
-            self.write_task(text, root, 0, &mut printed);
-        }
-        // Tasks only awaited from a cycle.
-        for index in 0..self.tasks.len() {
-            if !printed[index] {
-                self.write_task(text, index, 0, &mut printed);
-            }
-        }
-    }
-
-    fn write_task(&self, text: &mut String, index: usize, depth: usize, printed: &mut [bool]) {
-        let Some(task) = self.tasks.get(index) else { return };
-        let indent = "    ".repeat(depth.saturating_add(1));
-        let branch = if depth == 0 { "" } else { "└─ " };
-        if printed[index] {
-            let _ = writeln!(text, "{indent}{branch}task {} (shown above)", task.name);
-            return;
-        }
-        printed[index] = true;
-        let waits = match task.state {
-            "running" => "running".to_owned(),
-            "ready" => "ready to run".to_owned(),
-            _ => format!("awaits {}", task.waits_on),
-        };
-        let _ = writeln!(text, "{indent}{branch}task {} ({}): {waits}", task.name, task.id);
-        for frame in &task.coroutines {
-            let location = match (&frame.file, frame.line) {
-                (Some(file), Some(line)) => format!(" at {file}:{line}"),
-                (Some(file), None) => format!(" at {file}"),
-                _ => String::new(),
-            };
-            let _ = writeln!(text, "{indent}      {}{location}", frame.function);
-        }
-        if let Some(cut) = &task.chain_cut {
-            let _ = writeln!(text, "{indent}      (the coroutine chain stops here: {cut})");
-        }
-        if depth >= MAX_TREE_DEPTH {
-            return;
-        }
-        for awaited in &task.awaits {
-            if let Some(child) = self.tasks.iter().position(|t| &t.id == awaited) {
-                self.write_task(text, child, depth.saturating_add(1), printed);
-            }
-        }
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -383,64 +234,5 @@ mod tests {
         assert_eq!(json["threads"][0]["stack"][1]["function"], "take_second_lock");
         assert_eq!(json["gil_holder"], 44);
         assert!(text.ends_with("\nasyncio tasks not read: asyncio tasks are read on CPython 3.11 to 3.15, not 3.10\n"));
-    }
-
-    #[test]
-    fn tasks_print_as_a_tree_of_who_awaits_whom() {
-        use profiler_common::PyFrame;
-
-        use crate::python::asyncio_tasks::AsyncTask;
-        let frame = |code| PyFrame { code, ..PyFrame::default() };
-        let task = |address, name: &str, waiter, coroutines: &[u64]| AsyncTask {
-            address,
-            name: name.into(),
-            waiter,
-            running: false,
-            coroutines: coroutines.iter().map(|&code| frame(code)).collect(),
-            chain_cut: None,
-        };
-        let read = AsyncioTasks {
-            tasks: vec![
-                task(0x30, "request-1", Waiter::Future("_asyncio.Future".into()), &[1, 2]),
-                task(0x20, "server", Waiter::Task(0x30), &[3]),
-                task(0x10, "Task-1", Waiter::Task(0x20), &[4]),
-                task(0x40, "batch", Waiter::Gather(vec![0x50, 0x60]), &[5]),
-                task(0x50, "fetch-a", Waiter::Nothing, &[]),
-                AsyncTask { running: true, ..task(0x60, "fetch-b", Waiter::Nothing, &[]) },
-            ],
-            truncated: false,
-        };
-        let names = ["sleep", "handle", "serve", "main", "run_batch"];
-        let asyncio = AsyncioDump::new(&read, |frames| {
-            frames.iter().map(|f| frame_of(names[f.code as usize - 1], "app.py", 7)).collect()
-        });
-        assert_eq!(asyncio.tasks[0].awaited_by, ["0x20"]);
-        assert_eq!(asyncio.tasks[3].awaits, ["0x50", "0x60"]);
-        assert_eq!(asyncio.tasks[4].state, "ready");
-        assert_eq!(asyncio.tasks[5].state, "running");
-        let mut text = String::new();
-        asyncio.write_text(&mut text);
-        let expected = "
-asyncio tasks (6 pending):
-    task Task-1 (0x10): awaits task server
-          main at app.py:7
-        └─ task server (0x20): awaits task request-1
-              serve at app.py:7
-            └─ task request-1 (0x30): awaits a _asyncio.Future
-                  sleep at app.py:7
-                  handle at app.py:7
-    task batch (0x40): awaits gather of fetch-a, fetch-b
-          run_batch at app.py:7
-        └─ task fetch-a (0x50): ready to run
-        └─ task fetch-b (0x60): running
-";
-        assert_eq!(text, expected);
-        let json = serde_json::to_value(&asyncio).unwrap();
-        assert_eq!(json["tasks"][1]["waits_on"], "task request-1");
-        assert_eq!(json["tasks"][0]["coroutines"][1]["function"], "handle");
-    }
-
-    fn frame_of(function: &str, file: &str, line: u32) -> ReportFrame {
-        frame("python", function, Some(file), Some(line))
     }
 }

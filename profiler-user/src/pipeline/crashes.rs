@@ -35,6 +35,14 @@ impl Pipeline {
         let process_name = self.process_name(sample.pid, &sample.comm);
         let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
+        // The process is dying but its memory is still there until its last thread exits: read its tasks now or
+        // never. A read that fails (it is gone) says so rather than showing nothing.
+        let tasks = self.asyncio_tasks(sample.pid);
+        report.asyncio = tasks.tasks;
+        report.asyncio_note = tasks.note.map(|why| match crate::process::Process::read(sample.pid) {
+            Some(_) => why,
+            None => format!("not readable: the process was gone ({why})"),
+        });
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
         if let Some(cpu) = &sample.crash_cpu {

@@ -1,5 +1,6 @@
 //! Runs every stage on each sample record: parse → unwind → symbolize → merge → aggregate, and keeps the
 //! counters the status line and summary report. The crash half (a fault's sample → a report) is crashes.rs.
+mod asyncio;
 mod crashes;
 
 use std::{

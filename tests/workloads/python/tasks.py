@@ -5,7 +5,8 @@ The tasks, once settled (the file given as the first argument is written then):
 - `batch` awaits a `gather` of `fetch-a` and `fetch-b`, each in `asyncio.sleep` in `fetch`;
 - `consumer` waits on an `asyncio.Queue` (`Queue.get`) in `consume`;
 - the main task (`Task-1`, from `asyncio.run`) awaits `server`.
-Runs until killed.
+Runs until killed; with a second argument `crash`, a task `crasher` reads address 0 (SIGSEGV) 2 s after that,
+with faulthandler enabled (its handler keeps the process alive a moment longer, while it writes the traceback).
 """
 import asyncio
 import sys
@@ -35,16 +36,30 @@ async def consume(queue):
         await queue.get()
 
 
-async def main(ready):
+async def crash_later():
+    await asyncio.sleep(2)
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+async def main(ready, crash):
     queue = asyncio.Queue()
     server = asyncio.create_task(serve(), name="server")
     asyncio.create_task(run_batch(), name="batch")
     asyncio.create_task(consume(queue), name="consumer")
     # Let every task start and reach its await before saying so.
+    if crash:
+        asyncio.create_task(crash_later(), name="crasher")
     await asyncio.sleep(0.2)
     with open(ready, "w") as marker:
         marker.write("ready\n")
     await server
 
 
-asyncio.run(main(sys.argv[1]))
+crash = sys.argv[2:] == ["crash"]
+if crash:
+    import faulthandler
+
+    faulthandler.enable()
+asyncio.run(main(sys.argv[1], crash))
