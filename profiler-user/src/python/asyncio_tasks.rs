@@ -976,9 +976,11 @@ mod tests {
 
     #[test]
     fn parses_the_asyncio_debug_table() {
-        // Debian's 3.15.2: TaskObj 168 bytes, task_name 136, awaited_by 112, is_task 148, awaited_by_is_set 149,
-        // coro 128, node 152; interpreter tasks head; thread state tasks head.
-        let table = words(&[168, 136, 112, 148, 149, 128, 152, 9000, 8000, 1200, 1100, 1108, 1116]);
+        // The `.AsyncioDebug` sections of Debian's 3.15.2 (`python3.15`) and 3.14 (`_asyncio.cpython-314-…so`), as
+        // `objdump -s -j .AsyncioDebug` shows them: TaskObj 168 bytes, task_name 136, awaited_by 96, is_task 108,
+        // awaited_by_is_set 109, coro 128, node 152; the interpreter's size and tasks head; the thread state's size,
+        // running loop, running task and tasks head.
+        let table = words(&[168, 136, 96, 108, 109, 128, 152, 0x373c0, 0x2a68, 0x450, 0x400, 0x408, 0x418]);
         let debug = AsyncioDebug::parse(&table).unwrap();
         assert_eq!(
             debug,
@@ -986,14 +988,19 @@ mod tests {
                 task_name: 136,
                 task_coro: 128,
                 task_node: 152,
-                interp_tasks_head: 8000,
-                thread_tasks_head: 1116
+                interp_tasks_head: 0x2a68,
+                thread_tasks_head: 0x418
             }
+        );
+        let table_3_14 = words(&[168, 136, 96, 108, 109, 128, 152, 0x37248, 0x2a80, 0x3a8, 0x360, 0x368, 0x370]);
+        assert_eq!(
+            AsyncioDebug::parse(&table_3_14).map(|d| (d.interp_tasks_head, d.thread_tasks_head)),
+            Some((0x2a80, 0x370))
         );
         let adjusted = adjusted(&AsyncioLayout::for_version(Version { major: 3, minor: 15 }).unwrap(), Some(&debug));
         assert_eq!((adjusted.task_fut_waiter, adjusted.task_coro, adjusted.task_name), (120, 128, 136));
         // A field past its struct's size: not this table.
-        let bad = words(&[168, 136, 112, 148, 149, 128, 160, 9000, 8000, 1200, 1100, 1108, 1116]);
+        let bad = words(&[168, 136, 96, 108, 109, 128, 160, 0x373c0, 0x2a68, 0x450, 0x400, 0x408, 0x418]);
         assert_eq!(AsyncioDebug::parse(&bad), None);
         assert_eq!(AsyncioDebug::parse(&table[..64]), None);
     }
