@@ -4,7 +4,7 @@
 //! instruction (named and given a line later, as sampled frames are).
 //!
 //! Where the tasks are, per version (details and sources in docs/cpython.md, "asyncio tasks"):
-//! - 3.11: `sys.modules['asyncio.tasks']._all_tasks`, a `WeakSet` of every task (the C `_asyncio` module's);
+//! - 3.8–3.11: `sys.modules['asyncio.tasks']._all_tasks`, a `WeakSet` of every task (the C `_asyncio` module's);
 //! - 3.12, 3.13: `_scheduled_tasks` (a `WeakSet`) and `_eager_tasks` (a `set`) of the same module;
 //! - 3.14, 3.15: C tasks are kept in linked lists, one per thread state and one in the interpreter for tasks of
 //!   exited threads, whose offsets the `_asyncio` module publishes in its `AsyncioDebug` section
@@ -66,7 +66,7 @@ const SET_TABLE: u64 = 40;
 /// Where a version keeps its tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Registry {
-    /// 3.11: `asyncio.tasks._all_tasks`.
+    /// 3.8–3.11: `asyncio.tasks._all_tasks`.
     AllTasks,
     /// 3.12–3.13: `asyncio.tasks._scheduled_tasks` and `_eager_tasks`.
     Scheduled,
@@ -77,6 +77,12 @@ enum Registry {
 /// How a suspended coroutine's value stack is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StackTop {
+    /// 3.8–3.9, in the `PyFrameObject` `gi_frame` points to: `PyObject **f_stacktop` at `pointer` (NULL while it
+    /// runs); `gi_running` (a `char`) in the generator at `running`.
+    FrameStackTop { pointer: u64, running: u64 },
+    /// 3.10, in the `PyFrameObject`: `PyObject **f_valuestack` at `valuestack`, `int f_stackdepth` at `depth`,
+    /// `f_state` (a `char`, the values of 3.11) at `state`.
+    FrameDepth { valuestack: u64, depth: u64, state: u64 },
     /// 3.11–3.13: `int stacktop` (slots in use) at `count`, the slots from `localsplus`.
     Count { count: u64, localsplus: u64 },
     /// 3.14+: `_PyStackRef *stackpointer` at `pointer`; the awaited object is `back` slots below it.
@@ -92,7 +98,8 @@ pub(crate) struct AsyncioLayout {
     task_fut_waiter: u64,
     task_coro: u64,
     task_name: u64,
-    /// `PyGenObject.gi_iframe` (the frame embedded in the coroutine) and `gi_frame_state` (an `int8_t`).
+    /// `PyGenObject.gi_iframe` (the frame embedded in the coroutine) and `gi_frame_state` (an `int8_t`); 3.8–3.10:
+    /// `gi_frame` (a pointer to the frame object) and 0.
     gen_iframe: u64,
     gen_frame_state: u64,
     stack: StackTop,
@@ -125,7 +132,13 @@ impl AsyncioLayout {
             gen_frame_state: gen[1],
             stack,
         };
+        let frame_object = |minor, task, stack| layout(minor, Registry::AllTasks, task, [16, 0], stack);
         match (version.major, version.minor) {
+            (3, 8) => Ok(frame_object(8, [104, 112, 120], StackTop::FrameStackTop { pointer: 72, running: 24 })),
+            (3, 9) => Ok(frame_object(9, [144, 152, 160], StackTop::FrameStackTop { pointer: 72, running: 24 })),
+            (3, 10) => {
+                Ok(frame_object(10, [144, 152, 160], StackTop::FrameDepth { valuestack: 64, depth: 80, state: 108 }))
+            }
             (3, 11) => Ok(layout(11, Registry::AllTasks, [128, 136, 144], [80, 75], count)),
             (3, 12) => Ok(layout(12, Registry::Scheduled, [128, 136, 144], [72, 67], count)),
             (3, 13) => Ok(layout(13, Registry::Scheduled, [112, 120, 128], [72, 67], count)),
@@ -143,14 +156,15 @@ impl AsyncioLayout {
                 [72, 67],
                 StackTop::Pointer { pointer: 64, localsplus: 80, back: 2 },
             )),
-            _ => Err(format!("asyncio tasks are read on CPython 3.11 to 3.15, not {version}")),
+            _ => Err(format!("asyncio tasks are read on CPython 3.8 to 3.15, not {version}")),
         }
     }
 
     fn state(&self, raw: i8) -> GenState {
         match self.minor {
-            // FRAME_CREATED -2, FRAME_SUSPENDED -1, FRAME_EXECUTING 0, FRAME_COMPLETED 1, FRAME_CLEARED 4.
-            11 | 12 => match raw {
+            // FRAME_CREATED -2, FRAME_SUSPENDED -1, FRAME_EXECUTING 0, FRAME_COMPLETED 1, FRAME_CLEARED 4 (3.10's
+            // `f_state`: FRAME_RETURNED 1, _UNWINDING 2, _RAISED 3, _CLEARED 4).
+            ..=12 => match raw {
                 -2 => GenState::Created,
                 -1 => GenState::Suspended,
                 0 => GenState::Executing,
@@ -531,10 +545,13 @@ impl<M: Memory> Walk<'_, '_, M> {
         }
         let layout = &self.layout;
         let kernel = self.kernel;
-        let frame = address.checked_add(layout.gen_iframe)?;
         let localsplus = match layout.stack {
             StackTop::Count { localsplus, .. } | StackTop::Pointer { localsplus, .. } => localsplus,
+            StackTop::FrameStackTop { .. } | StackTop::FrameDepth { .. } => {
+                return self.frame_object_coroutine(address)
+            }
         };
+        let frame = address.checked_add(layout.gen_iframe)?;
         let header_len = layout.gen_iframe.checked_add(localsplus)?;
         let header = self.reader.read(address, header_len)?;
         let raw_state = i8::from_le_bytes([*header.get(usize::try_from(layout.gen_frame_state).ok()?)?]);
@@ -552,6 +569,61 @@ impl<M: Memory> Walk<'_, '_, M> {
             GenState::Suspended => self.top_of_stack(frame, &header).filter(|&next| {
                 self.type_name(next)
                     .is_some_and(|name| matches!(name.as_str(), "coroutine" | "generator" | "async_generator"))
+            }),
+            _ => None,
+        };
+        Some(Step { frame: PyFrame { code, instr, ..PyFrame::default() }, state, awaits })
+    }
+
+    /// 3.8–3.10: a coroutine whose frame is a `PyFrameObject` of its own (`gi_frame`, NULL once it finished).
+    fn frame_object_coroutine(&self, address: u64) -> Option<Step> {
+        let layout = &self.layout;
+        let kernel = self.kernel;
+        let generator = self.reader.read(address, 32)?;
+        let frame = u64_at(&generator, layout.gen_iframe)?;
+        let finished = Step { frame: PyFrame::default(), state: GenState::Finished, awaits: None };
+        if frame == 0 {
+            return Some(finished);
+        }
+        let header = self.reader.read(frame, 112)?;
+        let code = u64_at(&header, kernel.frame_code)?;
+        let instr = u64_at(&header, kernel.frame_instr)?;
+        if code == 0 {
+            return None;
+        }
+        let last_instruction = u32_at(&header, kernel.frame_instr)?;
+        let (state, top) = match layout.stack {
+            StackTop::FrameStackTop { pointer, running } => {
+                let top = u64_at(&header, pointer)?;
+                let state = if *generator.get(usize::try_from(running).ok()?)? != 0 {
+                    GenState::Executing
+                } else if last_instruction == u32::MAX {
+                    GenState::Created
+                } else if top == 0 {
+                    GenState::Finished
+                } else {
+                    GenState::Suspended
+                };
+                (state, top.checked_sub(8))
+            }
+            StackTop::FrameDepth { valuestack, depth, state } => {
+                let state = layout.state(i8::from_le_bytes([*header.get(usize::try_from(state).ok()?)?]));
+                let used = u64::from(u32_at(&header, depth)?);
+                let top = if used == 0 || used > MAX_STACK_SLOTS {
+                    None
+                } else {
+                    u64_at(&header, valuestack)?.checked_add(used.checked_sub(1)?.checked_mul(8)?)
+                };
+                (state, top)
+            }
+            StackTop::Count { .. } | StackTop::Pointer { .. } => return None,
+        };
+        let awaits = match (state, top) {
+            (GenState::Suspended, Some(slot)) => self.reader.u64(Some(slot)).filter(|&next| {
+                next != 0
+                    && self
+                        .type_name(next)
+                        .is_some_and(|name| matches!(name.as_str(), "coroutine" | "generator" | "async_generator"))
             }),
             _ => None,
         };
@@ -579,6 +651,7 @@ impl<M: Memory> Walk<'_, '_, M> {
                 }
                 slot
             }
+            StackTop::FrameStackTop { .. } | StackTop::FrameDepth { .. } => return None,
         };
         // 3.14+ stack references carry tag bits in the low two bits.
         self.reader.u64(Some(slot)).map(|object| object & !3).filter(|&object| object != 0)
@@ -958,12 +1031,68 @@ mod tests {
         assert!(read.truncated && read.tasks.is_empty());
     }
 
+    /// 3.8–3.10 coroutines point to frame objects: `sleep` suspended in `handle`, read through 3.9's `f_stacktop`
+    /// and 3.10's `f_valuestack` + `f_stackdepth` + `f_state`.
+    #[test]
+    fn reads_chains_of_frame_object_coroutines() {
+        for minor in [9u8, 10] {
+            let mut heap = Heap::new();
+            let kernel = layouts(minor).kernel;
+            let layout = AsyncioLayout::for_version(Version { major: 3, minor }).unwrap();
+            let coroutine = |heap: &mut Heap, code: u64, awaits: u64, running: bool| {
+                let mut frame = vec![0u8; 120];
+                frame[kernel.frame_code as usize..][..8].copy_from_slice(&code.to_le_bytes());
+                frame[kernel.frame_instr as usize..][..4].copy_from_slice(&6u32.to_le_bytes());
+                let stack = heap.alloc(words(&[0x55, awaits]));
+                match layout.stack {
+                    StackTop::FrameStackTop { pointer, .. } => {
+                        frame[pointer as usize..][..8].copy_from_slice(&(stack + 16).to_le_bytes())
+                    }
+                    StackTop::FrameDepth { valuestack, depth, state } => {
+                        frame[valuestack as usize..][..8].copy_from_slice(&stack.to_le_bytes());
+                        frame[depth as usize..][..4].copy_from_slice(&2u32.to_le_bytes());
+                        frame[state as usize] = if running { 0 } else { (-1i8) as u8 };
+                    }
+                    _ => unreachable!(),
+                }
+                let frame = heap.alloc(frame);
+                heap.object("coroutine", &[frame, u64::from(running && minor < 10), code])
+            };
+            let future_iter = heap.object("_asyncio.FutureIter", &[0]);
+            let sleeping = coroutine(&mut heap, 0xc0de_2000, future_iter, false);
+            let handling = coroutine(&mut heap, 0xc0de_1000, sleeping, false);
+            let running = coroutine(&mut heap, 0xc0de_3000, sleeping, true);
+            // A finished coroutine has no frame.
+            let done = heap.object("coroutine", &[0, 0, 0xc0de_4000]);
+            let target = Target {
+                objects: &heap.layouts.objects,
+                code: &heap.layouts.code,
+                interp: 0,
+                unicode_type: None,
+                dict_type: None,
+                long_type: None,
+            };
+            let reader = Reader::new(&heap.memory, &target, MAX_READS);
+            let walk = Walk { reader: &reader, layout, kernel: &kernel };
+            let step = walk.coroutine(handling).unwrap();
+            assert_eq!((step.state, step.awaits), (GenState::Suspended, Some(sleeping)), "3.{minor}");
+            assert_eq!((step.frame.code, step.frame.instr & 0xffff_ffff), (0xc0de_1000, 6), "3.{minor}");
+            let step = walk.coroutine(sleeping).unwrap();
+            assert_eq!((step.state, step.awaits), (GenState::Suspended, None), "3.{minor}: a future ends the chain");
+            let step = walk.coroutine(running).unwrap();
+            assert_eq!((step.state, step.awaits), (GenState::Executing, None), "3.{minor}");
+            assert_eq!(walk.coroutine(done).unwrap().state, GenState::Finished, "3.{minor}");
+        }
+    }
+
     #[test]
     fn versions_and_frame_states() {
         let version = |minor| Version { major: 3, minor };
-        assert!(AsyncioLayout::for_version(version(10)).unwrap_err().contains("3.11 to 3.15"));
+        assert!(AsyncioLayout::for_version(version(7)).unwrap_err().contains("3.8 to 3.15"));
         assert!(AsyncioLayout::for_version(version(16)).is_err());
         let state = |minor, raw| AsyncioLayout::for_version(version(minor)).unwrap().state(raw);
+        assert_eq!(state(10, -1), GenState::Suspended);
+        assert_eq!(state(10, 3), GenState::Finished);
         assert_eq!(state(11, -1), GenState::Suspended);
         assert_eq!(state(12, -2), GenState::Created);
         assert_eq!(state(13, -1), GenState::Suspended);
