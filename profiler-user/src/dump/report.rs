@@ -220,7 +220,7 @@ mod tests {
                 ThreadDump { tid: Some(44), name: "spinner".into(), holds_gil: Some(true), ..thread },
             ],
             asyncio: None,
-            asyncio_note: Some("asyncio tasks are read on CPython 3.11 to 3.15, not 3.10".into()),
+            asyncio_note: Some("asyncio tasks are read on CPython 3.8 to 3.15, not 3.7".into()),
         };
         let text = report.to_text();
         assert!(text.starts_with("dump: python3 (PID 42) at 2026-11-22T02:00:00Z\n"), "{text}");
@@ -233,6 +233,6 @@ mod tests {
         assert_eq!(json["threads"][0]["syscall_name"], "futex");
         assert_eq!(json["threads"][0]["stack"][1]["function"], "take_second_lock");
         assert_eq!(json["gil_holder"], 44);
-        assert!(text.ends_with("\nasyncio tasks not read: asyncio tasks are read on CPython 3.11 to 3.15, not 3.10\n"));
+        assert!(text.ends_with("\nasyncio tasks not read: asyncio tasks are read on CPython 3.8 to 3.15, not 3.7\n"));
     }
 }
