@@ -79,7 +79,7 @@ enum Registry {
 enum StackTop {
     /// 3.8–3.9, in the `PyFrameObject` `gi_frame` points to: `PyObject **f_stacktop` at `pointer` (NULL while it
     /// runs); `gi_running` (a `char`) in the generator at `running`.
-    FrameStackTop { pointer: u64, running: u64 },
+    FrameTop { pointer: u64, running: u64 },
     /// 3.10, in the `PyFrameObject`: `PyObject **f_valuestack` at `valuestack`, `int f_stackdepth` at `depth`,
     /// `f_state` (a `char`, the values of 3.11) at `state`.
     FrameDepth { valuestack: u64, depth: u64, state: u64 },
@@ -134,8 +134,8 @@ impl AsyncioLayout {
         };
         let frame_object = |minor, task, stack| layout(minor, Registry::AllTasks, task, [16, 0], stack);
         match (version.major, version.minor) {
-            (3, 8) => Ok(frame_object(8, [104, 112, 120], StackTop::FrameStackTop { pointer: 72, running: 24 })),
-            (3, 9) => Ok(frame_object(9, [144, 152, 160], StackTop::FrameStackTop { pointer: 72, running: 24 })),
+            (3, 8) => Ok(frame_object(8, [104, 112, 120], StackTop::FrameTop { pointer: 72, running: 24 })),
+            (3, 9) => Ok(frame_object(9, [144, 152, 160], StackTop::FrameTop { pointer: 72, running: 24 })),
             (3, 10) => {
                 Ok(frame_object(10, [144, 152, 160], StackTop::FrameDepth { valuestack: 64, depth: 80, state: 108 }))
             }
@@ -547,9 +547,7 @@ impl<M: Memory> Walk<'_, '_, M> {
         let kernel = self.kernel;
         let localsplus = match layout.stack {
             StackTop::Count { localsplus, .. } | StackTop::Pointer { localsplus, .. } => localsplus,
-            StackTop::FrameStackTop { .. } | StackTop::FrameDepth { .. } => {
-                return self.frame_object_coroutine(address)
-            }
+            StackTop::FrameTop { .. } | StackTop::FrameDepth { .. } => return self.frame_object_coroutine(address),
         };
         let frame = address.checked_add(layout.gen_iframe)?;
         let header_len = layout.gen_iframe.checked_add(localsplus)?;
@@ -593,7 +591,7 @@ impl<M: Memory> Walk<'_, '_, M> {
         }
         let last_instruction = u32_at(&header, kernel.frame_instr)?;
         let (state, top) = match layout.stack {
-            StackTop::FrameStackTop { pointer, running } => {
+            StackTop::FrameTop { pointer, running } => {
                 let top = u64_at(&header, pointer)?;
                 let state = if *generator.get(usize::try_from(running).ok()?)? != 0 {
                     GenState::Executing
@@ -651,7 +649,7 @@ impl<M: Memory> Walk<'_, '_, M> {
                 }
                 slot
             }
-            StackTop::FrameStackTop { .. } | StackTop::FrameDepth { .. } => return None,
+            StackTop::FrameTop { .. } | StackTop::FrameDepth { .. } => return None,
         };
         // 3.14+ stack references carry tag bits in the low two bits.
         self.reader.u64(Some(slot)).map(|object| object & !3).filter(|&object| object != 0)
@@ -1045,7 +1043,7 @@ mod tests {
                 frame[kernel.frame_instr as usize..][..4].copy_from_slice(&6u32.to_le_bytes());
                 let stack = heap.alloc(words(&[0x55, awaits]));
                 match layout.stack {
-                    StackTop::FrameStackTop { pointer, .. } => {
+                    StackTop::FrameTop { pointer, .. } => {
                         frame[pointer as usize..][..8].copy_from_slice(&(stack + 16).to_le_bytes())
                     }
                     StackTop::FrameDepth { valuestack, depth, state } => {
