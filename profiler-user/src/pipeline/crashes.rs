@@ -31,18 +31,18 @@ impl Pipeline {
             self.stats.crashes_over_budget += 1;
             return;
         }
+        // The process is dying but its memory is there until its last thread exits: read its tasks first, before
+        // the unwinding and symbolization below take their milliseconds, or never. A read that fails because it is
+        // gone says so rather than showing nothing.
+        let tasks = self.asyncio_tasks(sample.pid);
+        let gone = tasks.note.is_some() && crate::process::Process::read(sample.pid).is_none();
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
         let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
-        // The process is dying but its memory is still there until its last thread exits: read its tasks now or
-        // never. A read that fails (it is gone) says so rather than showing nothing.
-        let tasks = self.asyncio_tasks(sample.pid);
         report.asyncio = tasks.tasks;
-        report.asyncio_note = tasks.note.map(|why| match crate::process::Process::read(sample.pid) {
-            Some(_) => why,
-            None => format!("not readable: the process was gone ({why})"),
-        });
+        report.asyncio_note =
+            tasks.note.map(|why| if gone { format!("not readable: the process was gone ({why})") } else { why });
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
         if let Some(cpu) = &sample.crash_cpu {
