@@ -8,8 +8,12 @@ use std::{
 };
 
 use profiler_tests::{
-    crash_report::parse_json, lifecycle::python, profiler, python_support::python_interpreters, require_root, run,
-    unused_pid, workspace_root, Process, TestDir,
+    crash_report::{parse_json, read_reports},
+    exclusive_cpu,
+    lifecycle::python,
+    profiler,
+    python_support::python_interpreters,
+    require_root, run, unused_pid, workspace_root, Process, Recorder, TestDir,
 };
 use serde_json::Value;
 
@@ -305,4 +309,56 @@ fn asyncio_tasks_show_as_a_tree_of_who_awaits_whom() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A crash report of an asyncio process: its task tree as read when the crash record arrived, or, when the dying
+/// process could no longer be read (the usual case: it is gone within milliseconds), one line saying so; never a
+/// part of the tree shown as whole.
+#[test]
+fn a_crash_report_has_the_asyncio_tasks_or_says_they_were_not_readable() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let dir = TestDir::new("tasks-crash");
+    let script = workspace_root().join("tests/workloads/python/tasks.py");
+    let ready = dir.join("ready");
+    let crash_dir = dir.join("crashes");
+    let mut workload = Process::start(&mut python(&script, &[ready.to_str().unwrap(), "crash"]));
+    wait_for_file(&ready, LIMIT);
+    let mut record = profiler();
+    record.args(["record", "--pid", &workload.pid().to_string(), "--crash-dir"]).arg(&crash_dir);
+    record.arg("-o").arg(dir.join("x.folded"));
+    let recorder = Recorder::start_recording(&mut record);
+    fs::write(dir.join("ready.go"), "").expect("writing the go file");
+    let started = Instant::now();
+    while workload.child().try_wait().expect("polling the workload").is_none() {
+        assert!(started.elapsed() < LIMIT, "the workload did not crash");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let run = recorder.finish(LIMIT, "the profiler");
+    run.assert_success();
+    let reports = read_reports(&crash_dir);
+    assert_eq!(reports.len(), 1, "one crash report expected; the profiler said:\n{}", run.stderr);
+    let report = &reports[0];
+    let note = report.json["asyncio_note"].as_str();
+    match (&report.json["asyncio"], note) {
+        (Value::Null, Some(note)) => {
+            assert_eq!(note, "not readable: the process exited while its tasks were read", "{}", report.text);
+            assert!(report.text.contains("\nasyncio tasks not read: not readable: "), "{}", report.text);
+        }
+        (asyncio, None) => {
+            // Read in time: the whole tree, and the crashing task running.
+            let crasher = task_named(asyncio, "crasher").unwrap_or_else(|| panic!("no crasher: {asyncio:#}"));
+            assert_eq!(crasher["state"], "running", "{crasher:#}");
+            let others = Value::Array(
+                asyncio["tasks"].as_array().unwrap().iter().filter(|t| t["name"] != "crasher").cloned().collect(),
+            );
+            let rest = serde_json::json!({"pending": 7, "truncated": asyncio["truncated"], "tasks": others});
+            let wrong = check_task_tree(&rest, (3, 11));
+            assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+            assert!(report.text.contains("\nasyncio tasks (8 pending):\n"), "{}", report.text);
+        }
+        (asyncio, Some(note)) => panic!("both tasks and a note: {asyncio:#} {note}"),
+    }
 }

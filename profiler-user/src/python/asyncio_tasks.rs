@@ -281,12 +281,27 @@ pub(crate) enum Outcome {
 
 /// The pending tasks of `pid` now. `interpreter`: its detected Python.
 pub(crate) fn read(pid: u32, interpreter: &Interpreter) -> Outcome {
+    let outcome = read_now(pid, interpreter);
+    // A process that exits while it is read (a crashing one) fails some reads and not others: what was read may be a
+    // part that looks whole, or asyncio may look not imported. Its memory, once gone, does not come back, so if
+    // `_PyRuntime` still reads now, every read before was of the live process.
+    if memory::read(pid, interpreter.layouts.kernel.runtime, 8).is_err() {
+        return Outcome::Unreadable("not readable: the process exited while its tasks were read".into());
+    }
+    outcome
+}
+
+fn read_now(pid: u32, interpreter: &Interpreter) -> Outcome {
     let Some(target) = thread_names::target_of(pid, interpreter) else {
         return Outcome::Unreadable("the interpreter state cannot be read".into());
     };
     let memory = ProcessMemory(pid);
     let reader = Reader::new(&memory, &target, MAX_READS);
     if reader.module_global("asyncio.tasks", "__name__").is_none() {
+        // Not imported, unless `sys.modules` itself could not be read.
+        if reader.module_global("sys", "__name__").is_none() {
+            return Outcome::Unreadable("sys.modules cannot be read".into());
+        }
         return Outcome::NotImported;
     }
     let layout = match AsyncioLayout::for_version(interpreter.version) {

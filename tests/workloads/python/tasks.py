@@ -5,10 +5,12 @@ The tasks, once settled (the file given as the first argument is written then):
 - `batch` awaits a `gather` of `fetch-a` and `fetch-b`, each in `asyncio.sleep` in `fetch`;
 - `consumer` waits on an `asyncio.Queue` (`Queue.get`) in `consume`;
 - the main task (`Task-1`, from `asyncio.run`) awaits `server`.
-Runs until killed; with a second argument `crash`, a task `crasher` reads address 0 (SIGSEGV) 2 s after that,
-with faulthandler enabled (its handler keeps the process alive a moment longer, while it writes the traceback).
+Runs until killed; with a second argument `crash`, a task `crasher` reads address 0 (SIGSEGV) once a file named
+like the first argument plus `.go` exists, with faulthandler enabled (its handler writes the traceback before the
+process dies).
 """
 import asyncio
+import os
 import sys
 
 
@@ -36,8 +38,9 @@ async def consume(queue):
         await queue.get()
 
 
-async def crash_later():
-    await asyncio.sleep(2)
+async def crash_later(go):
+    while not os.path.exists(go):
+        await asyncio.sleep(0.05)
     import ctypes
 
     ctypes.string_at(0)
@@ -50,7 +53,7 @@ async def main(ready, crash):
     asyncio.create_task(consume(queue), name="consumer")
     # Let every task start and reach its await before saying so.
     if crash:
-        asyncio.create_task(crash_later(), name="crasher")
+        asyncio.create_task(crash_later(ready + ".go"), name="crasher")
     await asyncio.sleep(0.2)
     with open(ready, "w") as marker:
         marker.write("ready\n")
