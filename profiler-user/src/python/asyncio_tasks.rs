@@ -297,7 +297,7 @@ fn read_now(pid: u32, interpreter: &Interpreter) -> Outcome {
     };
     let memory = ProcessMemory(pid);
     let reader = Reader::new(&memory, &target, MAX_READS);
-    if reader.module_global("asyncio.tasks", "__name__").is_none() {
+    if reader.module_dict("asyncio.tasks").is_none() {
         // Not imported, unless `sys.modules` itself could not be read.
         if reader.module_global("sys", "__name__").is_none() {
             return Outcome::Unreadable("sys.modules cannot be read".into());
@@ -332,6 +332,9 @@ fn read_with<M: Memory>(
     tstates: &[u64],
 ) -> Outcome {
     let walk = Walk { reader, layout: adjusted(layout, debug), kernel };
+    // `sys.modules` of a large app holds thousands of modules, each key a read: searched once.
+    let globals = reader.module_dict("asyncio.tasks");
+    let global = |name: &str| reader.lookup(globals?, name);
     let mut candidates = Vec::new();
     let mut truncated = false;
     let mut found_registry = false;
@@ -340,12 +343,12 @@ fn read_with<M: Memory>(
         Registry::Scheduled | Registry::Lists => &["_scheduled_tasks"],
     };
     for name in weak_sets {
-        if let Some(set) = reader.module_global("asyncio.tasks", name) {
+        if let Some(set) = global(name) {
             found_registry |= walk.weak_set(set, &mut candidates, &mut truncated).is_some();
         }
     }
     if layout.registry == Registry::Scheduled {
-        if let Some(set) = reader.module_global("asyncio.tasks", "_eager_tasks") {
+        if let Some(set) = global("_eager_tasks") {
             found_registry |= walk.set_members(set, false, &mut candidates, &mut truncated).is_some();
         }
     }

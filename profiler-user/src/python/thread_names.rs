@@ -168,14 +168,18 @@ impl<'a, M: Memory> Reader<'a, M> {
     /// The global `name` of the module `module` (by its `sys.modules` key). `None` also when the module is not
     /// imported.
     pub(super) fn module_global(&self, module: &str, name: &str) -> Option<u64> {
+        self.lookup(self.module_dict(module)?, name)
+    }
+
+    /// The globals (`md_dict`) of the module `module` (by its `sys.modules` key).
+    pub(super) fn module_dict(&self, module: &str) -> Option<u64> {
         let objects = self.target.objects;
         if objects.interp_modules == NO_OFFSET {
             return None;
         }
         let modules = self.u64(self.target.interp.checked_add(objects.interp_modules))?;
         let module = self.lookup(modules, module)?;
-        let module_dict = self.u64(module.checked_add(MD_DICT))?;
-        self.lookup(module_dict, name)
+        self.u64(module.checked_add(MD_DICT))
     }
 
     /// The names of the threads in the `_active` dict at `active`, by TID, and their TIDs by ident (the dict's
