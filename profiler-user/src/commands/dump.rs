@@ -88,6 +88,8 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
             (target, dump::snapshot(target.pid, layout.as_ref(), &tids))
         })
         .collect();
+    // The tasks right after the threads: both are read from the running process, a moment apart.
+    let tasks: Vec<_> = snapshots.iter().map(|(target, _)| session.pipeline.asyncio_tasks(target.pid)).collect();
     let any_running = snapshots.iter().flat_map(|(_, s)| &s.threads).any(|t| t.place == Place::Running);
     if any_running {
         let deadline = Instant::now() + config.sample_for;
@@ -107,7 +109,13 @@ async fn dump_all(config: &DumpConfig, attach_config: &AttachConfig, prepared: &
     let burst_ms = if any_running { config.sample_for.as_millis() as u64 } else { 0 };
     Ok(snapshots
         .into_iter()
-        .map(|(target, snapshot)| report(&mut session.pipeline, target, snapshot, &profile, burst_ms))
+        .zip(tasks)
+        .map(|((target, snapshot), tasks)| {
+            let mut report = report(&mut session.pipeline, target, snapshot, &profile, burst_ms);
+            report.asyncio = tasks.tasks;
+            report.asyncio_note = tasks.note;
+            report
+        })
         .collect())
 }
 
@@ -150,6 +158,8 @@ fn report(
         burst_ms,
         python_error: snapshot.python_error,
         threads,
+        asyncio: None,
+        asyncio_note: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Crash reports: the stack at the fault (or how the process was killed) and the last seconds of profile before
 //! it, written to the crash directory as JSON + text + flame graph + pprof, and echoed to stderr.
+pub(crate) mod asyncio;
 pub(crate) mod budget;
 mod dir;
 pub(crate) mod fault;
@@ -79,6 +80,8 @@ impl Crashed<'_> {
             window_samples: 0,
             window_seconds: self.window_secs as f64,
             memory: Vec::new(),
+            asyncio: None,
+            asyncio_note: None,
             exit: None,
             registers: None,
             fault: None,

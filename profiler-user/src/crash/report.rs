@@ -53,6 +53,11 @@ pub(crate) struct CrashReport {
     /// The process's resident memory and threads, read once a second, over the minute before the crash (oldest
     /// first; empty when the agent had not read it yet).
     pub memory: Vec<MemoryPoint>,
+    /// asyncio's pending tasks, read when the crash record arrived (the process still exists then, dying), when
+    /// the process imported asyncio.
+    pub asyncio: Option<super::asyncio::AsyncioDump>,
+    /// Why the tasks of a process that imported asyncio were not read ("not readable": it was already gone).
+    pub asyncio_note: Option<String>,
     /// How the process ended (exit code or signal, from the kernel's exit record); `None` when it had not ended
     /// by the time the report was written (a handler that survived the signal, or a slow core dump).
     pub exit: Option<ExitStatus>,
@@ -181,6 +186,12 @@ impl CrashReport {
         }
         let _ = writeln!(text, "{} samples in the {:.0} s before the crash", self.window_samples, self.window_seconds);
         write_memory(&mut text, &self.memory);
+        if let Some(asyncio) = &self.asyncio {
+            asyncio.write_text(&mut text);
+        }
+        if let Some(note) = &self.asyncio_note {
+            let _ = writeln!(text, "\nasyncio tasks not read: {note}");
+        }
         text
     }
 }
@@ -246,6 +257,8 @@ impl CrashReport {
             window_samples: 0,
             window_seconds: 30.0,
             memory: Vec::new(),
+            asyncio: None,
+            asyncio_note: None,
             exit: None,
             registers: None,
             fault: None,
@@ -299,6 +312,8 @@ mod tests {
             window_samples: 5,
             window_seconds: 30.0,
             memory: Vec::new(),
+            asyncio: None,
+            asyncio_note: None,
             exit: Some(ExitStatus::Killed { signal: 11, core_dumped: false }),
             registers: None,
             fault: None,

@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Place;
-use crate::{crash::report::ReportFrame, process::task, unwind::Truncation};
+use crate::{
+    crash::{asyncio::AsyncioDump, report::ReportFrame},
+    process::task,
+    unwind::Truncation,
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct DumpReport {
@@ -23,6 +27,10 @@ pub(crate) struct DumpReport {
     /// Why the Python threads could not be read, if they could not (the stacks are native only then).
     pub python_error: Option<String>,
     pub threads: Vec<ThreadDump>,
+    /// asyncio's pending tasks, when the process imported asyncio and they could be read.
+    pub asyncio: Option<AsyncioDump>,
+    /// Why the tasks of a process that imported asyncio could not be read, if they could not.
+    pub asyncio_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -137,6 +145,12 @@ impl DumpReport {
                 let _ = writeln!(text, "  (native unwinding stopped early: {reason})");
             }
         }
+        if let Some(asyncio) = &self.asyncio {
+            asyncio.write_text(&mut text);
+        }
+        if let Some(note) = &self.asyncio_note {
+            let _ = writeln!(text, "\nasyncio tasks not read: {note}");
+        }
         text
     }
 }
@@ -205,6 +219,8 @@ mod tests {
                 thread.clone(),
                 ThreadDump { tid: Some(44), name: "spinner".into(), holds_gil: Some(true), ..thread },
             ],
+            asyncio: None,
+            asyncio_note: Some("asyncio tasks are read on CPython 3.8 to 3.15, not 3.7".into()),
         };
         let text = report.to_text();
         assert!(text.starts_with("dump: python3 (PID 42) at 2026-11-22T02:00:00Z\n"), "{text}");
@@ -217,5 +233,6 @@ mod tests {
         assert_eq!(json["threads"][0]["syscall_name"], "futex");
         assert_eq!(json["threads"][0]["stack"][1]["function"], "take_second_lock");
         assert_eq!(json["gil_holder"], 44);
+        assert!(text.ends_with("\nasyncio tasks not read: asyncio tasks are read on CPython 3.8 to 3.15, not 3.7\n"));
     }
 }

@@ -31,10 +31,16 @@ impl Pipeline {
             self.stats.crashes_over_budget += 1;
             return;
         }
+        // The process is dying but its memory is there until its last thread exits: read its tasks first, before
+        // the unwinding and symbolization below take their milliseconds, or never. A read that fails because it is
+        // gone says so ("not readable") rather than showing nothing or a part.
+        let tasks = self.asyncio_tasks(sample.pid);
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let process_name = self.process_name(sample.pid, &sample.comm);
         let thread_name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
+        report.asyncio = tasks.tasks;
+        report.asyncio_note = tasks.note;
         report.gil = gil_state(sample);
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
         if let Some(cpu) = &sample.crash_cpu {

@@ -1,5 +1,6 @@
 //! Runs every stage on each sample record: parse → unwind → symbolize → merge → aggregate, and keeps the
 //! counters the status line and summary report. The crash half (a fault's sample → a report) is crashes.rs.
+mod asyncio;
 mod crashes;
 mod stats;
 
@@ -395,6 +396,12 @@ impl Pipeline {
     /// The interpreter of `pid`, when it runs a Python we support (detected when it was added as a target).
     pub(crate) fn python_interpreter(&self, pid: u32) -> Option<Arc<crate::python::Interpreter>> {
         self.python.interpreter(pid).cloned()
+    }
+
+    /// Python frames read outside a sample (a suspended coroutine's, for `dump`), named and given lines as a
+    /// sample's are.
+    pub(crate) fn python_frames(&mut self, pid: u32, frames: &[profiler_common::PyFrame]) -> Vec<Frame> {
+        self.python.frames(pid, frames, &[]).into_iter().map(|frame| frame.frame).collect()
     }
 
     fn process_name(&self, pid: u32, fallback: &str) -> String {

@@ -2,6 +2,7 @@
 //! code object addresses the sampler sends into Python frames (function, file, line).
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
+pub(crate) mod asyncio_tasks;
 pub(crate) mod code;
 pub(crate) mod detect;
 pub(crate) mod eval_ranges;

@@ -87,7 +87,7 @@ pub(crate) struct Found {
 /// Reads the names of every thread in `threading._active`, starting from `active` when it still reads as a dict
 /// (a previous walk's), else from `sys.modules`. `None`: `threading` not imported, or something unreadable.
 pub(crate) fn read(memory: &impl Memory, target: &Target, active: Option<u64>) -> Option<Found> {
-    let reader = Reader { memory, target, reads_left: Cell::new(MAX_READS) };
+    let reader = Reader::new(memory, target, MAX_READS);
     if let Some(active) = active {
         if let Some((names, tids)) = reader.threads_in(active) {
             return Some(Found { active, names, tids });
@@ -107,7 +107,7 @@ pub(crate) fn tids_by_ident(pid: u32, interpreter: &Interpreter) -> HashMap<u64,
         .map_or_else(HashMap::new, |found| found.tids)
 }
 
-fn target_of(pid: u32, interpreter: &Interpreter) -> Option<Target<'_>> {
+pub(super) fn target_of(pid: u32, interpreter: &Interpreter) -> Option<Target<'_>> {
     let kernel = &interpreter.layouts.kernel;
     let head = memory::read(pid, kernel.runtime.checked_add(kernel.runtime_interpreters_head)?, 8).ok()?;
     Some(Target {
@@ -132,33 +132,54 @@ pub(crate) fn is_default_name(name: &str) -> bool {
         || name.strip_prefix("Dummy-").is_some_and(numbered)
 }
 
-struct Reader<'a, M> {
+/// Reads of one walk, each counted against its budget; shared with `asyncio_tasks`, which walks the same kinds of
+/// objects (module dicts, instance attributes, strings, ints).
+pub(super) struct Reader<'a, M> {
     memory: &'a M,
-    target: &'a Target<'a>,
+    pub(super) target: &'a Target<'a>,
     reads_left: Cell<u32>,
 }
 
-impl<M: Memory> Reader<'_, M> {
-    fn read(&self, address: u64, len: u64) -> Option<Vec<u8>> {
+impl<'a, M: Memory> Reader<'a, M> {
+    pub(super) fn new(memory: &'a M, target: &'a Target<'a>, budget: u32) -> Self {
+        Reader { memory, target, reads_left: Cell::new(budget) }
+    }
+
+    /// Whether the budget is spent (a walk stopped by it says so rather than showing a partial result as whole).
+    pub(super) fn exhausted(&self) -> bool {
+        self.reads_left.get() == 0
+    }
+
+    pub(super) fn read(&self, address: u64, len: u64) -> Option<Vec<u8>> {
         let left = self.reads_left.get().checked_sub(1)?;
         self.reads_left.set(left);
         self.memory.read(address, usize::try_from(len).ok()?)
     }
 
-    fn u64(&self, address: Option<u64>) -> Option<u64> {
+    pub(super) fn u64(&self, address: Option<u64>) -> Option<u64> {
         u64_at(&self.read(address?, 8)?, 0)
     }
 
     /// `threading._active`, found through `sys.modules`.
     fn find_active(&self) -> Option<u64> {
+        self.module_global("threading", "_active")
+    }
+
+    /// The global `name` of the module `module` (by its `sys.modules` key). `None` also when the module is not
+    /// imported.
+    pub(super) fn module_global(&self, module: &str, name: &str) -> Option<u64> {
+        self.lookup(self.module_dict(module)?, name)
+    }
+
+    /// The globals (`md_dict`) of the module `module` (by its `sys.modules` key).
+    pub(super) fn module_dict(&self, module: &str) -> Option<u64> {
         let objects = self.target.objects;
         if objects.interp_modules == NO_OFFSET {
             return None;
         }
         let modules = self.u64(self.target.interp.checked_add(objects.interp_modules))?;
-        let threading = self.lookup(modules, "threading")?;
-        let module_dict = self.u64(threading.checked_add(MD_DICT))?;
-        self.lookup(module_dict, "_active")
+        let module = self.lookup(modules, module)?;
+        self.u64(module.checked_add(MD_DICT))
     }
 
     /// The names of the threads in the `_active` dict at `active`, by TID, and their TIDs by ident (the dict's
@@ -190,12 +211,12 @@ impl<M: Memory> Reader<'_, M> {
     }
 
     /// The value of the ASCII `str` key `name` in the dict at `dict`.
-    fn lookup(&self, dict: u64, name: &str) -> Option<u64> {
+    pub(super) fn lookup(&self, dict: u64, name: &str) -> Option<u64> {
         self.dict_items(dict)?.into_iter().find(|&(key, _)| self.is_ascii_str(key, name)).map(|(_, value)| value)
     }
 
     /// The (key, value) pairs of the dict at `dict`, deleted entries left out.
-    fn dict_items(&self, dict: u64) -> Option<Vec<(u64, u64)>> {
+    pub(super) fn dict_items(&self, dict: u64) -> Option<Vec<(u64, u64)>> {
         let head = self.read(dict, 48)?;
         if !self.has_type(&head, self.target.dict_type, b"dict") {
             return None;
@@ -261,7 +282,7 @@ impl<M: Memory> Reader<'_, M> {
     }
 
     /// The attributes of the instance at `object`, as (key, value) pairs.
-    fn attributes(&self, object: u64) -> Option<Vec<(u64, u64)>> {
+    pub(super) fn attributes(&self, object: u64) -> Option<Vec<(u64, u64)>> {
         let type_address = self.u64(object.checked_add(8))?;
         let objects = self.target.objects;
         let type_len = TP_DICTOFFSET.max(objects.cached_keys).checked_add(8)?;
@@ -309,7 +330,7 @@ impl<M: Memory> Reader<'_, M> {
 
     /// Whether the object whose first bytes are `head` has the type at `known`, or when that address is not
     /// known, a type named `name`.
-    fn has_type(&self, head: &[u8], known: Option<u64>, name: &[u8]) -> bool {
+    pub(super) fn has_type(&self, head: &[u8], known: Option<u64>, name: &[u8]) -> bool {
         let Some(ty) = u64_at(head, 8) else { return false };
         match known {
             Some(known) => ty == known,
@@ -322,7 +343,7 @@ impl<M: Memory> Reader<'_, M> {
     }
 
     /// Whether `address` holds a compact ASCII `str` equal to `expected`.
-    fn is_ascii_str(&self, address: u64, expected: &str) -> bool {
+    pub(super) fn is_ascii_str(&self, address: u64, expected: &str) -> bool {
         let layout = self.target.code;
         let Ok(len) = u64::try_from(expected.len()) else { return false };
         let Some(total) = layout.ascii_data.checked_add(len) else { return false };
@@ -336,7 +357,7 @@ impl<M: Memory> Reader<'_, M> {
     }
 
     /// A compact `str` of any kind (a thread name may be any text).
-    fn string(&self, address: u64) -> Option<String> {
+    pub(super) fn string(&self, address: u64) -> Option<String> {
         let layout = self.target.code;
         // The shorter header first: a short ASCII string may end near the end of its mapping.
         let head = self.read(address, layout.ascii_data)?;
@@ -349,7 +370,7 @@ impl<M: Memory> Reader<'_, M> {
     }
 
     /// A non-negative `int` of at most two 30-bit digits (a TID needs one).
-    fn int(&self, address: u64) -> Option<u64> {
+    pub(super) fn int(&self, address: u64) -> Option<u64> {
         let bytes = self.read(address, 32)?;
         if !self.has_type(&bytes, self.target.long_type, b"int") {
             return None;
