@@ -366,7 +366,7 @@ impl Pipeline {
             Label { key: "thread_id", value: LabelValue::Str(sample.tid.to_string()) },
             Label { key: "thread_name", value: LabelValue::Str(thread_name) },
         ];
-        if sample.is_python_thread() {
+        if sample.is_python_thread() && self.has_gil(sample.pid) {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
             // Held while others wait for it: the code that makes them wait.
@@ -381,6 +381,12 @@ impl Pipeline {
         labels.extend(self.labeler.labels_of(&frames));
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
+    }
+
+    /// Whether the Python of `pid` has a GIL the sampler can see: not a free-threaded build, whose threads get no
+    /// `gil` label (nor a GIL state in crash reports) rather than a `released` that would say there is one.
+    pub(crate) fn has_gil(&self, pid: u32) -> bool {
+        self.python.interpreter(pid).is_some_and(|interpreter| interpreter.layouts.has_gil())
     }
 
     /// Whether off-CPU periods are wanted (an off-CPU or wall-clock profile).
@@ -407,7 +413,7 @@ impl Pipeline {
             Label { key: "thread_id", value: LabelValue::Str(thread.tid.to_string()) },
             Label { key: "thread_name", value: LabelValue::Str(self.thread_name(&sample)) },
         ];
-        if sample.is_python_thread() {
+        if sample.is_python_thread() && self.has_gil(pid) {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
         }
