@@ -518,7 +518,8 @@ fn python_threads_and_gil_labels() {
         if interpreter.free_threaded {
             let kept: u64 = held_only.values().map(|t| t.total).sum();
             if kept > 0 {
-                failures.push(format!("{name}: --gil-only kept {kept} samples of a build without a GIL: {held_only:?}"));
+                failures
+                    .push(format!("{name}: --gil-only kept {kept} samples of a build without a GIL: {held_only:?}"));
             }
             continue;
         }

@@ -434,9 +434,13 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
     }
     fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
     let step = |what: &str, cmd: &mut Command| {
-        let log_file =
-            fs::OpenOptions::new().append(true).open(&log).unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
-        cmd.stdin(std::process::Stdio::null()).stdout(log_file.try_clone().expect("cloning a file handle")).stderr(log_file);
+        let log_file = fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("cloning a file handle"))
+            .stderr(log_file);
         let status = cmd.status().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
         if !status.success() {
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -501,7 +505,8 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
     step("make", &mut nice_make(&["-j2"]));
     step("make install", &mut nice_make(&["install"]));
     let version = dsc.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    fs::write(&stamp, format!("{version}\n{configure}\n")).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
+    fs::write(&stamp, format!("{version}\n{configure}\n"))
+        .unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     // The source tree and objects (half a gigabyte) are not needed again.
     let _ = fs::remove_dir_all(&work);
     prefix

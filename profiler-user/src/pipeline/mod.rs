@@ -384,9 +384,11 @@ impl Pipeline {
     }
 
     /// Whether the Python of `pid` has a GIL the sampler can see: not a free-threaded build, whose threads get no
-    /// `gil` label (nor a GIL state in crash reports) rather than a `released` that would say there is one.
+    /// `gil` label (nor a GIL state in crash reports) rather than a `released` that would say there is one. A
+    /// process no longer known (its exit handled before a late record) is taken to have one: only the kernel's
+    /// layout, which userspace gave it, can have found its thread state, and it says "released" unless held.
     pub(crate) fn has_gil(&self, pid: u32) -> bool {
-        self.python.interpreter(pid).is_some_and(|interpreter| interpreter.layouts.has_gil())
+        self.python.interpreter(pid).is_none_or(|interpreter| interpreter.layouts.has_gil())
     }
 
     /// Whether off-CPU periods are wanted (an off-CPU or wall-clock profile).
