@@ -183,6 +183,7 @@ pub fn code_copy(data: &[u8]) {
         ascii_data: 0,
         compact_data: 0,
         lines,
+        head_extra: 0,
     };
     let instr = input.u64();
     let mut raw = [0u8; size_of::<PyCodeCopy>()];

@@ -81,6 +81,12 @@ fn check_crash(interpreter: &Interpreter) -> Vec<String> {
             None => {}
         }
     }
+    let gil = report.json.field("gil").opt_str();
+    if interpreter.free_threaded && gil.is_some() {
+        wrong.push(format!("a build without a GIL has the GIL state {gil:?}"));
+    } else if !interpreter.free_threaded && gil.is_none() {
+        wrong.push("the crashing thread has no GIL state".to_owned());
+    }
     if stack.iter().any(|f| f.kind == "truncated") {
         wrong.push("the stack was cut short".to_owned());
     }

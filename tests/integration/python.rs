@@ -421,7 +421,9 @@ fn gil_by_thread(samples: &[PprofSample], script: &str) -> BTreeMap<String, Thre
 }
 
 /// Every thread shows up under its name and id; the two threads spinning in Python hold the GIL in their samples,
-/// the thread hashing in C (which releases the GIL) does not; `--gil-only` keeps the first and drops the second.
+/// the thread hashing in C (which releases the GIL) does not; `--gil-only` keeps the first and drops the second. On a
+/// free-threaded build there is no GIL: no sample has a `gil` label (not even `released`), and `--gil-only` keeps
+/// nothing.
 #[test]
 fn python_threads_and_gil_labels() {
     if !require_root() {
@@ -470,6 +472,22 @@ fn python_threads_and_gil_labels() {
                 failures.push(format!("{name}: thread {tid} ({thread_name}) has only {} samples", seen.total));
                 continue;
             }
+            if (seen.reaches_entry as f64) < REACHES_MODULE * seen.total as f64 {
+                failures.push(format!(
+                    "{name}: only {} of {thread_name}'s {} samples reach its Python entry",
+                    seen.reaches_entry, seen.total
+                ));
+            }
+            if interpreter.free_threaded {
+                if seen.unlabelled != seen.total {
+                    failures.push(format!(
+                        "{name}: a free-threaded build has no GIL, yet {} of {thread_name}'s samples have a gil label \
+                         ({seen:?})",
+                        seen.total - seen.unlabelled
+                    ));
+                }
+                continue;
+            }
             let (expected, share) = if holds_gil {
                 ("held", seen.held as f64 / seen.total as f64)
             } else {
@@ -495,12 +513,15 @@ fn python_threads_and_gil_labels() {
             if seen.unlabelled > 0 {
                 failures.push(format!("{name}: {} of {thread_name}'s samples have no gil label", seen.unlabelled));
             }
-            if (seen.reaches_entry as f64) < REACHES_MODULE * seen.total as f64 {
-                failures.push(format!(
-                    "{name}: only {} of {thread_name}'s {} samples reach its Python entry",
-                    seen.reaches_entry, seen.total
-                ));
+        }
+
+        if interpreter.free_threaded {
+            let kept: u64 = held_only.values().map(|t| t.total).sum();
+            if kept > 0 {
+                failures
+                    .push(format!("{name}: --gil-only kept {kept} samples of a build without a GIL: {held_only:?}"));
             }
+            continue;
         }
 
         let released: u64 = held_only.values().map(|t| t.released + t.unlabelled).sum();

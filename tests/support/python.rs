@@ -9,7 +9,13 @@
 //!   noble, Debian trixie and sid (3.14 and 3.15 both) roots made with debootstrap under [`ROOTS_DIR`], run with
 //!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root), with
 //!   their distribution's lxml and numpy;
+//! - a free-threaded CPython 3.13 (`python3.13t`: `--disable-gil`, no GIL), built from Debian's own source package
+//!   into [`ROOTS_DIR`]`/python3.13t` (see [`free_threaded_python`]), with lxml and numpy from PyPI in a virtualenv;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
+//!
+//! `PROFILER_TEST_PYTHONS=debian,sid-python3.15,python3.13t` (a comma-separated list of `debian`, `path`,
+//! `SUITE-PYTHON` and `python3.13t`) restricts [`python_interpreters`] to those, to run one interpreter's tests
+//! alone; unset, every one runs.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
 //! a lock file (two test binaries may race) into a temporary name and renamed (or stamped) when complete, so a
@@ -82,6 +88,8 @@ pub struct Interpreter {
     pub name: String,
     /// (major, minor), as the interpreter reports it.
     pub version: (u32, u32),
+    /// A free-threaded build (`Py_GIL_DISABLED`): no GIL, so no `gil` label, GIL holder or GIL wait.
+    pub free_threaded: bool,
     launch: Launch,
 }
 
@@ -132,6 +140,11 @@ impl Interpreter {
             }
         };
         cmd.envs(WORKLOAD_ENV);
+        if self.free_threaded {
+            // An extension module that does not declare itself free-threading-safe (lxml built from source) would
+            // turn the GIL back on as it is imported: the tests want the build as its users run it, without one.
+            cmd.env("PYTHON_GIL", "0");
+        }
         cmd
     }
 
@@ -152,12 +165,17 @@ impl Interpreter {
     }
 
     fn with_version(name_prefix: &str, launch: Launch) -> Interpreter {
-        let mut interpreter = Interpreter { name: String::new(), version: (0, 0), launch };
-        // Python 2 and 3 alike.
-        let version = interpreter.eval("import sys; sys.stdout.write('%d %d' % sys.version_info[:2])");
+        let mut interpreter = Interpreter { name: String::new(), version: (0, 0), free_threaded: false, launch };
+        // Python 2 and 3 alike (2.7 has sysconfig too).
+        let version = interpreter.eval(
+            "import sys, sysconfig; sys.stdout.write('%d %d %d' % (sys.version_info[:2] + \
+             (sysconfig.get_config_var('Py_GIL_DISABLED') or 0,)))",
+        );
         let mut numbers = version.split_whitespace().map(|n| n.parse::<u32>().expect("a version number"));
         interpreter.version = (numbers.next().expect("major"), numbers.next().expect("minor"));
-        interpreter.name = format!("{name_prefix}-{}.{}", interpreter.version.0, interpreter.version.1);
+        interpreter.free_threaded = numbers.next() == Some(1);
+        let t = if interpreter.free_threaded { "t" } else { "" };
+        interpreter.name = format!("{name_prefix}-{}.{}{t}", interpreter.version.0, interpreter.version.1);
         interpreter
     }
 
@@ -304,12 +322,194 @@ pub fn python_2_7() -> &'static Interpreter {
     })
 }
 
-/// Every interpreter with lxml and numpy that the Python tests cover, in a fixed order.
+/// Every interpreter with lxml and numpy that the Python tests cover, in a fixed order (those named by
+/// `PROFILER_TEST_PYTHONS` when it is set; see the module's doc).
 pub fn python_interpreters() -> Vec<&'static Interpreter> {
-    let mut all = vec![debian_python()];
-    all.extend(path_python());
-    all.extend(CHROOT_PYTHONS.iter().map(|&(suite, python)| chroot_python(suite, python)));
+    let only = std::env::var("PROFILER_TEST_PYTHONS").ok();
+    let wanted = |key: &str| only.as_deref().is_none_or(|only| only.split(',').any(|k| k.trim() == key));
+    let mut all = Vec::new();
+    if wanted("debian") {
+        all.push(debian_python());
+    }
+    if wanted("path") {
+        all.extend(path_python());
+    }
+    for &(suite, python) in &CHROOT_PYTHONS {
+        if wanted(&format!("{suite}-{python}")) {
+            all.push(chroot_python(suite, python));
+        }
+    }
+    for &(python, _, _) in &FREE_THREADED {
+        if wanted(python) {
+            all.push(free_threaded_python(python));
+        }
+    }
+    assert!(!all.is_empty(), "PROFILER_TEST_PYTHONS={only:?} names no interpreter the tests know");
     all
+}
+
+/// The free-threaded CPythons the tests build: (the executable's name, the Debian source package, the suite whose
+/// source it is taken from). Debian builds none itself. 3.13 is the one whose source package the mirror keeps (that
+/// of trixie); sid's python3.14 and python3.15 source packages are not on it.
+const FREE_THREADED: [(&str, &str, &str); 1] = [("python3.13t", "python3.13", "trixie")];
+
+/// The free-threaded CPython `python` (one of [`FREE_THREADED`]) built by [`ensure_free_threaded`], run from a
+/// virtualenv with lxml and numpy from PyPI (lxml built from source: PyPI has no free-threaded lxml wheel for 3.13).
+pub fn free_threaded_python(python: &str) -> &'static Interpreter {
+    static PYTHONS: [OnceLock<Interpreter>; FREE_THREADED.len()] = [const { OnceLock::new() }; FREE_THREADED.len()];
+    let at = FREE_THREADED
+        .iter()
+        .position(|&(p, _, _)| p == python)
+        .unwrap_or_else(|| panic!("no free-threaded Python {python}"));
+    PYTHONS[at].get_or_init(|| {
+        let (_, package, suite) = FREE_THREADED[at];
+        let prefix = ensure_free_threaded(python, package, suite);
+        let built = prefix.join("bin").join(python);
+        let base = Interpreter::with_version("freethreaded", Launch::Host { python: built.clone() });
+        assert!(
+            base.free_threaded,
+            "{} is not a free-threaded build: remove {} to have it made again",
+            built.display(),
+            prefix.display()
+        );
+        let venv = ensure_venv(&built, &format!("venv-{python}"));
+        let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
+        interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
+        interpreter
+    })
+}
+
+/// Debian packages the free-threaded build needs on this machine: a compiler, `dpkg-source`, the headers of the
+/// modules the tests use (ctypes: libffi; zlib; ssl, for pip) and of lxml's libraries (lxml is built from source).
+const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
+    "build-essential",
+    "dpkg-dev",
+    "pkg-config",
+    "libffi-dev",
+    "zlib1g-dev",
+    "libssl-dev",
+    "libxml2-dev",
+    "libxslt1-dev",
+    "xz-utils",
+];
+
+/// CPython `package` (e.g. `python3.13`) from Debian `suite`'s source package, configured with `--disable-gil` and
+/// installed into `ROOTS_DIR/python` (e.g. `python3.13t`), made once: `python.ready`, written last, records the
+/// source version and the configure line, and a prefix without it is made again. The source comes through `apt-get
+/// source` with a private list directory (`deb-src` of the roots' mirror; the host's apt configuration is left
+/// alone) and is built as released upstream (`--skip-patches`: Debian's patches serve its own packaging). No
+/// optimization passes (no PGO or LTO) and no test modules: about 5 minutes of CPU. Any failure panics naming the
+/// step and showing the end of its log.
+pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf {
+    let roots = Path::new(ROOTS_DIR);
+    let prefix = roots.join(python);
+    let stamp = roots.join(format!("{python}.ready"));
+    let configure = format!("--disable-gil --prefix={} --disable-test-modules --with-lto=no", prefix.display());
+    let ready = || {
+        prefix.join("bin").join(python).is_file()
+            && fs::read_to_string(&stamp).is_ok_and(|text| text.lines().nth(1) == Some(configure.as_str()))
+    };
+    if ready() {
+        return prefix;
+    }
+    fs::create_dir_all(roots).unwrap_or_else(|err| panic!("creating {}: {err}", roots.display()));
+    let _lock = FileLock::acquire(&roots.join(format!("{python}.lock")));
+    if ready() {
+        return prefix;
+    }
+    let work = roots.join(format!("{python}.build"));
+    let log = roots.join(format!("{python}.log"));
+    eprintln!(
+        "building the free-threaded {python} from Debian {suite}'s {package} source into {} (minutes; log in {})",
+        prefix.display(),
+        log.display()
+    );
+    // Ours alone while we hold the lock: whatever is there is left from a run that was killed.
+    let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_dir_all(&prefix);
+    let _ = fs::remove_file(&stamp);
+    let apt = work.join("apt");
+    for dir in [apt.join("lists/partial"), apt.join("cache/archives/partial"), work.join("src")] {
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+    }
+    fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
+    let step = |what: &str, cmd: &mut Command| {
+        let log_file = fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("cloning a file handle"))
+            .stderr(log_file);
+        let status = cmd.status().unwrap_or_else(|err| panic!("could not start {cmd:?}: {err}"));
+        if !status.success() {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!(
+                "building the free-threaded {python} failed at {what} ({status}): {cmd:?}; the end of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+    };
+    let installed = |package: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f", "${Status}", package])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<&str> = FREE_THREADED_BUILD_DEPENDS.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        step("apt-get update", Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"));
+        step(
+            "installing the build dependencies",
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+    }
+    let sources = apt.join("sources.list");
+    fs::write(&sources, format!("deb-src {} {suite} main\n", Distribution::Debian.mirror()))
+        .unwrap_or_else(|err| panic!("writing {}: {err}", sources.display()));
+    let apt_get = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.arg("-q")
+            .arg(format!("-oDir::Etc::SourceList={}", sources.display()))
+            .arg("-oDir::Etc::SourceParts=/dev/null")
+            .arg(format!("-oDir::State::Lists={}", apt.join("lists").display()))
+            .arg(format!("-oDir::Cache={}", apt.join("cache").display()))
+            .arg("-oDir::State::status=/dev/null")
+            // As for the roots: signatures are checked, not Valid-Until (a mirror may lag).
+            .arg("-oAcquire::Check-Valid-Until=false")
+            .arg("-oAPT::Sandbox::User=root")
+            .args(args)
+            .current_dir(work.join("src"));
+        cmd
+    };
+    step("apt-get update (deb-src)", &mut apt_get(&["update"]));
+    step("apt-get source", &mut apt_get(&["source", "--only-source", "--download-only", package]));
+    let dsc = fs::read_dir(work.join("src"))
+        .unwrap_or_else(|err| panic!("listing {}: {err}", work.join("src").display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
+        .unwrap_or_else(|| panic!("apt-get source left no .dsc in {}", work.join("src").display()));
+    let tree = work.join("src/cpython");
+    step("unpacking the source", Command::new("dpkg-source").args(["--skip-patches", "-x"]).arg(&dsc).arg(&tree));
+    step("configure", Command::new("./configure").args(configure.split(' ')).current_dir(&tree));
+    let nice_make = |args: &[&str]| {
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "19", "make"]).args(args).current_dir(&tree);
+        cmd
+    };
+    step("make", &mut nice_make(&["-j2"]));
+    step("make install", &mut nice_make(&["install"]));
+    let version = dsc.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    fs::write(&stamp, format!("{version}\n{configure}\n"))
+        .unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
+    // The source tree and objects (half a gigabyte) are not needed again.
+    let _ = fs::remove_dir_all(&work);
+    prefix
 }
 
 fn ci() -> bool {

@@ -164,7 +164,8 @@ fn report(
 }
 
 fn thread_dump(pipeline: &mut Pipeline, pid: u32, thread: &ThreadSnapshot, profile: &Profile) -> ThreadDump {
-    let mut holds_gil = thread.python.as_ref().map(|p| p.holds_gil);
+    // A free-threaded Python has no GIL to hold: no state rather than "not held".
+    let mut holds_gil = thread.python.as_ref().map(|p| p.holds_gil).filter(|_| pipeline.has_gil(pid));
     let mut sampled = None;
     let mut native_truncated = None;
     let stack = match thread.place {

@@ -1,9 +1,12 @@
 //! Why a thread left its CPU, from what the kernel saw as it left: preempted or blocked, the system call it blocked
 //! in and that call's first argument, and whether the futex it waits on is its interpreter's GIL.
 //!
-//! - `cpu`: preempted (still runnable: it waits for a CPU, not for anything of its own), or `sched_yield`.
+//! - `cpu`: preempted (still runnable: it waits for a CPU, not for anything of its own).
 //! - `gil`: a futex wait on an address inside the process's GIL (`python::gil` locates it; the kernel compares).
-//! - `lock`: any other futex wait: `threading.Lock`, a `Condition`, a queue, a C library's mutex.
+//! - `lock`: any other futex wait: `threading.Lock`, a `Condition`, a queue, a C library's mutex; and `sched_yield`,
+//!   which spinning locks call while they wait: a free-threaded CPython's `PyMutex` yields up to 40 times before it
+//!   sleeps on a futex (`MAX_SPIN_COUNT` in `Python/lock.c`), so on a busy machine most of a contended lock's wait is
+//!   spent yielding. (A yield leaves the thread runnable, but what it waits for is the lock.)
 //! - `sleep`: `nanosleep`/`clock_nanosleep`, and `select`/`poll` with no file descriptors (Python 3.8–3.10's
 //!   `time.sleep` is a `select` with none).
 //! - `io`: a read, write, send, receive, accept, connect, poll/select/epoll on descriptors, fsync, or open.
@@ -79,6 +82,10 @@ const EPOLL_PWAIT2: u64 = 441;
 /// Why the thread described by `start` left its CPU, blocked in `syscall` (`None`: it entered the kernel from
 /// user code, by a fault or an interrupt) with first argument `arg0`.
 pub(crate) fn classify(start: OffCpuStart, syscall: Option<u64>, arg0: u64) -> WaitReason {
+    // Left runnable, so taken for preempted, but by its own choice: a spinning lock's yield.
+    if syscall == Some(SCHED_YIELD) {
+        return WaitReason::Lock;
+    }
     if start.preempted {
         return WaitReason::Cpu;
     }
@@ -91,7 +98,6 @@ pub(crate) fn classify(start: OffCpuStart, syscall: Option<u64>, arg0: u64) -> W
         NANOSLEEP | CLOCK_NANOSLEEP => WaitReason::Sleep,
         // No descriptors to wait on: only the timeout (Python 3.8–3.10's time.sleep).
         SELECT | PSELECT6 | POLL | PPOLL if arg0 == 0 => WaitReason::Sleep,
-        SCHED_YIELD => WaitReason::Cpu,
         READ | WRITE | OPEN | OPENAT | POLL | PPOLL | SELECT | PSELECT6 | PREAD64 | PWRITE64 | READV | WRITEV
         | PREADV | PWRITEV | PREADV2 | PWRITEV2 | SENDFILE | SPLICE | CONNECT | ACCEPT | ACCEPT4 | SENDTO
         | RECVFROM | SENDMSG | RECVMSG | RECVMMSG | SENDMMSG | FSYNC | FDATASYNC | EPOLL_WAIT | EPOLL_PWAIT
@@ -124,5 +130,13 @@ mod tests {
         let preempted = OffCpuStart { preempted: true, gil_wait: false, task_state: 0, capture_credit: 0 };
         assert_eq!(classify(preempted, None, 0), WaitReason::Cpu);
         assert_eq!(classify(preempted, Some(FUTEX), 0), WaitReason::Cpu);
+    }
+
+    #[test]
+    fn a_yield_is_a_spinning_lock_waiting() {
+        // sched_yield leaves the thread runnable (state 0, which the kernel side reports as preempted).
+        let yielded = OffCpuStart { preempted: true, gil_wait: false, task_state: 0, capture_credit: 0 };
+        assert_eq!(classify(yielded, Some(SCHED_YIELD), 0), WaitReason::Lock);
+        assert_eq!(classify(BLOCKED, Some(SCHED_YIELD), 0), WaitReason::Lock);
     }
 }

@@ -41,7 +41,7 @@ impl Pipeline {
         let mut report = self.crashed(sample.pid, sample.tid, &process_name, &thread_name).fault(signal, &frames);
         report.asyncio = tasks.tasks;
         report.asyncio_note = tasks.note;
-        report.gil = gil_state(sample);
+        report.gil = gil_state(sample).filter(|_| self.has_gil(sample.pid));
         report.gil_holder = sample.holds_gil().then_some(sample.tid);
         if let Some(cpu) = &sample.crash_cpu {
             let (mappings, maps) = self.maps_at_crash(sample.pid, cpu.regs.rip);
@@ -74,8 +74,12 @@ impl Pipeline {
         }
         let (frames, labels, _) = self.stack_of(sample, sampler, &mut StageTimes::default());
         let name = thread_name_label(&labels).unwrap_or(&sample.comm).to_owned();
+        let has_gil = self.has_gil(sample.pid);
         let crash = &mut self.crashes[index].1;
-        let thread = ThreadAtCrash::new(sample, name, &frames, crash.time_ns);
+        let mut thread = ThreadAtCrash::new(sample, name, &frames, crash.time_ns);
+        if !has_gil {
+            thread.gil = None;
+        }
         if sample.holds_gil() {
             crash.report.gil_holder = Some(sample.tid);
         }

@@ -264,7 +264,7 @@ impl Pipeline {
             Label { key: "thread_id", value: LabelValue::Str(sample.tid.to_string()) },
             Label { key: "thread_name", value: LabelValue::Str(thread_name) },
         ];
-        if sample.is_python_thread() {
+        if sample.is_python_thread() && self.has_gil(sample.pid) {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
             // Held while others wait for it: the code that makes them wait.
@@ -279,6 +279,14 @@ impl Pipeline {
         labels.extend(self.labeler.labels_of(&frames));
         times.merge = lap.lap();
         (frames, labels, native.truncation.is_none())
+    }
+
+    /// Whether the Python of `pid` has a GIL the sampler can see: not a free-threaded build, whose threads get no
+    /// `gil` label (nor a GIL state in crash reports) rather than a `released` that would say there is one. A
+    /// process no longer known (its exit handled before a late record) is taken to have one: only the kernel's
+    /// layout, which userspace gave it, can have found its thread state, and it says "released" unless held.
+    pub(crate) fn has_gil(&self, pid: u32) -> bool {
+        self.python.interpreter(pid).is_none_or(|interpreter| interpreter.layouts.has_gil())
     }
 
     /// Whether off-CPU periods are wanted (an off-CPU or wall-clock profile).
@@ -305,7 +313,7 @@ impl Pipeline {
             Label { key: "thread_id", value: LabelValue::Str(thread.tid.to_string()) },
             Label { key: "thread_name", value: LabelValue::Str(self.thread_name(&sample)) },
         ];
-        if sample.is_python_thread() {
+        if sample.is_python_thread() && self.has_gil(pid) {
             let gil = if sample.holds_gil() { "held" } else { "released" };
             labels.push(Label { key: "gil", value: LabelValue::Str(gil.into()) });
         }

@@ -304,6 +304,14 @@ fn read_now(pid: u32, interpreter: &Interpreter) -> Outcome {
         }
         return Outcome::NotImported;
     }
+    if interpreter.layouts.free_threaded() {
+        // Task and future objects have the longer object header there, and 3.13t keeps its tasks in structures the
+        // walk below does not read.
+        return Outcome::Unreadable(format!(
+            "the tasks of a free-threaded Python {} cannot be read (default builds only)",
+            interpreter.version
+        ));
+    }
     let layout = match AsyncioLayout::for_version(interpreter.version) {
         Ok(layout) => layout,
         Err(why) => return Outcome::Unreadable(why),

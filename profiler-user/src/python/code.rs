@@ -48,12 +48,20 @@ impl CodeInfo {
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
         };
-        let table_len = (copy.linetable_len as usize).min(copy.linetable.len());
+        let linetable = if layout.head_extra == 0 {
+            let table_len = (copy.linetable_len as usize).min(copy.linetable.len());
+            copy.linetable[..table_len].to_vec()
+        } else {
+            // The kernel reads a `bytes` object's size at 16 and copies from 32, the default build's offsets; in a
+            // free-threaded build 16 is a reference count and 32 the size, which the copy starts with, then the
+            // hash, then the data.
+            free_threaded_table(&copy.linetable, layout.head_extra)
+        };
         Some(Self {
             qualname: crate::sanitize::owned(text(&copy.qualname)?),
             filename: crate::sanitize::owned(text(&copy.filename).unwrap_or_else(|| "?".into())),
             first_line: copy.first_line,
-            linetable: copy.linetable[..table_len].to_vec(),
+            linetable,
             code_address: copy.code,
             code_adaptive: layout.code_adaptive,
             lines: layout.lines,
@@ -124,7 +132,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
     let layout = &interpreter.layouts.code;
     let header = memory::read(pid, frame.code, layout.header_len()).ok()?;
     if let Some(code_type) = interpreter.code_type {
-        if u64_at(&header, 8)? != code_type {
+        if u64_at(&header, layout.ob_type())? != code_type {
             return None;
         }
     }
@@ -137,7 +145,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         qualname: crate::sanitize::owned(read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?),
         filename: crate::sanitize::owned(read_string(pid, filename_ptr, interpreter)?),
         first_line: u32_at(&header, layout.firstlineno)?,
-        linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?).unwrap_or_default(),
+        linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?, layout).unwrap_or_default(),
         code_address: frame.code,
         code_adaptive: layout.code_adaptive,
         lines: layout.lines,
@@ -148,10 +156,10 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
 fn read_string(pid: u32, address: u64, interpreter: &Interpreter) -> Option<String> {
     let layout = &interpreter.layouts.code;
     let header = memory::read(pid, address, layout.compact_data as usize).ok()?;
-    if interpreter.unicode_type.is_some_and(|unicode| u64_at(&header, 8) != Some(unicode)) {
+    if interpreter.unicode_type.is_some_and(|unicode| u64_at(&header, layout.ob_type()) != Some(unicode)) {
         return None;
     }
-    let string = CompactStr::parse(&header, MAX_STRING)?;
+    let string = CompactStr::parse(&header, MAX_STRING, layout)?;
     let (start, size) = string.data(address, layout)?;
     string.decode(memory::read(pid, start, usize::try_from(size).ok()?).ok()?)
 }
@@ -167,9 +175,9 @@ pub(crate) struct CompactStr {
 
 impl CompactStr {
     /// The header of a compact string of at most `max_chars` characters; `None` for anything else.
-    pub(crate) fn parse(header: &[u8], max_chars: u64) -> Option<Self> {
-        let length = u64_at(header, 16)?;
-        let state = u32_at(header, 32)?;
+    pub(crate) fn parse(header: &[u8], max_chars: u64, layout: &CodeLayout) -> Option<Self> {
+        let length = u64_at(header, layout.field(16))?;
+        let state = u32_at(header, layout.field(32))?;
         let kind = (state >> 2) & 7;
         let compact = state & (1 << 5) != 0;
         let ascii = state & (1 << 6) != 0;
@@ -198,12 +206,86 @@ impl CompactStr {
     }
 }
 
-/// Reads a `bytes` object: size at 16, data at 32 in every supported version.
-fn read_bytes_object(pid: u32, address: u64) -> Option<Vec<u8>> {
-    let header = memory::read(pid, address, 32).ok()?;
-    let size = u64_at(&header, 16)?;
+/// Reads a `bytes` object: size at 16, data at 32 in every supported version's default build (each
+/// `head_extra` further in a free-threaded one).
+fn read_bytes_object(pid: u32, address: u64, layout: &CodeLayout) -> Option<Vec<u8>> {
+    let data = layout.field(32);
+    let header = memory::read(pid, address, data as usize).ok()?;
+    let size = u64_at(&header, layout.field(16))?;
     if size > MAX_LINETABLE {
         return None;
     }
-    memory::read(pid, address.checked_add(32)?, size as usize).ok()
+    memory::read(pid, address.checked_add(data)?, size as usize).ok()
+}
+
+/// The line table in a crash copy of a free-threaded build's `bytes` object, which the kernel copied from `head_extra`
+/// bytes before its data: the size (`ob_size`), the hash, then as much of the data as the copy holds. An unread
+/// copy is zeros, so an empty table.
+fn free_threaded_table(copied: &[u8], head_extra: u64) -> Vec<u8> {
+    let size = u64_at(copied, 0).unwrap_or(0);
+    let start = usize::try_from(head_extra).unwrap_or(usize::MAX).min(copied.len());
+    let end = usize::try_from(size).unwrap_or(usize::MAX).min(copied.len().saturating_sub(start)).saturating_add(start);
+    copied[start..end].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::layout::LineFormat;
+
+    fn layout(head_extra: u64) -> CodeLayout {
+        CodeLayout {
+            firstlineno: 84,
+            filename: 128,
+            name: 136,
+            qualname: 144,
+            linetable: 152,
+            code_adaptive: 216,
+            ascii_data: 40 + head_extra,
+            compact_data: 56 + head_extra,
+            lines: LineFormat::Locations,
+            head_extra,
+        }
+    }
+
+    #[test]
+    fn a_free_threaded_crash_copy_of_a_line_table_skips_the_size_and_hash() {
+        // Copied from 32 bytes into a free-threaded `bytes` object: ob_size 5, ob_shash, then the 5 bytes.
+        let mut copied = vec![0u8; 256];
+        copied[..8].copy_from_slice(&5u64.to_le_bytes());
+        copied[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        copied[16..21].copy_from_slice(&[0x80, 1, 2, 3, 4]);
+        assert_eq!(free_threaded_table(&copied, 16), [0x80, 1, 2, 3, 4]);
+        // A table longer than the copy keeps what it holds; an unread copy (zeros) is empty.
+        copied[..8].copy_from_slice(&1000u64.to_le_bytes());
+        assert_eq!(free_threaded_table(&copied, 16).len(), 240);
+        assert!(free_threaded_table(&[0u8; 256], 16).is_empty());
+        let mut named = PyCodeCopy {
+            code: 0x1000,
+            first_line: 7,
+            // What the kernel makes of a free-threaded object's reference count: ignored.
+            linetable_len: 0,
+            qualname: [0; profiler_common::CRASH_QUALNAME_LEN],
+            filename: [0; profiler_common::CRASH_FILENAME_LEN],
+            linetable: copied.try_into().unwrap(),
+        };
+        named.qualname[..4].copy_from_slice(b"work");
+        let info = CodeInfo::from_copy(&named, &layout(16)).expect("a copy with a name");
+        assert_eq!(info.linetable.len(), 240);
+    }
+
+    #[test]
+    fn a_free_threaded_strings_header_is_16_bytes_further() {
+        // length 3, state: kind 1, compact, ascii; at 16 and 32 in the default build, 32 and 48 in a free-threaded one.
+        let state: u32 = (1 << 2) | (1 << 5) | (1 << 6);
+        for head_extra in [0u64, 16] {
+            let mut header = vec![0u8; 72];
+            let at = |offset: u64| (offset + head_extra) as usize;
+            header[at(16)..at(24)].copy_from_slice(&3u64.to_le_bytes());
+            header[at(32)..at(36)].copy_from_slice(&state.to_le_bytes());
+            let layout = layout(head_extra);
+            let string = CompactStr::parse(&header, 10, &layout).expect("a compact ASCII string");
+            assert_eq!(string.data(0x1000, &layout), Some((0x1000 + 40 + head_extra, 3)));
+        }
+    }
 }

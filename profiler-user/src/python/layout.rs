@@ -11,7 +11,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 use anyhow::{bail, Result};
 use profiler_common::{
-    PyLayout, GIL_RUNTIME_TSTATE, GIL_STRUCT, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE,
+    PyLayout, GIL_RUNTIME_TSTATE, GIL_STRUCT, GIL_UNKNOWN, NO_OFFSET, PY_LAYOUT_FRAME_OBJECTS, PY_LAYOUT_IS_ENTRY_BYTE,
     PY_LAYOUT_TAGGED_CODE,
 };
 
@@ -30,15 +30,31 @@ pub(crate) struct CodeLayout {
     pub compact_data: u64,
     /// How the sampled instruction and the line table are encoded.
     pub lines: LineFormat,
+    /// What a free-threaded build (`Py_GIL_DISABLED`) adds to every object's header before `ob_type`: 16 bytes
+    /// (`ob_tid`, `ob_mutex`, `ob_gc_bits`, a 32-bit local and a shared reference count instead of `ob_refcnt`), 0
+    /// in the default build. Every field of an object (`ob_type`, a `str`'s `length` and `state`, a `bytes`' size
+    /// and data, a dict's keys) lies that much further; `ascii_data` and `compact_data` include it already.
+    pub head_extra: u64,
 }
 
 impl CodeLayout {
     /// Bytes of a code object to read to reach every field used (the bytecode itself is not read).
     pub(crate) fn header_len(&self) -> usize {
+        let ob_type = self.ob_type().saturating_add(8);
         let last = [self.firstlineno.saturating_add(4), self.filename, self.name, self.qualname, self.linetable]
             .into_iter()
             .max();
-        last.unwrap_or(0).saturating_add(8).max(self.code_adaptive) as usize
+        last.unwrap_or(0).saturating_add(8).max(self.code_adaptive).max(ob_type) as usize
+    }
+
+    /// Where an object keeps its type pointer.
+    pub(crate) fn ob_type(&self) -> u64 {
+        self.head_extra.saturating_add(8)
+    }
+
+    /// `offset` in the default build's object layout, moved past the free-threaded build's longer header.
+    pub(crate) fn field(&self, offset: u64) -> u64 {
+        self.head_extra.saturating_add(offset)
     }
 }
 
@@ -61,6 +77,19 @@ pub(crate) struct Layouts {
     pub objects: ObjectLayout,
 }
 
+impl Layouts {
+    /// Whether the interpreter has a GIL whose holder the sampler can tell: false for free-threaded builds, whose
+    /// samples get no `gil` label at all (rather than a `released` that would say a GIL exists).
+    pub(crate) fn has_gil(&self) -> bool {
+        self.kernel.gil_mode != GIL_UNKNOWN
+    }
+
+    /// A free-threaded build (`Py_GIL_DISABLED`, `python3.13t`).
+    pub(crate) fn free_threaded(&self) -> bool {
+        self.code.head_extra != 0
+    }
+}
+
 /// What userspace needs to walk `sys.modules`, dicts, instance attributes and ints: the way to
 /// `threading._active` and each `Thread`'s `_name` and `_native_id` (see `thread_names`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +106,9 @@ pub(crate) struct ObjectLayout {
     pub cached_keys: u64,
     /// 3.12+: an int's size word is `lv_tag` (digit count << 3 | sign), before a signed digit count.
     pub long_tag: bool,
+    /// How far before an object its managed dict pointer is (`-MANAGED_DICT_OFFSET`, 3.11+): 24 in the default
+    /// build, 8 in a free-threaded one, which has no `PyGC_Head` before its objects.
+    pub managed_dict: u64,
 }
 
 /// How a dict's keys object (`PyDictKeysObject`) is laid out.
@@ -156,6 +188,7 @@ fn objects(minor: u8) -> ObjectLayout {
         attributes,
         cached_keys,
         long_tag: minor >= 12,
+        managed_dict: 24,
     }
 }
 
@@ -229,6 +262,7 @@ fn frame_objects(version: Version, runtime: u64) -> Layouts {
         ascii_data: 48,
         compact_data: 72,
         lines,
+        head_extra: 0,
     };
     with_code(kernel, &code, objects(version.minor))
 }
@@ -259,6 +293,7 @@ fn python_3_11(runtime: u64) -> Layouts {
         ascii_data: 48,
         compact_data: 72,
         lines: LineFormat::Locations,
+        head_extra: 0,
     };
     with_code(kernel, &code, objects(11))
 }
@@ -290,6 +325,7 @@ fn python_3_12(runtime: u64) -> Layouts {
         ascii_data: 40,
         compact_data: 56,
         lines: LineFormat::Locations,
+        head_extra: 0,
     };
     with_code(kernel, &code, objects(12))
 }
@@ -310,8 +346,12 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
     // all the same: the block lengths come from the target's memory.
     let at = |base: usize, delta: usize| base.checked_add(delta);
     let block_error = || anyhow::anyhow!("_Py_DebugOffsets is truncated");
-    if word(2) != Some(0) {
-        bail!("free-threaded Python builds are not supported");
+    // Free-threaded builds (`Py_GIL_DISABLED`) fill the same table with their own values: a longer object
+    // header, no GIL. 3.14 added thread-local copies of the bytecode to them (a frame's `instr_ptr` points into
+    // its thread's copy, which `_Py_DebugOffsets` does not locate), so their lines could not be told.
+    let free_threaded = word(2).ok_or_else(block_error)? != 0;
+    if free_threaded && version.minor >= 14 {
+        bail!("free-threaded Python {version} is not supported (supported free-threaded: 3.13)");
     }
     // cookie, version, free_threaded, then runtime_state {size, finalizing, interpreters_head}, then the
     // interpreter block {size, id, next, threads_head, ...}.
@@ -342,6 +382,7 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         .ok_or_else(|| anyhow::anyhow!("no code-object block in _Py_DebugOffsets"))?;
 
     let field = |base: usize, delta: usize| at(base, delta).and_then(word).ok_or_else(block_error);
+    let head_extra = if free_threaded { free_threaded_head(&field, code_block)? } else { 0 };
     let kernel = PyLayout {
         flags: if version.minor >= 14 { PY_LAYOUT_TAGGED_CODE } else { 0 },
         runtime_interpreters_head: interpreters_head,
@@ -354,10 +395,12 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         frame_instr: field(frame_block, 3)?,
         frame_owner: field(frame_block, 5)?,
         code_filename: field(code_block, 1)?,
-        gil_mode: GIL_STRUCT,
+        // A free-threaded build keeps the GIL's struct (a module that is not marked free-threading-safe can turn
+        // it on at run time), but its threads run without it: no holder to look for, no `gil` label.
+        gil_mode: if free_threaded { GIL_UNKNOWN } else { GIL_STRUCT },
         gil_ptr: NO_OFFSET,
-        gil_locked: gil_locked.unwrap_or(NO_OFFSET),
-        gil_holder: gil_holder.unwrap_or(NO_OFFSET),
+        gil_locked: gil_locked.filter(|_| !free_threaded).unwrap_or(NO_OFFSET),
+        gil_holder: gil_holder.filter(|_| !free_threaded).unwrap_or(NO_OFFSET),
         ..base(version, runtime)
     };
     let code = CodeLayout {
@@ -367,9 +410,10 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         linetable: field(code_block, 4)?,
         firstlineno: field(code_block, 5)?,
         code_adaptive: field(code_block, 9)?,
-        ascii_data: 40,
-        compact_data: 56,
+        ascii_data: head_extra.checked_add(40).ok_or_else(block_error)?,
+        compact_data: head_extra.checked_add(56).ok_or_else(block_error)?,
         lines: LineFormat::Locations,
+        head_extra,
     };
     let sizes = StructSizes {
         thread_state: field(thread_block, 0)?,
@@ -382,10 +426,23 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         dict_keys: DictKeysFormat::Log2,
         values_start: 8,
         attributes: AttributeStorage::Inline313,
-        cached_keys: cached_keys(version, &words, code_block),
+        // `PyHeapTypeObject` starts with a `PyTypeObject`, whose header is as long as any object's.
+        cached_keys: cached_keys(version, &words, code_block).checked_add(head_extra).ok_or_else(block_error)?,
         long_tag: true,
+        managed_dict: if free_threaded { 8 } else { 24 },
     };
     Ok(with_code(kernel, &code, objects))
+}
+
+/// How much longer a free-threaded build's object header is than the default build's, from the `pyobject` block
+/// {size, ob_type} that follows the 3.13 code block (10 words): `ob_type` at 24 instead of 8, the header 32 bytes
+/// instead of 16 (`struct _object` in `Include/object.h` under `Py_GIL_DISABLED`). Anything else is refused.
+fn free_threaded_head(field: &dyn Fn(usize, usize) -> Result<u64>, code_block: usize) -> Result<u64> {
+    let (size, ob_type) = (field(code_block, 10)?, field(code_block, 11)?);
+    if (size, ob_type) != (32, 24) {
+        bail!("unexpected free-threaded object header in _Py_DebugOffsets: {size} bytes, ob_type at {ob_type}");
+    }
+    Ok(16)
 }
 
 /// What the thread-state block of `_Py_DebugOffsets` holds, in words from its start (its `size`).
@@ -445,8 +502,9 @@ fn sanity_check(kernel: &PyLayout, code: &CodeLayout, sizes: &StructSizes) -> Re
         kernel.frame_code,
         kernel.frame_instr,
         kernel.frame_owner,
-        kernel.gil_locked,
-        kernel.gil_holder,
+        // A build without a GIL has no GIL fields to check.
+        if kernel.gil_mode == GIL_UNKNOWN { 0 } else { kernel.gil_locked },
+        if kernel.gil_mode == GIL_UNKNOWN { 0 } else { kernel.gil_holder },
         code.firstlineno,
         code.linetable,
         code.code_adaptive,
@@ -588,6 +646,63 @@ mod tests {
         bytes[pyobject..pyobject + 8].copy_from_slice(&0u64.to_le_bytes());
         let layouts = from_debug_offsets(Version { major: 3, minor: 15 }, 0, &bytes).unwrap();
         assert_eq!((layouts.kernel.tstate_native_thread_id, layouts.objects.cached_keys), (184, NO_OFFSET));
+    }
+
+    /// The `_Py_DebugOffsets` of a free-threaded CPython 3.13.5 (Debian trixie's python3.13 source, `./configure
+    /// --disable-gil`, x86_64, GCC 12), as its `.PyRuntime` section holds it: 73 words, as in the default build, with
+    /// `free_threaded` 1 and the longer object header.
+    fn debug_offsets_3_13t() -> Vec<u8> {
+        let mut words: Vec<u64> = vec![u64::from_le_bytes(*b"xdebugpy"), 0x030d05f0, 1];
+        words.extend([328320, 608, 632]); // runtime
+        words.extend([215616, 7272, 7264, 7344, 7400, 7664, 7648, 7656, 16, 7760, 0, 7784, 7776]); // interp
+        words.extend([304, 0, 8, 16, 72, 152, 160, 232, 32]); // thread state
+        words.extend([80, 8, 0, 56, 72, 70]); // frame
+        words.extend([224, 128, 136, 144, 152, 84, 68, 112, 120, 216]); // code
+        words.extend([32, 24]); // PyObject: 32 bytes, ob_type at 24
+        words.extend([432, 40, 104, 184]); // type: size, tp_name, tp_repr, tp_flags
+        words.extend([48, 40, 32, 56, 40, 32, 64, 48, 56, 40, 32, 48, 32, 40, 56, 32, 48, 80, 48, 32, 56, 248, 200]);
+        assert_eq!(words.len(), 73);
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_a_free_threaded_3_13_without_a_gil() {
+        let layouts = from_debug_offsets(Version { major: 3, minor: 13 }, 0x1000, &debug_offsets_3_13t()).unwrap();
+        let k = layouts.kernel;
+        assert_eq!((k.runtime_interpreters_head, k.interp_threads_head), (632, 7344));
+        assert_eq!((k.tstate_frame, k.tstate_native_thread_id, k.tstate_next), (72, 160, 8));
+        assert_eq!((k.frame_previous, k.frame_code, k.frame_instr, k.frame_owner), (8, 0, 56, 70));
+        assert_eq!(k.flags, 0, "3.13's f_executable is a plain pointer, free-threaded or not");
+        // No GIL to look for: the kernel never sets PY_GIL_HELD, userspace never labels one.
+        assert_eq!((k.gil_mode, k.gil_locked, k.gil_holder), (GIL_UNKNOWN, NO_OFFSET, NO_OFFSET));
+        assert!(!layouts.has_gil() && layouts.free_threaded());
+        let c = layouts.code;
+        assert_eq!((c.filename, c.name, c.qualname, c.linetable, c.firstlineno), (128, 136, 144, 152, 84));
+        assert_eq!((c.code_adaptive, c.head_extra, c.ob_type()), (216, 16, 24));
+        // sizeof(PyASCIIObject) and sizeof(PyCompactUnicodeObject) with a 32-byte object header.
+        assert_eq!((c.ascii_data, c.compact_data, k.unicode_ascii_data), (56, 72, 56));
+        let o = layouts.objects;
+        assert_eq!((o.interp_modules, o.cached_keys, o.managed_dict), (7664, 896, 8));
+        // The default build of the same version keeps its GIL and its offsets.
+        let default = from_debug_offsets(Version { major: 3, minor: 13 }, 0x1000, &debug_offsets_3_13()).unwrap();
+        assert!(default.has_gil() && !default.free_threaded());
+        assert_eq!((default.code.head_extra, default.objects.managed_dict), (0, 24));
+    }
+
+    #[test]
+    fn a_free_threaded_build_that_is_not_3_13s_is_refused() {
+        // 3.14+ free-threaded builds run thread-local copies of the bytecode, which the table does not locate.
+        let mut words: Vec<u64> =
+            debug_offsets_3_15().chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        words[2] = 1;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let err = from_debug_offsets(Version { major: 3, minor: 15 }, 0, &bytes).unwrap_err().to_string();
+        assert!(err.contains("free-threaded Python 3.15 is not supported"), "{err}");
+        // An object header other than the one free-threaded 3.13 has.
+        let mut bytes = debug_offsets_3_13t();
+        bytes[45 * 8..46 * 8].copy_from_slice(&8u64.to_le_bytes());
+        let err = from_debug_offsets(Version { major: 3, minor: 13 }, 0, &bytes).unwrap_err().to_string();
+        assert!(err.contains("unexpected free-threaded object header"), "{err}");
     }
 
     #[test]

@@ -155,7 +155,8 @@ impl Python {
 fn settle(pid: u32, result: anyhow::Result<Option<Interpreter>>) -> ProcessState {
     match result {
         Ok(Some(interpreter)) => {
-            tracing::debug!("PID {pid}: Python {} in {}", interpreter.version, interpreter.module_path);
+            let build = if interpreter.layouts.free_threaded() { " (free-threaded: no GIL)" } else { "" };
+            tracing::debug!("PID {pid}: Python {}{build} in {}", interpreter.version, interpreter.module_path);
             ProcessState::Python(Arc::new(interpreter))
         }
         Ok(None) => ProcessState::NativeOnly,

@@ -41,12 +41,12 @@ const MAX_NAME_CHARS: u64 = 1024;
 /// `Py_TPFLAGS_INLINE_VALUES` (3.13+) and `Py_TPFLAGS_MANAGED_DICT` (3.11+).
 const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
 const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
-/// `PyTypeObject` fields, the same from 3.8 to 3.15 on 64-bit builds.
+/// `PyTypeObject` fields, the same from 3.8 to 3.15 in 64-bit default builds (and `CodeLayout::head_extra` further
+/// in free-threaded ones), as is `PyModuleObject.md_dict`.
 const TP_NAME: u64 = 24;
 const TP_BASICSIZE: u64 = 32;
 const TP_FLAGS: u64 = 168;
 const TP_DICTOFFSET: u64 = 288;
-/// `PyModuleObject.md_dict`.
 const MD_DICT: u64 = 16;
 
 /// Where to read: a process (process_vm_readv), or for tests and fuzzing, bytes laid out at chosen addresses.
@@ -179,7 +179,7 @@ impl<'a, M: Memory> Reader<'a, M> {
         }
         let modules = self.u64(self.target.interp.checked_add(objects.interp_modules))?;
         let module = self.lookup(modules, module)?;
-        self.u64(module.checked_add(MD_DICT))
+        self.u64(module.checked_add(self.target.code.field(MD_DICT)))
     }
 
     /// The names of the threads in the `_active` dict at `active`, by TID, and their TIDs by ident (the dict's
@@ -217,11 +217,12 @@ impl<'a, M: Memory> Reader<'a, M> {
 
     /// The (key, value) pairs of the dict at `dict`, deleted entries left out.
     pub(super) fn dict_items(&self, dict: u64) -> Option<Vec<(u64, u64)>> {
-        let head = self.read(dict, 48)?;
+        let code = self.target.code;
+        let head = self.read(dict, code.field(48))?;
         if !self.has_type(&head, self.target.dict_type, b"dict") {
             return None;
         }
-        self.keys_items(u64_at(&head, 32)?, u64_at(&head, 40)?)
+        self.keys_items(u64_at(&head, code.field(32))?, u64_at(&head, code.field(40))?)
     }
 
     /// The pairs of a keys object, with the values from `values` when not 0 (a split dict's, or an instance's).
@@ -283,13 +284,14 @@ impl<'a, M: Memory> Reader<'a, M> {
 
     /// The attributes of the instance at `object`, as (key, value) pairs.
     pub(super) fn attributes(&self, object: u64) -> Option<Vec<(u64, u64)>> {
-        let type_address = self.u64(object.checked_add(8))?;
+        let code = self.target.code;
+        let type_address = self.u64(object.checked_add(code.ob_type()))?;
         let objects = self.target.objects;
-        let type_len = TP_DICTOFFSET.max(objects.cached_keys).checked_add(8)?;
+        let type_len = code.field(TP_DICTOFFSET).max(objects.cached_keys).checked_add(8)?;
         let ty = self.read(type_address, type_len)?;
-        let flags = u64_at(&ty, TP_FLAGS)?;
+        let flags = u64_at(&ty, code.field(TP_FLAGS))?;
         let cached_keys = || u64_at(&ty, objects.cached_keys).filter(|&keys| keys != 0);
-        let managed_dict = || self.dict_items(self.u64(object.checked_sub(24))?);
+        let managed_dict = || self.dict_items(self.u64(object.checked_sub(objects.managed_dict))?);
         match objects.attributes {
             AttributeStorage::Managed311 if flags & TPFLAGS_MANAGED_DICT != 0 => {
                 let values = self.u64(object.checked_sub(32))?;
@@ -309,7 +311,7 @@ impl<'a, M: Memory> Reader<'a, M> {
             }
             AttributeStorage::Inline313 if flags & (TPFLAGS_INLINE_VALUES | TPFLAGS_MANAGED_DICT) != 0 => {
                 if flags & TPFLAGS_INLINE_VALUES != 0 {
-                    let values = object.checked_add(u64_at(&ty, TP_BASICSIZE)?)?;
+                    let values = object.checked_add(u64_at(&ty, code.field(TP_BASICSIZE))?)?;
                     let valid = *self.read(values, 4)?.get(3)?;
                     if valid != 0 {
                         return self.keys_items(cached_keys()?, values);
@@ -319,7 +321,7 @@ impl<'a, M: Memory> Reader<'a, M> {
             }
             _ => {
                 // A dict at tp_dictoffset: positive for the fixed-size objects threads are.
-                let offset = u64_at(&ty, TP_DICTOFFSET)?;
+                let offset = u64_at(&ty, code.field(TP_DICTOFFSET))?;
                 if offset == 0 || offset > 1 << 20 {
                     return None;
                 }
@@ -331,11 +333,12 @@ impl<'a, M: Memory> Reader<'a, M> {
     /// Whether the object whose first bytes are `head` has the type at `known`, or when that address is not
     /// known, a type named `name`.
     pub(super) fn has_type(&self, head: &[u8], known: Option<u64>, name: &[u8]) -> bool {
-        let Some(ty) = u64_at(head, 8) else { return false };
+        let code = self.target.code;
+        let Some(ty) = u64_at(head, code.ob_type()) else { return false };
         match known {
             Some(known) => ty == known,
             None => {
-                let Some(name_ptr) = self.u64(ty.checked_add(TP_NAME)) else { return false };
+                let Some(name_ptr) = self.u64(ty.checked_add(code.field(TP_NAME))) else { return false };
                 let Ok(len) = u64::try_from(name.len().saturating_add(1)) else { return false };
                 self.read(name_ptr, len).is_some_and(|bytes| bytes.strip_suffix(&[0]) == Some(name))
             }
@@ -348,10 +351,10 @@ impl<'a, M: Memory> Reader<'a, M> {
         let Ok(len) = u64::try_from(expected.len()) else { return false };
         let Some(total) = layout.ascii_data.checked_add(len) else { return false };
         let Some(bytes) = self.read(address, total) else { return false };
-        let state = u32_at(&bytes, 32).unwrap_or(0);
+        let state = u32_at(&bytes, layout.field(32)).unwrap_or(0);
         let compact_ascii = state & (1 << 5) != 0 && state & (1 << 6) != 0;
         compact_ascii
-            && u64_at(&bytes, 16) == Some(len)
+            && u64_at(&bytes, layout.field(16)) == Some(len)
             && self.has_type(&bytes, self.target.unicode_type, b"str")
             && usize::try_from(layout.ascii_data).ok().and_then(|at| bytes.get(at..)) == Some(expected.as_bytes())
     }
@@ -364,18 +367,19 @@ impl<'a, M: Memory> Reader<'a, M> {
         if !self.has_type(&head, self.target.unicode_type, b"str") {
             return None;
         }
-        let string = CompactStr::parse(&head, MAX_NAME_CHARS)?;
+        let string = CompactStr::parse(&head, MAX_NAME_CHARS, layout)?;
         let (start, size) = string.data(address, layout)?;
         string.decode(self.read(start, size)?)
     }
 
     /// A non-negative `int` of at most two 30-bit digits (a TID needs one).
     pub(super) fn int(&self, address: u64) -> Option<u64> {
-        let bytes = self.read(address, 32)?;
+        let code = self.target.code;
+        let bytes = self.read(address, code.field(32))?;
         if !self.has_type(&bytes, self.target.long_type, b"int") {
             return None;
         }
-        let size = u64_at(&bytes, 16)?;
+        let size = u64_at(&bytes, code.field(16))?;
         let digits = if self.target.objects.long_tag {
             // lv_tag: sign in the low two bits (0 positive, 1 zero, 2 negative), digit count from bit 3.
             match size & 3 {
@@ -387,7 +391,7 @@ impl<'a, M: Memory> Reader<'a, M> {
             // ob_size: the digit count, negative for negative numbers.
             size
         };
-        let digit = |at: u64| u32_at(&bytes, at).map(|d| u64::from(d & 0x3fff_ffff));
+        let digit = |at: u64| u32_at(&bytes, code.field(at)).map(|d| u64::from(d & 0x3fff_ffff));
         match digits {
             0 => Some(0),
             1 => digit(24),
@@ -490,6 +494,7 @@ pub(crate) mod fake {
             attributes: AttributeStorage::Inline313,
             cached_keys,
             long_tag: true,
+            managed_dict: 24,
         };
         layouts
     }
