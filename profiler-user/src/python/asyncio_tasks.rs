@@ -305,8 +305,8 @@ fn read_now(pid: u32, interpreter: &Interpreter) -> Outcome {
         return Outcome::NotImported;
     }
     if interpreter.layouts.free_threaded() {
-        // Task and future objects have the longer object header there, and 3.13t keeps its tasks in structures the
-        // walk below does not read.
+        // Every object's header is 16 bytes longer there, and the walk below reads sets, lists, tasks and frames at
+        // the default build's offsets.
         return Outcome::Unreadable(format!(
             "the tasks of a free-threaded Python {} cannot be read (default builds only)",
             interpreter.version
