@@ -282,6 +282,14 @@ fn asyncio_tasks_show_as_a_tree_of_who_awaits_whom() {
         dumped.assert_success();
         let dumps = parse_json(&dumped.stdout);
         let dump = &dumps.as_array().expect("a JSON array of dumps")[0];
+        if interpreter.free_threaded {
+            // Not read there (every object header is longer): said so, never a tree read at the wrong offsets.
+            let note = dump["asyncio_note"].as_str().unwrap_or_default();
+            if !note.contains("free-threaded") || dump["asyncio"] != Value::Null {
+                failures.push(format!("{name}: expected a free-threaded note and no tasks: {dump:#}"));
+            }
+            continue;
+        }
         if dump["asyncio_note"] != Value::Null {
             failures.push(format!("{name}: tasks not read: {}", dump["asyncio_note"]));
             continue;
