@@ -6,7 +6,9 @@ use std::{thread, time::Duration};
 use profiler_tests::{
     crash::Workload,
     crash_report::{read_reports, Field as _},
-    exclusive_cpu, profiler,
+    exclusive_cpu,
+    matrix::{self, Check},
+    profiler,
     python::{marked_line, python_interpreters, Interpreter},
     require_root, send_signal, Recorder,
 };
@@ -106,4 +108,5 @@ fn crash_report_names_every_versions_python_frames() {
     let _cpu = exclusive_cpu();
     let failures: Vec<String> = python_interpreters().into_iter().flat_map(check_crash).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    matrix::all_passed(Check::Crash);
 }

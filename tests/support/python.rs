@@ -90,6 +90,8 @@ pub struct Interpreter {
     pub version: (u32, u32),
     /// A free-threaded build (`Py_GIL_DISABLED`): no GIL, so no `gil` label, GIL holder or GIL wait.
     pub free_threaded: bool,
+    /// Where it comes from, for the README's version matrix: `Ubuntu 20.04.6 LTS root, python3`.
+    pub origin: String,
     launch: Launch,
 }
 
@@ -164,8 +166,9 @@ impl Interpreter {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    fn with_version(name_prefix: &str, launch: Launch) -> Interpreter {
-        let mut interpreter = Interpreter { name: String::new(), version: (0, 0), free_threaded: false, launch };
+    fn with_version(name_prefix: &str, origin: String, launch: Launch) -> Interpreter {
+        let mut interpreter =
+            Interpreter { name: String::new(), version: (0, 0), free_threaded: false, origin, launch };
         // Python 2 and 3 alike (2.7 has sysconfig too).
         let version = interpreter.eval(
             "import sys, sysconfig; sys.stdout.write('%d %d %d' % (sys.version_info[:2] + \
@@ -177,6 +180,14 @@ impl Interpreter {
         let t = if interpreter.free_threaded { "t" } else { "" };
         interpreter.name = format!("{name_prefix}-{}.{}{t}", interpreter.version.0, interpreter.version.1);
         interpreter
+    }
+
+    /// `PYTHON LXML NUMPY`: the interpreter's full version (`3.11.2`) and those of its lxml and numpy.
+    pub fn versions(&self) -> String {
+        self.eval(
+            "import platform, lxml.etree, numpy; print(platform.python_version(), \
+             '.'.join(map(str, lxml.etree.LXML_VERSION[:3])), numpy.__version__)",
+        )
     }
 
     /// Panics unless lxml and numpy import, with what to do about it.
@@ -230,7 +241,8 @@ pub fn debian_python() -> &'static Interpreter {
     PYTHON.get_or_init(|| {
         let python = PathBuf::from("/usr/bin/python3");
         assert!(python.is_file(), "no {}: this machine is not the Debian the tests expect", python.display());
-        let interpreter = Interpreter::with_version("debian", Launch::Host { python });
+        let origin = format!("{}, {}", os_name(Path::new("/")), python.display());
+        let interpreter = Interpreter::with_version("debian", origin, Launch::Host { python });
         interpreter.require_lxml_and_numpy(
             "install Debian's python3-lxml and python3-numpy: `cargo xtask setup`, or \
              `apt-get install python3-lxml python3-numpy`",
@@ -252,7 +264,8 @@ pub fn path_python() -> Option<&'static Interpreter> {
                 eprintln!("skipping the second Python on PATH: {why}");
                 return None;
             };
-            let base = Interpreter::with_version("path", Launch::Host { python: python.clone() });
+            let origin = format!("{} (on PATH)", python.display());
+            let base = Interpreter::with_version("path", origin, Launch::Host { python: python.clone() });
             let (major, minor) = base.version;
             let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"));
             let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
@@ -260,6 +273,16 @@ pub fn path_python() -> Option<&'static Interpreter> {
             Some(interpreter)
         })
         .as_ref()
+}
+
+/// The distribution and release of the system at `root`, from its os-release (`PRETTY_NAME`); `root` when it has
+/// none.
+fn os_name(root: &Path) -> String {
+    let text = ["etc/os-release", "usr/lib/os-release"].iter().find_map(|file| fs::read_to_string(root.join(file)).ok());
+    text.as_deref()
+        .and_then(|text| text.lines().find_map(|line| line.strip_prefix("PRETTY_NAME=")))
+        .map(|name| name.trim_matches('"').to_owned())
+        .unwrap_or_else(|| root.display().to_string())
 }
 
 /// The distribution roots the Python tests run interpreters in: (distribution, suite, the packages to install).
@@ -306,8 +329,9 @@ pub fn chroot_python(suite: &str, python: &str) -> &'static Interpreter {
         .unwrap_or_else(|| panic!("no {python} in the Python root {suite}"));
     PYTHONS[at].get_or_init(|| {
         let root = root(suite);
+        let origin = format!("{} root, {python}", os_name(&root));
         let launch = Launch::Chroot { root: root.clone(), python: python.into() };
-        let interpreter = Interpreter::with_version(suite, launch);
+        let interpreter = Interpreter::with_version(suite, origin, launch);
         interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
         interpreter
     })
@@ -318,7 +342,8 @@ pub fn python_2_7() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = root("focal");
-        Interpreter::with_version("focal", Launch::Chroot { root, python: "python2.7".into() })
+        let origin = format!("{} root, python2.7", os_name(&root));
+        Interpreter::with_version("focal", origin, Launch::Chroot { root, python: "python2.7".into() })
     })
 }
 
@@ -365,7 +390,8 @@ pub fn free_threaded_python(python: &str) -> &'static Interpreter {
         let (_, package, suite) = FREE_THREADED[at];
         let prefix = ensure_free_threaded(python, package, suite);
         let built = prefix.join("bin").join(python);
-        let base = Interpreter::with_version("freethreaded", Launch::Host { python: built.clone() });
+        let origin = format!("built from Debian {suite}'s {package} source with --disable-gil");
+        let base = Interpreter::with_version("freethreaded", origin, Launch::Host { python: built.clone() });
         assert!(
             base.free_threaded,
             "{} is not a free-threaded build: remove {} to have it made again",
