@@ -9,12 +9,13 @@
 //!   noble, Debian trixie and sid (3.14 and 3.15 both) roots made with debootstrap under [`ROOTS_DIR`], run with
 //!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root), with
 //!   their distribution's lxml and numpy;
-//! - a free-threaded CPython 3.13 (`python3.13t`: `--disable-gil`, no GIL), built from Debian's own source package
-//!   into [`ROOTS_DIR`]`/python3.13t` (see [`free_threaded_python`]), with lxml and numpy from PyPI in a virtualenv;
+//! - free-threaded CPython 3.13 and 3.14 (`python3.13t`, `python3.14t`: `--disable-gil`, no GIL), built from the
+//!   source packages of Debian trixie and Ubuntu 26.04 into [`ROOTS_DIR`]`/python3.13t` and `…/python3.14t` (see
+//!   [`free_threaded_python`]), with lxml and numpy from PyPI in a virtualenv;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
 //! `PROFILER_TEST_PYTHONS=debian,sid-python3.15,python3.13t` (a comma-separated list of `debian`, `path`,
-//! `SUITE-PYTHON` and `python3.13t`) restricts [`python_interpreters`] to those, to run one interpreter's tests
+//! `SUITE-PYTHON`, `python3.13t` and `python3.14t`) restricts [`python_interpreters`] to those, to run one interpreter's tests
 //! alone; unset, every one runs.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
@@ -47,6 +48,13 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    fn name(self) -> &'static str {
+        match self {
+            Distribution::Debian => "Debian",
+            Distribution::Ubuntu => "Ubuntu",
+        }
+    }
+
     fn mirror(self) -> &'static str {
         match self {
             Distribution::Debian => "http://deb.debian.org/debian",
@@ -364,33 +372,56 @@ pub fn python_interpreters() -> Vec<&'static Interpreter> {
             all.push(chroot_python(suite, python));
         }
     }
-    for &(python, _, _) in &FREE_THREADED {
-        if wanted(python) {
-            all.push(free_threaded_python(python));
+    for build in &FREE_THREADED {
+        if wanted(build.python) {
+            all.push(free_threaded_python(build.python));
         }
     }
     assert!(!all.is_empty(), "PROFILER_TEST_PYTHONS={only:?} names no interpreter the tests know");
     all
 }
 
-/// The free-threaded CPythons the tests build: (the executable's name, the Debian source package, the suite whose
-/// source it is taken from). Debian builds none itself. 3.13 is the one whose source package the mirror keeps (that
-/// of trixie); sid's python3.14 and python3.15 source packages are not on it.
-const FREE_THREADED: [(&str, &str, &str); 1] = [("python3.13t", "python3.13", "trixie")];
+/// A free-threaded CPython the tests build from a distribution's source package (no distribution ships one).
+struct FreeThreaded {
+    /// The executable's name, and the key `PROFILER_TEST_PYTHONS` knows it by.
+    python: &'static str,
+    /// The source package.
+    package: &'static str,
+    distribution: Distribution,
+    /// The suite whose source it is taken from.
+    suite: &'static str,
+}
+
+/// The free-threaded CPythons the tests build. The mirrors keep the source of trixie's python3.13 and of Ubuntu
+/// 26.04's python3.14; sid's python3.14 and python3.15 sources are listed but not on them, so there is no 3.15t.
+const FREE_THREADED: [FreeThreaded; 2] = [
+    FreeThreaded { python: "python3.13t", package: "python3.13", distribution: Distribution::Debian, suite: "trixie" },
+    FreeThreaded {
+        python: "python3.14t",
+        package: "python3.14",
+        distribution: Distribution::Ubuntu,
+        suite: "resolute",
+    },
+];
 
 /// The free-threaded CPython `python` (one of [`FREE_THREADED`]) built by [`ensure_free_threaded`], run from a
-/// virtualenv with lxml and numpy from PyPI (lxml built from source: PyPI has no free-threaded lxml wheel for 3.13).
+/// virtualenv with lxml and numpy from PyPI (lxml built from source where PyPI has no free-threaded wheel of it).
 pub fn free_threaded_python(python: &str) -> &'static Interpreter {
     static PYTHONS: [OnceLock<Interpreter>; FREE_THREADED.len()] = [const { OnceLock::new() }; FREE_THREADED.len()];
     let at = FREE_THREADED
         .iter()
-        .position(|&(p, _, _)| p == python)
+        .position(|build| build.python == python)
         .unwrap_or_else(|| panic!("no free-threaded Python {python}"));
     PYTHONS[at].get_or_init(|| {
-        let (_, package, suite) = FREE_THREADED[at];
-        let prefix = ensure_free_threaded(python, package, suite);
+        let build = &FREE_THREADED[at];
+        let prefix = ensure_free_threaded(build);
         let built = prefix.join("bin").join(python);
-        let origin = format!("built from Debian {suite}'s {package} source with --disable-gil");
+        let origin = format!(
+            "built from {} {}'s {} source with --disable-gil",
+            build.distribution.name(),
+            build.suite,
+            build.package
+        );
         let base = Interpreter::with_version("freethreaded", origin, Launch::Host { python: built.clone() });
         assert!(
             base.free_threaded,
@@ -419,14 +450,15 @@ const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
     "xz-utils",
 ];
 
-/// CPython `package` (e.g. `python3.13`) from Debian `suite`'s source package, configured with `--disable-gil` and
+/// The CPython source package of `build` (e.g. Debian trixie's `python3.13`), configured with `--disable-gil` and
 /// installed into `ROOTS_DIR/python` (e.g. `python3.13t`), made once: `python.ready`, written last, records the
 /// source version and the configure line, and a prefix without it is made again. The source comes through `apt-get
-/// source` with a private list directory (`deb-src` of the roots' mirror; the host's apt configuration is left
-/// alone) and is built as released upstream (`--skip-patches`: Debian's patches serve its own packaging). No
-/// optimization passes (no PGO or LTO) and no test modules: about 5 minutes of CPU. Any failure panics naming the
-/// step and showing the end of its log.
-pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf {
+/// source` with a private list directory (`deb-src` of the roots' mirror, Ubuntu's checked with the keyring the
+/// roots use; the host's apt configuration is left alone) and is built as released upstream (`--skip-patches`: the
+/// distribution's patches serve its own packaging). No optimization passes (no PGO or LTO) and no test modules:
+/// about 5 minutes of CPU. Any failure panics naming the step and showing the end of its log.
+fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
+    let FreeThreaded { python, package, distribution, suite } = *build;
     let roots = Path::new(ROOTS_DIR);
     let prefix = roots.join(python);
     let stamp = roots.join(format!("{python}.ready"));
@@ -496,7 +528,11 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
         );
     }
     let sources = apt.join("sources.list");
-    fs::write(&sources, format!("deb-src {} {suite} main\n", Distribution::Debian.mirror()))
+    let signed_by = match distribution {
+        Distribution::Debian => String::new(),
+        Distribution::Ubuntu => format!("[signed-by={}] ", ubuntu_keyring().display()),
+    };
+    fs::write(&sources, format!("deb-src {signed_by}{} {suite} main\n", distribution.mirror()))
         .unwrap_or_else(|err| panic!("writing {}: {err}", sources.display()));
     let apt_get = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
