@@ -275,7 +275,7 @@ pub fn path_python() -> Option<&'static Interpreter> {
             let origin = format!("{} (on PATH)", python.display());
             let base = Interpreter::with_version("path", origin, Launch::Host { python: python.clone() });
             let (major, minor) = base.version;
-            let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"));
+            let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"), &LXML_AND_NUMPY);
             let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
             interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
             Some(interpreter)
@@ -390,17 +390,28 @@ struct FreeThreaded {
     distribution: Distribution,
     /// The suite whose source it is taken from.
     suite: &'static str,
+    /// lxml and numpy for it, as pip requirements: the newest with a wheel for it where there is one (PyPI has
+    /// no free-threaded lxml wheel for 3.13, so that one is built from source, once).
+    requirements: [&'static str; 2],
 }
 
 /// The free-threaded CPythons the tests build. The mirrors keep the source of trixie's python3.13 and of Ubuntu
 /// 26.04's python3.14; sid's python3.14 and python3.15 sources are listed but not on them, so there is no 3.15t.
 const FREE_THREADED: [FreeThreaded; 2] = [
-    FreeThreaded { python: "python3.13t", package: "python3.13", distribution: Distribution::Debian, suite: "trixie" },
+    // numpy 2.5 dropped 3.13t wheels.
+    FreeThreaded {
+        python: "python3.13t",
+        package: "python3.13",
+        distribution: Distribution::Debian,
+        suite: "trixie",
+        requirements: ["lxml", "numpy<2.5"],
+    },
     FreeThreaded {
         python: "python3.14t",
         package: "python3.14",
         distribution: Distribution::Ubuntu,
         suite: "resolute",
+        requirements: LXML_AND_NUMPY,
     },
 ];
 
@@ -429,7 +440,7 @@ pub fn free_threaded_python(python: &str) -> &'static Interpreter {
             built.display(),
             prefix.display()
         );
-        let venv = ensure_venv(&built, &format!("venv-{python}"));
+        let venv = ensure_venv(&built, &format!("venv-{python}"), &build.requirements);
         let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
         interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
         interpreter
@@ -458,7 +469,7 @@ const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
 /// distribution's patches serve its own packaging). No optimization passes (no PGO or LTO) and no test modules:
 /// about 5 minutes of CPU. Any failure panics naming the step and showing the end of its log.
 fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
-    let FreeThreaded { python, package, distribution, suite } = *build;
+    let FreeThreaded { python, package, distribution, suite, .. } = *build;
     let roots = Path::new(ROOTS_DIR);
     let prefix = roots.join(python);
     let stamp = roots.join(format!("{python}.ready"));
@@ -602,14 +613,17 @@ fn other_python_on_path() -> Option<PathBuf> {
     None
 }
 
-/// A virtualenv of `python` with lxml and numpy from PyPI at `CACHE_DIR/name`, made once: its stamp file, written
-/// last, names the interpreter it was made from.
-fn ensure_venv(python: &Path, name: &str) -> PathBuf {
+/// pip's requirements for lxml and numpy, newest by default.
+const LXML_AND_NUMPY: [&str; 2] = ["lxml", "numpy"];
+
+/// A virtualenv of `python` with `requirements` (lxml and numpy) from PyPI at `CACHE_DIR/name`, made once: its stamp
+/// file, written last, names the interpreter it was made from and the requirements.
+fn ensure_venv(python: &Path, name: &str, requirements: &[&str]) -> PathBuf {
     let cache = Path::new(CACHE_DIR);
     fs::create_dir_all(cache).unwrap_or_else(|err| panic!("creating {}: {err}", cache.display()));
     let venv = cache.join(name);
     let stamp = venv.join(".profiler-tests-ready");
-    let wanted = format!("{}\nlxml numpy\n", python.display());
+    let wanted = format!("{}\n{}\n", python.display(), requirements.join(" "));
     if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
         return venv;
     }
@@ -617,7 +631,7 @@ fn ensure_venv(python: &Path, name: &str) -> PathBuf {
     if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
         return venv;
     }
-    eprintln!("making the virtualenv {} (lxml and numpy from PyPI)", venv.display());
+    eprintln!("making the virtualenv {} ({} from PyPI)", venv.display(), requirements.join(", "));
     let _ = fs::remove_dir_all(&venv);
     run_to_success(Command::new(python).args(["-m", "venv"]).arg(&venv));
     run_to_success(Command::new(venv.join("bin/python")).args([
@@ -627,9 +641,7 @@ fn ensure_venv(python: &Path, name: &str) -> PathBuf {
         "--quiet",
         "--disable-pip-version-check",
         "--no-input",
-        "lxml",
-        "numpy",
-    ]));
+    ]).args(requirements));
     fs::write(&stamp, wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     venv
 }
