@@ -286,7 +286,8 @@ pub fn path_python() -> Option<&'static Interpreter> {
 /// The distribution and release of the system at `root`, from its os-release (`PRETTY_NAME`); `root` when it has
 /// none.
 fn os_name(root: &Path) -> String {
-    let text = ["etc/os-release", "usr/lib/os-release"].iter().find_map(|file| fs::read_to_string(root.join(file)).ok());
+    let text =
+        ["etc/os-release", "usr/lib/os-release"].iter().find_map(|file| fs::read_to_string(root.join(file)).ok());
     text.as_deref()
         .and_then(|text| text.lines().find_map(|line| line.strip_prefix("PRETTY_NAME=")))
         .map(|name| name.trim_matches('"').to_owned())
@@ -634,14 +635,11 @@ fn ensure_venv(python: &Path, name: &str, requirements: &[&str]) -> PathBuf {
     eprintln!("making the virtualenv {} ({} from PyPI)", venv.display(), requirements.join(", "));
     let _ = fs::remove_dir_all(&venv);
     run_to_success(Command::new(python).args(["-m", "venv"]).arg(&venv));
-    run_to_success(Command::new(venv.join("bin/python")).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-    ]).args(requirements));
+    run_to_success(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .args(requirements),
+    );
     fs::write(&stamp, wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     venv
 }

@@ -90,7 +90,9 @@ fn render(rows: &BTreeMap<String, Row>) -> String {
 /// README alone, saying why, when the run covered only some interpreters or recorded nothing (not root).
 pub fn update_readme(ws: &Workspace, file: &Path) -> Result<()> {
     if std::env::var_os("PROFILER_TEST_PYTHONS").is_some() {
-        eprintln!("python matrix: PROFILER_TEST_PYTHONS is set, so not every interpreter ran: the README is left alone");
+        eprintln!(
+            "python matrix: PROFILER_TEST_PYTHONS is set, so not every interpreter ran: the README is left alone"
+        );
         return Ok(());
     }
     let text = match fs::read_to_string(file) {

@@ -559,7 +559,14 @@ fn sanity_check(kernel: &PyLayout, code: &CodeLayout, sizes: &StructSizes) -> Re
         (
             "PyCodeObject",
             sizes.code,
-            &[code.filename, code.qualname, code.linetable, code.firstlineno, code.code_adaptive, code.tlbc.unwrap_or(0)],
+            &[
+                code.filename,
+                code.qualname,
+                code.linetable,
+                code.firstlineno,
+                code.code_adaptive,
+                code.tlbc.unwrap_or(0),
+            ],
         ),
     ];
     for (name, size, fields) in within {
