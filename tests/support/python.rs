@@ -448,11 +448,11 @@ pub fn free_threaded_python(python: &str) -> &'static Interpreter {
     })
 }
 
-/// Debian packages the free-threaded build needs on this machine: a compiler, `dpkg-source`, the headers of the
-/// modules the tests use (ctypes: libffi; zlib; ssl, for pip) and of lxml's libraries (lxml is built from source).
+/// Debian packages the free-threaded build needs on this machine: a compiler, the headers of the modules the tests
+/// use (ctypes: libffi; zlib; ssl, for pip) and of lxml's libraries (lxml 3.13t is built from source), and what
+/// fetches and unpacks the tarball.
 const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
     "build-essential",
-    "dpkg-dev",
     "pkg-config",
     "libffi-dev",
     "zlib1g-dev",
@@ -460,14 +460,16 @@ const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
     "libxml2-dev",
     "libxslt1-dev",
     "xz-utils",
+    "curl",
 ];
 
 /// The CPython source package of `build` (e.g. Debian trixie's `python3.13`), configured with `--disable-gil` and
 /// installed into `ROOTS_DIR/python` (e.g. `python3.13t`), made once: `python.ready`, written last, records the
-/// source version and the configure line, and a prefix without it is made again. The source comes through `apt-get
-/// source` with a private list directory (`deb-src` of the roots' mirror, Ubuntu's checked with the keyring the
-/// roots use; the host's apt configuration is left alone) and is built as released upstream (`--skip-patches`: the
-/// distribution's patches serve its own packaging). No optimization passes (no PGO or LTO) and no test modules:
+/// tarball and the configure line, and a prefix without it is made again. The source package's upstream tarball
+/// (`.orig.tar.xz`: CPython as released) is located with `apt-get source --print-uris` and a private list
+/// directory (`deb-src` of the roots' mirror, Ubuntu's checked with the keyring the roots use; the host's apt
+/// configuration is left alone), fetched, and checked against the digest in the signed index; the distribution's
+/// own patches serve its packaging and are not applied. No optimization passes (no PGO or LTO) and no test modules:
 /// about 5 minutes of CPU. Any failure panics naming the step and showing the end of its log.
 fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
     let FreeThreaded { python, package, distribution, suite, .. } = *build;
@@ -490,7 +492,8 @@ fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
     let work = roots.join(format!("{python}.build"));
     let log = roots.join(format!("{python}.log"));
     eprintln!(
-        "building the free-threaded {python} from Debian {suite}'s {package} source into {} (minutes; log in {})",
+        "building the free-threaded {python} from {} {suite}'s {package} source into {} (minutes; log in {})",
+        distribution.name(),
         prefix.display(),
         log.display()
     );
@@ -562,14 +565,38 @@ fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
         cmd
     };
     step("apt-get update (deb-src)", &mut apt_get(&["update"]));
-    step("apt-get source", &mut apt_get(&["source", "--only-source", "--download-only", package]));
-    let dsc = fs::read_dir(work.join("src"))
+    // Only the upstream tarball (`.orig.tar.*`) is used, and the mirrors keep some source packages' tarballs
+    // without their `.dsc`: it is fetched by itself and checked against the digest of the signed index.
+    let uris = apt_get(&["source", "--only-source", "--print-uris", package])
+        .output()
+        .unwrap_or_else(|err| panic!("could not run apt-get source --print-uris: {err}"));
+    let listing = String::from_utf8_lossy(&uris.stdout);
+    let (url, file, digest) = listing
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [url, file, _size, digest] = fields[..] else { return None };
+            file.contains(".orig.tar.").then(|| (url.trim_matches('\''), file, digest))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("apt-get source --print-uris {package} lists no .orig.tar: {listing}"));
+    let tarball = work.join("src").join(file);
+    step("downloading the source", Command::new("curl").args(["-fsSL", "-o"]).arg(&tarball).arg(url));
+    let (algorithm, wanted) = digest.split_once(':').unwrap_or_else(|| panic!("a digest without its kind: {digest}"));
+    let sum = format!("{}sum", algorithm.to_ascii_lowercase());
+    let got = Command::new(&sum).arg(&tarball).output().unwrap_or_else(|err| panic!("running {sum}: {err}"));
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.split_whitespace().next() == Some(wanted),
+        "{} does not have the {algorithm} digest the signed index gives ({wanted}): {got}",
+        tarball.display()
+    );
+    step("unpacking the source", Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(work.join("src")));
+    let tree = fs::read_dir(work.join("src"))
         .unwrap_or_else(|err| panic!("listing {}: {err}", work.join("src").display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
-        .unwrap_or_else(|| panic!("apt-get source left no .dsc in {}", work.join("src").display()));
-    let tree = work.join("src/cpython");
-    step("unpacking the source", Command::new("dpkg-source").args(["--skip-patches", "-x"]).arg(&dsc).arg(&tree));
+        .find(|path| path.join("configure").is_file())
+        .unwrap_or_else(|| panic!("{} holds no source tree with a configure script", tarball.display()));
     step("configure", Command::new("./configure").args(configure.split(' ')).current_dir(&tree));
     let nice_make = |args: &[&str]| {
         let mut cmd = Command::new("nice");
@@ -578,8 +605,7 @@ fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
     };
     step("make", &mut nice_make(&["-j2"]));
     step("make install", &mut nice_make(&["install"]));
-    let version = dsc.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    fs::write(&stamp, format!("{version}\n{configure}\n"))
+    fs::write(&stamp, format!("{file}\n{configure}\n"))
         .unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     // The source tree and objects (half a gigabyte) are not needed again.
     let _ = fs::remove_dir_all(&work);

@@ -247,9 +247,7 @@ impl CompactStr {
     pub(crate) fn parse(header: &[u8], max_chars: u64, layout: &CodeLayout) -> Option<Self> {
         let length = u64_at(header, layout.field(16))?;
         let state = u32_at(header, layout.field(32))?;
-        let kind = (state >> 2) & 7;
-        let compact = state & (1 << 5) != 0;
-        let ascii = state & (1 << 6) != 0;
+        let (kind, compact, ascii) = layout.str_state(state);
         (compact && length <= max_chars && matches!(kind, 1 | 2 | 4)).then_some(Self { length, kind, ascii })
     }
 
@@ -315,6 +313,7 @@ mod tests {
             lines: LineFormat::Locations,
             head_extra,
             tlbc: None,
+            str_kind_bit: 2,
         }
     }
 

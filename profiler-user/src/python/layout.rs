@@ -40,6 +40,9 @@ pub(crate) struct CodeLayout {
     /// another thread made runs its own copy, and its frames' `instr_ptr` point there; `None` where every frame
     /// runs `co_code_adaptive`.
     pub tlbc: Option<u64>,
+    /// The bit of a `str`'s `state` where its `kind` starts (`compact` and `ascii` follow): 2 after the 2-bit
+    /// `interned`, 8 in free-threaded 3.14+, whose `interned` is a whole byte (read atomically).
+    pub str_kind_bit: u32,
 }
 
 impl CodeLayout {
@@ -63,6 +66,13 @@ impl CodeLayout {
     /// Where a variable-size object keeps its size (`ob_size`): a code object's, in 2-byte code units.
     pub(crate) fn ob_size(&self) -> u64 {
         self.field(16)
+    }
+
+    /// A `str`'s (kind, compact, ascii) from its `state` word.
+    pub(crate) fn str_state(&self, state: u32) -> (u32, bool, bool) {
+        let bit = self.str_kind_bit;
+        let flag = |at: u32| state.checked_shr(bit.saturating_add(at)).is_some_and(|v| v & 1 != 0);
+        (state.checked_shr(bit).unwrap_or(0) & 7, flag(3), flag(4))
     }
 
     /// Where an object keeps its type pointer.
@@ -282,6 +292,7 @@ fn frame_objects(version: Version, runtime: u64) -> Layouts {
         lines,
         head_extra: 0,
         tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(version.minor))
 }
@@ -314,6 +325,7 @@ fn python_3_11(runtime: u64) -> Layouts {
         lines: LineFormat::Locations,
         head_extra: 0,
         tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(11))
 }
@@ -347,6 +359,7 @@ fn python_3_12(runtime: u64) -> Layouts {
         lines: LineFormat::Locations,
         head_extra: 0,
         tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(12))
 }
@@ -439,6 +452,7 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         lines: LineFormat::Locations,
         head_extra,
         tlbc: if free_threaded && code_block_len > 10 { Some(field(code_block, 10)?) } else { None },
+        str_kind_bit: if free_threaded && version.minor >= 14 { 8 } else { 2 },
     };
     let sizes = StructSizes {
         thread_state: field(thread_block, 0)?,
@@ -756,11 +770,16 @@ mod tests {
         assert!(layouts.free_threaded() && !layouts.has_gil());
         let c = layouts.code;
         assert_eq!((c.head_extra, c.tlbc, c.code_adaptive, c.ob_size()), (16, Some(200), 216, 32));
+        // `interned` is a whole byte there: a compact ASCII str's state is kind 1 at bit 8, compact, ascii.
+        assert_eq!(c.str_kind_bit, 8);
+        assert_eq!(c.str_state((1 << 8) | (1 << 11) | (1 << 12) | 2), (1, true, true));
+        assert_eq!(c.str_state((1 << 2) | (1 << 5) | (1 << 6)), (0, false, false));
         assert_eq!((layouts.kernel.frame_owner, layouts.kernel.tstate_native_thread_id), (70, 160));
         assert_ne!(layouts.kernel.flags & PY_LAYOUT_TAGGED_CODE, 0);
         // 3.13t has no bytecode copies, nor has a default 3.14.
         let t13 = from_debug_offsets(Version { major: 3, minor: 13 }, 0x1000, &debug_offsets_3_13t()).unwrap();
-        assert_eq!(t13.code.tlbc, None);
+        assert_eq!((t13.code.tlbc, t13.code.str_kind_bit), (None, 2));
+        assert_eq!(t13.code.str_state((1 << 2) | (1 << 5) | (1 << 6) | 1), (1, true, true));
         words[2] = 0;
         words[48..50].copy_from_slice(&[16, 8]);
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
