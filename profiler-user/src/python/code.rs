@@ -50,6 +50,9 @@ pub(crate) struct CodeInfo {
     copies: Vec<u64>,
     /// When it was read from the process.
     read_at: Instant,
+    /// A crash copy of a build with per-thread bytecode (free-threaded 3.14+): a frame may have run a copy this
+    /// does not know, so an instruction outside the line table has no line rather than the first one.
+    copies_unknown: bool,
 }
 
 impl CodeInfo {
@@ -84,6 +87,7 @@ impl CodeInfo {
             bytecode_len: 0,
             copies: Vec::new(),
             read_at: Instant::now(),
+            copies_unknown: layout.tlbc.is_some(),
         })
     }
 
@@ -98,8 +102,9 @@ impl CodeInfo {
     }
 
     /// The line executing at `instr` (`PyFrame::instr`: an address inside the code object's bytecode, or for
-    /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits).
-    pub(crate) fn line(&self, instr: u64) -> u32 {
+    /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits): the function's first line when the table has none for
+    /// it, `None` when it may lie in a bytecode copy not known here.
+    pub(crate) fn line(&self, instr: u64) -> Option<u32> {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
             LineFormat::Locations => self
@@ -115,7 +120,10 @@ impl CodeInfo {
                     .and_then(|offset| linetable::line_table_310_line(&self.linetable, self.first_line, offset))
             }
         };
-        line.unwrap_or(self.first_line)
+        match line {
+            None if self.copies_unknown => None,
+            line => Some(line.unwrap_or(self.first_line)),
+        }
     }
 }
 
@@ -203,6 +211,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         bytecode_len,
         copies,
         read_at: Instant::now(),
+        copies_unknown: false,
     })
 }
 
@@ -332,16 +341,20 @@ mod tests {
             bytecode_len: 8,
             copies: vec![0x9000],
             read_at: Instant::now(),
+            copies_unknown: false,
         };
         let main = 0x1000 + 216;
-        assert_eq!((info.line(main), info.line(main + 6)), (11, 12));
+        assert_eq!((info.line(main), info.line(main + 6)), (Some(11), Some(12)));
         // The same offsets in the thread's copy.
-        assert_eq!((info.line(0x9000), info.line(0x9000 + 6)), (11, 12));
+        assert_eq!((info.line(0x9000), info.line(0x9000 + 6)), (Some(11), Some(12)));
         // Past the end of every copy, or before them: no offset, so the first line.
         assert_eq!(info.bytecode_offset(main + 8), None);
         assert_eq!(info.bytecode_offset(0x9000 + 8), None);
         assert_eq!(info.bytecode_offset(0x800), None);
-        assert_eq!(info.line(0x800), 10);
+        assert_eq!(info.line(0x800), Some(10));
+        // A crash copy of such a build knows no copies: no line rather than a wrong one.
+        let crash_copy = CodeInfo { copies: Vec::new(), bytecode_len: 0, copies_unknown: true, ..info };
+        assert_eq!((crash_copy.line(main + 6), crash_copy.line(0x800)), (Some(12), None));
     }
 
     #[test]
