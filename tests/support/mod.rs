@@ -13,6 +13,8 @@ pub mod crash;
 pub mod crash_report;
 /// The lifecycle workloads, the demo app under uvicorn, and readers for what they wrote.
 pub mod lifecycle;
+/// What the Python tests ran, for the README's version matrix.
+pub mod matrix;
 mod output;
 mod process;
 /// Python interpreters made ready once, and readers for the profiler's Python frames.

@@ -10,6 +10,8 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod kernels;
+mod python_matrix;
+mod readme;
 mod setup;
 
 use std::{
@@ -209,8 +211,20 @@ fn run() -> Result<ExitCode> {
             test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
             // FLASK_VENV: the Flask app of the endpoint-label tests.
             test.env("FLASK_VENV", setup::flask_venv_dir(&ws));
+            // The Python tests say what they ran, for the README's version matrix (only a full run rewrites it).
+            let matrix = python_matrix::matrix_file(&ws);
+            match std::fs::remove_file(&matrix) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("removing {}", matrix.display()));
+                }
+                _ => {}
+            }
+            if !filtered {
+                test.env(python_matrix::MATRIX_VAR, &matrix);
+            }
             cmd::run(&mut test)?;
             if !filtered {
+                python_matrix::update_readme(&ws, &matrix)?;
                 fuzz::replay(&ws)?;
                 // Last, as the longest stage (about 14 minutes under emulation): the verifier, BTF and sysctl
                 // defaults of each kernel of the matrix, which this machine's kernel cannot show.
