@@ -53,6 +53,9 @@ pub(crate) struct CodeInfo {
     /// A crash copy of a build with per-thread bytecode (free-threaded 3.14+): a frame may have run a copy this
     /// does not know, so an instruction outside the line table has no line rather than the first one.
     copies_unknown: bool,
+    /// A crash copy of a line table longer than the copy (`CRASH_LINETABLE_LEN`): an instruction past what it
+    /// holds has no line rather than the first one.
+    table_cut: bool,
 }
 
 impl CodeInfo {
@@ -88,6 +91,7 @@ impl CodeInfo {
             copies: Vec::new(),
             read_at: Instant::now(),
             copies_unknown: layout.tlbc.is_some(),
+            table_cut: copy.linetable_len as usize >= profiler_common::CRASH_LINETABLE_LEN,
         })
     }
 
@@ -121,7 +125,7 @@ impl CodeInfo {
             }
         };
         match line {
-            None if self.copies_unknown => None,
+            None if self.copies_unknown || self.table_cut => None,
             line => Some(line.unwrap_or(self.first_line)),
         }
     }
@@ -212,6 +216,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         copies,
         read_at: Instant::now(),
         copies_unknown: false,
+        table_cut: false,
     })
 }
 
@@ -342,6 +347,7 @@ mod tests {
             copies: vec![0x9000],
             read_at: Instant::now(),
             copies_unknown: false,
+            table_cut: false,
         };
         let main = 0x1000 + 216;
         assert_eq!((info.line(main), info.line(main + 6)), (Some(11), Some(12)));
@@ -355,6 +361,9 @@ mod tests {
         // A crash copy of such a build knows no copies: no line rather than a wrong one.
         let crash_copy = CodeInfo { copies: Vec::new(), bytecode_len: 0, copies_unknown: true, ..info };
         assert_eq!((crash_copy.line(main + 6), crash_copy.line(0x800)), (Some(12), None));
+        // A crash copy of a line table cut at the copy's length: past what it holds, no line either.
+        let cut = CodeInfo { copies_unknown: false, table_cut: true, ..crash_copy };
+        assert_eq!((cut.line(main + 6), cut.line(main + 64)), (Some(12), None));
     }
 
     #[test]

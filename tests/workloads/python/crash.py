@@ -3,6 +3,8 @@
 Run as `python3 crash.py DIR`: the thread `parser` writes DIR/ready ("PID TID") once it runs, waits for the test to
 create DIR/go (the profiler is recording by then), then crashes in read_name (the line marked CRASH-LINE), called
 by parse_record (PARSE-LINE) ← worker (WORKER-LINE). Nothing but the standard library: it runs in every test root.
+The functions on the crashing stack are short: a crash report read after the process is gone has only the first
+256 bytes of each one's line table (3.11's table of a function with a `with` block and a loop is longer).
 """
 import ctypes
 import os
@@ -20,7 +22,7 @@ def parse_record(address):
     return name.decode()
 
 
-def worker(directory):
+def wait_for_go(directory):
     ready = os.path.join(directory, "ready")
     with open(ready + ".tmp", "w") as f:
         f.write("%d %d\n" % (os.getpid(), threading.get_native_id()))
@@ -30,6 +32,10 @@ def worker(directory):
         if time.monotonic() > give_up:
             os._exit(3)
         time.sleep(0.01)
+
+
+def worker(directory):
+    wait_for_go(directory)
     parse_record(0)  # WORKER-LINE
 
 
