@@ -1,4 +1,4 @@
-//! The project's developer tasks: `cargo xtask setup | build | run | test | fuzz | demo | bench | kernels`.
+//! The project's developer tasks: `cargo xtask setup | build | run | test | dist | fuzz | demo | bench | kernels`.
 //!
 //! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
 //! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
@@ -8,6 +8,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod fuzz;
 mod kernels;
 mod setup;
@@ -65,6 +66,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Set up, then build what a release ships into target/dist/: the static (musl) binary, stripped, with its debug
+    /// info split off (profiler.debug, and .build-id/); the Debian package (cargo-deb, checked by lintian) and its
+    /// -dbgsym package; the OCI image of the Kubernetes DaemonSet (umoci), as a layout and a tar archive.
+    Dist,
     /// Exploratory fuzzing: run each fuzz target in fuzz/ (parsers of /proc maps, ELF, Python line tables and
     /// code objects, pprof encoding) for a bounded time, starting from the committed corpus. A finding is left
     /// in fuzz/artifacts/TARGET/; once fixed it belongs in fuzz/regressions/TARGET/.
@@ -216,6 +221,10 @@ fn run() -> Result<ExitCode> {
                 // defaults of each kernel of the matrix, which this machine's kernel cannot show.
                 kernels::run(&ws, &profiler, kernels::Mode::Smoke, &[])?;
             }
+        }
+        Task::Dist => {
+            setup::setup(&ws)?;
+            dist::dist(&ws)?;
         }
         Task::Fuzz { seconds, targets, merge } => {
             setup::setup(&ws)?;

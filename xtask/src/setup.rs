@@ -24,7 +24,10 @@ use crate::{cmd, Workspace};
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
 /// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
-/// distributions' kernels with a busybox initramfs.
+/// distributions' kernels with a busybox initramfs. `cargo xtask dist` and its tests (tests/integration/packaging.rs):
+/// musl-tools (musl-gcc, for the C parts of the static build's crates), binutils (strip, objcopy, readelf: the
+/// debug info split), ca-certificates (the image's CA bundle), lintian (checks the .deb), umoci (makes the OCI
+/// image), crun (runs it), systemd-container (systemd-nspawn, which boots a root to install the .deb into).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -42,6 +45,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "musl-tools",
+    "binutils",
+    "ca-certificates",
+    "lintian",
+    "umoci",
+    "crun",
+    "systemd-container",
 ];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be
@@ -68,8 +78,10 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 pub fn setup(ws: &Workspace) -> Result<()> {
     debian_packages()?;
     rust_src()?;
+    static_target()?;
     clippy()?;
     bpf_linker()?;
+    cargo_deb()?;
     tracefs();
     quake_venv(ws)?;
     validate_venv(ws)?;
@@ -144,6 +156,21 @@ fn rust_src() -> Result<()> {
     }
     eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// The Rust target of the static binary `cargo xtask dist` ships (its standard library for musl).
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn static_target() -> Result<()> {
+    let mut list = Command::new("rustup");
+    list.args(["target", "list", "--installed"]);
+    let installed = cmd::probe(&mut list)?.context("rustup not found: the static build needs rustup's musl target")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == STATIC_TARGET) {
+        eprintln!("ok: Rust target {STATIC_TARGET}");
+        return Ok(());
+    }
+    eprintln!("installing: Rust target {STATIC_TARGET}");
+    cmd::run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
 }
 
 /// `cargo xtask test` runs clippy: the parsers' arithmetic lint is part of the test stage.
@@ -311,6 +338,23 @@ pub fn cargo_fuzz() -> Result<()> {
     }
     eprintln!("installing: cargo-fuzz {CARGO_FUZZ_SERIES} (compiles for a minute)");
     cmd::run(cargo().args(["install", "cargo-fuzz", "--version", &format!("~{CARGO_FUZZ_SERIES}"), "--locked"]))
+}
+
+/// cargo-deb makes the Debian package of `cargo xtask dist` (and so of `cargo xtask test`, whose packaging tests
+/// install it).
+const CARGO_DEB_SERIES: &str = "3";
+
+fn cargo_deb() -> Result<()> {
+    let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let version = cmd::probe(cargo().args(["deb", "--version"]))?
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    if let Some(version) = version.as_deref().filter(|v| v.starts_with(&format!("cargo-deb {CARGO_DEB_SERIES}."))) {
+        eprintln!("ok: {version}");
+        return Ok(());
+    }
+    eprintln!("installing: cargo-deb {CARGO_DEB_SERIES} (compiles for a few minutes)");
+    cmd::run(cargo().args(["install", "cargo-deb", "--version", &format!("^{CARGO_DEB_SERIES}"), "--locked"]))
 }
 
 /// FNV-1a, 64-bit: stable across Rust releases and machines (std's hashers promise neither), and plenty to tell
