@@ -57,11 +57,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build the release binary, check the parsers' arithmetic lint, run the whole test suite (needs
-    /// root), replay the committed fuzz corpus and every past finding with overflow checks on, then boot each
-    /// kernel of the matrix under qemu for the smoke run of `kernels --smoke`. No stage is random: it passes or
-    /// fails the same way every time. Arguments after `--` go to `cargo test` (and skip the lint, the replay
-    /// and the kernels: a filtered run is a quick one).
+    /// Set up, build the release binary, check the parsers' arithmetic lint, build what `dist` builds, run the
+    /// whole test suite (needs root), replay the committed fuzz corpus and every past finding with overflow checks
+    /// on, then boot each kernel of the matrix under qemu for the smoke run of `kernels --smoke`. No stage is
+    /// random: it passes or fails the same way every time. Arguments after `--` go to `cargo test` (and skip the
+    /// lint, `dist`, the replay and the kernels: a filtered run is a quick one, with whatever `dist` left).
     Test {
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -205,6 +205,9 @@ fn run() -> Result<ExitCode> {
             if !filtered {
                 lint_parsers(&ws)?;
             }
+            // What a release ships, for the packaging tests (tests/integration/packaging.rs) to install and run;
+            // a filtered run uses what an earlier `dist` left, if anything.
+            let dist_dir = if filtered { dist::dir(&ws) } else { dist::dist(&ws)? };
             // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
             let mut test = ws.cargo();
             test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
@@ -214,6 +217,7 @@ fn run() -> Result<ExitCode> {
             test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
             // FLASK_VENV: the Flask app of the endpoint-label tests.
             test.env("FLASK_VENV", setup::flask_venv_dir(&ws));
+            test.env("PROFILER_DIST", dist_dir);
             cmd::run(&mut test)?;
             if !filtered {
                 fuzz::replay(&ws)?;
