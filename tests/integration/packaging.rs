@@ -39,7 +39,7 @@ fn readelf(args: &[&str], file: &Path) -> String {
 fn build_id(file: &Path) -> String {
     readelf(&["--notes"], file)
         .lines()
-        .find_map(|line| line.trim().strip_prefix("Build ID: ").map(str::to_owned))
+        .find_map(|line| line.split("Build ID: ").nth(1).map(|id| id.trim().to_owned()))
         .unwrap_or_else(|| panic!("{} has no build-id", file.display()))
 }
 

@@ -84,7 +84,7 @@ pub fn build_id(path: &Path) -> Result<String> {
     let notes = cmd::stdout(Command::new("readelf").args(["--wide", "--notes"]).arg(path))?;
     notes
         .lines()
-        .find_map(|line| line.trim().strip_prefix("Build ID: "))
+        .find_map(|line| line.split("Build ID: ").nth(1))
         .map(|id| id.trim().to_owned())
         .filter(|id| id.len() > 2 && id.chars().all(|c| c.is_ascii_hexdigit()))
         .with_context(|| format!("{} has no GNU build-id", path.display()))
