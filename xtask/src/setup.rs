@@ -27,7 +27,8 @@ use crate::{cmd, Workspace};
 /// distributions' kernels with a busybox initramfs. `cargo xtask dist` and its tests (tests/integration/packaging.rs):
 /// musl-tools (musl-gcc, for the C parts of the static build's crates), binutils (strip, objcopy, readelf: the
 /// debug info split), ca-certificates (the image's CA bundle), lintian (checks the .deb), umoci (makes the OCI
-/// image), crun (runs it), systemd-container (systemd-nspawn, which boots a root to install the .deb into).
+/// image), runc (runs it; Debian 12's crun refuses a hybrid cgroup hierarchy), systemd-container (systemd-nspawn,
+/// which boots a root to install the .deb into).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -50,7 +51,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ca-certificates",
     "lintian",
     "umoci",
-    "crun",
+    "runc",
     "systemd-container",
 ];
 
