@@ -20,8 +20,9 @@ use crate::{
 };
 
 /// The packages of the root: systemd as PID 1 (systemd-sysv), D-Bus for systemctl's and systemd-analyze's queries,
-/// Python for a process to profile.
-const PACKAGES: [&str; 4] = ["python3", "systemd", "systemd-sysv", "dbus"];
+/// Python for a process to profile, and ca-certificates, which the profiler package depends on (apt installs the
+/// package from its file, with no package lists to fetch dependencies from).
+const PACKAGES: [&str; 5] = ["python3", "systemd", "systemd-sysv", "dbus", "ca-certificates"];
 
 /// What the container may hold beyond systemd-nspawn's default capability set: the ones the unit grants the agent
 /// (nspawn's set has CAP_SYS_PTRACE already). A unit's bounding set can only narrow the container's.
@@ -80,7 +81,17 @@ impl Machine {
         let nspawn = crate::process::spawn(&mut nspawn);
         let mut machine = Machine { name: name.to_owned(), nspawn, leader: 0, root, scratch };
         machine.leader = machine.find_leader();
-        let up = machine.sh("systemctl is-system-running --wait", Duration::from_secs(120));
+        // `offline`, or no answer at all, until systemd listens on its private socket early in the boot; then --wait
+        // waits for the rest.
+        let started = Instant::now();
+        let up = loop {
+            let up = machine.sh("systemctl is-system-running --wait", Duration::from_secs(120));
+            let state = up.stdout.trim();
+            if !(state.is_empty() || state == "offline") || started.elapsed() > Duration::from_secs(60) {
+                break up;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
         let state = up.stdout.trim();
         assert!(
             state == "running" || state == "degraded",
