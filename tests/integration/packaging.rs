@@ -114,9 +114,8 @@ fn the_static_binary_profiles_on_the_oldest_and_newest_roots() {
         // A private mount namespace: /proc, /sys and tracefs for the profiler inside the root, gone with it.
         let script = format!(
             "set -e; R={root}; mount --rbind /proc $R/proc; mount --rbind /sys $R/sys; \
-             chroot $R python3 -c 'while True: sum(range(1000))' & busy=$!; \
-             chroot $R {inside}/profiler record --pid $busy --duration 3s -o {inside}/out.folded; \
-             kill $busy",
+             chroot $R python3 -c 'while True: sum(range(1000))' & busy=$!; trap 'kill $busy' EXIT; \
+             chroot $R {inside}/profiler record --pid $busy --duration 3s -o {inside}/out.folded",
             root = root.display(),
             inside = inside.display()
         );
