@@ -62,7 +62,9 @@ fn check_kernel_release(release: &str) -> Result<()> {
 fn check_pid_namespace(namespace: &str) -> Result<()> {
     if namespace != INIT_PID_NAMESPACE {
         bail!(
-            "the profiler runs in a PID namespace of its own ({namespace}), not the host's: its eBPF programs see              the host's process IDs, which it cannot see from here; run it in the host's PID namespace (on              Kubernetes `hostPID: true`; not inside a container with its own PIDs, such as systemd-nspawn)"
+            "the profiler runs in a PID namespace of its own ({namespace}), not the host's: its eBPF programs see the \
+             host's process IDs, which it cannot see from here; run it in the host's PID namespace (on Kubernetes \
+             `hostPID: true`; not inside a container with its own PIDs, such as systemd-nspawn)"
         );
     }
     Ok(())
