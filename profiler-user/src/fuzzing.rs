@@ -184,6 +184,8 @@ pub fn code_copy(data: &[u8]) {
         compact_data: 0,
         lines,
         head_extra: 0,
+        tlbc: None,
+        str_kind_bit: 2,
     };
     let instr = input.u64();
     let mut raw = [0u8; size_of::<PyCodeCopy>()];

@@ -6,7 +6,9 @@ use std::{thread, time::Duration};
 use profiler_tests::{
     crash::Workload,
     crash_report::{read_reports, Field as _},
-    exclusive_cpu, profiler,
+    exclusive_cpu,
+    matrix::{self, Check},
+    profiler,
     python::{marked_line, python_interpreters, Interpreter},
     require_root, send_signal, Recorder,
 };
@@ -71,12 +73,17 @@ fn check_crash(interpreter: &Interpreter) -> Vec<String> {
     }
     let source = stage.host("crash.py");
     let script_name = script.to_str().expect("UTF-8");
+    // A thread running its own copy of the bytecode (free-threaded 3.14+) has no line once the process is gone (the
+    // copies are not in the crash copy): no line, never a wrong one.
+    let may_lack_lines = interpreter.free_threaded && interpreter.version >= (3, 14);
     for (function, marker) in
         [("read_name", "# CRASH-LINE"), ("parse_record", "# PARSE-LINE"), ("worker", "# WORKER-LINE")]
     {
         let line = marked_line(&source, marker);
         match python.iter().find(|f| f.function == function) {
-            Some(f) if f.file.as_deref() == Some(script_name) && f.line == Some(line) => {}
+            Some(f)
+                if f.file.as_deref() == Some(script_name)
+                    && (f.line == Some(line) || (may_lack_lines && f.line.is_none())) => {}
             Some(f) => wrong.push(format!("{function} is at {:?}:{:?}, not {script_name}:{line}", f.file, f.line)),
             None => {}
         }
@@ -106,4 +113,5 @@ fn crash_report_names_every_versions_python_frames() {
     let _cpu = exclusive_cpu();
     let failures: Vec<String> = python_interpreters().into_iter().flat_map(check_crash).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    matrix::all_passed(Check::Crash);
 }

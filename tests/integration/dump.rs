@@ -11,6 +11,7 @@ use profiler_tests::{
     crash_report::{parse_json, read_reports},
     exclusive_cpu,
     lifecycle::python,
+    matrix::{self, Check},
     profiler,
     python_support::python_interpreters,
     require_root, run, unused_pid, workspace_root, Process, Recorder, TestDir,
@@ -174,6 +175,7 @@ fn every_versions_python_threads_are_matched_to_their_kernel_threads() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    matrix::all_passed(Check::Dump);
 }
 
 /// The task of `dump`'s asyncio section named `name`.
@@ -319,6 +321,10 @@ fn asyncio_tasks_show_as_a_tree_of_who_awaits_whom() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for interpreter in python_interpreters() {
+        let cell = if interpreter.free_threaded { "not read (said so)" } else { "✓" };
+        matrix::passed(Check::Asyncio, interpreter, cell);
+    }
 }
 
 /// A crash report of an asyncio process: its task tree as read when the crash record arrived, or, when the dying

@@ -12,7 +12,9 @@ use std::{
 };
 
 use profiler_tests::{
-    exclusive_cpu, profiler,
+    exclusive_cpu,
+    matrix::{self, Check},
+    profiler,
     python::{marked_line, pprof_samples, python_2_7, python_interpreters, Interpreter, PprofFrame, PprofSample},
     read_pprof, read_totals, require_root, run, wait_for_totals, workloads, workspace_root, Folded, Process, Run,
     TestDir,
@@ -263,6 +265,7 @@ fn python_split_matches_the_workloads_measurement() {
         eprintln!("{report}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    matrix::all_passed(Check::Shares);
 }
 
 /// Whether the first frame of `below` is native code from a module whose path contains `part`. A truncation
@@ -354,6 +357,7 @@ fn python_line_numbers_match_the_source() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    matrix::all_passed(Check::Lines);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -543,6 +547,10 @@ fn python_threads_and_gil_labels() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for interpreter in python_interpreters() {
+        let cell = if interpreter.free_threaded { "✓ (no GIL, no label)" } else { "✓" };
+        matrix::passed(Check::ThreadsGil, interpreter, cell);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -607,6 +615,7 @@ fn python_threads_go_by_their_threading_names() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    matrix::all_passed(Check::ThreadNames);
 }
 
 /// The `{native_id: name}` named_threads.py writes once all its threads run.

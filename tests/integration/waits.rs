@@ -9,7 +9,9 @@ use std::{collections::HashMap, thread, time::Duration};
 use profiler::pprof::proto;
 use profiler_tests::{
     agent::push_profiles,
-    exclusive_cpu, profiler,
+    exclusive_cpu,
+    matrix::{self, Check},
+    profiler,
     python::{debian_python, pprof_samples, python_interpreters, Interpreter, PprofSample},
     read_pprof, read_totals,
     receiver::{function_names, label_values},
@@ -179,6 +181,7 @@ fn off_cpu_time_matches_each_threads_own_accounting() {
         check(&mut failures, "holder", "off-CPU time", holder.off_cpu(), 1.0 - holder.cpu);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    matrix::all_passed(Check::Waits);
 }
 
 /// `run --profile cpu,off-cpu,wall` pushes three profile types per window, named as Grafana's tools name them, each

@@ -17,6 +17,8 @@ pub mod dist;
 pub mod lifecycle;
 /// A booted systemd container (systemd-nspawn) to install the Debian package into.
 pub mod machine;
+/// What the Python tests ran, for the README's version matrix.
+pub mod matrix;
 mod output;
 mod process;
 /// Python interpreters made ready once, and readers for the profiler's Python frames.

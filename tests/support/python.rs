@@ -9,12 +9,13 @@
 //!   noble, Debian trixie and sid (3.14 and 3.15 both) roots made with debootstrap under [`ROOTS_DIR`], run with
 //!   `chroot` (a fair stand-in for a container: the profiler must resolve their files through /proc/PID/root), with
 //!   their distribution's lxml and numpy;
-//! - a free-threaded CPython 3.13 (`python3.13t`: `--disable-gil`, no GIL), built from Debian's own source package
-//!   into [`ROOTS_DIR`]`/python3.13t` (see [`free_threaded_python`]), with lxml and numpy from PyPI in a virtualenv;
+//! - free-threaded CPython 3.13 and 3.14 (`python3.13t`, `python3.14t`: `--disable-gil`, no GIL), built from the
+//!   source packages of Debian trixie and Ubuntu 26.04 into [`ROOTS_DIR`]`/python3.13t` and `…/python3.14t` (see
+//!   [`free_threaded_python`]), with lxml and numpy from PyPI in a virtualenv;
 //! - Python 2.7 in the focal root: a version the profiler does not support.
 //!
 //! `PROFILER_TEST_PYTHONS=debian,sid-python3.15,python3.13t` (a comma-separated list of `debian`, `path`,
-//! `SUITE-PYTHON` and `python3.13t`) restricts [`python_interpreters`] to those, to run one interpreter's tests
+//! `SUITE-PYTHON`, `python3.13t` and `python3.14t`) restricts [`python_interpreters`] to those, to run one interpreter's tests
 //! alone; unset, every one runs.
 //!
 //! Making a root takes minutes and a virtualenv tens of seconds, so both are cached across runs: each is built under
@@ -47,6 +48,13 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    fn name(self) -> &'static str {
+        match self {
+            Distribution::Debian => "Debian",
+            Distribution::Ubuntu => "Ubuntu",
+        }
+    }
+
     fn mirror(self) -> &'static str {
         match self {
             Distribution::Debian => "http://deb.debian.org/debian",
@@ -90,6 +98,8 @@ pub struct Interpreter {
     pub version: (u32, u32),
     /// A free-threaded build (`Py_GIL_DISABLED`): no GIL, so no `gil` label, GIL holder or GIL wait.
     pub free_threaded: bool,
+    /// Where it comes from, for the README's version matrix: `Ubuntu 20.04.6 LTS root, python3`.
+    pub origin: String,
     launch: Launch,
 }
 
@@ -164,8 +174,9 @@ impl Interpreter {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    fn with_version(name_prefix: &str, launch: Launch) -> Interpreter {
-        let mut interpreter = Interpreter { name: String::new(), version: (0, 0), free_threaded: false, launch };
+    fn with_version(name_prefix: &str, origin: String, launch: Launch) -> Interpreter {
+        let mut interpreter =
+            Interpreter { name: String::new(), version: (0, 0), free_threaded: false, origin, launch };
         // Python 2 and 3 alike (2.7 has sysconfig too).
         let version = interpreter.eval(
             "import sys, sysconfig; sys.stdout.write('%d %d %d' % (sys.version_info[:2] + \
@@ -177,6 +188,14 @@ impl Interpreter {
         let t = if interpreter.free_threaded { "t" } else { "" };
         interpreter.name = format!("{name_prefix}-{}.{}{t}", interpreter.version.0, interpreter.version.1);
         interpreter
+    }
+
+    /// `PYTHON LXML NUMPY`: the interpreter's full version (`3.11.2`) and those of its lxml and numpy.
+    pub fn versions(&self) -> String {
+        self.eval(
+            "import platform, lxml.etree, numpy; print(platform.python_version(), \
+             '.'.join(map(str, lxml.etree.LXML_VERSION[:3])), numpy.__version__)",
+        )
     }
 
     /// Panics unless lxml and numpy import, with what to do about it.
@@ -230,7 +249,8 @@ pub fn debian_python() -> &'static Interpreter {
     PYTHON.get_or_init(|| {
         let python = PathBuf::from("/usr/bin/python3");
         assert!(python.is_file(), "no {}: this machine is not the Debian the tests expect", python.display());
-        let interpreter = Interpreter::with_version("debian", Launch::Host { python });
+        let origin = format!("{}, {}", os_name(Path::new("/")), python.display());
+        let interpreter = Interpreter::with_version("debian", origin, Launch::Host { python });
         interpreter.require_lxml_and_numpy(
             "install Debian's python3-lxml and python3-numpy: `cargo xtask setup`, or \
              `apt-get install python3-lxml python3-numpy`",
@@ -252,14 +272,26 @@ pub fn path_python() -> Option<&'static Interpreter> {
                 eprintln!("skipping the second Python on PATH: {why}");
                 return None;
             };
-            let base = Interpreter::with_version("path", Launch::Host { python: python.clone() });
+            let origin = format!("{} (on PATH)", python.display());
+            let base = Interpreter::with_version("path", origin, Launch::Host { python: python.clone() });
             let (major, minor) = base.version;
-            let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"));
+            let venv = ensure_venv(&python, &format!("venv-path-{major}.{minor}"), &LXML_AND_NUMPY);
             let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
             interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
             Some(interpreter)
         })
         .as_ref()
+}
+
+/// The distribution and release of the system at `root`, from its os-release (`PRETTY_NAME`); `root` when it has
+/// none.
+fn os_name(root: &Path) -> String {
+    let text =
+        ["etc/os-release", "usr/lib/os-release"].iter().find_map(|file| fs::read_to_string(root.join(file)).ok());
+    text.as_deref()
+        .and_then(|text| text.lines().find_map(|line| line.strip_prefix("PRETTY_NAME=")))
+        .map(|name| name.trim_matches('"').to_owned())
+        .unwrap_or_else(|| root.display().to_string())
 }
 
 /// The distribution roots the Python tests run interpreters in: (distribution, suite, the packages to install).
@@ -306,8 +338,9 @@ pub fn chroot_python(suite: &str, python: &str) -> &'static Interpreter {
         .unwrap_or_else(|| panic!("no {python} in the Python root {suite}"));
     PYTHONS[at].get_or_init(|| {
         let root = root(suite);
+        let origin = format!("{} root, {python}", os_name(&root));
         let launch = Launch::Chroot { root: root.clone(), python: python.into() };
-        let interpreter = Interpreter::with_version(suite, launch);
+        let interpreter = Interpreter::with_version(suite, origin, launch);
         interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", root.display()));
         interpreter
     })
@@ -318,7 +351,8 @@ pub fn python_2_7() -> &'static Interpreter {
     static PYTHON: OnceLock<Interpreter> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = root("focal");
-        Interpreter::with_version("focal", Launch::Chroot { root, python: "python2.7".into() })
+        let origin = format!("{} root, python2.7", os_name(&root));
+        Interpreter::with_version("focal", origin, Launch::Chroot { root, python: "python2.7".into() })
     })
 }
 
@@ -339,51 +373,86 @@ pub fn python_interpreters() -> Vec<&'static Interpreter> {
             all.push(chroot_python(suite, python));
         }
     }
-    for &(python, _, _) in &FREE_THREADED {
-        if wanted(python) {
-            all.push(free_threaded_python(python));
+    for build in &FREE_THREADED {
+        if wanted(build.python) {
+            all.push(free_threaded_python(build.python));
         }
     }
     assert!(!all.is_empty(), "PROFILER_TEST_PYTHONS={only:?} names no interpreter the tests know");
     all
 }
 
-/// The free-threaded CPythons the tests build: (the executable's name, the Debian source package, the suite whose
-/// source it is taken from). Debian builds none itself. 3.13 is the one whose source package the mirror keeps (that
-/// of trixie); sid's python3.14 and python3.15 source packages are not on it.
-const FREE_THREADED: [(&str, &str, &str); 1] = [("python3.13t", "python3.13", "trixie")];
+/// A free-threaded CPython the tests build from a distribution's source package (no distribution ships one).
+struct FreeThreaded {
+    /// The executable's name, and the key `PROFILER_TEST_PYTHONS` knows it by.
+    python: &'static str,
+    /// The source package.
+    package: &'static str,
+    distribution: Distribution,
+    /// The suite whose source it is taken from.
+    suite: &'static str,
+    /// lxml and numpy for it, as pip requirements: the newest with a wheel for it where there is one (PyPI has
+    /// no free-threaded lxml wheel for 3.13, so that one is built from source, once).
+    requirements: [&'static str; 2],
+}
+
+/// The free-threaded CPythons the tests build. The mirrors keep the source of trixie's python3.13 and of Ubuntu
+/// 26.04's python3.14; sid's python3.14 and python3.15 sources are listed but not on them, so there is no 3.15t.
+const FREE_THREADED: [FreeThreaded; 2] = [
+    // numpy 2.5 dropped 3.13t wheels.
+    FreeThreaded {
+        python: "python3.13t",
+        package: "python3.13",
+        distribution: Distribution::Debian,
+        suite: "trixie",
+        requirements: ["lxml", "numpy<2.5"],
+    },
+    FreeThreaded {
+        python: "python3.14t",
+        package: "python3.14",
+        distribution: Distribution::Ubuntu,
+        suite: "resolute",
+        requirements: LXML_AND_NUMPY,
+    },
+];
 
 /// The free-threaded CPython `python` (one of [`FREE_THREADED`]) built by [`ensure_free_threaded`], run from a
-/// virtualenv with lxml and numpy from PyPI (lxml built from source: PyPI has no free-threaded lxml wheel for 3.13).
+/// virtualenv with lxml and numpy from PyPI (lxml built from source where PyPI has no free-threaded wheel of it).
 pub fn free_threaded_python(python: &str) -> &'static Interpreter {
     static PYTHONS: [OnceLock<Interpreter>; FREE_THREADED.len()] = [const { OnceLock::new() }; FREE_THREADED.len()];
     let at = FREE_THREADED
         .iter()
-        .position(|&(p, _, _)| p == python)
+        .position(|build| build.python == python)
         .unwrap_or_else(|| panic!("no free-threaded Python {python}"));
     PYTHONS[at].get_or_init(|| {
-        let (_, package, suite) = FREE_THREADED[at];
-        let prefix = ensure_free_threaded(python, package, suite);
+        let build = &FREE_THREADED[at];
+        let prefix = ensure_free_threaded(build);
         let built = prefix.join("bin").join(python);
-        let base = Interpreter::with_version("freethreaded", Launch::Host { python: built.clone() });
+        let origin = format!(
+            "built from {} {}'s {} source with --disable-gil",
+            build.distribution.name(),
+            build.suite,
+            build.package
+        );
+        let base = Interpreter::with_version("freethreaded", origin, Launch::Host { python: built.clone() });
         assert!(
             base.free_threaded,
             "{} is not a free-threaded build: remove {} to have it made again",
             built.display(),
             prefix.display()
         );
-        let venv = ensure_venv(&built, &format!("venv-{python}"));
+        let venv = ensure_venv(&built, &format!("venv-{python}"), &build.requirements);
         let interpreter = Interpreter { launch: Launch::Host { python: venv.join("bin/python") }, ..base };
         interpreter.require_lxml_and_numpy(&format!("remove {} to have it made again", venv.display()));
         interpreter
     })
 }
 
-/// Debian packages the free-threaded build needs on this machine: a compiler, `dpkg-source`, the headers of the
-/// modules the tests use (ctypes: libffi; zlib; ssl, for pip) and of lxml's libraries (lxml is built from source).
+/// Debian packages the free-threaded build needs on this machine: a compiler, the headers of the modules the tests
+/// use (ctypes: libffi; zlib; ssl, for pip) and of lxml's libraries (lxml 3.13t is built from source), and what
+/// fetches and unpacks the tarball.
 const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
     "build-essential",
-    "dpkg-dev",
     "pkg-config",
     "libffi-dev",
     "zlib1g-dev",
@@ -391,16 +460,19 @@ const FREE_THREADED_BUILD_DEPENDS: [&str; 9] = [
     "libxml2-dev",
     "libxslt1-dev",
     "xz-utils",
+    "curl",
 ];
 
-/// CPython `package` (e.g. `python3.13`) from Debian `suite`'s source package, configured with `--disable-gil` and
+/// The CPython source package of `build` (e.g. Debian trixie's `python3.13`), configured with `--disable-gil` and
 /// installed into `ROOTS_DIR/python` (e.g. `python3.13t`), made once: `python.ready`, written last, records the
-/// source version and the configure line, and a prefix without it is made again. The source comes through `apt-get
-/// source` with a private list directory (`deb-src` of the roots' mirror; the host's apt configuration is left
-/// alone) and is built as released upstream (`--skip-patches`: Debian's patches serve its own packaging). No
-/// optimization passes (no PGO or LTO) and no test modules: about 5 minutes of CPU. Any failure panics naming the
-/// step and showing the end of its log.
-pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf {
+/// tarball and the configure line, and a prefix without it is made again. The source package's upstream tarball
+/// (`.orig.tar.xz`: CPython as released) is located with `apt-get source --print-uris` and a private list
+/// directory (`deb-src` of the roots' mirror, Ubuntu's checked with the keyring the roots use; the host's apt
+/// configuration is left alone), fetched, and checked against the digest in the signed index; the distribution's
+/// own patches serve its packaging and are not applied. No optimization passes (no PGO or LTO) and no test modules:
+/// about 5 minutes of CPU. Any failure panics naming the step and showing the end of its log.
+fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
+    let FreeThreaded { python, package, distribution, suite, .. } = *build;
     let roots = Path::new(ROOTS_DIR);
     let prefix = roots.join(python);
     let stamp = roots.join(format!("{python}.ready"));
@@ -420,7 +492,8 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
     let work = roots.join(format!("{python}.build"));
     let log = roots.join(format!("{python}.log"));
     eprintln!(
-        "building the free-threaded {python} from Debian {suite}'s {package} source into {} (minutes; log in {})",
+        "building the free-threaded {python} from {} {suite}'s {package} source into {} (minutes; log in {})",
+        distribution.name(),
         prefix.display(),
         log.display()
     );
@@ -470,7 +543,11 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
         );
     }
     let sources = apt.join("sources.list");
-    fs::write(&sources, format!("deb-src {} {suite} main\n", Distribution::Debian.mirror()))
+    let signed_by = match distribution {
+        Distribution::Debian => String::new(),
+        Distribution::Ubuntu => format!("[signed-by={}] ", ubuntu_keyring().display()),
+    };
+    fs::write(&sources, format!("deb-src {signed_by}{} {suite} main\n", distribution.mirror()))
         .unwrap_or_else(|err| panic!("writing {}: {err}", sources.display()));
     let apt_get = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
@@ -488,14 +565,38 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
         cmd
     };
     step("apt-get update (deb-src)", &mut apt_get(&["update"]));
-    step("apt-get source", &mut apt_get(&["source", "--only-source", "--download-only", package]));
-    let dsc = fs::read_dir(work.join("src"))
+    // Only the upstream tarball (`.orig.tar.*`) is used, and the mirrors keep some source packages' tarballs
+    // without their `.dsc`: it is fetched by itself and checked against the digest of the signed index.
+    let uris = apt_get(&["source", "--only-source", "--print-uris", package])
+        .output()
+        .unwrap_or_else(|err| panic!("could not run apt-get source --print-uris: {err}"));
+    let listing = String::from_utf8_lossy(&uris.stdout);
+    let (url, file, digest) = listing
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [url, file, _size, digest] = fields[..] else { return None };
+            file.contains(".orig.tar.").then(|| (url.trim_matches('\''), file, digest))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("apt-get source --print-uris {package} lists no .orig.tar: {listing}"));
+    let tarball = work.join("src").join(file);
+    step("downloading the source", Command::new("curl").args(["-fsSL", "-o"]).arg(&tarball).arg(url));
+    let (algorithm, wanted) = digest.split_once(':').unwrap_or_else(|| panic!("a digest without its kind: {digest}"));
+    let sum = format!("{}sum", algorithm.to_ascii_lowercase());
+    let got = Command::new(&sum).arg(&tarball).output().unwrap_or_else(|err| panic!("running {sum}: {err}"));
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.split_whitespace().next() == Some(wanted),
+        "{} does not have the {algorithm} digest the signed index gives ({wanted}): {got}",
+        tarball.display()
+    );
+    step("unpacking the source", Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(work.join("src")));
+    let tree = fs::read_dir(work.join("src"))
         .unwrap_or_else(|err| panic!("listing {}: {err}", work.join("src").display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|ext| ext == "dsc"))
-        .unwrap_or_else(|| panic!("apt-get source left no .dsc in {}", work.join("src").display()));
-    let tree = work.join("src/cpython");
-    step("unpacking the source", Command::new("dpkg-source").args(["--skip-patches", "-x"]).arg(&dsc).arg(&tree));
+        .find(|path| path.join("configure").is_file())
+        .unwrap_or_else(|| panic!("{} holds no source tree with a configure script", tarball.display()));
     step("configure", Command::new("./configure").args(configure.split(' ')).current_dir(&tree));
     let nice_make = |args: &[&str]| {
         let mut cmd = Command::new("nice");
@@ -504,8 +605,7 @@ pub fn ensure_free_threaded(python: &str, package: &str, suite: &str) -> PathBuf
     };
     step("make", &mut nice_make(&["-j2"]));
     step("make install", &mut nice_make(&["install"]));
-    let version = dsc.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    fs::write(&stamp, format!("{version}\n{configure}\n"))
+    fs::write(&stamp, format!("{file}\n{configure}\n"))
         .unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     // The source tree and objects (half a gigabyte) are not needed again.
     let _ = fs::remove_dir_all(&work);
@@ -540,14 +640,17 @@ fn other_python_on_path() -> Option<PathBuf> {
     None
 }
 
-/// A virtualenv of `python` with lxml and numpy from PyPI at `CACHE_DIR/name`, made once: its stamp file, written
-/// last, names the interpreter it was made from.
-fn ensure_venv(python: &Path, name: &str) -> PathBuf {
+/// pip's requirements for lxml and numpy, newest by default.
+const LXML_AND_NUMPY: [&str; 2] = ["lxml", "numpy"];
+
+/// A virtualenv of `python` with `requirements` (lxml and numpy) from PyPI at `CACHE_DIR/name`, made once: its stamp
+/// file, written last, names the interpreter it was made from and the requirements.
+fn ensure_venv(python: &Path, name: &str, requirements: &[&str]) -> PathBuf {
     let cache = Path::new(CACHE_DIR);
     fs::create_dir_all(cache).unwrap_or_else(|err| panic!("creating {}: {err}", cache.display()));
     let venv = cache.join(name);
     let stamp = venv.join(".profiler-tests-ready");
-    let wanted = format!("{}\nlxml numpy\n", python.display());
+    let wanted = format!("{}\n{}\n", python.display(), requirements.join(" "));
     if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
         return venv;
     }
@@ -555,19 +658,14 @@ fn ensure_venv(python: &Path, name: &str) -> PathBuf {
     if fs::read_to_string(&stamp).is_ok_and(|text| text == wanted) {
         return venv;
     }
-    eprintln!("making the virtualenv {} (lxml and numpy from PyPI)", venv.display());
+    eprintln!("making the virtualenv {} ({} from PyPI)", venv.display(), requirements.join(", "));
     let _ = fs::remove_dir_all(&venv);
     run_to_success(Command::new(python).args(["-m", "venv"]).arg(&venv));
-    run_to_success(Command::new(venv.join("bin/python")).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-        "lxml",
-        "numpy",
-    ]));
+    run_to_success(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .args(requirements),
+    );
     fs::write(&stamp, wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     venv
 }

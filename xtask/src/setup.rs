@@ -24,11 +24,7 @@ use crate::{cmd, Workspace};
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
 /// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
-/// distributions' kernels with a busybox initramfs. `cargo xtask dist` and its tests (tests/integration/packaging.rs):
-/// musl-tools (musl-gcc, for the C parts of the static build's crates), binutils (strip, objcopy, readelf: the
-/// debug info split), ca-certificates (the image's CA bundle), lintian (checks the .deb), umoci (makes the OCI
-/// image), runc (runs it; Debian 12's crun refuses a hybrid cgroup hierarchy), systemd-container (systemd-nspawn,
-/// which boots a root to install the .deb into).
+/// distributions' kernels with a busybox initramfs.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -46,14 +42,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
-    "musl-tools",
-    "binutils",
-    "ca-certificates",
-    "lintian",
-    "umoci",
-    "runc",
-    "systemd-container",
 ];
+
+/// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:
+/// musl-tools (musl-gcc, for the C parts of the static build's crates), binutils (strip, objcopy, readelf: the
+/// debug info split), ca-certificates (the image's CA bundle), lintian (checks the .deb), umoci (makes the OCI
+/// image), runc (runs it; Debian 12's crun refuses a hybrid cgroup hierarchy), systemd-container (systemd-nspawn,
+/// which boots a root to install the .deb into).
+const DIST_PACKAGES: &[&str] =
+    &["musl-tools", "binutils", "ca-certificates", "lintian", "umoci", "runc", "systemd-container"];
 
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be
 /// another build, such as pyenv's).
@@ -77,12 +74,10 @@ const NIGHTLY: &str = "nightly";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub fn setup(ws: &Workspace) -> Result<()> {
-    debian_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
     rust_src()?;
-    static_target()?;
     clippy()?;
     bpf_linker()?;
-    cargo_deb()?;
     tracefs();
     quake_venv(ws)?;
     validate_venv(ws)?;
@@ -95,9 +90,9 @@ pub fn quake_venv_dir(ws: &Workspace) -> PathBuf {
     ws.target_dir.join("quake-venv")
 }
 
-fn debian_packages() -> Result<()> {
+fn debian_packages(packages: &[&str]) -> Result<()> {
     let query =
-        cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(DEBIAN_PACKAGES))?;
+        cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(packages))?;
     let Some(query) = query else {
         eprintln!(
             "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
@@ -110,9 +105,9 @@ fn debian_packages() -> Result<()> {
     let listing = String::from_utf8_lossy(&query.stdout);
     let installed =
         |package: &str| listing.lines().any(|line| line.split_once('\t') == Some((package, "install ok installed")));
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        eprintln!("ok: Debian packages {}", DEBIAN_PACKAGES.join(" "));
+        eprintln!("ok: Debian packages {}", packages.join(" "));
         return Ok(());
     }
     let missing = missing.join(" ");
@@ -157,6 +152,14 @@ fn rust_src() -> Result<()> {
     }
     eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// What `cargo xtask dist` (and `cargo xtask test --dist`) needs beyond [`setup`]: its Debian packages, the musl
+/// target and cargo-deb. Apart, so the other tasks do not install them.
+pub fn dist_tools() -> Result<()> {
+    debian_packages(DIST_PACKAGES)?;
+    static_target()?;
+    cargo_deb()
 }
 
 /// The Rust target of the static binary `cargo xtask dist` ships (its standard library for musl).

@@ -17,9 +17,17 @@ impl Pipeline {
             Outcome::NotImported => AsyncioSection::default(),
             Outcome::Unreadable(why) => AsyncioSection { tasks: None, note: Some(why) },
             Outcome::Read(read) => {
+                // The coroutines' code objects are read now, after the tasks: a process that exits in between
+                // leaves them unnamed, and a tree of unnamed coroutines is not shown as if it were whole.
+                let mut unnamed = false;
                 let tasks = build(&read, |frames| {
-                    self.python_frames(pid, frames).iter().map(ReportFrame::from_frame).collect()
+                    let named = self.python_frames(pid, frames);
+                    unnamed |= named.iter().any(|frame| frame.file.is_none());
+                    named.iter().map(ReportFrame::from_frame).collect()
                 });
+                if unnamed && asyncio_tasks::exited(pid, &interpreter) {
+                    return AsyncioSection { tasks: None, note: Some(asyncio_tasks::EXITED.into()) };
+                }
                 AsyncioSection { tasks: Some(tasks), note: None }
             }
         }

@@ -282,13 +282,20 @@ pub(crate) enum Outcome {
 /// The pending tasks of `pid` now. `interpreter`: its detected Python.
 pub(crate) fn read(pid: u32, interpreter: &Interpreter) -> Outcome {
     let outcome = read_now(pid, interpreter);
-    // A process that exits while it is read (a crashing one) fails some reads and not others: what was read may be a
-    // part that looks whole, or asyncio may look not imported. Its memory, once gone, does not come back, so if
-    // `_PyRuntime` still reads now, every read before was of the live process.
-    if memory::read(pid, interpreter.layouts.kernel.runtime, 8).is_err() {
-        return Outcome::Unreadable("not readable: the process exited while its tasks were read".into());
+    if exited(pid, interpreter) {
+        return Outcome::Unreadable(EXITED.into());
     }
     outcome
+}
+
+/// Why the tasks of a process that exited while they were read are not shown.
+pub(crate) const EXITED: &str = "not readable: the process exited while its tasks were read";
+
+/// Whether `pid`'s memory is gone. A process that exits while it is read (a crashing one) fails some reads and not
+/// others: what was read may be a part that looks whole, or asyncio may look not imported. Its memory, once gone,
+/// does not come back, so if `_PyRuntime` still reads now, every read before was of the live process.
+pub(crate) fn exited(pid: u32, interpreter: &Interpreter) -> bool {
+    memory::read(pid, interpreter.layouts.kernel.runtime, 8).is_err()
 }
 
 fn read_now(pid: u32, interpreter: &Interpreter) -> Outcome {

@@ -5,7 +5,11 @@
 //! different key, so a reused address never yields a stale name.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use profiler_common::{PyCodeCopy, PyFrame};
 
@@ -23,6 +27,11 @@ const MAX_LINETABLE: u64 = 1 << 16;
 /// each carry a 64 KiB line table and long names, so a count alone would allow gigabytes.
 const MAX_CACHED_CODES: usize = 100_000;
 const MAX_CACHED_BYTES: usize = 32 << 20;
+/// Most thread-local bytecode copies read per code object (one per thread that specialized it).
+const MAX_BYTECODE_COPIES: u64 = 4096;
+/// How often a code object is read again when a frame's instruction lies in none of its known bytecode copies (a
+/// thread made a new one since): at most this often, so a garbage instruction pointer costs little.
+const COPIES_REREAD: Duration = Duration::from_secs(1);
 
 /// A code object's names and line table.
 #[derive(Debug)]
@@ -34,6 +43,16 @@ pub(crate) struct CodeInfo {
     code_address: u64,
     code_adaptive: u64,
     lines: LineFormat,
+    /// Bytes of bytecode (`ob_size` 2-byte code units, 3.11+); 0 when not known (a crash copy).
+    bytecode_len: u64,
+    /// Where the thread-local copies of the bytecode start (free-threaded 3.14+: `co_tlbc`'s entries after the
+    /// first, which is `co_code_adaptive`), as they were when this was read.
+    copies: Vec<u64>,
+    /// When it was read from the process.
+    read_at: Instant,
+    /// A crash copy of a build with per-thread bytecode (free-threaded 3.14+): a frame may have run a copy this
+    /// does not know, so an instruction outside the line table has no line rather than the first one.
+    copies_unknown: bool,
 }
 
 impl CodeInfo {
@@ -65,16 +84,31 @@ impl CodeInfo {
             code_address: copy.code,
             code_adaptive: layout.code_adaptive,
             lines: layout.lines,
+            bytecode_len: 0,
+            copies: Vec::new(),
+            read_at: Instant::now(),
+            copies_unknown: layout.tlbc.is_some(),
         })
     }
 
+    /// How many bytes into the bytecode `instr` is: from `co_code_adaptive`, or from the thread-local copy it lies
+    /// in. `None` when it lies in no bytecode known (a copy made after this was read, or garbage).
+    fn bytecode_offset(&self, instr: u64) -> Option<u64> {
+        let within = |start: u64| {
+            instr.checked_sub(start).filter(|&offset| self.bytecode_len == 0 || offset < self.bytecode_len)
+        };
+        let main = self.code_address.checked_add(self.code_adaptive)?;
+        within(main).or_else(|| self.copies.iter().find_map(|&copy| within(copy)))
+    }
+
     /// The line executing at `instr` (`PyFrame::instr`: an address inside the code object's bytecode, or for
-    /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits).
-    pub(crate) fn line(&self, instr: u64) -> u32 {
+    /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits): the function's first line when the table has none for
+    /// it, `None` when it may lie in a bytecode copy not known here.
+    pub(crate) fn line(&self, instr: u64) -> Option<u32> {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
-            LineFormat::Locations => (self.code_address.checked_add(self.code_adaptive))
-                .and_then(|start| instr.checked_sub(start))
+            LineFormat::Locations => self
+                .bytecode_offset(instr)
                 .and_then(|bytes| linetable::line_for(&self.linetable, self.first_line, bytes / 2)),
             // Before the first instruction (-1) the frame is at its first line.
             _ if lasti < 0 => None,
@@ -86,7 +120,10 @@ impl CodeInfo {
                     .and_then(|offset| linetable::line_table_310_line(&self.linetable, self.first_line, offset))
             }
         };
-        line.unwrap_or(self.first_line)
+        match line {
+            None if self.copies_unknown => None,
+            line => Some(line.unwrap_or(self.first_line)),
+        }
     }
 }
 
@@ -104,9 +141,22 @@ impl CodeCache {
             self.codes.clear();
             self.bytes = 0;
         }
+        let key = (pid, frame.code, frame.code_key);
+        // A free-threaded 3.14+ thread may run a copy of the bytecode made after the code object was read.
+        let stale = interpreter.layouts.code.tlbc.is_some()
+            && self.codes.get(&key).is_some_and(|code| {
+                code.as_deref().is_some_and(|code| {
+                    code.bytecode_offset(frame.instr).is_none() && code.read_at.elapsed() >= COPIES_REREAD
+                })
+            });
+        if stale {
+            if let Some(old) = self.codes.remove(&key) {
+                self.bytes = self.bytes.saturating_sub(old.as_deref().map_or(0, CodeInfo::heap_bytes));
+            }
+        }
         let bytes = &mut self.bytes;
         self.codes
-            .entry((pid, frame.code, frame.code_key))
+            .entry(key)
             .or_insert_with(|| {
                 let code = read_code(pid, interpreter, frame).map(Arc::new);
                 *bytes = bytes.saturating_add(code.as_deref().map_or(0, CodeInfo::heap_bytes));
@@ -141,6 +191,15 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
     if frame.code_key != 0 && filename_ptr ^ name_ptr != frame.code_key {
         return None;
     }
+    // 3.11+ code objects are variable-size: their bytecode is `ob_size` code units of 2 bytes.
+    let bytecode_len = match layout.lines {
+        LineFormat::Locations => u64_at(&header, layout.ob_size())?.checked_mul(2)?,
+        _ => 0,
+    };
+    let copies = match layout.tlbc {
+        Some(tlbc) => bytecode_copies(pid, u64_at(&header, tlbc)?),
+        None => Vec::new(),
+    };
     Some(CodeInfo {
         qualname: crate::sanitize::owned(read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?),
         filename: crate::sanitize::owned(read_string(pid, filename_ptr, interpreter)?),
@@ -149,7 +208,26 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         code_address: frame.code,
         code_adaptive: layout.code_adaptive,
         lines: layout.lines,
+        bytecode_len,
+        copies,
+        read_at: Instant::now(),
+        copies_unknown: false,
     })
+}
+
+/// The thread-local copies of a code object's bytecode listed by its `co_tlbc` array at `array` (`_PyCodeArray`:
+/// {size, entries[size]}): the entries after the first (`co_code_adaptive` itself) that exist. None when the array
+/// cannot be read.
+fn bytecode_copies(pid: u32, array: u64) -> Vec<u64> {
+    if array == 0 {
+        return Vec::new();
+    }
+    let entries = || -> Option<Vec<u64>> {
+        let size = u64_at(&memory::read(pid, array, 8).ok()?, 0)?.min(MAX_BYTECODE_COPIES);
+        let bytes = memory::read(pid, array.checked_add(8)?, usize::try_from(size.checked_mul(8)?).ok()?).ok()?;
+        Some(bytes.chunks_exact(8).skip(1).filter_map(|entry| u64_at(entry, 0)).filter(|&at| at != 0).collect())
+    };
+    entries().unwrap_or_default()
 }
 
 /// Reads a `str` (compact PyUnicodeObject, as code object names always are).
@@ -178,9 +256,7 @@ impl CompactStr {
     pub(crate) fn parse(header: &[u8], max_chars: u64, layout: &CodeLayout) -> Option<Self> {
         let length = u64_at(header, layout.field(16))?;
         let state = u32_at(header, layout.field(32))?;
-        let kind = (state >> 2) & 7;
-        let compact = state & (1 << 5) != 0;
-        let ascii = state & (1 << 6) != 0;
+        let (kind, compact, ascii) = layout.str_state(state);
         (compact && length <= max_chars && matches!(kind, 1 | 2 | 4)).then_some(Self { length, kind, ascii })
     }
 
@@ -245,7 +321,40 @@ mod tests {
             compact_data: 56 + head_extra,
             lines: LineFormat::Locations,
             head_extra,
+            tlbc: None,
+            str_kind_bit: 2,
         }
+    }
+
+    #[test]
+    fn an_instruction_in_a_threads_own_copy_of_the_bytecode_has_its_line() {
+        // Two instructions on line 11 then two on line 12 (one-line entries: code 13 "no column", line delta +1).
+        let linetable = vec![0x80 | (13 << 3) | 1, 2, 0x80 | (13 << 3) | 1, 2];
+        let info = CodeInfo {
+            qualname: "f".into(),
+            filename: "f.py".into(),
+            first_line: 10,
+            linetable,
+            code_address: 0x1000,
+            code_adaptive: 216,
+            lines: LineFormat::Locations,
+            bytecode_len: 8,
+            copies: vec![0x9000],
+            read_at: Instant::now(),
+            copies_unknown: false,
+        };
+        let main = 0x1000 + 216;
+        assert_eq!((info.line(main), info.line(main + 6)), (Some(11), Some(12)));
+        // The same offsets in the thread's copy.
+        assert_eq!((info.line(0x9000), info.line(0x9000 + 6)), (Some(11), Some(12)));
+        // Past the end of every copy, or before them: no offset, so the first line.
+        assert_eq!(info.bytecode_offset(main + 8), None);
+        assert_eq!(info.bytecode_offset(0x9000 + 8), None);
+        assert_eq!(info.bytecode_offset(0x800), None);
+        assert_eq!(info.line(0x800), Some(10));
+        // A crash copy of such a build knows no copies: no line rather than a wrong one.
+        let crash_copy = CodeInfo { copies: Vec::new(), bytecode_len: 0, copies_unknown: true, ..info };
+        assert_eq!((crash_copy.line(main + 6), crash_copy.line(0x800)), (Some(12), None));
     }
 
     #[test]

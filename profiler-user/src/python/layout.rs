@@ -35,16 +35,44 @@ pub(crate) struct CodeLayout {
     /// in the default build. Every field of an object (`ob_type`, a `str`'s `length` and `state`, a `bytes`' size
     /// and data, a dict's keys) lies that much further; `ascii_data` and `compact_data` include it already.
     pub head_extra: u64,
+    /// `co_tlbc` in a free-threaded 3.14+ build: the code's array of per-thread copies of its bytecode
+    /// (`_PyCodeArray`: {size, entries[size]}, entry 0 being `co_code_adaptive`). A thread that specializes code
+    /// another thread made runs its own copy, and its frames' `instr_ptr` point there; `None` where every frame
+    /// runs `co_code_adaptive`.
+    pub tlbc: Option<u64>,
+    /// The bit of a `str`'s `state` where its `kind` starts (`compact` and `ascii` follow): 2 after the 2-bit
+    /// `interned`, 8 in free-threaded 3.14+, whose `interned` is a whole byte (read atomically).
+    pub str_kind_bit: u32,
 }
 
 impl CodeLayout {
     /// Bytes of a code object to read to reach every field used (the bytecode itself is not read).
     pub(crate) fn header_len(&self) -> usize {
         let ob_type = self.ob_type().saturating_add(8);
-        let last = [self.firstlineno.saturating_add(4), self.filename, self.name, self.qualname, self.linetable]
-            .into_iter()
-            .max();
+        let last = [
+            self.firstlineno.saturating_add(4),
+            self.filename,
+            self.name,
+            self.qualname,
+            self.linetable,
+            self.tlbc.unwrap_or(0),
+            self.ob_size(),
+        ]
+        .into_iter()
+        .max();
         last.unwrap_or(0).saturating_add(8).max(self.code_adaptive).max(ob_type) as usize
+    }
+
+    /// Where a variable-size object keeps its size (`ob_size`): a code object's, in 2-byte code units.
+    pub(crate) fn ob_size(&self) -> u64 {
+        self.field(16)
+    }
+
+    /// A `str`'s (kind, compact, ascii) from its `state` word.
+    pub(crate) fn str_state(&self, state: u32) -> (u32, bool, bool) {
+        let bit = self.str_kind_bit;
+        let flag = |at: u32| state.checked_shr(bit.saturating_add(at)).is_some_and(|v| v & 1 != 0);
+        (state.checked_shr(bit).unwrap_or(0) & 7, flag(3), flag(4))
     }
 
     /// Where an object keeps its type pointer.
@@ -263,6 +291,8 @@ fn frame_objects(version: Version, runtime: u64) -> Layouts {
         compact_data: 72,
         lines,
         head_extra: 0,
+        tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(version.minor))
 }
@@ -294,6 +324,8 @@ fn python_3_11(runtime: u64) -> Layouts {
         compact_data: 72,
         lines: LineFormat::Locations,
         head_extra: 0,
+        tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(11))
 }
@@ -326,6 +358,8 @@ fn python_3_12(runtime: u64) -> Layouts {
         compact_data: 56,
         lines: LineFormat::Locations,
         head_extra: 0,
+        tlbc: None,
+        str_kind_bit: 2,
     };
     with_code(kernel, &code, objects(12))
 }
@@ -347,12 +381,15 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
     let at = |base: usize, delta: usize| base.checked_add(delta);
     let block_error = || anyhow::anyhow!("_Py_DebugOffsets is truncated");
     // Free-threaded builds (`Py_GIL_DISABLED`) fill the same table with their own values: a longer object
-    // header, no GIL. 3.14 added thread-local copies of the bytecode to them (a frame's `instr_ptr` points into
-    // its thread's copy, which `_Py_DebugOffsets` does not locate), so their lines could not be told.
+    // header, no GIL, and from 3.14 per-thread copies of the bytecode (`co_tlbc`, the code block's last word).
     let free_threaded = word(2).ok_or_else(block_error)? != 0;
-    if free_threaded && version.minor >= 14 {
-        bail!("free-threaded Python {version} is not supported (supported free-threaded: 3.13)");
+    if free_threaded && version.minor >= 15 {
+        // Its heap-type block already counts the longer header, and no free-threaded 3.15 was there to check.
+        bail!("free-threaded Python {version} is not supported (supported free-threaded: 3.13, 3.14)");
     }
+    // {size, filename, name, qualname, linetable, firstlineno, argcount, localsplusnames, localspluskinds,
+    // co_code_adaptive}, and from 3.14 co_tlbc.
+    let code_block_len = if version.minor >= 14 { 11 } else { 10 };
     // cookie, version, free_threaded, then runtime_state {size, finalizing, interpreters_head}, then the
     // interpreter block {size, id, next, threads_head, ...}.
     let interpreters_head = word(5).unwrap_or(NO_OFFSET);
@@ -382,7 +419,7 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         .ok_or_else(|| anyhow::anyhow!("no code-object block in _Py_DebugOffsets"))?;
 
     let field = |base: usize, delta: usize| at(base, delta).and_then(word).ok_or_else(block_error);
-    let head_extra = if free_threaded { free_threaded_head(&field, code_block)? } else { 0 };
+    let head_extra = if free_threaded { free_threaded_head(&field, code_block, code_block_len)? } else { 0 };
     let kernel = PyLayout {
         flags: if version.minor >= 14 { PY_LAYOUT_TAGGED_CODE } else { 0 },
         runtime_interpreters_head: interpreters_head,
@@ -414,6 +451,8 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
         compact_data: head_extra.checked_add(56).ok_or_else(block_error)?,
         lines: LineFormat::Locations,
         head_extra,
+        tlbc: if free_threaded && code_block_len > 10 { Some(field(code_block, 10)?) } else { None },
+        str_kind_bit: if free_threaded && version.minor >= 14 { 8 } else { 2 },
     };
     let sizes = StructSizes {
         thread_state: field(thread_block, 0)?,
@@ -435,10 +474,15 @@ pub(crate) fn from_debug_offsets(version: Version, runtime: u64, bytes: &[u8]) -
 }
 
 /// How much longer a free-threaded build's object header is than the default build's, from the `pyobject` block
-/// {size, ob_type} that follows the 3.13 code block (10 words): `ob_type` at 24 instead of 8, the header 32 bytes
-/// instead of 16 (`struct _object` in `Include/object.h` under `Py_GIL_DISABLED`). Anything else is refused.
-fn free_threaded_head(field: &dyn Fn(usize, usize) -> Result<u64>, code_block: usize) -> Result<u64> {
-    let (size, ob_type) = (field(code_block, 10)?, field(code_block, 11)?);
+/// {size, ob_type} that follows the code block (`code_block_len` words: 10 in 3.13, 11 from 3.14): `ob_type` at 24
+/// instead of 8, the header 32 bytes instead of 16 (`struct _object` in `Include/object.h` under
+/// `Py_GIL_DISABLED`). Anything else is refused.
+fn free_threaded_head(
+    field: &dyn Fn(usize, usize) -> Result<u64>,
+    code_block: usize,
+    code_block_len: usize,
+) -> Result<u64> {
+    let (size, ob_type) = (field(code_block, code_block_len)?, field(code_block, code_block_len.saturating_add(1))?);
     if (size, ob_type) != (32, 24) {
         bail!("unexpected free-threaded object header in _Py_DebugOffsets: {size} bytes, ob_type at {ob_type}");
     }
@@ -529,7 +573,14 @@ fn sanity_check(kernel: &PyLayout, code: &CodeLayout, sizes: &StructSizes) -> Re
         (
             "PyCodeObject",
             sizes.code,
-            &[code.filename, code.qualname, code.linetable, code.firstlineno, code.code_adaptive],
+            &[
+                code.filename,
+                code.qualname,
+                code.linetable,
+                code.firstlineno,
+                code.code_adaptive,
+                code.tlbc.unwrap_or(0),
+            ],
         ),
     ];
     for (name, size, fields) in within {
@@ -690,19 +741,50 @@ mod tests {
     }
 
     #[test]
-    fn a_free_threaded_build_that_is_not_3_13s_is_refused() {
-        // 3.14+ free-threaded builds run thread-local copies of the bytecode, which the table does not locate.
+    fn a_free_threaded_build_that_is_not_3_13s_or_3_14s_is_refused() {
         let mut words: Vec<u64> =
             debug_offsets_3_15().chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         words[2] = 1;
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let err = from_debug_offsets(Version { major: 3, minor: 15 }, 0, &bytes).unwrap_err().to_string();
         assert!(err.contains("free-threaded Python 3.15 is not supported"), "{err}");
-        // An object header other than the one free-threaded 3.13 has.
+        // An object header other than the one free-threaded builds have.
         let mut bytes = debug_offsets_3_13t();
         bytes[45 * 8..46 * 8].copy_from_slice(&8u64.to_le_bytes());
         let err = from_debug_offsets(Version { major: 3, minor: 13 }, 0, &bytes).unwrap_err().to_string();
         assert!(err.contains("unexpected free-threaded object header"), "{err}");
+    }
+
+    /// A free-threaded 3.14 table, made from 3.13t's the way 3.14 grew its blocks: `threads_main` in the
+    /// interpreter block, `stackpointer` and `tlbc_index` in the frame block, `co_tlbc` in the code block.
+    #[test]
+    fn reads_a_free_threaded_3_14_with_its_bytecode_copies() {
+        let mut words: Vec<u64> =
+            debug_offsets_3_13t().chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        words[1] = 0x030e04f0;
+        words.insert(10, 7352);
+        words.splice(35..35, [64, 76]);
+        words.insert(47, 200);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let layouts = from_debug_offsets(Version { major: 3, minor: 14 }, 0x1000, &bytes).unwrap();
+        assert!(layouts.free_threaded() && !layouts.has_gil());
+        let c = layouts.code;
+        assert_eq!((c.head_extra, c.tlbc, c.code_adaptive, c.ob_size()), (16, Some(200), 216, 32));
+        // `interned` is a whole byte there: a compact ASCII str's state is kind 1 at bit 8, compact, ascii.
+        assert_eq!(c.str_kind_bit, 8);
+        assert_eq!(c.str_state((1 << 8) | (1 << 11) | (1 << 12) | 2), (1, true, true));
+        assert_eq!(c.str_state((1 << 2) | (1 << 5) | (1 << 6)), (0, false, false));
+        assert_eq!((layouts.kernel.frame_owner, layouts.kernel.tstate_native_thread_id), (70, 160));
+        assert_ne!(layouts.kernel.flags & PY_LAYOUT_TAGGED_CODE, 0);
+        // 3.13t has no bytecode copies, nor has a default 3.14.
+        let t13 = from_debug_offsets(Version { major: 3, minor: 13 }, 0x1000, &debug_offsets_3_13t()).unwrap();
+        assert_eq!((t13.code.tlbc, t13.code.str_kind_bit), (None, 2));
+        assert_eq!(t13.code.str_state((1 << 2) | (1 << 5) | (1 << 6) | 1), (1, true, true));
+        words[2] = 0;
+        words[48..50].copy_from_slice(&[16, 8]);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let default = from_debug_offsets(Version { major: 3, minor: 14 }, 0x1000, &bytes).unwrap();
+        assert_eq!((default.code.tlbc, default.code.head_extra), (None, 0));
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Python {
                     };
                     match self.codes.resolve(pid, &interpreter, raw).or_else(copied) {
                         Some(code) => {
-                            python_frame(code.qualname.clone(), Some(code.filename.clone()), Some(code.line(raw.instr)))
+                            python_frame(code.qualname.clone(), Some(code.filename.clone()), code.line(raw.instr))
                         }
                         None => python_frame("[unknown Python frame]".into(), None, None),
                     }

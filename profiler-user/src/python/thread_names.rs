@@ -352,7 +352,8 @@ impl<'a, M: Memory> Reader<'a, M> {
         let Some(total) = layout.ascii_data.checked_add(len) else { return false };
         let Some(bytes) = self.read(address, total) else { return false };
         let state = u32_at(&bytes, layout.field(32)).unwrap_or(0);
-        let compact_ascii = state & (1 << 5) != 0 && state & (1 << 6) != 0;
+        let (_, compact, ascii) = layout.str_state(state);
+        let compact_ascii = compact && ascii;
         compact_ascii
             && u64_at(&bytes, layout.field(16)) == Some(len)
             && self.has_type(&bytes, self.target.unicode_type, b"str")

@@ -230,17 +230,9 @@ fn table(outcomes: &[Outcome]) -> String {
     text
 }
 
-const README_BEGIN: &str = "<!-- kernels:begin (written by `cargo xtask kernels`) -->";
-const README_END: &str = "<!-- kernels:end -->";
-
-/// Rewrites the README's list of tested kernels (between its markers) from a full run in which all passed.
+/// Rewrites the README's list of tested kernels from a full run in which all passed.
 fn update_readme(ws: &Workspace, outcomes: &[Outcome]) -> Result<()> {
-    let path = ws.root.join("README.md");
-    let readme = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (Some(begin), Some(end)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
-        bail!("{} has no {README_BEGIN} … {README_END} block to write the tested kernels into", path.display());
-    };
-    let mut block = format!("{README_BEGIN}\n");
+    let mut block = String::new();
     for outcome in outcomes {
         let Some(report) = &outcome.report else { continue };
         let mut warnings = report.warnings("record.log");
@@ -258,11 +250,5 @@ fn update_readme(ws: &Workspace, outcomes: &[Outcome]) -> Result<()> {
             let _ = writeln!(block, ": works; warns: {}", warnings.join("; "));
         }
     }
-    block.push_str(README_END);
-    let updated = format!("{}{block}{}", &readme[..begin], &readme[end + README_END.len()..]);
-    if updated != readme {
-        fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("kernels: updated the tested kernels in {}", path.display());
-    }
-    Ok(())
+    crate::readme::replace_block(ws, "kernels", "cargo xtask kernels", &block)
 }
