@@ -236,7 +236,7 @@ fn run() -> Result<ExitCode> {
                 _ => {}
             }
             test.env(python_matrix::MATRIX_VAR, &matrix);
-            test.env("PROFILER_DIST", dist_dir);
+            test.env("PROFILER_DIST", &dist_dir);
             cmd::run(&mut test)?;
             python_matrix::update_readme(&ws, &matrix)?;
             if with_dist {

@@ -91,8 +91,7 @@ pub fn quake_venv_dir(ws: &Workspace) -> PathBuf {
 }
 
 fn debian_packages(packages: &[&str]) -> Result<()> {
-    let query =
-        cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(packages))?;
+    let query = cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(packages))?;
     let Some(query) = query else {
         eprintln!(
             "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
