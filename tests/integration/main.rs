@@ -13,6 +13,7 @@ mod interrupt;
 mod lifecycle;
 mod memory;
 mod native;
+mod packaging;
 mod python;
 mod rate;
 mod soak;

@@ -55,6 +55,20 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let mut agent = Agent::spawn(cmd);
+        wait_for_sigint_handler(&mut agent.child, Duration::from_secs(60));
+        agent
+    }
+
+    /// Starts an agent through a command that is not the agent's own process (a container runtime running it,
+    /// `crun run …`) and returns once it has logged its capabilities after attaching its programs. Its stderr must
+    /// reach the command's.
+    pub fn start_command(mut cmd: Command) -> Agent {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        Agent::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Agent {
         let mut child = crate::process::spawn(&mut cmd);
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr is piped");
@@ -71,7 +85,6 @@ impl Agent {
         };
         let mut agent = Agent { child, stderr, reader: Some(reader) };
         agent.wait_for_log("capabilities after attaching", Duration::from_secs(60));
-        wait_for_sigint_handler(&mut agent.child, Duration::from_secs(60));
         agent
     }
 
@@ -144,9 +157,16 @@ impl Agent {
     }
 
     /// Sends `signal` and waits (at most 20 s) for the exit.
-    pub fn stop(mut self, signal: libc::c_int) -> Stopped {
+    pub fn stop(self, signal: libc::c_int) -> Stopped {
+        let pid = self.pid();
+        self.stop_with(|| send_signal(pid, signal))
+    }
+
+    /// Stops the agent with `signal` (a function that sends it some way, e.g. through a container runtime) and
+    /// waits (at most 20 s) for the exit of the command it was started with.
+    pub fn stop_with(mut self, signal: impl FnOnce()) -> Stopped {
         let signalled = Instant::now();
-        send_signal(self.pid(), signal);
+        signal();
         let status = wait_with_limit(&mut self.child, Duration::from_secs(20), "the agent after the signal");
         let took = signalled.elapsed();
         if let Some(reader) = self.reader.take() {

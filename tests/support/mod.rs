@@ -11,8 +11,12 @@ pub mod alloy;
 pub mod crash;
 /// The crash reports the profiler writes.
 pub mod crash_report;
+/// What `cargo xtask dist` made: the static binary, the Debian package, the OCI image.
+pub mod dist;
 /// The lifecycle workloads, the demo app under uvicorn, and readers for what they wrote.
 pub mod lifecycle;
+/// A booted systemd container (systemd-nspawn) to install the Debian package into.
+pub mod machine;
 /// What the Python tests ran, for the README's version matrix.
 pub mod matrix;
 mod output;

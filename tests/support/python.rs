@@ -322,7 +322,7 @@ const CHROOT_PYTHONS: [(&str, &str); 7] = [
 ];
 
 /// The root of `suite` (one of [`ROOTS`]), made if it is not there yet.
-fn root(suite: &str) -> PathBuf {
+pub fn root(suite: &str) -> PathBuf {
     let (distribution, _, packages) =
         ROOTS.iter().find(|(_, s, _)| *s == suite).copied().unwrap_or_else(|| panic!("no Python root {suite}"));
     ensure_root(distribution, suite, packages)
@@ -680,9 +680,15 @@ pub fn ensure_debian_root(suite: &str, packages: &[&str]) -> PathBuf {
 /// a root whose list lacks some of `packages` and has no others gets the missing ones with `apt-get` inside it
 /// (see [`add_packages`]); one made with other packages is made again. Installs debootstrap first if needed.
 pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -> PathBuf {
+    ensure_root_named(distribution, suite, suite, packages)
+}
+
+/// As [`ensure_root`], for a second root of a suite: at `ROOTS_DIR/name` (with `name.packages`, `name.lock`,
+/// `name.log`), e.g. the packaging tests' bookworm with systemd, which boots.
+pub fn ensure_root_named(distribution: Distribution, suite: &str, name: &str, packages: &[&str]) -> PathBuf {
     let roots = Path::new(ROOTS_DIR);
-    let root = roots.join(suite);
-    let stamp = roots.join(format!("{suite}.packages"));
+    let root = roots.join(name);
+    let stamp = roots.join(format!("{name}.packages"));
     let wanted = packages.join(",");
     let made = || root.join("usr/bin/python3").exists();
     let ready = || made() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted);
@@ -690,7 +696,7 @@ pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -
         return root;
     }
     fs::create_dir_all(roots).unwrap_or_else(|err| panic!("creating {}: {err}", roots.display()));
-    let _lock = FileLock::acquire(&roots.join(format!("{suite}.lock")));
+    let _lock = FileLock::acquire(&roots.join(format!("{name}.lock")));
     if ready() {
         return root;
     }
@@ -698,7 +704,7 @@ pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -
         fs::read_to_string(&stamp).ok().filter(|_| made()).map(|s| s.split(',').map(str::to_owned).collect());
     if let Some(has) = has.filter(|has| has.iter().all(|p| packages.contains(&p.as_str()))) {
         let missing: Vec<&str> = packages.iter().copied().filter(|p| !has.iter().any(|h| h == p)).collect();
-        add_packages(&root, suite, &missing);
+        add_packages(&root, name, &missing);
         fs::write(&stamp, &wanted).unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
         return root;
     }
@@ -717,9 +723,9 @@ pub fn ensure_root(distribution: Distribution, suite: &str, packages: &[&str]) -
         ]));
     }
     // Ours alone while we hold the lock: whatever is there is left from a run that was killed.
-    let partial = roots.join(format!("{suite}.partial"));
+    let partial = roots.join(format!("{name}.partial"));
     let _ = fs::remove_dir_all(&partial);
-    let log = roots.join(format!("{suite}.log"));
+    let log = roots.join(format!("{name}.log"));
     eprintln!("making the {distribution:?} {suite} root {} (takes minutes; log in {})", root.display(), log.display());
     let log_file = fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
     let mut debootstrap = Command::new("debootstrap");

@@ -54,6 +54,17 @@ pub fn exec(cmd: &mut Command) -> anyhow::Error {
     anyhow::Error::new(cmd.exec()).context(format!("could not start `{line}`"))
 }
 
+/// Runs a command quietly and returns its stdout; fails, naming the command and showing its stderr, unless it exits
+/// with 0.
+pub fn stdout(cmd: &mut Command) -> Result<String> {
+    let line = display(cmd);
+    let output = cmd.output().with_context(|| format!("could not start `{line}`"))?;
+    if !output.status.success() {
+        bail!("`{line}` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim_end());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

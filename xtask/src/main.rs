@@ -1,4 +1,4 @@
-//! The project's developer tasks: `cargo xtask setup | build | run | test | fuzz | demo | bench | kernels`.
+//! The project's developer tasks: `cargo xtask setup | build | run | test | dist | fuzz | demo | bench | kernels`.
 //!
 //! Building the profiler needs more than cargo: the kernel programs compile with nightly's rust-src, link with a
 //! bpf-linker built against LLVM 22, and the tests need root and a built release binary. A Rust program that
@@ -8,6 +8,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod fuzz;
 mod kernels;
 mod python_matrix;
@@ -61,12 +62,20 @@ enum Task {
     /// Set up, build the release binary, check the parsers' arithmetic lint, run the whole test suite (needs
     /// root), replay the committed fuzz corpus and every past finding with overflow checks on, then boot each
     /// kernel of the matrix under qemu for the smoke run of `kernels --smoke`. No stage is random: it passes or
-    /// fails the same way every time. Arguments after `--` go to `cargo test` (and skip the lint, the replay
-    /// and the kernels: a filtered run is a quick one).
+    /// fails the same way every time. Arguments after `--` go to `cargo test` (and skip the lint, the replay and
+    /// the kernels: a filtered run is a quick one).
     Test {
+        /// Also build what `dist` builds and run the packaging tests that install and run it (ignored otherwise:
+        /// a second, static build of everything takes minutes).
+        #[arg(long)]
+        dist: bool,
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Set up, then build what a release ships into target/dist/: the static (musl) binary, stripped, with its debug
+    /// info split off (profiler.debug, and .build-id/); the Debian package (cargo-deb, checked by lintian) and its
+    /// -dbgsym package; the OCI image of the Kubernetes DaemonSet (umoci), as a layout and a tar archive.
+    Dist,
     /// Exploratory fuzzing: run each fuzz target in fuzz/ (parsers of /proc maps, ELF, Python line tables and
     /// code objects, pprof encoding) for a bounded time, starting from the committed corpus. A finding is left
     /// in fuzz/artifacts/TARGET/; once fixed it belongs in fuzz/regressions/TARGET/.
@@ -192,7 +201,7 @@ fn run() -> Result<ExitCode> {
             // exec: the profiler's exit status is ours, and Ctrl-C reaches it alone.
             return Err(cmd::exec(cmd::as_root(&profiler)?.args(args)));
         }
-        Task::Test { args } => {
+        Task::Test { dist: with_dist, args } => {
             setup::setup(&ws)?;
             if !cmd::is_root() {
                 eprintln!("warning: not root: the tests that load eBPF programs will fail");
@@ -202,6 +211,13 @@ fn run() -> Result<ExitCode> {
             if !filtered {
                 lint_parsers(&ws)?;
             }
+            // What a release ships, for the packaging tests (tests/integration/packaging.rs) to install and run.
+            let dist_dir = if with_dist {
+                setup::dist_tools()?;
+                dist::dist(&ws)?
+            } else {
+                dist::dir(&ws)
+            };
             // profiler-ebpf is a no_std program for the BPF target, which profiler-user's build.rs builds.
             let mut test = ws.cargo();
             test.args(["test", "--release", "--workspace", "--exclude", "profiler-ebpf"]).args(args);
@@ -211,7 +227,7 @@ fn run() -> Result<ExitCode> {
             test.env("VALIDATE_VENV", setup::validate_venv_dir(&ws));
             // FLASK_VENV: the Flask app of the endpoint-label tests.
             test.env("FLASK_VENV", setup::flask_venv_dir(&ws));
-            // The Python tests say what they ran, for the README's version matrix (only a full run rewrites it).
+            // The Python tests say what they ran, for the README's version matrix (rewritten when every check ran).
             let matrix = python_matrix::matrix_file(&ws);
             match std::fs::remove_file(&matrix) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
@@ -220,14 +236,27 @@ fn run() -> Result<ExitCode> {
                 _ => {}
             }
             test.env(python_matrix::MATRIX_VAR, &matrix);
+            test.env("PROFILER_DIST", &dist_dir);
             cmd::run(&mut test)?;
             python_matrix::update_readme(&ws, &matrix)?;
+            if with_dist {
+                let mut packaging = ws.cargo();
+                packaging.args(["test", "--release", "--package", "profiler-tests", "--test", "integration"]);
+                packaging.args(["packaging::", "--", "--ignored"]);
+                packaging.env("PROFILER_BIN", &profiler).env("PROFILER_DIST", &dist_dir);
+                cmd::run(&mut packaging)?;
+            }
             if !filtered {
                 fuzz::replay(&ws)?;
                 // Last, as the longest stage (about 14 minutes under emulation): the verifier, BTF and sysctl
                 // defaults of each kernel of the matrix, which this machine's kernel cannot show.
                 kernels::run(&ws, &profiler, kernels::Mode::Smoke, &[])?;
             }
+        }
+        Task::Dist => {
+            setup::setup(&ws)?;
+            setup::dist_tools()?;
+            dist::dist(&ws)?;
         }
         Task::Fuzz { seconds, targets, merge } => {
             setup::setup(&ws)?;

@@ -44,6 +44,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",
 ];
 
+/// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:
+/// musl-tools (musl-gcc, for the C parts of the static build's crates), binutils (strip, objcopy, readelf: the
+/// debug info split), ca-certificates (the image's CA bundle), lintian (checks the .deb), umoci (makes the OCI
+/// image), runc (runs it; Debian 12's crun refuses a hybrid cgroup hierarchy), systemd-container (systemd-nspawn,
+/// which boots a root to install the .deb into).
+const DIST_PACKAGES: &[&str] =
+    &["musl-tools", "binutils", "ca-certificates", "lintian", "umoci", "runc", "systemd-container"];
+
 /// The interpreter of the quake-monitor virtualenv: Debian's own CPython 3.11 (the `python3` on PATH may be
 /// another build, such as pyenv's).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
@@ -66,7 +74,7 @@ const NIGHTLY: &str = "nightly";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub fn setup(ws: &Workspace) -> Result<()> {
-    debian_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
     rust_src()?;
     clippy()?;
     bpf_linker()?;
@@ -82,9 +90,8 @@ pub fn quake_venv_dir(ws: &Workspace) -> PathBuf {
     ws.target_dir.join("quake-venv")
 }
 
-fn debian_packages() -> Result<()> {
-    let query =
-        cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(DEBIAN_PACKAGES))?;
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let query = cmd::probe(Command::new("dpkg-query").args(["-W", "-f=${Package}\t${Status}\n"]).args(packages))?;
     let Some(query) = query else {
         eprintln!(
             "warning: no dpkg-query, so not a Debian system: install by hand LLVM 22 with its development files \
@@ -97,9 +104,9 @@ fn debian_packages() -> Result<()> {
     let listing = String::from_utf8_lossy(&query.stdout);
     let installed =
         |package: &str| listing.lines().any(|line| line.split_once('\t') == Some((package, "install ok installed")));
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        eprintln!("ok: Debian packages {}", DEBIAN_PACKAGES.join(" "));
+        eprintln!("ok: Debian packages {}", packages.join(" "));
         return Ok(());
     }
     let missing = missing.join(" ");
@@ -144,6 +151,29 @@ fn rust_src() -> Result<()> {
     }
     eprintln!("installing: rust-src for the {NIGHTLY} toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// What `cargo xtask dist` (and `cargo xtask test --dist`) needs beyond [`setup`]: its Debian packages, the musl
+/// target and cargo-deb. Apart, so the other tasks do not install them.
+pub fn dist_tools() -> Result<()> {
+    debian_packages(DIST_PACKAGES)?;
+    static_target()?;
+    cargo_deb()
+}
+
+/// The Rust target of the static binary `cargo xtask dist` ships (its standard library for musl).
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn static_target() -> Result<()> {
+    let mut list = Command::new("rustup");
+    list.args(["target", "list", "--installed"]);
+    let installed = cmd::probe(&mut list)?.context("rustup not found: the static build needs rustup's musl target")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == STATIC_TARGET) {
+        eprintln!("ok: Rust target {STATIC_TARGET}");
+        return Ok(());
+    }
+    eprintln!("installing: Rust target {STATIC_TARGET}");
+    cmd::run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
 }
 
 /// `cargo xtask test` runs clippy: the parsers' arithmetic lint is part of the test stage.
@@ -311,6 +341,23 @@ pub fn cargo_fuzz() -> Result<()> {
     }
     eprintln!("installing: cargo-fuzz {CARGO_FUZZ_SERIES} (compiles for a minute)");
     cmd::run(cargo().args(["install", "cargo-fuzz", "--version", &format!("~{CARGO_FUZZ_SERIES}"), "--locked"]))
+}
+
+/// cargo-deb makes the Debian package of `cargo xtask dist` (and so of `cargo xtask test`, whose packaging tests
+/// install it).
+const CARGO_DEB_SERIES: &str = "3";
+
+fn cargo_deb() -> Result<()> {
+    let cargo = || Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let version = cmd::probe(cargo().args(["deb", "--version"]))?
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    if let Some(version) = version.as_deref().filter(|v| v.starts_with(&format!("cargo-deb {CARGO_DEB_SERIES}."))) {
+        eprintln!("ok: {version}");
+        return Ok(());
+    }
+    eprintln!("installing: cargo-deb {CARGO_DEB_SERIES} (compiles for a few minutes)");
+    cmd::run(cargo().args(["install", "cargo-deb", "--version", &format!("^{CARGO_DEB_SERIES}"), "--locked"]))
 }
 
 /// FNV-1a, 64-bit: stable across Rust releases and machines (std's hashers promise neither), and plenty to tell

@@ -16,9 +16,16 @@ const REQUIRED: [(u32, &str); 3] =
 /// in 5.15. (Ubuntu 22.04's 5.15 is the oldest kernel `cargo xtask kernels` boots.)
 const OLDEST_KERNEL: (u32, u32) = (5, 15);
 
-/// Fails with one line naming what is missing: capabilities, a recent enough kernel, BTF, perf events.
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel's proc_ns.h, fixed since 3.8).
+const INIT_PID_NAMESPACE: &str = "pid:[4026531836]";
+
+/// Fails with one line naming what is missing: capabilities, a recent enough kernel, BTF, perf events, the host's
+/// PID namespace.
 pub(crate) fn check() -> Result<()> {
     check_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default())?;
+    if let Ok(namespace) = fs::read_link("/proc/self/ns/pid") {
+        check_pid_namespace(&namespace.to_string_lossy())?;
+    }
     check_kernel_release(&fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default())?;
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
@@ -49,6 +56,20 @@ fn check_kernel_release(release: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a PID namespace other than the host's (a container without `hostPID`, a booted systemd-nspawn
+/// container): the kernel side sees the host's PIDs, the agent would look for its targets by PIDs of its own
+/// namespace, and would sample nothing without a word.
+fn check_pid_namespace(namespace: &str) -> Result<()> {
+    if namespace != INIT_PID_NAMESPACE {
+        bail!(
+            "the profiler runs in a PID namespace of its own ({namespace}), not the host's: its eBPF programs see the \
+             host's process IDs, which it cannot see from here; run it in the host's PID namespace (on Kubernetes \
+             `hostPID: true`; not inside a container with its own PIDs, such as systemd-nspawn)"
+        );
+    }
+    Ok(())
+}
+
 fn check_capabilities(proc_status: &str) -> Result<()> {
     let effective = proc_status
         .lines()
@@ -73,6 +94,13 @@ fn check_capabilities(proc_status: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_host_pid_namespace_passes_and_another_is_named() {
+        assert!(super::check_pid_namespace("pid:[4026531836]").is_ok());
+        let err = super::check_pid_namespace("pid:[4026532301]").unwrap_err().to_string();
+        assert!(err.starts_with("the profiler runs in a PID namespace of its own (pid:[4026532301])"), "{err}");
+    }
+
     use super::*;
 
     #[test]
