@@ -18,7 +18,7 @@ use std::{
 use profiler_tests::{
     agent::{capability_bit, Agent},
     dist::dist,
-    exclusive_cpu,
+    exclusive_cpu, gnu_build_id,
     machine::Machine,
     python,
     receiver::{basic_auth, decode_push, Expect, Receiver},
@@ -39,13 +39,6 @@ fn readelf(args: &[&str], file: &Path) -> String {
     let result = run(Command::new("readelf").arg("--wide").args(args).arg(file), Duration::from_secs(60));
     assert!(result.status.success(), "readelf {args:?} {}: {}", file.display(), result.stderr);
     result.stdout
-}
-
-fn build_id(file: &Path) -> String {
-    readelf(&["--notes"], file)
-        .lines()
-        .find_map(|line| line.split("Build ID: ").nth(1).map(|id| id.trim().to_owned()))
-        .unwrap_or_else(|| panic!("{} has no build-id", file.display()))
 }
 
 fn section_names(file: &Path) -> Vec<String> {
@@ -84,8 +77,8 @@ fn the_static_binary_is_stripped_and_its_debug_info_is_found_by_build_id() {
     assert!(link.stdout.starts_with("profiler.debug\0"), "the debuglink names {:?}", link.stdout);
 
     let debug = dist.debug_info();
-    let id = build_id(&binary);
-    assert_eq!(build_id(&debug), id, "the debug info is of another build");
+    let id = gnu_build_id(&binary);
+    assert_eq!(gnu_build_id(&debug), id, "the debug info is of another build");
     let debug_sections = section_names(&debug);
     for needed in [".debug_info", ".debug_line", ".symtab"] {
         assert!(debug_sections.iter().any(|s| s == needed), "{} has no {needed}", debug.display());
