@@ -583,11 +583,9 @@ fn ensure_free_threaded(build: &FreeThreaded) -> PathBuf {
     let tarball = work.join("src").join(file);
     step("downloading the source", Command::new("curl").args(["-fsSL", "-o"]).arg(&tarball).arg(url));
     let (algorithm, wanted) = digest.split_once(':').unwrap_or_else(|| panic!("a digest without its kind: {digest}"));
-    let sum = format!("{}sum", algorithm.to_ascii_lowercase());
-    let got = Command::new(&sum).arg(&tarball).output().unwrap_or_else(|err| panic!("running {sum}: {err}"));
-    let got = String::from_utf8_lossy(&got.stdout);
+    let got = file_digest(&algorithm.to_ascii_lowercase(), &tarball);
     assert!(
-        got.split_whitespace().next() == Some(wanted),
+        got == wanted,
         "{} does not have the {algorithm} digest the signed index gives ({wanted}): {got}",
         tarball.display()
     );
@@ -795,6 +793,13 @@ fn add_packages(root: &Path, suite: &str, packages: &[&str]) {
     apt_get(&install);
 }
 
+/// The hex digest of `file` by coreutils' `ALGORITHMsum` (`sha256`, `sha512`, …); empty when it cannot be read.
+fn file_digest(algorithm: &str, file: &Path) -> String {
+    let tool = format!("{algorithm}sum");
+    let output = Command::new(&tool).arg(file).output().unwrap_or_else(|err| panic!("running {tool}: {err}"));
+    String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
 /// Ubuntu's archive keyring under `ROOTS_DIR`, fetched from Ubuntu's mirror once and checked against
 /// [`UBUNTU_KEYRING_SHA256`].
 fn ubuntu_keyring() -> PathBuf {
@@ -806,10 +811,9 @@ fn ubuntu_keyring() -> PathBuf {
         run_to_success(Command::new("curl").args(["-fsSL", "--retry", "3", "-o"]).arg(&deb).arg(&url));
         run_to_success(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
     }
-    let output = Command::new("sha256sum").arg(&keyring).output().expect("running sha256sum");
-    let digest = String::from_utf8_lossy(&output.stdout);
+    let digest = file_digest("sha256", &keyring);
     assert!(
-        digest.split_whitespace().next() == Some(UBUNTU_KEYRING_SHA256),
+        digest == UBUNTU_KEYRING_SHA256,
         "{} does not have the expected SHA-256 ({UBUNTU_KEYRING_SHA256}): {digest}; remove {} to fetch it again",
         keyring.display(),
         dir.display()
