@@ -1,7 +1,10 @@
 //! Keeps the set of profiled processes current without polling: forks of targets are added before the child
 //! first runs (so it is sampled from its first tick), exits are removed, and execs are reported so userspace can
 //! match new processes by name and reload the memory map of a target that replaced its image.
-use core::ptr::write_volatile;
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    ptr::write_volatile,
+};
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
@@ -13,7 +16,10 @@ use profiler_common::{
     TARGET_FOLLOW_CHILDREN,
 };
 
-use crate::maps::{EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, RESIDENT_PAGES, TARGETS};
+use crate::maps::{
+    CODE_MMAPS_IN_FLIGHT, EVENTS, LOST_EVENTS, PENDING_MMAPS, PY_PROCESSES, RESIDENT_PAGES, TARGETS,
+    UNTAKEN_MAP_CHANGES,
+};
 
 /// Written by userspace before load from the tracepoint formats.
 // SAFETY: no other symbol of the object is named LIFECYCLE_CONFIG; userspace sets it by this name before load.
@@ -104,6 +110,8 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
         let _ = TARGETS.remove(&tgid);
         let _ = PY_PROCESSES.remove(&tgid);
         let _ = RESIDENT_PAGES.remove(&tgid);
+        let _ = UNTAKEN_MAP_CHANGES.remove(&tgid);
+        let _ = CODE_MMAPS_IN_FLIGHT.remove(&tgid);
         // The last thread's exit_code is the process's: exit_group() and fatal signals give every thread the
         // group's code.
         send_exit(tgid, crate::task::current_exit_code());
@@ -129,22 +137,61 @@ pub fn mmap_exec(ctx: TracePointContext) -> u32 {
     };
     if prot & PROT_EXEC != 0 && fd >= 0 {
         // SAFETY: bpf_ktime_get_ns takes no arguments.
-        let _ = PENDING_MMAPS.insert(&(pid_tgid as u32), &unsafe { bpf_ktime_get_ns() }, 0);
+        if PENDING_MMAPS.insert(&(pid_tgid as u32), &unsafe { bpf_ktime_get_ns() }, 0).is_ok() {
+            count_code_mmap_in_flight((pid_tgid >> 32) as u32, 1);
+        }
     }
     0
 }
 
-/// syscalls/sys_exit_mmap: the executable mapping of a target now exists.
+/// Adds `delta` (1, or u32::MAX to take one away) to the process's count of code mmaps in flight.
+#[inline(always)]
+fn count_code_mmap_in_flight(tgid: u32, delta: u32) {
+    const BPF_NOEXIST: u64 = 1;
+    for _ in 0..2 {
+        if let Some(count) = CODE_MMAPS_IN_FLIGHT.get_ptr_mut(&tgid) {
+            // SAFETY: a map value stays valid for the program's run; the add is atomic against other CPUs'.
+            unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(count, delta) };
+            return;
+        }
+        if delta == 1 && CODE_MMAPS_IN_FLIGHT.insert(&tgid, &1, BPF_NOEXIST).is_ok() {
+            return;
+        }
+    }
+}
+
+/// syscalls/sys_exit_mmap: the executable mapping of a target now exists. Only the first of the mappings userspace
+/// has not taken yet sends an event (see `UNTAKEN_MAP_CHANGES`).
 #[tracepoint]
 pub fn mmap_done(_ctx: TracePointContext) -> u32 {
+    const BPF_NOEXIST: u64 = 1;
+    const BPF_EXIST: u64 = 2;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: a map value stays valid for the program's run; the u64 is copied at once.
-    if let Some(&entered_ns) = unsafe { PENDING_MMAPS.get(&tid) } {
-        let _ = PENDING_MMAPS.remove(&tid);
+    let Some(&entered_ns) = (unsafe { PENDING_MMAPS.get(&tid) }) else {
+        return 0;
+    };
+    let _ = PENDING_MMAPS.remove(&tid);
+    let tgid = (pid_tgid >> 32) as u32;
+    count_code_mmap_in_flight(tgid, u32::MAX);
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let done_ns = unsafe { bpf_ktime_get_ns() };
+    // Updates, never writes through a pointer: userspace's lookup-and-delete takes the entry either before an
+    // update (which then fails and sends an event) or after it (and sees its time).
+    if UNTAKEN_MAP_CHANGES.insert(&tgid, &done_ns, BPF_EXIST).is_ok() {
+        return 0;
+    }
+    if UNTAKEN_MAP_CHANGES.insert(&tgid, &done_ns, BPF_NOEXIST).is_ok() {
         // Stamped with the time the call began: the new mapping shows in /proc/PID/maps before this tracepoint
         // runs, and userspace must know that maps read after that instant may not fit samples taken before it.
-        output(EVENT_MMAP_EXEC, (pid_tgid >> 32) as u32, 0, 0, entered_ns, NO_FIELD);
+        if !output(EVENT_MMAP_EXEC, tgid, 0, 0, entered_ns, NO_FIELD) {
+            // No event: the next mapping must try again.
+            let _ = UNTAKEN_MAP_CHANGES.remove(&tgid);
+        }
+    } else {
+        // Another thread of the process created the entry between the two updates, and sent the event.
+        let _ = UNTAKEN_MAP_CHANGES.insert(&tgid, &done_ns, BPF_EXIST);
     }
     0
 }
@@ -152,26 +199,26 @@ pub fn mmap_done(_ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn send(kind: u32, pid: u32, parent: u32, signal: u32) {
     // SAFETY: bpf_ktime_get_ns takes no arguments.
-    output(kind, pid, parent, signal, unsafe { bpf_ktime_get_ns() }, NO_FIELD);
+    let _ = output(kind, pid, parent, signal, unsafe { bpf_ktime_get_ns() }, NO_FIELD);
 }
 
 #[inline(always)]
 fn send_exit(pid: u32, exit_code: u32) {
     // SAFETY: bpf_ktime_get_ns takes no arguments.
-    output(EVENT_EXIT, pid, 0, 0, unsafe { bpf_ktime_get_ns() }, exit_code);
+    let _ = output(EVENT_EXIT, pid, 0, 0, unsafe { bpf_ktime_get_ns() }, exit_code);
 }
 
 /// Sends an event, with the current thread's name, written field by field into the ring buffer: a struct built on
 /// the stack would be zeroed or copied with calls to compiler-builtins' `memset`/`memcpy`, BPF-to-BPF calls that
-/// older verifiers handle worse (see python.rs).
+/// older verifiers handle worse (see python.rs). False when the ring buffer had no room (counted in `LOST_EVENTS`).
 #[inline(always)]
-fn output(kind: u32, pid: u32, parent: u32, signal: u32, time_ns: u64, exit_code: u32) {
+fn output(kind: u32, pid: u32, parent: u32, signal: u32, time_ns: u64, exit_code: u32) -> bool {
     let Some(mut entry) = EVENTS.reserve::<LifecycleEvent>(0) else {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(0) {
             // SAFETY: this CPU's value of a per-CPU array, valid for the program's run and touched by no other CPU.
             unsafe { *counter += 1 };
         }
-        return;
+        return false;
     };
     let event = entry.as_mut_ptr();
     // SAFETY: the entry was reserved in EVENTS for a LifecycleEvent and is ours until submitted below; each write
@@ -187,4 +234,5 @@ fn output(kind: u32, pid: u32, parent: u32, signal: u32, time_ns: u64, exit_code
         crate::task::current_comm(&mut (*event).comm);
     }
     entry.submit(0);
+    true
 }

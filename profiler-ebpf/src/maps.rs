@@ -57,6 +57,18 @@ pub static CRASHING: HashMap<u32, CrashingProcess> = HashMap::with_max_entries(1
 #[map]
 pub static PENDING_MMAPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// Target processes with code mappings userspace has not taken yet (tgid → when the latest one's mmap returned).
+/// The first mapping sends an event and creates the entry; the ones after it only move the time, until userspace
+/// takes the entry (lookup-and-delete, atomic against these updates) as it handles the event. A process mapping
+/// code in a loop so sends one event per look of userspace instead of one per mmap.
+#[map]
+pub static UNTAKEN_MAP_CHANGES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// How many threads of each target process are inside an executable file mmap (tgid → count): maps read while
+/// one is may already show its mapping, whose event is still to come.
+#[map]
+pub static CODE_MMAPS_IN_FLIGHT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// Target threads' off-CPU bookkeeping (TID → when it left, its total, its next capture): written at every switch of
 /// a target thread while off-CPU sampling runs; an exiting thread's entry is removed at its last switch.
 #[map]

@@ -72,12 +72,14 @@ impl Session {
         let crashes = register(sampler.take_crashes().context("the crash ring buffer was already taken")?)?;
         let mut tick = interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pipeline = Pipeline::new(1_000_000_000 / options.rate_hz, pipeline);
+        pipeline.take_map_changes_from(sampler.untaken_map_changes()?);
         Ok(Self {
             sampler,
             samples,
             events,
             crashes,
-            pipeline: Pipeline::new(1_000_000_000 / options.rate_hz, pipeline),
+            pipeline,
             tick,
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,

@@ -537,9 +537,9 @@ fn a_target_mapping_code_in_a_loop_costs_the_agent_little() {
         "no log line about the map re-read budget:\n{}",
         result.stderr
     );
-    // The log line above is what tells the throttled agent from an unthrottled one; this bound only catches a
-    // runaway (alone on 2 cores the agent used 1.1–1.3 s here, start-up included, and more beside other load).
-    assert!(cpu < 2.5, "the agent used {cpu:.2} s of CPU in 5 s of a target mapping code:\n{}", result.stderr);
+    // The kernel sends one event per re-read of the maps, not one per mmap (the agent used 2.6–3.2 s here when
+    // it handled ~90 000 events a second); alone on 2 cores it uses 0.7–0.9 s, start-up included.
+    assert!(cpu < 1.6, "the agent used {cpu:.2} s of CPU in 5 s of a target mapping code:\n{}", result.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -130,7 +130,14 @@ impl Pipeline {
         }
     }
 
-    /// `pid` is loading code: re-read its maps soon (before a crash in that code leaves nothing to read).
+    /// Where the kernel notes the code mappings that follow a mapping event: taken at each re-read of a process's
+    /// maps (without it, as on recorded data, every mapping is an event of its own).
+    pub(crate) fn take_map_changes_from(&mut self, changes: crate::sample::map_changes::UntakenMapChanges) {
+        self.unwinder.take_map_changes_from(changes);
+    }
+
+    /// `pid` is loading code since `time_ns`: re-read its maps soon (before a crash in that code leaves nothing to
+    /// read).
     pub(crate) fn maps_changed(&mut self, pid: u32, time_ns: u64) {
         let _busy = crate::watchdog::busy(pid, "re-reading its maps");
         self.unwinder.mark_stale(pid, time_ns);

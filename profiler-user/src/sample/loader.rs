@@ -20,7 +20,7 @@ use profiler_common::{
     NO_FIELD, OFF_CPU_CAPTURED, OFF_CPU_GIL_WAIT, PY_MAX_FRAMES, TARGET_FOLLOW_CHILDREN,
 };
 
-use super::{btf, event::InProgress, tracefs};
+use super::{btf, event::InProgress, map_changes::UntakenMapChanges, tracefs};
 
 static KERNEL_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -55,6 +55,7 @@ pub(crate) struct Sampler {
     off_cpu_threads: HashMap<MapData, u32, OffCpuThread>,
     resident_pages: HashMap<MapData, u32, i64>,
     crashing: HashMap<MapData, u32, CrashingProcess>,
+    untaken_map_changes: UntakenMapChanges,
     lost_events: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
     events: Option<RingBuf<MapData>>,
@@ -168,6 +169,14 @@ impl Sampler {
         let off_cpu_threads = HashMap::try_from(take_map(&mut ebpf, "OFF_CPU_THREADS")?)?;
         let resident_pages = HashMap::try_from(take_map(&mut ebpf, "RESIDENT_PAGES")?)?;
         let crashing = HashMap::try_from(take_map(&mut ebpf, "CRASHING")?)?;
+        let aya::maps::Map::LruHashMap(untaken_map_changes) = take_map(&mut ebpf, "UNTAKEN_MAP_CHANGES")? else {
+            anyhow::bail!("the embedded eBPF object's UNTAKEN_MAP_CHANGES is not an LRU hash map");
+        };
+        let aya::maps::Map::LruHashMap(code_mmaps_in_flight) = take_map(&mut ebpf, "CODE_MMAPS_IN_FLIGHT")? else {
+            anyhow::bail!("the embedded eBPF object's CODE_MMAPS_IN_FLIGHT is not an LRU hash map");
+        };
+        let untaken_map_changes = UntakenMapChanges::new(untaken_map_changes.fd(), code_mmaps_in_flight.fd())
+            .context("duplicating a map's file descriptor")?;
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
@@ -183,6 +192,7 @@ impl Sampler {
             off_cpu_threads,
             resident_pages,
             crashing,
+            untaken_map_changes,
             lost_events,
             samples: Some(samples),
             events: Some(events),
@@ -203,8 +213,13 @@ impl Sampler {
         let _ = self.python_gils.remove(&pid);
         let _ = self.crashing.remove(&pid);
         let _ = self.resident_pages.remove(&pid);
+        let _ = self.untaken_map_changes.take(pid);
     }
 
+    /// A handle on the kernel's note of the targets' code mappings, for whoever re-reads their maps.
+    pub(crate) fn untaken_map_changes(&self) -> Result<UntakenMapChanges> {
+        self.untaken_map_changes.try_clone().context("duplicating a map's file descriptor")
+    }
     /// Tells the off-CPU sampler where process `pid` keeps its GIL: futex waits in `gil` are GIL waits.
     pub(crate) fn set_python_gil(&mut self, pid: u32, gil: std::ops::Range<u64>) -> Result<()> {
         let value = PyGil { start: gil.start, end: gil.end, waiters: 0, _pad: 0 };

@@ -254,7 +254,7 @@ mod tests {
         let address = a_function_with_a_distinct_name();
         let mut files = Default::default();
         let mut process = ProcessModules::new(std::process::id());
-        process.ensure_covers(address, &mut files).unwrap();
+        process.ensure_covers(address, &mut files, None).unwrap();
         let module = process.module_at(address).unwrap();
         let offset = module.file.elf.svma_to_file_offset(address - module.bias).unwrap();
         let frame = NativeFrame { address, file: Some((module.file.clone(), offset)) };
@@ -298,7 +298,7 @@ mod tests {
         let address = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64;
         let mut files = Default::default();
         let mut process = ProcessModules::new(std::process::id());
-        process.ensure_covers(address, &mut files).unwrap();
+        process.ensure_covers(address, &mut files, None).unwrap();
         let module = process.module_at(address).unwrap();
         if separate_debug_file(&module.file.module).is_none() {
             eprintln!("no debug file for {}: nothing to check", module.file.module.path);

@@ -21,7 +21,7 @@ use gimli::UnwindContext;
 
 pub(crate) use self::modules::LoadedFile;
 use self::modules::{FileCache, ProcessModules};
-use crate::sample::CpuSample;
+use crate::sample::{map_changes::UntakenMapChanges, CpuSample};
 
 /// Deeper stacks than this are cut (and marked truncated): it bounds the work per sample.
 const MAX_FRAMES: usize = 256;
@@ -65,6 +65,8 @@ pub(crate) struct Unwinder {
     cache: CacheX86_64,
     /// gimli's row-evaluation state for `cfa`, reused across frames.
     cfi_context: UnwindContext<usize>,
+    /// The kernel's note of code mappings after a mapping event, taken before each re-read of a process's maps.
+    map_changes: Option<UntakenMapChanges>,
 }
 
 impl Unwinder {
@@ -75,7 +77,8 @@ impl Unwinder {
         let regs = sample.regs;
         let process = self.processes.entry(sample.pid).or_insert_with(|| ProcessModules::new(sample.pid));
         // A process that just exited (a crash) has no maps to read any more: unwind with the ones we had.
-        if process.ensure_covers(regs.ip, &mut self.files).is_err() && !process.has_modules() {
+        if process.ensure_covers(regs.ip, &mut self.files, self.map_changes.as_ref()).is_err() && !process.has_modules()
+        {
             return NativeStack {
                 frames: vec![NativeFrame { address: regs.ip, file: None }],
                 truncation: Some(Truncation::NoMaps),
@@ -83,8 +86,10 @@ impl Unwinder {
         }
         let read_at = process.read_at_ns();
         // Code was mapped after the maps in use were read and before this sample (a re-read put off by the
-        // budget): they may name other code than it ran.
+        // budget), or after this sample and before they were read: they may name other code than it ran.
+        let changed_until = process.changed_until_ns();
         if process.unread_change_ns().is_some_and(|change| change <= sample.time_ns)
+            || (sample.time_ns < changed_until && changed_until <= read_at)
             || later_map_changes.iter().any(|&change| change > sample.time_ns && change <= read_at)
         {
             return NativeStack { frames: Vec::new(), truncation: Some(Truncation::MapsChanged) };
@@ -155,7 +160,7 @@ impl Unwinder {
     /// crashes soon after must still be unwindable once it is gone.
     pub(crate) fn preload(&mut self, pid: u32) {
         let process = self.processes.entry(pid).or_insert_with(|| ProcessModules::new(pid));
-        if let Err(err) = process.ensure_covers(0, &mut self.files) {
+        if let Err(err) = process.ensure_covers(0, &mut self.files, self.map_changes.as_ref()) {
             tracing::debug!("PID {pid}: {err:#}");
         }
     }
@@ -168,16 +173,21 @@ impl Unwinder {
         }
     }
 
-    /// The process is changing its executable mappings: re-read them now (a crash may follow at once) and
-    /// again at the next refresh (the mapping may not be complete yet). A process that maps code faster than its
-    /// budget of immediate re-reads (`modules::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead:
-    /// each read is the whole maps file, and a target could otherwise make the agent read it thousands of times
-    /// a second.
+    pub(crate) fn take_map_changes_from(&mut self, changes: UntakenMapChanges) {
+        self.map_changes = Some(changes);
+    }
+
+    /// The process changed its executable mappings at `time_ns` (and, the kernel not sending an event for each,
+    /// maybe again until its note is taken): re-read them now (a crash may follow at once) and again at the next
+    /// refresh (the mapping may not be complete yet). A process that maps code faster than its budget of immediate
+    /// re-reads (`modules::IMMEDIATE_READS_PER_SECOND`) waits for the next refresh instead: each read is the whole
+    /// maps file, and a target could otherwise make the agent read it thousands of times a second.
     /// Until then, samples from `time_ns` on are not named with the maps read before it.
     pub(crate) fn mark_stale(&mut self, pid: u32, time_ns: u64) {
         if let Some(process) = self.processes.get_mut(&pid) {
+            process.note_change_until(time_ns);
             if process.take_immediate_read() {
-                if let Err(err) = process.refresh(&mut self.files) {
+                if let Err(err) = process.refresh(&mut self.files, self.map_changes.as_ref()) {
                     tracing::debug!("PID {pid}: {err:#}");
                 }
             } else {
@@ -200,7 +210,7 @@ impl Unwinder {
     /// Re-reads the maps of processes marked stale, while they still exist.
     pub(crate) fn refresh_stale(&mut self) {
         for (pid, process) in self.processes.iter_mut().filter(|(_, p)| p.is_stale()) {
-            if let Err(err) = process.refresh(&mut self.files) {
+            if let Err(err) = process.refresh(&mut self.files, self.map_changes.as_ref()) {
                 tracing::debug!("PID {pid}: {err:#}");
             }
         }

@@ -22,6 +22,7 @@ use crate::{
         files,
         maps::{self, Mapping},
     },
+    sample::map_changes::UntakenMapChanges,
 };
 
 /// An ELF file loaded once and shared by every process that maps it.
@@ -125,6 +126,9 @@ pub(crate) struct ProcessModules {
     budget_logged: bool,
     /// The first code mapping since the last read whose re-read the budget put off (CLOCK_MONOTONIC ns).
     unread_change_ns: Option<u64>,
+    /// The latest code mapping reported (CLOCK_MONOTONIC ns; 0 if none): samples before it are not named with
+    /// maps read after it.
+    changed_until_ns: u64,
 }
 
 /// How many times a second a process's code mappings may make us re-read its maps at once; past that they are
@@ -150,18 +154,24 @@ impl ProcessModules {
             immediate_reads: (None, 0),
             budget_logged: false,
             unread_change_ns: None,
+            changed_until_ns: 0,
         }
     }
 
     /// Re-reads the maps if they were never read, or if `address` is outside every known module and the last
     /// read is older than the refresh interval.
-    pub(crate) fn ensure_covers(&mut self, address: u64, files: &mut FileCache) -> Result<()> {
+    pub(crate) fn ensure_covers(
+        &mut self,
+        address: u64,
+        files: &mut FileCache,
+        changes: Option<&UntakenMapChanges>,
+    ) -> Result<()> {
         let stale = match self.loaded_at {
             None => true,
             Some(at) => self.module_at(address).is_none() && (self.stale || at.elapsed() >= MAPS_REFRESH_INTERVAL),
         };
         if stale {
-            self.reload(files)?;
+            self.reload(files, changes)?;
         }
         Ok(())
     }
@@ -177,6 +187,7 @@ impl ProcessModules {
         child.mappings = parent.mappings.clone();
         child.loaded_at = parent.loaded_at;
         child.read_at_ns = parent.read_at_ns;
+        child.changed_until_ns = parent.changed_until_ns;
         child
     }
 
@@ -191,6 +202,16 @@ impl ProcessModules {
 
     pub(crate) fn unread_change_ns(&self) -> Option<u64> {
         self.unread_change_ns
+    }
+
+    /// A code mapping happened at `time_ns`, at the latest: maps read after it do not fit samples before it.
+    pub(crate) fn note_change_until(&mut self, time_ns: u64) {
+        self.changed_until_ns = self.changed_until_ns.max(time_ns);
+    }
+
+    /// The latest code mapping known (CLOCK_MONOTONIC ns; 0 if none).
+    pub(crate) fn changed_until_ns(&self) -> u64 {
+        self.changed_until_ns
     }
 
     /// Whether the budget of immediate re-reads allows one more now; logs once when it trips.
@@ -220,8 +241,8 @@ impl ProcessModules {
     }
 
     /// Re-reads the maps now.
-    pub(crate) fn refresh(&mut self, files: &mut FileCache) -> Result<()> {
-        self.reload(files)
+    pub(crate) fn refresh(&mut self, files: &mut FileCache, changes: Option<&UntakenMapChanges>) -> Result<()> {
+        self.reload(files, changes)
     }
 
     /// When the maps in use were read (CLOCK_MONOTONIC ns; 0 before the first read).
@@ -229,12 +250,22 @@ impl ProcessModules {
         self.read_at_ns
     }
 
-    fn reload(&mut self, files: &mut FileCache) -> Result<()> {
+    /// Takes the kernel's note of code mappings first: the maps read then cover every mapping it counted (the
+    /// latest of which samples before it are not named with), and the next mapping sends an event again.
+    fn reload(&mut self, files: &mut FileCache, changes: Option<&UntakenMapChanges>) -> Result<()> {
+        if let Some(last_ns) = changes.and_then(|changes| changes.take(self.pid)) {
+            self.note_change_until(last_ns);
+        }
+        let maps = maps::read(self.pid);
+        if changes.is_some_and(|changes| changes.in_flight(self.pid)) {
+            // A mapping under way may or may not be in what was read.
+            self.note_change_until(crate::sample::monotonic_ns());
+        }
         self.unread_change_ns = None;
         self.loaded_at = Some(Instant::now());
         self.read_at_ns = crate::sample::monotonic_ns();
         self.stale = false;
-        let maps = maps::read(self.pid)?;
+        let maps = maps?;
         self.malformed_map_lines = maps.malformed_lines;
         let root = files::process_root(self.pid);
         let mut modules = Vec::new();
@@ -337,7 +368,7 @@ mod tests {
         let mut files = FileCache::default();
         let mut process = ProcessModules::new(std::process::id());
         let here = finds_this_process_modules as fn() as usize as u64;
-        process.ensure_covers(here, &mut files).unwrap();
+        process.ensure_covers(here, &mut files, None).unwrap();
         let module = process.module_at(here).expect("our own code is in a module");
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
         assert!(process.module_at(0x10).is_none());
