@@ -274,8 +274,11 @@ fn profile_from(input: &mut Input) -> Profile {
             0 => format!("[{}+0x{:x}]", input.text(8), input.u16()),
             _ => input.text(12),
         };
-        let module =
-            (flags & 4 != 0).then(|| Module { path: input.text(8), build_id: (flags & 8 != 0).then(|| input.text(8)) });
+        let module = (flags & 4 != 0).then(|| Module {
+            path: input.text(8),
+            build_id: (flags & 8 != 0).then(|| input.text(8)),
+            executable: flags & 16 != 0,
+        });
         profile.frames.push(Frame {
             kind: KINDS[usize::from(input.u8()) % KINDS.len()],
             function,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::{
-    aggregate::{Frame, FrameKind},
+    aggregate::{Frame, FrameKind, Module},
     python::PythonFrame,
     unwind::Truncation,
 };
@@ -16,6 +16,9 @@ use crate::{
 pub(crate) struct SampleContext<'a> {
     pub process_name: &'a str,
     pub thread_name: &'a str,
+    /// The process's executable, kept as the process frame's module: pprof names it the main binary even when
+    /// none of its own frames is left (an interpreter's are folded into the Python frames).
+    pub executable: Option<&'a Module>,
 }
 
 /// The Python side of a sample.
@@ -48,7 +51,7 @@ pub(crate) fn merge(
         None => frames.extend(native.iter().flat_map(|f| f.iter().cloned()).chain(marker)),
     }
     frames.push(synthetic(FrameKind::Context, context.thread_name));
-    frames.push(synthetic(FrameKind::Context, context.process_name));
+    frames.push(Frame { module: context.executable.cloned(), ..synthetic(FrameKind::Context, context.process_name) });
     frames
 }
 
@@ -121,7 +124,7 @@ mod tests {
     const PYTHON: &str = "/usr/bin/python3.11";
 
     fn native(name: &str, module: &str) -> Arc<[Frame]> {
-        let module = Some(Module { path: module.into(), build_id: None });
+        let module = Some(Module { path: module.into(), build_id: None, executable: false });
         Arc::from([Frame { kind: FrameKind::Native, module, ..synthetic(FrameKind::Native, name) }])
     }
 
@@ -137,7 +140,7 @@ mod tests {
         frames.iter().map(|f| f.function.as_str()).collect()
     }
 
-    const CONTEXT: SampleContext = SampleContext { process_name: "app", thread_name: "worker" };
+    const CONTEXT: SampleContext = SampleContext { process_name: "app", thread_name: "worker", executable: None };
 
     #[test]
     fn orders_kernel_native_truncation_then_context() {

@@ -242,6 +242,12 @@ fn the_systemd_unit_keeps_the_key_out_of_its_environment_and_command_line() {
     let state = unit_value(&unit, "StateDirectory");
     let help = run(profiler().args(["run", "--help"]), Duration::from_secs(10));
     assert!(help.stdout.contains(&format!("/var/lib/{state}/crashes")), "--crash-dir default outside /var/lib/{state}");
+    // And the cache directory the debuginfod cache's default, when DEBUGINFOD_URLS is set.
+    let cache = unit_value(&unit, "CacheDirectory");
+    assert!(
+        help.stdout.contains(&format!("/var/cache/{cache}/debuginfod")),
+        "--debuginfod-cache default outside /var/cache/{cache}"
+    );
     let caps: BTreeSet<&str> = unit_capabilities(&unit).into_iter().collect();
     for needed in ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"] {
         assert!(caps.contains(needed), "the unit does not grant {needed}");

@@ -3,6 +3,7 @@
 //! The tests that profile need root and take `exclusive_cpu()`, so they run one at a time whatever
 //! `--test-threads` says: the shares and rates they measure depend on the CPU the workloads get.
 mod crash;
+mod debuginfod;
 mod demo_crash;
 mod deploy;
 mod dump;

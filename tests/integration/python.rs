@@ -715,3 +715,48 @@ fn non_python_process_has_no_python_frames_or_warnings() {
         "Python frames or gil labels in a process that is not Python"
     );
 }
+
+/// A Python profile read with `go tool pprof` as a user reads it: the interpreter named as the profile's main
+/// binary (`File:`), the workload's hottest Python function among the top functions, the labels in `-traces`, and
+/// `-tagfocus` on a label keeping the thread's samples or none.
+#[test]
+fn go_tool_pprof_reads_a_python_profile_with_the_interpreter_as_main_binary() {
+    if !require_root() {
+        return;
+    }
+    let _cpu = exclusive_cpu();
+    let interpreter = profiler_tests::python::debian_python();
+    let dir = TestDir::new("python-go-pprof");
+    let stage = interpreter.stage("go-pprof");
+    let totals = stage.host("split.json");
+    let mut workload = Process::start(
+        &mut interpreter.command(&stage.inside("split.py"), &[stage.inside("split.json").to_str().expect("UTF-8")]),
+    );
+    wait_for_totals(&mut workload, &totals, 1.0);
+    let pid = workload.pid();
+    let executable = fs::read_link(format!("/proc/{pid}/exe")).expect("the workload's executable");
+    let executable = executable.file_name().and_then(|n| n.to_str()).expect("a file name").to_owned();
+    let mut record = profiler();
+    record.args(["record", "--pid", &pid.to_string(), "--duration", "3s"]);
+    let profile = dir.join("x.pb.gz");
+    record.arg("-o").arg(&profile);
+    let run = run(&mut record, Duration::from_secs(60));
+    drop(workload);
+    run.assert_success();
+
+    use profiler_tests::go_pprof::go_pprof;
+    let top = go_pprof(&["-top", "-nodecount=15"], &profile);
+    assert!(top.contains(&format!("File: {executable}\n")), "the main binary is not {executable}:\n{top}");
+    assert!(top.contains("Type: cpu\n"), "not a CPU profile:\n{top}");
+    let named = |text: &str, function: &str| text.lines().any(|line| line.split_whitespace().last() == Some(function));
+    assert!(named(&top, "py_hot"), "py_hot (about half the thread's time) is not among the top functions:\n{top}");
+    let traces = go_pprof(&["-traces"], &profile);
+    for label in [format!("pid:  {pid}"), format!("thread_id:  {pid}"), "gil:  held".to_owned()] {
+        assert!(traces.contains(&label), "no `{label}` label in the traces:\n{traces}");
+    }
+    // Anchored: a bare number would be taken for a range of numeric label values, and ours are strings.
+    let main_thread = go_pprof(&["-top", &format!("-tagfocus=thread_id=^{pid}$")], &profile);
+    assert!(named(&main_thread, "py_hot"), "-tagfocus on the main thread lost its samples:\n{main_thread}");
+    let nothing = go_pprof(&["-top", "-tagfocus=thread_id=nonesuch"], &profile);
+    assert!(nothing.contains("matched no samples"), "-tagfocus on no thread kept samples:\n{nothing}");
+}

@@ -13,6 +13,8 @@ pub mod crash;
 pub mod crash_report;
 /// What `cargo xtask dist` made: the static binary, the Debian package, the OCI image.
 pub mod dist;
+/// `go tool pprof`, the reference reader every pprof the tests read must open in.
+pub mod go_pprof;
 /// The lifecycle workloads, the demo app under uvicorn, and readers for what they wrote.
 pub mod lifecycle;
 /// A booted systemd container (systemd-nspawn) to install the Debian package into.

@@ -110,5 +110,8 @@ pub fn read_pprof(path: &Path) -> proto::Profile {
     flate2::read::GzDecoder::new(file)
         .read_to_end(&mut raw)
         .unwrap_or_else(|err| panic!("{} is not gzip: {err}", path.display()));
-    proto::Profile::decode(&raw[..]).unwrap_or_else(|err| panic!("{} is not a pprof protobuf: {err}", path.display()))
+    let profile = proto::Profile::decode(&raw[..])
+        .unwrap_or_else(|err| panic!("{} is not a pprof protobuf: {err}", path.display()));
+    crate::go_pprof::assert_go_pprof_reads(path);
+    profile
 }

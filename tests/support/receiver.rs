@@ -491,7 +491,9 @@ pub fn decode_gzipped_pprof(bytes: &[u8]) -> proto::Profile {
     assert_eq!(bytes.get(..2), Some(&[0x1f, 0x8b][..]), "the pprof is gzipped");
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw).expect("the pprof gunzips");
-    proto::Profile::decode(&raw[..]).expect("the pprof is a valid protobuf")
+    let profile = proto::Profile::decode(&raw[..]).expect("the pprof is a valid protobuf");
+    crate::go_pprof::assert_go_pprof_reads_bytes(bytes);
+    profile
 }
 
 // ---------------------------------------------------------------------------------------------------------------

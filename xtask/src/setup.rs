@@ -24,7 +24,8 @@ use crate::{cmd, Workspace};
 /// the reference profiler `cargo xtask bench` measures beside ours. systemd: `systemd-analyze`, which checks the
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
 /// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
-/// distributions' kernels with a busybox initramfs.
+/// distributions' kernels with a busybox initramfs. golang-go: `go tool pprof`, which every pprof the tests read
+/// must open in. debuginfod: elfutils' server, which serves a test library's debug file.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -42,6 +43,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "golang-go",
+    "debuginfod",
 ];
 
 /// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:

@@ -28,6 +28,8 @@ pub(crate) struct Module {
     pub path: String,
     /// GNU build-id, lowercase hex, when the file has one.
     pub build_id: Option<String>,
+    /// The process's executable (`/proc/PID/exe`), not a library: pprof names it the profile's main binary.
+    pub executable: bool,
 }
 
 /// One frame as the user sees it.

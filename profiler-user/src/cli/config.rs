@@ -14,13 +14,15 @@ use crate::{
     output::OutputFormat,
     pipeline::PipelineOptions,
     selection::{CmdlinePattern, TargetSpec},
+    symbolize::{self, DebuginfodConfig},
     upload::{config::PendingCredentials, labels, Endpoint, KeySource, Secret, UploadConfig},
 };
 
 /// What `main` runs.
 #[derive(Debug)]
 pub(crate) enum Config {
-    Record(RecordConfig),
+    /// Boxed, as `Run`: several times the size of the other variants.
+    Record(Box<RecordConfig>),
     /// Boxed: several times the size of the other variants (its upload settings).
     Run(Box<RunConfig>),
     Dump(DumpConfig),
@@ -40,6 +42,8 @@ pub(crate) struct AttachConfig {
     /// How stacks are labelled (`endpoint`, the --labels rules).
     pub labels: LabelConfig,
     pub crash_dir: PathBuf,
+    /// Where debug files for unnamed frames come from (`None`: nowhere).
+    pub debuginfod: Option<DebuginfodConfig>,
 }
 
 /// Everything `record` needs.
@@ -87,7 +91,7 @@ pub(crate) enum CrashQuery {
 /// The one place the command line becomes a configuration.
 pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
     match cli.command {
-        Command::Record(args) => resolve_record(args).map(Config::Record),
+        Command::Record(args) => resolve_record(args, env).map(|config| Config::Record(Box::new(config))),
         // The documented rollback switch wins over every other setting, so it works however the rest is set.
         Command::Run(_) if env.disabled_by()?.is_some() => {
             Ok(Config::Disabled(env.profiling_enabled.clone().unwrap_or_default()))
@@ -155,11 +159,37 @@ impl TargetArgs {
     }
 }
 
+/// Which command resolves its sampling flags: the two differ in defaults only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attaching {
+    Record,
+    Run,
+}
+
 impl SamplingArgs {
-    fn resolve(self, target: TargetSpec, follow_children: bool, crash_dir: PathBuf) -> Result<AttachConfig> {
+    fn resolve(
+        self,
+        command: Attaching,
+        target: TargetSpec,
+        follow_children: bool,
+        crash_dir: PathBuf,
+        env: &RunEnv,
+    ) -> Result<AttachConfig> {
         let rules = match &self.labels_file {
             Some(path) => Rules::read(path)?,
             None => Rules::default(),
+        };
+        let servers = env.debuginfod_urls.as_deref().map(symbolize::parse_servers).transpose()?.unwrap_or_default();
+        let debuginfod = match (self.debuginfod, command) {
+            (Some(false), _) | (None, Attaching::Record) => None,
+            (Some(true), _) if servers.is_empty() => {
+                bail!("--debuginfod on needs servers: set DEBUGINFOD_URLS (e.g. https://debuginfod.debian.net)")
+            }
+            (Some(true), _) | (None, Attaching::Run) => (!servers.is_empty()).then_some(DebuginfodConfig {
+                servers,
+                cache_dir: self.debuginfod_cache,
+                cache_bytes: self.debuginfod_cache_size as u64,
+            }),
         };
         Ok(AttachConfig {
             target,
@@ -176,11 +206,12 @@ impl SamplingArgs {
             },
             labels: LabelConfig { rules: rules.into(), max_values: self.max_label_values as usize },
             crash_dir,
+            debuginfod,
         })
     }
 }
 
-fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
+fn resolve_record(args: RecordArgs, env: &RunEnv) -> Result<RecordConfig> {
     let target = args.target.resolve()?;
     let outputs = args
         .outputs
@@ -194,7 +225,7 @@ fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
         bail!("--group-by needs a label name, e.g. --group-by endpoint");
     }
     Ok(RecordConfig {
-        attach: args.sampling.resolve(target, !args.no_children, args.crash_dir)?,
+        attach: args.sampling.resolve(Attaching::Record, target, !args.no_children, args.crash_dir, env)?,
         duration: args.duration,
         outputs,
         group_by: args.group_by,
@@ -202,9 +233,11 @@ fn resolve_record(args: RecordArgs) -> Result<RecordConfig> {
     })
 }
 
-/// The environment variables `run` reads, captured once so that resolving is a pure function of its inputs.
+/// The environment variables `run` (and for DEBUGINFOD_URLS, `record`) reads, captured once so that resolving is
+/// a pure function of its inputs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunEnv {
+    pub debuginfod_urls: Option<String>,
     pub server_url: Option<String>,
     pub username: Option<String>,
     pub api_key: Option<Secret>,
@@ -217,6 +250,7 @@ impl RunEnv {
         // Empty counts as unset: `ENVIRONMENT=` in a unit file means "none".
         let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
         Self {
+            debuginfod_urls: var("DEBUGINFOD_URLS"),
             server_url: var("PYROSCOPE_SERVER_URL"),
             username: var("PYROSCOPE_USERNAME"),
             api_key: var("PYROSCOPE_API_KEY").map(Secret::new),
@@ -238,7 +272,7 @@ impl RunEnv {
 }
 
 fn resolve_run(args: RunArgs, env: &RunEnv) -> Result<RunConfig> {
-    let attach = args.sampling.resolve(args.target.resolve()?, true, args.crash_dir)?;
+    let attach = args.sampling.resolve(Attaching::Run, args.target.resolve()?, true, args.crash_dir, env)?;
     let Some(server_url) = args.server_url.or_else(|| env.server_url.clone()) else {
         bail!("no server to upload to: set PYROSCOPE_SERVER_URL or --server-url");
     };
@@ -340,12 +374,44 @@ mod tests {
     }
 
     #[test]
+    fn debuginfod_is_off_in_record_and_on_in_run_when_servers_are_set() {
+        let servers = RunEnv {
+            debuginfod_urls: Some("https://debuginfod.debian.net/ http://127.0.0.1:8002".into()),
+            server_url: Some("http://127.0.0.1:4040".into()),
+            ..RunEnv::default()
+        };
+        let none = RunEnv { server_url: Some("http://127.0.0.1:4040".into()), ..RunEnv::default() };
+        let attach = |env: &RunEnv, args: &[&str]| -> Result<AttachConfig> {
+            match resolve(Cli::try_parse_from(args).unwrap(), env)? {
+                Config::Record(config) => Ok(config.attach),
+                Config::Run(config) => Ok(config.attach),
+                _ => panic!("not record or run"),
+            }
+        };
+        let record = ["profiler", "record", "--pid", "1", "-o", "a.svg"];
+        let run = ["profiler", "run", "--pid", "1"];
+        assert_eq!(attach(&servers, &record).unwrap().debuginfod, None);
+        let on = attach(&servers, &[&record[..], &["--debuginfod", "on"]].concat()).unwrap().debuginfod.unwrap();
+        assert_eq!(on.servers, ["https://debuginfod.debian.net", "http://127.0.0.1:8002"]);
+        assert_eq!(on.cache_dir, PathBuf::from(symbolize::DEFAULT_CACHE_DIR));
+        assert_eq!(on.cache_bytes, 1 << 30, "--debuginfod-cache-size defaults to 1GiB");
+        assert!(attach(&servers, &run).unwrap().debuginfod.is_some());
+        assert_eq!(attach(&servers, &[&run[..], &["--debuginfod", "off"]].concat()).unwrap().debuginfod, None);
+        assert_eq!(attach(&none, &run).unwrap().debuginfod, None);
+        let err = attach(&none, &[&record[..], &["--debuginfod", "on"]].concat()).unwrap_err().to_string();
+        assert!(err.contains("set DEBUGINFOD_URLS"), "{err}");
+        let bad = RunEnv { debuginfod_urls: Some("ftp://x".into()), ..none.clone() };
+        let err = attach(&bad, &run).unwrap_err().to_string();
+        assert!(err.contains("DEBUGINFOD_URLS: `ftp://x`"), "{err}");
+    }
+
+    #[test]
     fn resolves_record_arguments() {
         let cli =
             Cli::try_parse_from(["profiler", "record", "--pid", "1", "--pid", "2", "-o", "a.svg", "-o", "b.pb.gz"])
                 .unwrap();
         let Command::Record(args) = cli.command else { panic!("not record") };
-        let config = resolve_record(args).unwrap();
+        let config = resolve_record(args, &RunEnv::default()).unwrap();
         assert_eq!(config.attach.target, TargetSpec::Pids(vec![1, 2]));
         assert_eq!(config.attach.rate_hz, 100);
         assert!(config.attach.follow_children);
@@ -362,7 +428,7 @@ mod tests {
         let record = |extra: &[&str]| {
             let args = ["profiler", "record", "--pid", "1", "-o", "a.svg"].iter().chain(extra);
             let Command::Record(args) = Cli::try_parse_from(args).unwrap().command else { panic!("not record") };
-            resolve_record(args)
+            resolve_record(args, &RunEnv::default())
         };
         let config = record(&["--labels", good.to_str().unwrap(), "--max-label-values", "7"]).unwrap();
         assert_eq!(config.attach.labels.max_values, 7);
@@ -384,7 +450,7 @@ mod tests {
         assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--rate", "0", "-o", "a.svg"]).is_err());
         let cli = Cli::try_parse_from(["profiler", "record", "--pid", "1", "-o", "a.docx"]).unwrap();
         let Command::Record(args) = cli.command else { panic!("not record") };
-        assert!(resolve_record(args).is_err());
+        assert!(resolve_record(args, &RunEnv::default()).is_err());
     }
 
     fn run_args(args: &[&str]) -> RunArgs {
@@ -400,6 +466,7 @@ mod tests {
             api_key: Some(Secret::new("glc_secret".into())),
             profiling_enabled: None,
             environment: Some("production".into()),
+            debuginfod_urls: None,
         }
     }
 

@@ -105,6 +105,26 @@ pub(crate) struct SamplingArgs {
     /// How much of a crashed process's profile before the crash its report includes.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub crash_window: Duration,
+    /// Fetch debug info for native frames nothing on this machine names (stripped C extensions) from the
+    /// servers in DEBUGINFOD_URLS, in the background; only their build-ids are sent. `record`: off unless `on`;
+    /// `run`: on when DEBUGINFOD_URLS is set, unless `off`.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub debuginfod: Option<bool>,
+    /// Where debug files from debuginfod are kept.
+    #[arg(long, value_name = "DIR", default_value = crate::symbolize::DEFAULT_CACHE_DIR)]
+    pub debuginfod_cache: PathBuf,
+    /// The most the debuginfod cache may hold (e.g. 1GiB, 500MiB); the oldest files go first.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub debuginfod_cache_size: usize,
+}
+
+/// `on` or `off` (also true/false, yes/no, 1/0).
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("`{text}` is neither on nor off")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +170,7 @@ Environment:
   PYROSCOPE_API_KEY     basic auth password (Grafana Cloud: an access policy token); or --api-key-file
   PROFILING_ENABLED     false, 0, no or off: log that profiling is disabled and exit 0 without loading anything
   ENVIRONMENT           becomes the tag `environment` (unless --tag environment=... is given)
+  DEBUGINFOD_URLS       debuginfod servers (space-separated) for frames nothing here names (see --debuginfod)
   RUST_LOG              log filter (default: warnings, and info from the profiler: the status line)";
 
 #[derive(Debug, Args)]

@@ -71,6 +71,13 @@ pub(crate) async fn attach(config: &AttachConfig, prepared: &Prepared, tick: Dur
     };
     let mut session = Session::start(&options, config.pipeline, tick)?;
     session.pipeline.set_labels(&config.labels);
+    if let Some(debuginfod) = &config.debuginfod {
+        // Names are a bonus: without the cache, profiling goes on with what the machine names.
+        match crate::symbolize::Debuginfod::start(debuginfod) {
+            Ok(debuginfod) => session.pipeline.fetch_debug_info_from(debuginfod),
+            Err(err) => tracing::warn!("no debug info from debuginfod: {err:#}"),
+        }
+    }
     privilege::after_attach(&prepared.privileges)?;
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         // The runtime's worker (its only other thread so far) drops them too.

@@ -39,6 +39,8 @@ pub(crate) fn run(config: DumpConfig) -> Result<()> {
         pipeline: PipelineOptions::default(),
         labels: Default::default(),
         crash_dir: PathBuf::new(),
+        // A dump is read at once: a debug file fetched meanwhile would come too late.
+        debuginfod: None,
     };
     let needs = privilege::Needs { kernel_symbols: false, write_as_caller: false };
     let (prepared, ()) = attach::prepare(&attach_config, needs, NoMatchYet::Fail, || Ok(()))?;

@@ -17,7 +17,7 @@ use crate::cli::Config;
 /// Runs a resolved command line.
 pub(crate) fn execute(config: Config) -> Result<()> {
     match config {
-        Config::Record(config) => record::run(config),
+        Config::Record(config) => record::run(*config),
         Config::Run(config) => run::run(*config),
         Config::Crashes(config) => crashes::run(config),
         Config::Dump(config) => dump::run(config),

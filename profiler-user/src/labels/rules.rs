@@ -287,7 +287,7 @@ mod tests {
         assert!(rules.labels_of(&[py("report", "/srv/weather/app.py")]).is_empty());
         // And native frames by their source file or else their module.
         let native = Frame {
-            module: Some(Module { path: "/usr/lib/libxml2.so.2".into(), build_id: None }),
+            module: Some(Module { path: "/usr/lib/libxml2.so.2".into(), build_id: None, executable: false }),
             ..Frame::native("xmlParseDocument")
         };
         let rules = Rules::parse("[[rule]]\nfile = \"libxml2.so*\"\nlabels = { lib = \"xml\" }\n").unwrap();

@@ -104,8 +104,11 @@ pub(crate) mod tests {
             function: function.into(),
             file: file.map(Into::into),
             line,
-            module: (kind == FrameKind::Native)
-                .then(|| Module { path: "/usr/bin/python3".into(), build_id: Some("aa".into()) }),
+            module: (kind == FrameKind::Native).then(|| Module {
+                path: "/usr/bin/python3".into(),
+                build_id: Some("aa".into()),
+                executable: true,
+            }),
             address: 0,
             inlined: false,
         }

@@ -130,6 +130,11 @@ impl Pipeline {
         }
     }
 
+    /// Asks debuginfod servers for the debug files of modules whose frames stay unnamed.
+    pub(crate) fn fetch_debug_info_from(&mut self, debuginfod: crate::symbolize::Debuginfod) {
+        self.symbolizer.fetch_debug_info_from(debuginfod);
+    }
+
     /// Where the kernel notes the code mappings that follow a mapping event: taken at each re-read of a process's
     /// maps (without it, as on recorded data, every mapping is an event of its own).
     pub(crate) fn take_map_changes_from(&mut self, changes: crate::sample::map_changes::UntakenMapChanges) {
@@ -255,7 +260,8 @@ impl Pipeline {
         times.symbolize = lap.lap();
         let thread_name = self.thread_name(sample);
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
-        let context = SampleContext { process_name, thread_name: &thread_name };
+        let executable = self.unwinder.executable(sample.pid);
+        let context = SampleContext { process_name, thread_name: &thread_name, executable };
         let python_frames = self.python.frames(sample.pid, &sample.py_frames, &sample.code_copies);
         times.python = lap.lap();
         let interpreter = self.python.interpreter(sample.pid);
@@ -370,7 +376,8 @@ impl Pipeline {
         let native_frames: Vec<Arc<_>> = native.frames.iter().map(|frame| self.symbolizer.native(frame)).collect();
         let thread_name = self.thread_name(sample);
         let process_name = self.process_names.entry(sample.pid).or_insert_with(|| sample.comm.clone());
-        let context = SampleContext { process_name, thread_name: &thread_name };
+        let executable = self.unwinder.executable(sample.pid);
+        let context = SampleContext { process_name, thread_name: &thread_name, executable };
         let python_frames = self.python.frames(sample.pid, &sample.py_frames, &[]);
         let interpreter = self.python.interpreter(sample.pid);
         let python = |keep_internals| {

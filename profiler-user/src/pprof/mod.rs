@@ -48,6 +48,10 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     let unit = b.string(profile.kind.unit());
     let sample_type = proto::ValueType { r#type: b.string(profile.kind.sample_type()), unit };
     let period_type = proto::ValueType { r#type: b.string(profile.kind.period_type()), unit };
+    // pprof takes the first mapping for the profile's main binary (`go tool pprof` prints it as `File:`).
+    if let Some(main) = main_binary(profile) {
+        b.mapping_of(MappingKey::Module(main));
+    }
     for stack in &profile.stacks {
         let location_id = b.stack(profile, &stack.frames);
         let label = stack.labels.iter().map(|l| b.label(l)).collect();
@@ -63,6 +67,25 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     out.duration_nanos = i64::try_from(profile.duration_ns).unwrap_or(i64::MAX);
     out.string_table = b.strings.into_iter().map(str::to_owned).collect();
     out
+}
+
+/// The executable in the most samples' stacks (ties: the first path in order), if any stack has one.
+fn main_binary(profile: &Profile) -> Option<&Module> {
+    let mut samples: HashMap<&Module, u64> = HashMap::new();
+    for stack in &profile.stacks {
+        let mut executables: Vec<&Module> = stack
+            .frames
+            .iter()
+            .filter_map(|&id| profile.frame(id).module.as_ref())
+            .filter(|module| module.executable)
+            .collect();
+        executables.sort();
+        executables.dedup();
+        for module in executables {
+            *samples.entry(module).or_default() += stack.count;
+        }
+    }
+    samples.into_iter().max_by(|(a, a_count), (b, b_count)| a_count.cmp(b_count).then(b.cmp(a))).map(|(m, _)| m)
 }
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
@@ -161,6 +184,10 @@ impl<'p> Builder<'p> {
             (None, FrameKind::Truncated) => MappingKey::Synthetic("[truncated]"),
             (None, _) => MappingKey::Synthetic("[unknown]"),
         };
+        self.mapping_of(key)
+    }
+
+    fn mapping_of(&mut self, key: MappingKey<'p>) -> u64 {
         if let Some(&id) = self.mappings.get(&key) {
             return id;
         }
@@ -262,15 +289,15 @@ mod tests {
     }
 
     fn libfoo() -> Module {
-        Module { path: "/usr/lib/libfoo.so".into(), build_id: Some("abcd01".into()) }
+        Module { path: "/usr/lib/libfoo.so".into(), build_id: Some("abcd01".into()), executable: false }
     }
 
     /// Frame ids: 0 inlined into 1 (libfoo), 2 Python, 3 unsymbolized with build-id, 4 unsymbolized without,
     /// 5 kernel, 6 truncated, 7 process, 8 thread.
     fn sample_profile() -> Profile {
         let libfoo = libfoo();
-        let libbar = Module { path: "/usr/lib/libbar.so".into(), build_id: Some("ef01".into()) };
-        let nobid = Module { path: "/opt/nobid.so".into(), build_id: None };
+        let libbar = Module { path: "/usr/lib/libbar.so".into(), build_id: Some("ef01".into()), executable: false };
+        let nobid = Module { path: "/opt/nobid.so".into(), build_id: None, executable: false };
         let labels = vec![
             Label { key: "thread_name", value: LabelValue::Str("MainThread".into()) },
             Label { key: "thread_id", value: LabelValue::Str("42".into()) },
@@ -336,6 +363,23 @@ mod tests {
             assert_eq!(f.id, i as u64 + 1);
         }
         Decoded(p)
+    }
+
+    #[test]
+    fn the_executable_in_most_samples_is_the_first_mapping() {
+        let mut profile = sample_profile();
+        let python = Module { path: "/usr/bin/python3.11".into(), build_id: None, executable: true };
+        let other = Module { path: "/usr/bin/helper".into(), build_id: None, executable: true };
+        let main = profile.frames.len() as u32;
+        profile.frames.push(native("_start", &python, 0x40, None, false));
+        profile.frames.push(native("_start", &other, 0x40, None, false));
+        profile.stacks[0].frames.insert(5, main); // 3 samples
+        profile.stacks[2].frames.insert(2, main + 1); // 1 sample
+        let out = Decoded(to_proto(&profile));
+        assert_eq!(out.s(out.0.mapping[0].filename), "/usr/bin/python3.11");
+        // Without an executable in any stack, mappings stay in first-use order.
+        let out = Decoded(to_proto(&sample_profile()));
+        assert_eq!(out.s(out.0.mapping[0].filename), "[kernel.kallsyms]");
     }
 
     #[test]

@@ -113,6 +113,20 @@ impl TargetFile {
     }
 }
 
+/// A file's device as `/proc/PID/maps` writes it (`Mapping::dev`).
+fn device_number(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    (u64::from(libc::major(meta.dev())) << 32) | u64::from(libc::minor(meta.dev()))
+}
+
+/// Whether `mapping` maps the executable process `pid` runs (`/proc/PID/exe`, by device and inode; a `stat`
+/// through the link, which opens nothing). False when the process is gone.
+pub(crate) fn is_executable_of(pid: u32, mapping: &Mapping) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .is_ok_and(|meta| (device_number(&meta), meta.ino()) == (mapping.dev, mapping.inode))
+}
+
 fn open_checked(path: &Path, mapping: &Mapping, follow: bool) -> std::io::Result<TargetFile> {
     use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _, unix::fs::OpenOptionsExt as _};
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
@@ -125,8 +139,7 @@ fn open_checked(path: &Path, mapping: &Mapping, follow: bool) -> std::io::Result
     if !meta.file_type().is_file() {
         return Err(invalid(format!("{} is not a regular file", path.display())));
     }
-    let dev = (u64::from(libc::major(meta.dev())) << 32) | u64::from(libc::minor(meta.dev()));
-    if (dev, meta.ino()) != (mapping.dev, mapping.inode) {
+    if (device_number(&meta), meta.ino()) != (mapping.dev, mapping.inode) {
         return Err(invalid(format!("{} is not the file the process maps (another device or inode)", path.display())));
     }
     let file = std::fs::OpenOptions::new()
@@ -181,7 +194,7 @@ mod tests {
             writable: false,
             shared: false,
             file_offset: 0,
-            dev: (u64::from(libc::major(meta.dev())) << 32) | u64::from(libc::minor(meta.dev())),
+            dev: device_number(&meta),
             inode: meta.ino(),
             path: path.display().to_string(),
         }

@@ -10,6 +10,9 @@
 //! libc internals that a flame graph does not show. The symbol table names the static functions the stripped
 //! library cannot (`__libc_start_call_main`, `start_thread`). A file's own DWARF (a program built with `-g`) is
 //! still read whole, with lines and inlined calls.
+//!
+//! A module whose frames stay unnamed and has a build-id can get its debug file from debuginfod servers
+//! (`debuginfod.rs`, when configured): named the same way, from the symbol table, once the file has arrived.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
 use std::{
@@ -23,6 +26,9 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blazesym,
 };
 
+mod debuginfod;
+
+pub(crate) use self::debuginfod::{parse_servers, Debuginfod, DebuginfodConfig, DEFAULT_CACHE_DIR};
 use crate::{
     aggregate::{Frame, FrameKind, Module},
     sanitize,
@@ -44,8 +50,13 @@ pub(crate) struct Symbolizer {
     kernel: HashMap<u64, Arc<[Frame]>>,
     /// What the cached frames hold on the heap, roughly (see `heap_bytes`).
     cached_bytes: usize,
-    /// Per file id: its separate debug file, if it has one (looked up once per file).
+    /// Per file id: its separate debug file, if it has one (looked up once per file, and again when debuginfod
+    /// brought a file).
     debug_files: HashMap<u64, Option<PathBuf>>,
+    /// Debug files by build-id from debuginfod servers, for modules nothing here names (off unless configured).
+    debuginfod: Option<Debuginfod>,
+    /// `Debuginfod::arrivals` when the caches were last cleared for them.
+    arrivals_seen: u64,
 }
 
 impl Default for Symbolizer {
@@ -58,7 +69,20 @@ impl Symbolizer {
     pub(crate) fn new() -> Self {
         let blazesym =
             Blazesym::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
-        Self { blazesym, native: HashMap::new(), kernel: HashMap::new(), cached_bytes: 0, debug_files: HashMap::new() }
+        Self {
+            blazesym,
+            native: HashMap::new(),
+            kernel: HashMap::new(),
+            cached_bytes: 0,
+            debug_files: HashMap::new(),
+            debuginfod: None,
+            arrivals_seen: 0,
+        }
+    }
+
+    /// Asks debuginfod servers for the debug files of modules whose frames stay unnamed.
+    pub(crate) fn fetch_debug_info_from(&mut self, debuginfod: Debuginfod) {
+        self.debuginfod = Some(debuginfod);
     }
 
     /// The frames for one native address, leaf (innermost inlined function) first.
@@ -67,11 +91,25 @@ impl Symbolizer {
             return Arc::from([unknown_frame(None, frame.address)]);
         };
         self.bound_caches();
+        if let Some(arrivals) = self.debuginfod.as_ref().map(Debuginfod::arrivals).filter(|&n| n != self.arrivals_seen)
+        {
+            // A debug file arrived: what was named without it is named again.
+            self.arrivals_seen = arrivals;
+            self.native.clear();
+            self.debug_files.clear();
+            self.cached_bytes = 0;
+        }
         if let Some(frames) = self.native.get(&(file.id, *offset)) {
             return frames.clone();
         }
-        let debug_file = self.debug_files.entry(file.id).or_insert_with(|| separate_debug_file(&file.module));
-        let frames = match (debug_file, file_offset_to_svma(&file.elf, *offset)) {
+        let debuginfod = &mut self.debuginfod;
+        let debug_file = self.debug_files.entry(file.id).or_insert_with(|| {
+            separate_debug_file(&file.module).or_else(|| {
+                let build_id = file.module.build_id.as_deref()?;
+                debuginfod.as_ref()?.cached(build_id)
+            })
+        });
+        let frames = match (&*debug_file, file_offset_to_svma(&file.elf, *offset)) {
             (Some(debug_file), Some(svma)) => {
                 symbolize_from_symbol_table(&self.blazesym, debug_file, file, *offset, svma)
             }
@@ -80,6 +118,11 @@ impl Symbolizer {
                 None => Arc::from([unknown_frame(Some(&file.module), *offset)]),
             },
         };
+        if debug_file.is_none() && frames.first().is_some_and(is_unnamed) {
+            if let (Some(debuginfod), Some(build_id)) = (&mut self.debuginfod, &file.module.build_id) {
+                debuginfod.ask(build_id);
+            }
+        }
         self.cached_bytes = self.cached_bytes.saturating_add(heap_bytes(&frames));
         self.native.insert((file.id, *offset), frames.clone());
         frames
@@ -219,6 +262,11 @@ fn symbolize_from_symbol_table(
     }
 }
 
+/// Whether `frame` is one `unknown_frame` made.
+fn is_unnamed(frame: &Frame) -> bool {
+    frame.file.is_none() && frame.function.starts_with('[') && frame.function.ends_with(']')
+}
+
 /// A frame we cannot name: `[module+0xoffset]`, or `[unknown]` outside any file (JIT code, a bad address).
 fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
     let function = match module {
@@ -315,7 +363,7 @@ mod tests {
 
     #[test]
     fn unknown_addresses_name_their_module() {
-        let module = Module { path: "/usr/lib/libfoo.so.1".into(), build_id: None };
+        let module = Module { path: "/usr/lib/libfoo.so.1".into(), build_id: None, executable: false };
         assert_eq!(unknown_frame(Some(&module), 0x1a2b).function, "[libfoo.so.1+0x1a2b]");
         assert_eq!(unknown_frame(None, 5).function, "[unknown]");
     }

@@ -56,6 +56,16 @@ pub(crate) struct LoadSegment {
     pub executable: bool,
 }
 
+/// The GNU build-id of an ELF file (lowercase hex), `None` if it has none; an error if it is not ELF.
+pub(crate) fn read_build_id(file: &File) -> Result<Option<String>> {
+    let data = ReadCache::new(file);
+    let elf = object::File::parse(&data)?;
+    if !matches!(elf.format(), object::BinaryFormat::Elf) {
+        bail!("not an ELF file");
+    }
+    Ok(elf.build_id()?.map(|id| id.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
 /// Everything we keep of one ELF file.
 pub(crate) struct ElfFile {
     pub build_id: Option<String>,

@@ -197,6 +197,11 @@ impl Unwinder {
         }
     }
 
+    /// The executable `pid` runs, as a module (when its maps were read and it maps one).
+    pub(crate) fn executable(&self, pid: u32) -> Option<&crate::aggregate::Module> {
+        self.processes.get(&pid)?.executable()
+    }
+
     /// Every mapping of `pid` as last read (empty if never read): what the crash report places a fault address in.
     pub(crate) fn mappings(&self, pid: u32) -> &[crate::process::maps::Mapping] {
         self.processes.get(&pid).map_or(&[], ProcessModules::mappings)

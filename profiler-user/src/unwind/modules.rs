@@ -102,7 +102,8 @@ fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
     // Opened once, safely (the very file mapped, never a FIFO or a planted file); the symbolizer reads the same.
     let target = files::TargetFile::open(pid, mapping, root)?;
     let elf = ElfFile::from_file(&target.file, &mapping.path)?;
-    let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone() };
+    let executable = files::is_executable_of(pid, mapping);
+    let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone(), executable };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(LoadedFile { id, module, target, elf, cfa_expressions: OnceLock::new() })
@@ -207,6 +208,11 @@ impl ProcessModules {
     /// A code mapping happened at `time_ns`, at the latest: maps read after it do not fit samples before it.
     pub(crate) fn note_change_until(&mut self, time_ns: u64) {
         self.changed_until_ns = self.changed_until_ns.max(time_ns);
+    }
+
+    /// The module of the process's executable, among those loaded.
+    pub(crate) fn executable(&self) -> Option<&Module> {
+        self.modules.iter().map(|m| &m.file.module).find(|module| module.executable)
     }
 
     /// The latest code mapping known (CLOCK_MONOTONIC ns; 0 if none).
