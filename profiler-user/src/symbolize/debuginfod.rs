@@ -71,16 +71,19 @@ pub(crate) struct Debuginfod {
 impl Debuginfod {
     /// Creates the cache directory (mode 0700) and starts the fetcher on the current tokio runtime.
     pub(crate) fn start(config: &DebuginfodConfig) -> Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
         let dir = &config.cache_dir;
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| {
             format!("creating the debuginfod cache {}: choose another with --debuginfod-cache", dir.display())
         })?;
+        // Files are written there as the agent's user (root, often): the directory must be its own alone.
         let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        if !meta.is_dir() || meta.permissions().mode() & 0o022 != 0 {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.uid() != euid || meta.permissions().mode() & 0o022 != 0 {
             bail!(
-                "the debuginfod cache {} is not a directory only its owner can write: choose another with \
-                 --debuginfod-cache",
+                "the debuginfod cache {} is not a directory that only this user owns and can write: choose another \
+                 with --debuginfod-cache",
                 dir.display()
             );
         }
@@ -307,6 +310,37 @@ mod tests {
         for bad in ["", "a", "../etc", "AB12", "ab/12", &"a".repeat(129)] {
             assert_eq!(valid_build_id(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_or_a_link_to_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("debuginfod-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let open = base.join("open");
+        fs::create_dir_all(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let real = base.join("real");
+        fs::create_dir_all(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut refused = vec![open, link];
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // Root (as CI runs the tests): a directory of another user, even one only that user can write.
+            let theirs = base.join("theirs");
+            fs::create_dir_all(&theirs).unwrap();
+            fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            refused.push(theirs);
+        }
+        for dir in refused {
+            let config = DebuginfodConfig { servers: vec!["http://127.0.0.1:9".into()], cache_dir: dir, cache_bytes: 1 };
+            let err = Debuginfod::start(&config).err().expect("refused").to_string();
+            assert!(err.contains("not a directory that only this user owns and can write"), "{err}");
+        }
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
