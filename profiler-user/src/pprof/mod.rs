@@ -82,7 +82,8 @@ fn main_binary(profile: &Profile) -> Option<&Module> {
         executables.sort();
         executables.dedup();
         for module in executables {
-            *samples.entry(module).or_default() += stack.count;
+            let count = samples.entry(module).or_default();
+            *count = count.saturating_add(stack.count);
         }
     }
     samples.into_iter().max_by(|(a, a_count), (b, b_count)| a_count.cmp(b_count).then(b.cmp(a))).map(|(m, _)| m)
