@@ -336,7 +336,8 @@ mod tests {
             refused.push(theirs);
         }
         for dir in refused {
-            let config = DebuginfodConfig { servers: vec!["http://127.0.0.1:9".into()], cache_dir: dir, cache_bytes: 1 };
+            let config =
+                DebuginfodConfig { servers: vec!["http://127.0.0.1:9".into()], cache_dir: dir, cache_bytes: 1 };
             let err = Debuginfod::start(&config).err().expect("refused").to_string();
             assert!(err.contains("not a directory that only this user owns and can write"), "{err}");
         }
