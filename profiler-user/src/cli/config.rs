@@ -263,10 +263,10 @@ impl RunEnv {
     /// than a guess either way.
     pub(crate) fn disabled_by(&self) -> Result<Option<&str>> {
         let Some(value) = self.profiling_enabled.as_deref() else { return Ok(None) };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "false" | "0" | "no" | "off" => Ok(Some(value)),
-            "true" | "1" | "yes" | "on" => Ok(None),
-            _ => bail!("PROFILING_ENABLED=`{value}` is not a boolean: use true or false"),
+        match super::parse::parse_switch(value) {
+            Some(false) => Ok(Some(value)),
+            Some(true) => Ok(None),
+            None => bail!("PROFILING_ENABLED=`{value}` is not a boolean: use true or false"),
         }
     }
 }

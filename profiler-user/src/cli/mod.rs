@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub(crate) use self::config::{resolve, RunEnv};
 pub(crate) use self::config::{AttachConfig, Config, CrashQuery, CrashesConfig, DumpConfig, RecordConfig, RunConfig};
+use self::parse::parse_on_off;
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::{aggregate::ProfileKind, upload::Protocol};
 
@@ -116,15 +117,6 @@ pub(crate) struct SamplingArgs {
     /// The most the debuginfod cache may hold (e.g. 1GiB, 500MiB); the oldest files go first.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub debuginfod_cache_size: usize,
-}
-
-/// `on` or `off` (also true/false, yes/no, 1/0).
-fn parse_on_off(text: &str) -> Result<bool, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        _ => Err(format!("`{text}` is neither on nor off")),
-    }
 }
 
 #[derive(Debug, Args)]

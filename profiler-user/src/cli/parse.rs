@@ -17,6 +17,20 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     value.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// `on`/`off` and the other spellings of a switch (true/false, yes/no, 1/0), any case; `None` for anything else.
+pub(crate) fn parse_switch(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A flag's `on|off` value (see [`parse_switch`]).
+pub(crate) fn parse_on_off(text: &str) -> Result<bool, String> {
+    parse_switch(text).ok_or_else(|| format!("`{text}` is neither on nor off"))
+}
+
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a plain number of seconds (`1.5`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
