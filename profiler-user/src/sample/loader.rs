@@ -169,14 +169,11 @@ impl Sampler {
         let off_cpu_threads = HashMap::try_from(take_map(&mut ebpf, "OFF_CPU_THREADS")?)?;
         let resident_pages = HashMap::try_from(take_map(&mut ebpf, "RESIDENT_PAGES")?)?;
         let crashing = HashMap::try_from(take_map(&mut ebpf, "CRASHING")?)?;
-        let aya::maps::Map::LruHashMap(untaken_map_changes) = take_map(&mut ebpf, "UNTAKEN_MAP_CHANGES")? else {
-            anyhow::bail!("the embedded eBPF object's UNTAKEN_MAP_CHANGES is not an LRU hash map");
-        };
-        let aya::maps::Map::LruHashMap(code_mmaps_in_flight) = take_map(&mut ebpf, "CODE_MMAPS_IN_FLIGHT")? else {
-            anyhow::bail!("the embedded eBPF object's CODE_MMAPS_IN_FLIGHT is not an LRU hash map");
-        };
-        let untaken_map_changes = UntakenMapChanges::new(untaken_map_changes.fd(), code_mmaps_in_flight.fd())
-            .context("duplicating a map's file descriptor")?;
+        let untaken_map_changes = UntakenMapChanges::new(
+            take_lru_map(&mut ebpf, "UNTAKEN_MAP_CHANGES")?.fd(),
+            take_lru_map(&mut ebpf, "CODE_MMAPS_IN_FLIGHT")?.fd(),
+        )
+        .context("duplicating a map's file descriptor")?;
         let lost_events = PerCpuArray::try_from(take_map(&mut ebpf, "LOST_EVENTS")?)?;
         let samples = RingBuf::try_from(take_map(&mut ebpf, "SAMPLES")?)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
@@ -472,6 +469,14 @@ pub(crate) fn samples_ring_bytes(cpus: usize, rate_hz: u64) -> u32 {
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).with_context(|| format!("the embedded eBPF object has no `{name}` map"))
+}
+
+/// An LRU hash map's own data, for the maps read with bpf(2) commands aya does not offer (`sample::map_changes`).
+fn take_lru_map(ebpf: &mut Ebpf, name: &str) -> Result<MapData> {
+    match take_map(ebpf, name)? {
+        aya::maps::Map::LruHashMap(data) => Ok(data),
+        _ => Err(anyhow!("the embedded eBPF object's `{name}` is not an LRU hash map")),
+    }
 }
 
 /// Turns the kernel's errno into what the user has to do about it.
