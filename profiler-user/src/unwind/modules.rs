@@ -263,13 +263,13 @@ impl ProcessModules {
             self.note_change_until(last_ns);
         }
         let maps = maps::read(self.pid);
+        self.read_at_ns = crate::sample::monotonic_ns();
         if changes.is_some_and(|changes| changes.in_flight(self.pid)) {
             // A mapping under way may or may not be in what was read.
-            self.note_change_until(crate::sample::monotonic_ns());
+            self.note_change_until(self.read_at_ns);
         }
         self.unread_change_ns = None;
         self.loaded_at = Some(Instant::now());
-        self.read_at_ns = crate::sample::monotonic_ns();
         self.stale = false;
         let maps = maps?;
         self.malformed_map_lines = maps.malformed_lines;
