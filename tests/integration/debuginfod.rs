@@ -4,8 +4,6 @@
 //! background and names them; a second recording names them from the cache with the server gone.
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::Path,
     process::Command,
     thread,
@@ -13,8 +11,9 @@ use std::{
 };
 
 use profiler_tests::{
-    compile_c, exclusive_cpu, gnu_build_id, profiler, require_root, run, run_to_success, workspace_root, Folded,
-    Process, TestDir,
+    compile_c, exclusive_cpu, gnu_build_id, profiler,
+    receiver::{free_port, http_get},
+    require_root, run, run_to_success, workspace_root, Folded, Process, TestDir,
 };
 
 /// The library's static functions, which only its debug file names.
@@ -44,21 +43,6 @@ fn build(dir: &TestDir) -> (std::path::PathBuf, std::path::PathBuf, String) {
     );
     let build_id = gnu_build_id(&library);
     (program, debug, build_id)
-}
-
-/// A free loopback port (a race with other processes is possible but unlikely on a test machine).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("binding a loopback port").local_addr().expect("its address").port()
-}
-
-/// The HTTP status of a GET on loopback, or None if nothing answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Records `pid` for `seconds` into a folded file, with `extra` arguments and environment.
@@ -126,7 +110,8 @@ fn a_stripped_librarys_frames_are_named_by_its_debug_file_from_debuginfod() {
     );
     let path = format!("/buildid/{build_id}/debuginfo");
     let started = Instant::now();
-    while http_status(port, &path) != Some(200) {
+    // The status line's code, as debuginfod answers (`HTTP/1.1 200 OK` or `HTTP/1.0 200 OK`).
+    while http_get(port, &path).as_deref().and_then(|answer| answer.split_whitespace().nth(1)) != Some("200") {
         assert!(started.elapsed() < Duration::from_secs(60), "debuginfod did not serve {path} within 60 s");
         thread::sleep(Duration::from_millis(200));
     }

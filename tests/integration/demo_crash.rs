@@ -8,8 +8,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::{Path, PathBuf},
     process::Command,
@@ -24,7 +22,7 @@ use profiler_tests::{
     lifecycle::{quake_venv, ProcessGroup},
     profiler,
     python::{marked_line, pprof_samples, PprofFrame},
-    receiver::{basic_auth, decode_push, free_port, function_names, Expect, Pushed, Receiver},
+    receiver::{basic_auth, decode_push, free_port, function_names, http_get, Expect, Pushed, Receiver},
     require_root, wait_with_limit, workspace_root, Folded, Recorder, TestDir, SETTLE,
 };
 
@@ -104,12 +102,7 @@ impl DemoApp {
 
     /// GETs `path`; the whole answer (status line, headers, body), or None when there was none.
     fn get(&self, path: &str) -> Option<String> {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        (!answer.is_empty()).then_some(answer)
+        http_get(self.port, path)
     }
 
     fn log_text(&self) -> String {

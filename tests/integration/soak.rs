@@ -20,7 +20,7 @@ use profiler_tests::{
     agent::Agent,
     exclusive_cpu,
     lifecycle::{children, cmdline, quake_venv, ProcessGroup},
-    receiver::{decode_push, free_port, unix_now_ns, Expect, Receiver, Reply},
+    receiver::{decode_push, free_port, http_get, unix_now_ns, Expect, Receiver, Reply},
     require_root, send_signal, workspace_root, TestDir,
 };
 
@@ -365,13 +365,7 @@ impl App {
     }
 
     fn healthy(&self) -> bool {
-        use std::io::{Read as _, Write as _};
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut answer = String::new();
-        write!(stream, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_ok()
-            && stream.read_to_string(&mut answer).is_ok()
-            && answer.starts_with("HTTP/1.1 200")
+        http_get(self.port, "/health").is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
     }
 
     /// The app's load generator, 10 requests/s, for at most a cycle.

@@ -5,8 +5,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -261,7 +259,7 @@ impl QuakeMonitor {
     /// `uvicorn`) and waits until the app answers and all workers run.
     pub fn start(workers: usize, log: PathBuf) -> QuakeMonitor {
         let venv = quake_venv();
-        let port = free_port();
+        let port = crate::receiver::free_port();
         let log_file = fs::File::create(&log).unwrap_or_else(|err| panic!("creating {}: {err}", log.display()));
         let mut cmd = Command::new(venv.join("bin/uvicorn"));
         cmd.args(["app:app", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", &workers.to_string()])
@@ -305,11 +303,7 @@ impl QuakeMonitor {
 
     /// GETs `path`; the body when the answer is 200.
     pub fn get(&self, path: &str) -> Option<String> {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
+        let answer = crate::receiver::http_get(self.port, path)?;
         let (head, body) = answer.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
     }
@@ -329,11 +323,6 @@ impl QuakeMonitor {
             .stderr(Stdio::null());
         ProcessGroup::start(&mut cmd)
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a loopback port");
-    listener.local_addr().expect("the bound address").port()
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -177,6 +177,18 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("binding a free port").local_addr().expect("local address").port()
 }
 
+/// The whole answer (status line, headers, body) to an HTTP/1.0 GET of `path` on loopback `port`, or `None` when
+/// nothing answered within 10 s: how the tests ask the servers they start (the demo app, debuginfod) whether
+/// they are up.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    (!answer.is_empty()).then(|| String::from_utf8_lossy(&answer).into_owned())
+}
+
 /// Serves the requests of one connection (HTTP/1.1 keeps it open between them).
 fn serve(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
