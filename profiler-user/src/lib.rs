@@ -13,6 +13,7 @@ mod dump;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod labels;
+pub mod logging;
 mod merge;
 mod offcpu;
 mod output;
@@ -29,6 +30,7 @@ mod symbolize;
 #[cfg(test)]
 mod test_support;
 mod timeline;
+mod top;
 mod unwind;
 mod upload;
 mod watchdog;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     };
     // The agent's status line and what happens to the targets (started, ended and how) are at info level: an
     // operator should see them without setting RUST_LOG.
-    init_logging("warn,profiler=info");
+    profiler::logging::init("warn,profiler=info");
     match profiler::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -53,20 +53,6 @@ fn usage_error(err: clap::Error) -> ExitCode {
         .collect();
     eprintln!("error: {} (see `profiler --help`)", message.join(" "));
     ExitCode::from(2)
-}
-
-/// Logs go to stderr; `RUST_LOG` selects what (`default` when it is unset).
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: not in journald, files or pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
 }
 
 /// Each file the targets map is kept open once it is read (the symbolizer reopens that very file, see

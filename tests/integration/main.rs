@@ -18,6 +18,7 @@ mod packaging;
 mod python;
 mod rate;
 mod soak;
+mod top;
 mod unwind;
 mod upload;
 mod waits;

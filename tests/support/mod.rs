@@ -31,6 +31,8 @@ mod recorder;
 mod run;
 mod scratch;
 mod setup;
+/// A terminal (tmux) a test types into and reads, for `profiler top`.
+pub mod terminal;
 mod totals;
 mod workloads;
 

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
 
-use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs};
+use super::{Cli, Command, CrashesArgs, DumpArgs, RecordArgs, RunArgs, SamplingArgs, TargetArgs, TopArgs};
 use crate::{
     aggregate::ProfileKinds,
     crash::{index::is_report_base, signature::looks_like_id},
@@ -27,6 +27,7 @@ pub(crate) enum Config {
     Run(Box<RunConfig>),
     Dump(DumpConfig),
     Crashes(CrashesConfig),
+    Top(TopConfig),
     /// `run` with PROFILING_ENABLED off (the value it has): nothing is loaded, checked or contacted.
     Disabled(String),
 }
@@ -99,7 +100,41 @@ pub(crate) fn resolve(cli: Cli, env: &RunEnv) -> Result<Config> {
         Command::Run(args) => resolve_run(args, env).map(|config| Config::Run(Box::new(config))),
         Command::Dump(args) => resolve_dump(args).map(Config::Dump),
         Command::Crashes(args) => resolve_crashes(args).map(Config::Crashes),
+        Command::Top(args) => resolve_top(args).map(Config::Top),
     }
+}
+
+/// Everything `top` needs: a CPU-only attach (no crash reports written, no debuginfod: names that arrive a
+/// minute later would not help a view of the last second) and how often to redraw.
+#[derive(Clone, Debug)]
+pub(crate) struct TopConfig {
+    pub attach: AttachConfig,
+    pub refresh: Duration,
+}
+
+fn resolve_top(args: TopArgs) -> Result<TopConfig> {
+    if args.refresh < Duration::from_millis(100) || args.refresh > Duration::from_secs(60) {
+        bail!("--refresh must be between 100ms and 60s");
+    }
+    let rules = match &args.labels_file {
+        Some(path) => Rules::read(path)?,
+        None => Rules::default(),
+    };
+    let attach = AttachConfig {
+        target: args.target.resolve()?,
+        follow_children: !args.no_children,
+        rate_hz: args.rate,
+        kernel_stacks: args.kernel,
+        pipeline: PipelineOptions {
+            native_python_internals: args.python.native_python_internals,
+            gil_only: args.python.gil_only,
+            ..PipelineOptions::default()
+        },
+        labels: LabelConfig { rules: rules.into(), ..LabelConfig::default() },
+        crash_dir: PathBuf::new(),
+        debuginfod: None,
+    };
+    Ok(TopConfig { attach, refresh: args.refresh })
 }
 
 /// Everything `dump` needs.

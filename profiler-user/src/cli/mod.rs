@@ -8,7 +8,9 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 pub(crate) use self::config::{resolve, RunEnv};
-pub(crate) use self::config::{AttachConfig, Config, CrashQuery, CrashesConfig, DumpConfig, RecordConfig, RunConfig};
+pub(crate) use self::config::{
+    AttachConfig, Config, CrashQuery, CrashesConfig, DumpConfig, RecordConfig, RunConfig, TopConfig,
+};
 use self::parse::parse_on_off;
 pub(crate) use self::parse::{parse_duration, parse_size};
 use crate::{aggregate::ProfileKind, upload::Protocol};
@@ -34,6 +36,10 @@ pub(crate) enum Command {
     Dump(DumpArgs),
     /// List the crashes of a crash directory grouped by signature, or print one report.
     Crashes(CrashesArgs),
+    /// A live view in the terminal, like `top`: the functions using the CPU now (by self and total share), the
+    /// threads with their CPU and GIL share, and the endpoints when samples carry them. Keys: 1-4 sort, l lines,
+    /// p pause, r reset, arrows scroll, q quit.
+    Top(TopArgs),
 }
 
 /// Where `record` writes crash reports unless told otherwise (relative to where it runs); `crashes` reads there.
@@ -237,6 +243,30 @@ pub(crate) struct DumpArgs {
     /// How long threads that are on a CPU are sampled to show what they run.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub sample_for: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Profile only the target processes themselves, not the processes they fork.
+    #[arg(long)]
+    pub no_children: bool,
+    /// How often the view is refreshed; the percentages are of the last such interval.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// Samples per second for each busy thread.
+    #[arg(long, value_name = "HZ", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rate: u64,
+    /// Also sample kernel stacks (functions in system calls and faults are listed too).
+    #[arg(long)]
+    pub kernel: bool,
+    #[command(flatten)]
+    pub python: PythonArgs,
+    /// Label samples by the frames on their stack, as the rules of this TOML file say (see the README); the
+    /// endpoints panel lists the `endpoint` values, which web handlers get without it.
+    #[arg(long = "labels", value_name = "FILE")]
+    pub labels_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! The command drivers: each runs one resolved configuration (cli) to its end, wiring the stages together.
 //! `attach` is the start-up both share; `record` writes outputs at the end, `run` uploads a window at a time;
-//! `crashes` reads a crash directory back.
+//! `crashes` reads a crash directory back; `top` draws a live view.
 mod attach;
 mod crashes;
 mod dump;
@@ -8,6 +8,7 @@ mod record;
 mod run;
 mod status;
 mod summary;
+mod top;
 mod waits;
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ pub(crate) fn execute(config: Config) -> Result<()> {
         Config::Run(config) => run::run(*config),
         Config::Crashes(config) => crashes::run(config),
         Config::Dump(config) => dump::run(config),
+        Config::Top(config) => top::run(config),
         Config::Disabled(value) => {
             tracing::info!("profiling is disabled (PROFILING_ENABLED={value})");
             Ok(())

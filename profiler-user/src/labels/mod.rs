@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use self::cardinality::CardinalityGuard;
 pub(crate) use self::cardinality::DEFAULT_MAX_VALUES;
+pub(crate) use self::endpoint::ENDPOINT;
 pub(crate) use self::rules::Rules;
 use crate::aggregate::{Frame, Label, LabelValue};
 

@@ -263,7 +263,7 @@ fn symbolize_from_symbol_table(
 }
 
 /// Whether `frame` is one `unknown_frame` made.
-fn is_unnamed(frame: &Frame) -> bool {
+pub(crate) fn is_unnamed(frame: &Frame) -> bool {
     frame.file.is_none() && frame.function.starts_with('[') && frame.function.ends_with(']')
 }
 
