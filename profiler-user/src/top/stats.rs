@@ -331,7 +331,7 @@ mod tests {
         second.duration_ns = 100 * MS;
         stats.add_interval(&second);
         assert_eq!(stats.samples_now, 1);
-        assert_eq!(stats.samples, 9);
+        assert_eq!(stats.samples, 11);
         assert_eq!(find(&stats, "parse").own_now, 0);
         assert_eq!(find(&stats, "parse").own_ns, 40 * MS);
         assert_eq!(find(&stats, "main").total_ns, 70 * MS);
