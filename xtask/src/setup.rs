@@ -25,7 +25,8 @@ use crate::{cmd, Workspace};
 /// service unit in deploy/. strace: lists the system calls the agent makes, which the unit's and the DaemonSet's
 /// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
 /// distributions' kernels with a busybox initramfs. golang-go: `go tool pprof`, which every pprof the tests read
-/// must open in. debuginfod: elfutils' server, which serves a test library's debug file.
+/// must open in. debuginfod: elfutils' server, which serves a test library's debug file. chromium: the browser the
+/// flame graph SVG is opened, searched and zoomed in (tests/integration/browser.rs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -45,6 +46,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",
     "golang-go",
     "debuginfod",
+    "chromium",
 ];
 
 /// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:
