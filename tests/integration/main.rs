@@ -2,6 +2,7 @@
 //!
 //! The tests that profile need root and take `exclusive_cpu()`, so they run one at a time whatever
 //! `--test-threads` says: the shares and rates they measure depend on the CPU the workloads get.
+mod browser;
 mod crash;
 mod debuginfod;
 mod demo_crash;

@@ -7,6 +7,8 @@
 pub mod agent;
 /// The Alloy configuration checker (syntax and the schemas of the components the deploy config uses).
 pub mod alloy;
+/// Headless Chromium driven through the DevTools protocol: a page opened, clicked and read as a person would.
+pub mod browser;
 /// The crash workloads and a workload process expected to crash.
 pub mod crash;
 /// The crash reports the profiler writes.

@@ -26,7 +26,8 @@ use crate::{cmd, Workspace};
 /// seccomp allow lists must hold. qemu-system-x86, busybox-static, cpio: the kernel matrix (kernels/) boots the
 /// distributions' kernels with a busybox initramfs. golang-go: `go tool pprof`, which every pprof the tests read
 /// must open in. debuginfod: elfutils' server, which serves a test library's debug file. tmux: the terminal the
-/// `profiler top` tests type into and read.
+/// `profiler top` tests type into and read. chromium: the browser the flame graph SVG is opened, searched and
+/// zoomed in (tests/integration/browser.rs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -47,6 +48,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "golang-go",
     "debuginfod",
     "tmux",
+    "chromium",
 ];
 
 /// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:
