@@ -10,6 +10,7 @@ use std::{
     io::{Seek as _, Write as _},
     os::fd::AsRawFd as _,
     path::PathBuf,
+    sync::Arc,
 };
 
 use profiler_common::PyCodeCopy;
@@ -281,10 +282,10 @@ fn profile_from(input: &mut Input) -> Profile {
         });
         profile.frames.push(Frame {
             kind: KINDS[usize::from(input.u8()) % KINDS.len()],
-            function,
-            file: (flags & 16 != 0).then(|| input.text(8)),
+            function: function.into(),
+            file: (flags & 16 != 0).then(|| input.text(8).into()),
             line: (flags & 32 != 0).then(|| input.u32()),
-            module,
+            module: module.map(Arc::new),
             address: input.u64(),
             inlined: flags & 64 != 0,
         });

@@ -18,7 +18,7 @@ pub(crate) struct SampleContext<'a> {
     pub thread_name: &'a str,
     /// The process's executable, kept as the process frame's module: pprof names it the main binary even when
     /// none of its own frames is left (an interpreter's are folded into the Python frames).
-    pub executable: Option<&'a Module>,
+    pub executable: Option<&'a Arc<Module>>,
 }
 
 /// The Python side of a sample.
@@ -113,7 +113,7 @@ pub(crate) fn wait_frame(reason: &str) -> Frame {
 }
 
 fn synthetic(kind: FrameKind, name: &str) -> Frame {
-    Frame { kind, function: name.to_owned(), file: None, line: None, module: None, address: 0, inlined: false }
+    Frame { kind, function: name.into(), file: None, line: None, module: None, address: 0, inlined: false }
 }
 
 #[cfg(test)]
@@ -125,7 +125,11 @@ mod tests {
 
     fn native(name: &str, module: &str) -> Arc<[Frame]> {
         let module = Some(Module { path: module.into(), build_id: None, executable: false });
-        Arc::from([Frame { kind: FrameKind::Native, module, ..synthetic(FrameKind::Native, name) }])
+        Arc::from([Frame {
+            kind: FrameKind::Native,
+            module: module.map(Arc::new),
+            ..synthetic(FrameKind::Native, name)
+        }])
     }
 
     fn py(name: &str, entry: bool) -> PythonFrame {
@@ -137,7 +141,7 @@ mod tests {
     }
 
     fn names(frames: &[Frame]) -> Vec<&str> {
-        frames.iter().map(|f| f.function.as_str()).collect()
+        frames.iter().map(|f| &*f.function).collect()
     }
 
     const CONTEXT: SampleContext = SampleContext { process_name: "app", thread_name: "worker", executable: None };

@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(profile.total_samples(), 5);
         assert_eq!(profile.stacks.len(), 3);
         assert_eq!(profile.stacks[0].count, 3);
-        assert_eq!(profile.frame(profile.stacks[0].frames[0]).function, "hot");
+        assert_eq!(&*profile.frame(profile.stacks[0].frames[0]).function, "hot");
         assert_eq!(profile.period, 10_000_000);
         assert!(aggregator.is_empty());
         assert!(aggregator.take().frames.is_empty());

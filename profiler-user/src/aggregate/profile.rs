@@ -3,6 +3,8 @@
 //! Frames are interned once and stacks refer to them by index, so a window of thousands of samples over a few
 //! hundred distinct stacks stays small.
 
+use std::sync::Arc;
+
 /// Index into [`Profile::frames`].
 pub(crate) type FrameId = u32;
 
@@ -33,15 +35,19 @@ pub(crate) struct Module {
 }
 
 /// One frame as the user sees it.
+///
+/// Its text is shared (`Arc`): a frame is cloned into every sample's stack, the aggregated profile and the crash
+/// windows, and the symbolizer's and the code cache's frames are the same few hundred; so a clone costs reference
+/// counts, not allocations, and comparing two clones of one frame stops at the pointers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Frame {
     pub kind: FrameKind,
     /// Function name (demangled); `[module+0xoffset]` when it could not be symbolized.
-    pub function: String,
-    pub file: Option<String>,
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// The module of a native frame; `None` for Python, kernel and synthetic frames.
-    pub module: Option<Module>,
+    pub module: Option<Arc<Module>>,
     /// For native frames the file offset of the instruction inside `module` (so a server can symbolize it with
     /// the build-id); for kernel frames the kernel address; otherwise 0.
     pub address: u64,

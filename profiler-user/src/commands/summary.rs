@@ -88,8 +88,8 @@ pub(crate) fn print_memory(out: &mut impl Write, profiles: &[Profile], stats: &S
         let mut seen = HashSet::new();
         for frame in stack.frames.iter().map(|&id| memory.frame(id)) {
             let wanted = if python { frame.kind == FrameKind::Python } else { frame.kind != FrameKind::Context };
-            if wanted && seen.insert(frame.function.as_str()) {
-                *by_function.entry(frame.function.as_str()).or_default() += stack.count;
+            if wanted && seen.insert(&*frame.function) {
+                *by_function.entry(&*frame.function).or_default() += stack.count;
             }
         }
     }
@@ -190,12 +190,12 @@ fn function_counts(profile: &Profile) -> (HashMap<&str, u64>, HashMap<&str, u64>
     for stack in &profile.stacks {
         let mut functions = stack.frames.iter().map(|&id| profile.frame(id)).filter(|f| f.kind != FrameKind::Context);
         if let Some(leaf) = functions.clone().next() {
-            *self_counts.entry(leaf.function.as_str()).or_default() += stack.count;
+            *self_counts.entry(&*leaf.function).or_default() += stack.count;
         }
         let mut seen = HashSet::new();
         for frame in functions.by_ref() {
-            if seen.insert(frame.function.as_str()) {
-                *total_counts.entry(frame.function.as_str()).or_default() += stack.count;
+            if seen.insert(&*frame.function) {
+                *total_counts.entry(&*frame.function).or_default() += stack.count;
             }
         }
     }

@@ -70,7 +70,7 @@ fn print_contended_holders(out: &mut impl Write, cpu: &Profile) -> io::Result<()
         contended += stack.count;
         let frames = || stack.frames.iter().map(|&id| cpu.frame(id)).filter(|f| f.kind != FrameKind::Context);
         let leaf = frames().find(|f| f.kind == FrameKind::Python).or_else(|| frames().next());
-        let name = leaf.map_or_else(|| "[unknown]".to_owned(), |f| f.function.clone());
+        let name = leaf.map_or_else(|| "[unknown]".to_owned(), |f| f.function.to_string());
         *by_function.entry(name).or_default() += stack.count;
     }
     if contended == 0 {

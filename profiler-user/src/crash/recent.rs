@@ -99,7 +99,7 @@ mod tests {
         let profile = aggregator.take();
         assert_eq!(profile.stacks.len(), 1);
         assert_eq!(profile.stacks[0].count, 2);
-        assert!(profile.frames.iter().all(|f| f.function != "old" && f.function != "other"));
+        assert!(profile.frames.iter().all(|f| &*f.function != "old" && &*f.function != "other"));
         recent.forget_process(1);
         assert_eq!(recent.window(1, 41 * second, &mut Aggregator::new(10)), 0);
     }

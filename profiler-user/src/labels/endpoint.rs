@@ -80,8 +80,8 @@ fn is_dispatch(frame: &Frame) -> bool {
     DISPATCHES.iter().any(|dispatch| {
         file.ends_with(dispatch.file)
             && is_library(file)
-            && (frame.function == dispatch.qualname
-                || (!frame.function.contains('.') && frame.function == bare_name(dispatch.qualname)))
+            && (*frame.function == *dispatch.qualname
+                || (!frame.function.contains('.') && *frame.function == *bare_name(dispatch.qualname)))
     })
 }
 
@@ -90,7 +90,7 @@ fn is_wrapper(frame: &Frame) -> bool {
     let Some(file) = frame.file.as_deref() else { return false };
     is_library(file)
         && (frame.function.contains("<locals>")
-            || (!frame.function.contains('.') && WRAPPER_NAMES.contains(&frame.function.as_str())))
+            || (!frame.function.contains('.') && WRAPPER_NAMES.contains(&&*frame.function)))
 }
 
 /// Code the app did not write: installed packages, the standard library, frozen modules.

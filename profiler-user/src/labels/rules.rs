@@ -177,7 +177,7 @@ impl Rule {
             })
         };
         self.function.as_ref().is_none_or(function)
-            && self.qualname.as_ref().is_none_or(|matcher| matcher.is_match(&frame.function))
+            && self.qualname.as_ref().is_none_or(|matcher| matcher.is_match(&*frame.function))
             && self.file.as_ref().is_none_or(file)
     }
 }
@@ -225,6 +225,8 @@ impl RuleError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::aggregate::Module;
 
@@ -287,7 +289,7 @@ mod tests {
         assert!(rules.labels_of(&[py("report", "/srv/weather/app.py")]).is_empty());
         // And native frames by their source file or else their module.
         let native = Frame {
-            module: Some(Module { path: "/usr/lib/libxml2.so.2".into(), build_id: None, executable: false }),
+            module: Some(Arc::new(Module { path: "/usr/lib/libxml2.so.2".into(), build_id: None, executable: false })),
             ..Frame::native("xmlParseDocument")
         };
         let rules = Rules::parse("[[rule]]\nfile = \"libxml2.so*\"\nlabels = { lib = \"xml\" }\n").unwrap();

@@ -347,7 +347,7 @@ mod tests {
         }
         let profile = total.take();
         let mut out: Vec<(String, u64)> =
-            profile.stacks.iter().map(|s| (profile.frame(s.frames[0]).function.clone(), s.count)).collect();
+            profile.stacks.iter().map(|s| (profile.frame(s.frames[0]).function.to_string(), s.count)).collect();
         out.sort();
         out
     }

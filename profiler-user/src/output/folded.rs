@@ -95,6 +95,8 @@ fn sanitize(s: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::aggregate::{Label, LabelValue, Module, StackCount};
 
@@ -104,10 +106,8 @@ pub(crate) mod tests {
             function: function.into(),
             file: file.map(Into::into),
             line,
-            module: (kind == FrameKind::Native).then(|| Module {
-                path: "/usr/bin/python3".into(),
-                build_id: Some("aa".into()),
-                executable: true,
+            module: (kind == FrameKind::Native).then(|| {
+                Arc::new(Module { path: "/usr/bin/python3".into(), build_id: Some("aa".into()), executable: true })
             }),
             address: 0,
             inlined: false,

@@ -21,7 +21,7 @@ pub(crate) fn by_label(profile: &Profile, key: &str) -> Profile {
             let root = *roots.entry(name).or_insert_with_key(|name| {
                 frames.push(Frame {
                     kind: FrameKind::Context,
-                    function: name.clone(),
+                    function: name.as_str().into(),
                     file: None,
                     line: None,
                     module: None,

@@ -76,7 +76,7 @@ fn main_binary(profile: &Profile) -> Option<&Module> {
         let mut executables: Vec<&Module> = stack
             .frames
             .iter()
-            .filter_map(|&id| profile.frame(id).module.as_ref())
+            .filter_map(|&id| profile.frame(id).module.as_deref())
             .filter(|module| module.executable)
             .collect();
         executables.sort();
@@ -258,7 +258,7 @@ fn server_can_symbolize(frame: &Frame) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::{io::Read, sync::Arc};
 
     use flate2::read::GzDecoder;
 
@@ -271,7 +271,7 @@ mod tests {
             function: function.into(),
             file: line.map(|_| "foo.c".into()),
             line,
-            module: Some(module.clone()),
+            module: Some(Arc::new(module.clone())),
             address,
             inlined,
         }

@@ -7,7 +7,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -36,8 +36,9 @@ const COPIES_REREAD: Duration = Duration::from_secs(1);
 /// A code object's names and line table.
 #[derive(Debug)]
 pub(crate) struct CodeInfo {
-    pub qualname: String,
-    pub filename: String,
+    /// Shared with every frame made of it.
+    pub qualname: Arc<str>,
+    pub filename: Arc<str>,
     pub first_line: u32,
     linetable: Vec<u8>,
     code_address: u64,
@@ -56,7 +57,13 @@ pub(crate) struct CodeInfo {
     /// A crash copy of a line table longer than the copy (`CRASH_LINETABLE_LEN`): an instruction past what it
     /// holds has no line rather than the first one.
     table_cut: bool,
+    /// Lines already looked up, by instruction: a hot function's few instructions are sampled over and over, and
+    /// decoding its line table each time would cost more than the rest of its frame.
+    lines_seen: Mutex<HashMap<u64, Option<u32>>>,
 }
+
+/// At most this many instructions' lines are kept per code object; then the memo starts again.
+const MAX_LINES_SEEN: usize = 256;
 
 impl CodeInfo {
     /// What its names and line table take on the heap.
@@ -80,8 +87,8 @@ impl CodeInfo {
             free_threaded_table(&copy.linetable, layout.head_extra)
         };
         Some(Self {
-            qualname: crate::sanitize::owned(text(&copy.qualname)?),
-            filename: crate::sanitize::owned(text(&copy.filename).unwrap_or_else(|| "?".into())),
+            qualname: crate::sanitize::owned(text(&copy.qualname)?).into(),
+            filename: crate::sanitize::owned(text(&copy.filename).unwrap_or_else(|| "?".into())).into(),
             first_line: copy.first_line,
             linetable,
             code_address: copy.code,
@@ -92,6 +99,7 @@ impl CodeInfo {
             read_at: Instant::now(),
             copies_unknown: layout.tlbc.is_some(),
             table_cut: copy.linetable_len as usize >= profiler_common::CRASH_LINETABLE_LEN,
+            lines_seen: Mutex::default(),
         })
     }
 
@@ -109,6 +117,19 @@ impl CodeInfo {
     /// 3.8–3.10 the frame's `f_lasti` in the low 32 bits): the function's first line when the table has none for
     /// it, `None` when it may lie in a bytecode copy not known here.
     pub(crate) fn line(&self, instr: u64) -> Option<u32> {
+        let mut seen = self.lines_seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(&line) = seen.get(&instr) {
+            return line;
+        }
+        let line = self.decode_line(instr);
+        if seen.len() >= MAX_LINES_SEEN {
+            seen.clear();
+        }
+        seen.insert(instr, line);
+        line
+    }
+
+    fn decode_line(&self, instr: u64) -> Option<u32> {
         let lasti = instr as u32 as i32;
         let line = match self.lines {
             LineFormat::Locations => self
@@ -205,8 +226,8 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         None => Vec::new(),
     };
     Some(CodeInfo {
-        qualname: crate::sanitize::owned(read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?),
-        filename: crate::sanitize::owned(read_string(pid, filename_ptr, interpreter)?),
+        qualname: crate::sanitize::owned(read_string(pid, u64_at(&header, layout.qualname)?, interpreter)?).into(),
+        filename: crate::sanitize::owned(read_string(pid, filename_ptr, interpreter)?).into(),
         first_line: u32_at(&header, layout.firstlineno)?,
         linetable: read_bytes_object(pid, u64_at(&header, layout.linetable)?, layout).unwrap_or_default(),
         code_address: frame.code,
@@ -217,6 +238,7 @@ fn read_code(pid: u32, interpreter: &Interpreter, frame: &PyFrame) -> Option<Cod
         read_at: Instant::now(),
         copies_unknown: false,
         table_cut: false,
+        lines_seen: Mutex::default(),
     })
 }
 
@@ -348,6 +370,7 @@ mod tests {
             read_at: Instant::now(),
             copies_unknown: false,
             table_cut: false,
+            lines_seen: Mutex::default(),
         };
         let main = 0x1000 + 216;
         assert_eq!((info.line(main), info.line(main + 6)), (Some(11), Some(12)));
@@ -359,10 +382,17 @@ mod tests {
         assert_eq!(info.bytecode_offset(0x800), None);
         assert_eq!(info.line(0x800), Some(10));
         // A crash copy of such a build knows no copies: no line rather than a wrong one.
-        let crash_copy = CodeInfo { copies: Vec::new(), bytecode_len: 0, copies_unknown: true, ..info };
+        // (Each a new code object: its own memo of lines.)
+        let crash_copy = CodeInfo {
+            copies: Vec::new(),
+            bytecode_len: 0,
+            copies_unknown: true,
+            lines_seen: Mutex::default(),
+            ..info
+        };
         assert_eq!((crash_copy.line(main + 6), crash_copy.line(0x800)), (Some(12), None));
         // A crash copy of a line table cut at the copy's length: past what it holds, no line either.
-        let cut = CodeInfo { copies_unknown: false, table_cut: true, ..crash_copy };
+        let cut = CodeInfo { copies_unknown: false, table_cut: true, lines_seen: Mutex::default(), ..crash_copy };
         assert_eq!((cut.line(main + 6), cut.line(main + 64)), (Some(12), None));
     }
 

@@ -175,6 +175,6 @@ fn settle(pid: u32, result: anyhow::Result<Option<Interpreter>>) -> ProcessState
     }
 }
 
-fn python_frame(function: String, file: Option<String>, line: Option<u32>) -> Frame {
+fn python_frame(function: Arc<str>, file: Option<Arc<str>>, line: Option<u32>) -> Frame {
     Frame { kind: FrameKind::Python, function, file, line, module: None, address: 0, inlined: false }
 }

@@ -154,7 +154,7 @@ impl Symbolizer {
                 };
                 let frames: Arc<[Frame]> = Arc::from([Frame {
                     kind: FrameKind::Kernel,
-                    function: name,
+                    function: name.into(),
                     file: None,
                     line: None,
                     module: None,
@@ -171,7 +171,7 @@ impl Symbolizer {
 fn symbolize_file_offset(
     blazesym: &Blazesym,
     open_path: &Path,
-    module: &Module,
+    module: &Arc<Module>,
     offset: u64,
     debug_syms: bool,
 ) -> Arc<[Frame]> {
@@ -184,8 +184,8 @@ fn symbolize_file_offset(
     };
     let native = |function: &str, code: Option<&blazesym::symbolize::CodeInfo>, inlined: bool| Frame {
         kind: FrameKind::Native,
-        function: sanitize::name(function).into_owned(),
-        file: code.map(|code| sanitize::owned(code.to_path().display().to_string())),
+        function: sanitize::name(function).into(),
+        file: code.map(|code| sanitize::owned(code.to_path().display().to_string()).into()),
         line: code.and_then(|code| code.line),
         module: Some(module.clone()),
         address: offset,
@@ -207,7 +207,7 @@ fn heap_bytes(frames: &[Frame]) -> usize {
                 .module
                 .as_ref()
                 .map_or(0, |m| m.path.len().saturating_add(m.build_id.as_ref().map_or(0, String::len)));
-            [size_of::<Frame>(), frame.function.len(), frame.file.as_ref().map_or(0, String::len), module]
+            [size_of::<Frame>(), frame.function.len(), frame.file.as_ref().map_or(0, |file| file.len()), module]
                 .into_iter()
                 .fold(0usize, usize::saturating_add)
         })
@@ -247,7 +247,7 @@ fn symbolize_from_symbol_table(
     match blazesym.symbolize_single(&Source::Elf(source), Input::VirtOffset(svma)) {
         Ok(Symbolized::Sym(sym)) => Arc::from([Frame {
             kind: FrameKind::Native,
-            function: sanitize::name(&sym.name).into_owned(),
+            function: sanitize::name(&sym.name).into(),
             file: None,
             line: None,
             module: Some(file.module.clone()),
@@ -268,7 +268,7 @@ pub(crate) fn is_unnamed(frame: &Frame) -> bool {
 }
 
 /// A frame we cannot name: `[module+0xoffset]`, or `[unknown]` outside any file (JIT code, a bad address).
-fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
+fn unknown_frame(module: Option<&Arc<Module>>, address: u64) -> Frame {
     let function = match module {
         Some(module) => {
             let name = Path::new(&module.path).file_name().map_or(module.path.clone(), |n| n.to_string_lossy().into());
@@ -278,7 +278,7 @@ fn unknown_frame(module: Option<&Module>, address: u64) -> Frame {
     };
     Frame {
         kind: FrameKind::Native,
-        function,
+        function: function.into(),
         file: None,
         line: None,
         module: module.cloned(),
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn the_caches_are_bounded_in_bytes() {
         let mut symbolizer = Symbolizer::new();
-        let long = Frame { function: "x".repeat(1 << 20), ..Frame::native("") };
+        let long = Frame { function: "x".repeat(1 << 20).into(), ..Frame::native("") };
         for address in 0..40u64 {
             symbolizer.bound_caches();
             let frames: Arc<[Frame]> = Arc::from([long.clone()]);
@@ -363,8 +363,8 @@ mod tests {
 
     #[test]
     fn unknown_addresses_name_their_module() {
-        let module = Module { path: "/usr/lib/libfoo.so.1".into(), build_id: None, executable: false };
-        assert_eq!(unknown_frame(Some(&module), 0x1a2b).function, "[libfoo.so.1+0x1a2b]");
-        assert_eq!(unknown_frame(None, 5).function, "[unknown]");
+        let module = Arc::new(Module { path: "/usr/lib/libfoo.so.1".into(), build_id: None, executable: false });
+        assert_eq!(&*unknown_frame(Some(&module), 0x1a2b).function, "[libfoo.so.1+0x1a2b]");
+        assert_eq!(&*unknown_frame(None, 5).function, "[unknown]");
     }
 }

@@ -185,7 +185,7 @@ impl LiveStats {
         let name = if frame.kind == FrameKind::Native && symbolize::is_unnamed(frame) {
             UNNAMED.to_owned()
         } else {
-            frame.function.clone()
+            frame.function.to_string()
         };
         Some(FunctionKey { name, location })
     }
@@ -228,6 +228,8 @@ fn file_name(path: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::aggregate::{Aggregator, Label, LabelValue, Module};
 
@@ -258,10 +260,11 @@ mod tests {
         let handler = Frame::python("handler", "/srv/app/api.py");
         let parse = line(Frame::python("parse", "/srv/app/api.py"), 7);
         let mut crunch = Frame::native("crunch");
-        crunch.module = Some(Module { path: "/usr/lib/libcrunch.so".into(), build_id: None, executable: false });
+        crunch.module =
+            Some(Arc::new(Module { path: "/usr/lib/libcrunch.so".into(), build_id: None, executable: false }));
         let walk = Frame::python("walk", "/srv/app/tree.py");
         let unnamed =
-            |address: u64| Frame { function: format!("[libcrunch.so+{address:#x}]"), address, ..crunch.clone() };
+            |address: u64| Frame { function: format!("[libcrunch.so+{address:#x}]").into(), address, ..crunch.clone() };
         let thread = |name: &str| Frame { kind: FrameKind::Context, ..Frame::native(name) };
         let held = || labels(1, "MainThread", Some("held"), Some("/quakes"));
         for _ in 0..3 {

@@ -198,7 +198,7 @@ impl Unwinder {
     }
 
     /// The executable `pid` runs, as a module (when its maps were read and it maps one).
-    pub(crate) fn executable(&self, pid: u32) -> Option<&crate::aggregate::Module> {
+    pub(crate) fn executable(&self, pid: u32) -> Option<&Arc<crate::aggregate::Module>> {
         self.processes.get(&pid)?.executable()
     }
 

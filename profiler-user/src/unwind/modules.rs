@@ -30,7 +30,7 @@ pub(crate) struct LoadedFile {
     /// Unique for the agent's lifetime: the symbol cache's key (paths and inodes can be reused).
     pub id: u64,
     /// How outputs name it: path as the process sees it, build-id.
-    pub module: Module,
+    pub module: Arc<Module>,
     /// The file, open: every consumer reads this one (see `process::files::TargetFile`).
     pub target: files::TargetFile,
     pub elf: ElfFile,
@@ -103,7 +103,7 @@ fn load_file(pid: u32, mapping: &Mapping, root: &Path) -> Result<LoadedFile> {
     let target = files::TargetFile::open(pid, mapping, root)?;
     let elf = ElfFile::from_file(&target.file, &mapping.path)?;
     let executable = files::is_executable_of(pid, mapping);
-    let module = Module { path: mapping.path.clone(), build_id: elf.build_id.clone(), executable };
+    let module = Arc::new(Module { path: mapping.path.clone(), build_id: elf.build_id.clone(), executable });
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(LoadedFile { id, module, target, elf, cfa_expressions: OnceLock::new() })
@@ -211,7 +211,7 @@ impl ProcessModules {
     }
 
     /// The module of the process's executable, among those loaded.
-    pub(crate) fn executable(&self) -> Option<&Module> {
+    pub(crate) fn executable(&self) -> Option<&Arc<Module>> {
         self.modules.iter().map(|m| &m.file.module).find(|module| module.executable)
     }
 

@@ -89,7 +89,7 @@ pub(crate) fn pid_of(stack: &StackCount) -> Option<u32> {
 /// The sampled process's name: the outermost synthetic frame, which the pipeline names after the process.
 pub(crate) fn process_name_of<'p>(profile: &'p Profile, stack: &StackCount) -> Option<&'p str> {
     let root = profile.frame(*stack.frames.last()?);
-    (root.kind == FrameKind::Context).then_some(root.function.as_str())
+    (root.kind == FrameKind::Context).then_some(&*root.function)
 }
 
 #[cfg(test)]
@@ -106,11 +106,7 @@ mod tests {
     }
 
     fn names(profile: &Profile) -> Vec<Vec<&str>> {
-        profile
-            .stacks
-            .iter()
-            .map(|s| s.frames.iter().map(|&id| profile.frame(id).function.as_str()).collect())
-            .collect()
+        profile.stacks.iter().map(|s| s.frames.iter().map(|&id| &*profile.frame(id).function).collect()).collect()
     }
 
     fn by_pid(services: &HashMap<u32, String>) -> impl Fn(&Profile, &StackCount) -> String + '_ {
