@@ -3,8 +3,8 @@
 //! (`dist/release/index.html` and its script), which opens from disk in a browser with no server.
 //!
 //! One version is pinned ([`VERSION`]) with the digest the registry published for its tarball ([`INTEGRITY`], npm's
-//! `dist.integrity`), and the tarball's digest is compared with it here, not only by npm. It is fetched once, with
-//! npm (`npm pack`, the registry's own client, which asks the registry the machine is configured for), unpacked with
+//! `dist.integrity`), and the tarball's digest is compared with it here. It is fetched once from the registry's
+//! tarball address with curl (no Node.js needed; `cargo xtask setup` installs curl), unpacked with
 //! `tar` under [`CACHE_DIR`]`/speedscope-VERSION`, and reused from there: a lock file keeps two test binaries from
 //! racing, and the directory is renamed into place only once complete, so a half-made one is never used.
 use std::{
@@ -31,7 +31,7 @@ const APP: &str = "package/dist/release/index.html";
 const RELEASE_NOTE: &str = "package/dist/release/release.txt";
 
 /// speedscope's `index.html`, made ready once per run (see the module's docs). `None`, after saying why, when it
-/// cannot be had (no npm, or the registry does not answer), so the test can return early; except under `CI=true`,
+/// cannot be had (no curl, or the registry does not answer), so the test can return early; except under `CI=true`,
 /// where a skipped test would hide a broken setup, so it fails instead. A tarball whose digest is not [`INTEGRITY`]
 /// fails the test whatever `CI` says: that is not a missing tool but a wrong file.
 pub fn require_speedscope() -> Option<PathBuf> {
@@ -67,27 +67,22 @@ fn ensure_speedscope() -> Result<PathBuf, String> {
     let partial = cache.join(format!("speedscope-{VERSION}.partial"));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(|err| format!("creating {}: {err}", partial.display()))?;
-    eprintln!("fetching speedscope {VERSION} with npm into {}", dir.display());
-    // npm's own cache goes with the partial directory: nothing is left in the home directory.
-    let pack = Command::new("npm")
-        .args(["pack", &format!("speedscope@{VERSION}"), "--pack-destination", "."])
-        .args(["--cache", "npm-cache", "--no-fund", "--no-audit", "--loglevel=error"])
-        .current_dir(&partial)
+    let tarball = partial.join(format!("speedscope-{VERSION}.tgz"));
+    let url = format!("https://registry.npmjs.org/speedscope/-/speedscope-{VERSION}.tgz");
+    eprintln!("fetching speedscope {VERSION} from {url} into {}", dir.display());
+    let fetch = Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--location", "--retry", "2", "--max-time", "120", "--output"])
+        .arg(&tarball)
+        .arg(&url)
         .output()
         .map_err(|err| {
             let _ = fs::remove_dir_all(&partial);
-            format!("could not run npm (Node.js's package manager): {err}")
+            format!("could not run curl: {err}")
         })?;
-    if !pack.status.success() {
+    if !fetch.status.success() {
         let _ = fs::remove_dir_all(&partial);
-        return Err(format!(
-            "`npm pack speedscope@{VERSION}` failed ({}): {}{}",
-            pack.status,
-            String::from_utf8_lossy(&pack.stdout),
-            String::from_utf8_lossy(&pack.stderr)
-        ));
+        return Err(format!("fetching {url} failed ({}): {}", fetch.status, String::from_utf8_lossy(&fetch.stderr)));
     }
-    let tarball = partial.join(format!("speedscope-{VERSION}.tgz"));
     let digest = integrity(&tarball);
     assert!(
         digest == INTEGRITY,
@@ -115,7 +110,6 @@ fn ensure_speedscope() -> Result<PathBuf, String> {
         note.lines().next() == Some(&format!("speedscope@{VERSION}")),
         "speedscope {VERSION}'s {RELEASE_NOTE} names another release: {note:?}"
     );
-    let _ = fs::remove_dir_all(partial.join("npm-cache"));
     let _ = fs::remove_file(&tarball);
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&partial, &dir)
