@@ -184,7 +184,7 @@ fn flame_graph_search_and_zoom_in_chromium() {
     // Held while Chromium runs too: it would take CPU from the workloads of the tests that measure shares.
     let _cpu = exclusive_cpu();
     let dir = TestDir::new("browser-flame-graph");
-    let folded = record_native_burn(&dir);
+    let folded = record_native_burn(&dir, "flame.svg");
 
     let page = Page::open(&dir.join("flame.svg"), WINDOW.0, WINDOW.1);
     // Once loaded, the script lays the graph out for the window's width (inferno's "fluid drawing").
@@ -199,12 +199,13 @@ fn flame_graph_search_and_zoom_in_chromium() {
     zoom_shows_the_frame_and_its_callees_only(&page, &dir, &opened, &folded);
 }
 
-/// Records native-burn for 5 s into `dir`/flame.svg and `dir`/stacks.folded, and reads the folded stacks.
-fn record_native_burn(dir: &TestDir) -> Folded {
+/// Records native-burn for 5 s into `dir`/`output` (a flame graph, a pprof: the format follows the name) and
+/// `dir`/stacks.folded, and reads the folded stacks. Also for speedscope.rs.
+pub(crate) fn record_native_burn(dir: &TestDir, output: &str) -> Folded {
     let workload = start_native_burn(Duration::from_secs(120));
     let mut record = profiler();
     record.args(["record", "--pid", &workload.pid().to_string(), "--duration", "5s"]);
-    record.arg("-o").arg(dir.join("flame.svg")).arg("-o").arg(dir.join("stacks.folded"));
+    record.arg("-o").arg(dir.join(output)).arg("-o").arg(dir.join("stacks.folded"));
     let run = run(&mut record, Duration::from_secs(120));
     drop(workload);
     run.assert_success();

@@ -19,6 +19,7 @@ mod packaging;
 mod python;
 mod rate;
 mod soak;
+mod speedscope;
 mod top;
 mod unwind;
 mod upload;

@@ -2,19 +2,20 @@
 //! check what a person sees in a page the profiler writes. The flame graph SVG is such a page: inferno embeds a
 //! script in it for search and zoom, and only a browser runs that script.
 //!
-//! Input goes in as a person's would: mouse events at a point of the window, and an answer typed into a `prompt()`
-//! dialog. What the page shows is read back with small scripts that return JSON. The browser is Debian's
-//! (`cargo xtask setup` installs the `chromium` package); nothing is downloaded.
+//! Input goes in as a person's would: mouse events at a point of the window, an answer typed into a `prompt()`
+//! dialog, a file chosen in the file chooser that a click opens. What the page shows is read back with small
+//! scripts that return JSON. The browser is Debian's (`cargo xtask setup` installs the `chromium` package);
+//! nothing is downloaded.
 use std::{
     path::Path,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use headless_chrome::{
     browser::tab::point::Point,
-    protocol::cdp::{types::Event, Page::CaptureScreenshotFormatOption},
+    protocol::cdp::{types::Event, Page::CaptureScreenshotFormatOption, DOM},
     Browser, LaunchOptions, Tab,
 };
 use serde::de::DeserializeOwned;
@@ -97,11 +98,87 @@ impl Page {
 
     /// Waits until `expression` is true in the page; fails the test, showing `what`, after [`PAGE_LIMIT`].
     pub fn wait_for(&self, expression: &str, what: &str) {
+        self.wait_until(what, || self.eval::<bool>(expression));
+    }
+
+    /// Waits until `done` returns true, asking it every 20 ms; fails the test after [`PAGE_LIMIT`], showing `what`
+    /// and the start of the page's text.
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
         let started = Instant::now();
-        while !self.eval::<bool>(expression) {
-            assert!(started.elapsed() < PAGE_LIMIT, "the page did not reach this within {PAGE_LIMIT:?}: {what}");
+        while !done() {
+            if started.elapsed() >= PAGE_LIMIT {
+                let shown: String = self.eval("document.body ? document.body.innerText.slice(0, 600) : ''");
+                panic!("the page did not reach this within {PAGE_LIMIT:?}: {what}; it shows {shown:?}");
+            }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A click at `(x, y)` that must open a file chooser (a file input's, or its label's: a "Browse" button), in
+    /// which `file` is chosen, as a person chooses it: the input gets the file and fires its `change` event.
+    /// Chromium is asked to hand the chooser to the test instead of showing one
+    /// (`Page.setInterceptFileChooserDialog`), and the file is set on the input the chooser was opened for
+    /// (`DOM.setFileInputFiles`).
+    pub fn click_and_choose_file(&self, (x, y): (f64, f64), file: &Path) {
+        let file = std::fs::canonicalize(file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        let path = file.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", file.display())).to_owned();
+        let (opened, choosers) = mpsc::channel();
+        let listener = self
+            .tab
+            .add_event_listener(Arc::new(move |event: &Event| {
+                if let Event::PageFileChooserOpened(chooser) = event {
+                    let _ = opened.send(chooser.params.clone());
+                }
+            }))
+            .expect("listening for file choosers");
+        let intercepted = self.tab.set_file_chooser_dialog_interception(true, None);
+        intercepted.unwrap_or_else(|err| panic!("asking Chromium for its file choosers failed: {err:#}"));
+        self.click((x, y));
+        let chooser = choosers.recv_timeout(PAGE_LIMIT);
+        let _ = self.tab.remove_event_listener(&listener);
+        let chooser = chooser
+            .unwrap_or_else(|_| panic!("no file chooser opened within {PAGE_LIMIT:?} of the click at ({x}, {y})"));
+        let input = chooser
+            .backend_node_id
+            .unwrap_or_else(|| panic!("the file chooser the click at ({x}, {y}) opened is for no input: {chooser:?}"));
+        let chosen = self.tab.call_method(DOM::SetFileInputFiles {
+            files: vec![path.clone()],
+            node_id: None,
+            backend_node_id: Some(input),
+            object_id: None,
+        });
+        chosen.unwrap_or_else(|err| panic!("choosing {path} in the file chooser failed: {err:#}"));
+        let _ = self.tab.set_file_chooser_dialog_interception(false, None);
+    }
+
+    /// Starts noting the dialogs the page opens (`alert()`, `confirm()`, `prompt()`), and dismisses each so that
+    /// the page goes on, until the returned watch is dropped. For a page that reports failures in dialogs: a test
+    /// asks [`DialogWatch::opened`] while it waits. Not to be held across [`Page::click_and_answer_prompt`], whose
+    /// prompt it would dismiss.
+    pub fn watch_dialogs(&self) -> DialogWatch {
+        let opened = Arc::new(Mutex::new(Vec::new()));
+        // Weak: the tab keeps the listener, which must not keep the tab.
+        let tab = Arc::downgrade(&self.tab);
+        let listener = self
+            .tab
+            .add_event_listener(Arc::new({
+                let opened = Arc::clone(&opened);
+                move |event: &Event| {
+                    if let Event::PageJavascriptDialogOpening(dialog) = event {
+                        let seen = format!("a dialog ({:?}) saying {:?}", dialog.params.Type, dialog.params.message);
+                        opened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(seen);
+                        // Not on the thread that delivers events, which the answer to this call comes back on.
+                        let tab = tab.clone();
+                        thread::spawn(move || {
+                            if let Some(tab) = tab.upgrade() {
+                                let _ = tab.get_dialog().dismiss();
+                            }
+                        });
+                    }
+                }
+            }))
+            .expect("listening for dialogs");
+        DialogWatch { tab: Arc::clone(&self.tab), listener, opened }
     }
 
     /// A left click at `(x, y)`, in CSS pixels from the top left corner of the window: the mouse moves there, is
@@ -157,5 +234,25 @@ impl Page {
             .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
             .unwrap_or_else(|err| panic!("taking a screenshot failed: {err:#}"));
         std::fs::write(png, data).unwrap_or_else(|err| panic!("writing {}: {err}", png.display()));
+    }
+}
+
+/// The dialogs a page opened while watched: see [`Page::watch_dialogs`].
+pub struct DialogWatch {
+    tab: Arc<Tab>,
+    listener: std::sync::Weak<dyn headless_chrome::browser::tab::EventListener<Event> + Send + Sync>,
+    opened: Arc<Mutex<Vec<String>>>,
+}
+
+impl DialogWatch {
+    /// Each dialog opened so far, as `a dialog (Alert) saying "..."`.
+    pub fn opened(&self) -> Vec<String> {
+        self.opened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl Drop for DialogWatch {
+    fn drop(&mut self) {
+        let _ = self.tab.remove_event_listener(&self.listener);
     }
 }

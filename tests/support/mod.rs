@@ -33,6 +33,8 @@ mod recorder;
 mod run;
 mod scratch;
 mod setup;
+/// speedscope's web app, the pprof viewer, from its npm package: fetched once, checked, cached.
+pub mod speedscope;
 /// A terminal (tmux) a test types into and reads, for `profiler top`.
 pub mod terminal;
 mod totals;

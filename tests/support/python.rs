@@ -37,7 +37,7 @@ use crate::{run_to_success, scratch_root, workspace_root};
 
 /// Where the Debian roots are cached: `ROOTS_DIR/<suite>`.
 pub const ROOTS_DIR: &str = "/var/cache/profiler-roots";
-/// Where other test environments (virtualenvs) are cached.
+/// Where other test environments (virtualenvs, the speedscope release of speedscope.rs) are cached.
 pub const CACHE_DIR: &str = "/var/cache/profiler-tests";
 
 /// A distribution debootstrap can make roots of.
@@ -794,7 +794,7 @@ fn add_packages(root: &Path, suite: &str, packages: &[&str]) {
 }
 
 /// The hex digest of `file` by coreutils' `ALGORITHMsum` (`sha256`, `sha512`, …); empty when it cannot be read.
-fn file_digest(algorithm: &str, file: &Path) -> String {
+pub(crate) fn file_digest(algorithm: &str, file: &Path) -> String {
     let tool = format!("{algorithm}sum");
     let output = Command::new(&tool).arg(file).output().unwrap_or_else(|err| panic!("running {tool}: {err}"));
     String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned()
@@ -822,10 +822,10 @@ fn ubuntu_keyring() -> PathBuf {
 }
 
 /// An exclusive `flock` on a file, held until dropped (and released by the kernel if the process dies).
-struct FileLock(fs::File);
+pub(crate) struct FileLock(fs::File);
 
 impl FileLock {
-    fn acquire(path: &Path) -> FileLock {
+    pub(crate) fn acquire(path: &Path) -> FileLock {
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -27,7 +27,8 @@ use crate::{cmd, Workspace};
 /// distributions' kernels with a busybox initramfs. golang-go: `go tool pprof`, which every pprof the tests read
 /// must open in. debuginfod: elfutils' server, which serves a test library's debug file. tmux: the terminal the
 /// `profiler top` tests type into and read. chromium: the browser the flame graph SVG is opened, searched and
-/// zoomed in (tests/integration/browser.rs).
+/// zoomed in (tests/integration/browser.rs). curl: fetches speedscope's release from the npm registry for the test
+/// that opens our pprof in it.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -49,6 +50,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debuginfod",
     "tmux",
     "chromium",
+    "curl",
 ];
 
 /// What `cargo xtask dist` and its tests (tests/integration/packaging.rs) need beyond [`DEBIAN_PACKAGES`]:
