@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use profiler_tests::{
-    browser::{require_chromium, Page},
+    browser::{require_chromium, Bounds, Page},
     exclusive_cpu, profiler, require_root, run, start_native_burn, Folded, TestDir,
 };
 use serde::Deserialize;
@@ -105,21 +105,6 @@ struct Control {
     text: String,
     display: String,
     bounds: Bounds,
-}
-
-/// Where something is drawn, in CSS pixels from the window's top left corner.
-#[derive(Debug, Deserialize, Clone, Copy)]
-struct Bounds {
-    left: f64,
-    top: f64,
-    width: f64,
-    height: f64,
-}
-
-impl Bounds {
-    fn center(&self) -> (f64, f64) {
-        (self.left + self.width / 2.0, self.top + self.height / 2.0)
-    }
 }
 
 impl Frame {

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use profiler_tests::{
-    browser::{require_chromium, Page},
+    browser::{require_chromium, Bounds, Page},
     exclusive_cpu, read_pprof, require_root,
     speedscope::{require_speedscope, VERSION},
     Folded, TestDir,
@@ -153,20 +153,6 @@ struct Row {
     /// Its computed background colour: rows are striped, and a selected row is drawn in another colour.
     background: String,
     bounds: Bounds,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy)]
-struct Bounds {
-    left: f64,
-    top: f64,
-    width: f64,
-    height: f64,
-}
-
-impl Bounds {
-    fn center(&self) -> (f64, f64) {
-        (self.left + self.width / 2.0, self.top + self.height / 2.0)
-    }
 }
 
 impl View {

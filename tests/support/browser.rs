@@ -18,7 +18,7 @@ use headless_chrome::{
     protocol::cdp::{types::Event, Page::CaptureScreenshotFormatOption, DOM},
     Browser, LaunchOptions, Tab,
 };
-use serde::de::DeserializeOwned;
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
 /// Debian's Chromium.
@@ -254,5 +254,22 @@ impl DialogWatch {
 impl Drop for DialogWatch {
     fn drop(&mut self) {
         let _ = self.tab.remove_event_listener(&self.listener);
+    }
+}
+
+/// Where something is drawn on a page, in CSS pixels from the window's top left corner, as a page's script reports
+/// it (`getBoundingClientRect`).
+#[derive(Debug, Deserialize, Clone, Copy)]
+pub struct Bounds {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+impl Bounds {
+    /// The point a click on it aims at.
+    pub fn center(&self) -> (f64, f64) {
+        (self.left + self.width / 2.0, self.top + self.height / 2.0)
     }
 }
