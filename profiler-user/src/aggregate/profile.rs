@@ -96,6 +96,11 @@ pub(crate) struct Label {
     pub value: LabelValue,
 }
 
+/// The last component of a path: how a frame's file or module is named where there is no room for directories.
+pub(crate) fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// The value of label `key` among `labels`, if it is there.
 pub(crate) fn label_value<'l>(labels: &'l [Label], key: &str) -> Option<&'l str> {
     labels.iter().find(|label| label.key == key).map(|label| match &label.value {

@@ -13,6 +13,8 @@ use std::hash::Hasher as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::file_name;
+
 /// Native frames from the top that go into a signature (after the plumbing is skipped).
 const MAX_NATIVE_FRAMES: usize = 3;
 /// Frames looked at for the innermost Python frame before giving up (a deep native stack).
@@ -223,11 +225,6 @@ fn clean_python_name(function: &str) -> String {
     } else {
         function.to_owned()
     }
-}
-
-/// The last component of a path.
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// A module's file name without its directory and the parts that change with versions and builds:

@@ -12,6 +12,7 @@ use super::{
     layout::{self, Layouts, Version},
 };
 use crate::{
+    aggregate::file_name,
     process::{
         files::{process_root, TargetFile},
         maps, memory,
@@ -105,10 +106,6 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
         long_type: symbols.long_type.map(|svma| svma.wrapping_add(bias)),
         eval_ranges: symbols.eval_ranges,
     }))
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 fn looks_like_python(path: &str) -> bool {

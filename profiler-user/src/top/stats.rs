@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
-    aggregate::{label_value, Frame, FrameKind, Profile},
+    aggregate::{file_name, label_value, Frame, FrameKind, Profile},
     labels::ENDPOINT,
     symbolize,
 };
@@ -219,11 +219,6 @@ impl LiveStats {
             count as f64 * 100.0 / self.samples_now as f64
         }
     }
-}
-
-/// The last component of a path: the table has no room for directories.
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 #[cfg(test)]
