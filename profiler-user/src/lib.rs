@@ -12,6 +12,7 @@ mod crash;
 mod dump;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod heap;
 mod labels;
 pub mod logging;
 mod merge;

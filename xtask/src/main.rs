@@ -14,6 +14,7 @@ mod kernels;
 mod python_matrix;
 mod readme;
 mod setup;
+mod soak;
 
 use std::{
     env,
@@ -120,6 +121,13 @@ enum Task {
         /// Rounds of each interleaved comparison; the tables give medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Run the integration suite's soak (`profiler run` against the demo app, restarted every two minutes, and a
+    /// receiver that flaps) for longer, and write its memory and CPU per cycle into bench/RESULTS.md; needs root.
+    Soak {
+        /// How long, in minutes (whole two-minute cycles, at least three).
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
     },
 }
 
@@ -283,6 +291,11 @@ fn run() -> Result<ExitCode> {
         Task::Bench { rounds } => {
             setup::setup(&ws)?;
             bench::bench(&ws, &bench::Options { rounds })?;
+        }
+        Task::Soak { minutes } => {
+            setup::setup(&ws)?;
+            let profiler = ws.build_profiler(true)?;
+            soak::soak(&ws, &profiler, minutes)?;
         }
     }
     Ok(ExitCode::SUCCESS)

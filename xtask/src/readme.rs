@@ -1,6 +1,7 @@
 //! The README's generated blocks: text between `<!-- NAME:begin (written by `…`) -->` and `<!-- NAME:end -->`
-//! that a task writes from what it ran (the tested kernels, the Python version matrix), never edited by hand.
-use std::fs;
+//! that a task writes from what it ran (the tested kernels, the Python version matrix), never edited by hand; and
+//! the same in bench/RESULTS.md for the long soak, which `cargo xtask bench` does not run.
+use std::{fs, path::Path};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -9,20 +10,38 @@ use crate::Workspace;
 /// Replaces the block `name` of the README with `body` (whole lines); `writer` is the task named in its begin
 /// marker. Says so when the README changed.
 pub fn replace_block(ws: &Workspace, name: &str, writer: &str, body: &str) -> Result<()> {
-    let path = ws.root.join("README.md");
-    let readme = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    replace_block_in(&ws.root.join("README.md"), name, writer, body, false)
+}
+
+/// [`replace_block`] for any Markdown file; `append` adds the block at the end of a file that has none yet (a
+/// section one task adds to a file another task writes, such as the soak's in bench/RESULTS.md).
+pub fn replace_block_in(path: &Path, name: &str, writer: &str, body: &str, append: bool) -> Result<()> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let begin_marker = format!("<!-- {name}:begin (written by `{writer}`) -->");
     let end_marker = format!("<!-- {name}:end -->");
-    let (Some(begin), Some(end)) = (readme.find(&begin_marker), readme.find(&end_marker)) else {
-        bail!("{} has no {begin_marker} … {end_marker} block to write into", path.display());
+    let updated = match (text.find(&begin_marker), text.find(&end_marker)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{begin_marker}\n{body}{}", &text[..begin], &text[end..])
+        }
+        (Some(_), Some(_)) => bail!("{}: {end_marker} comes before {begin_marker}", path.display()),
+        _ if append => {
+            let separator = if text.ends_with('\n') { "" } else { "\n" };
+            format!("{text}{separator}\n{begin_marker}\n{body}{end_marker}\n")
+        }
+        _ => bail!("{} has no {begin_marker} … {end_marker} block to write into", path.display()),
     };
-    if end < begin {
-        bail!("{}: {end_marker} comes before {begin_marker}", path.display());
-    }
-    let updated = format!("{}{begin_marker}\n{body}{}", &readme[..begin], &readme[end..]);
-    if updated != readme {
-        fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
+    if updated != text {
+        fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("{name}: updated its block in {}", path.display());
     }
     Ok(())
+}
+
+/// The block `name` of `text`, markers included, for a task that rewrites a whole file to keep what another task
+/// wrote into it.
+pub fn block<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let begin = text.find(&format!("<!-- {name}:begin"))?;
+    let end_marker = format!("<!-- {name}:end -->");
+    let end = text[begin..].find(&end_marker)? + begin + end_marker.len();
+    Some(&text[begin..end])
 }

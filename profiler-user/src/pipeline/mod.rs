@@ -432,7 +432,8 @@ impl Pipeline {
 
     /// `pid` started or exec'd a new image: its old memory map and interpreter are gone.
     pub(crate) fn expect_new_image(&mut self, pid: u32, name: &str) {
-        self.unwinder.forget_process(pid);
+        let unmapped = self.unwinder.forget_process(pid);
+        self.symbolizer.forget_files(&unmapped);
         self.python.expect_new_image(pid);
         self.set_process_name(pid, name);
     }
@@ -464,7 +465,16 @@ impl Pipeline {
     /// Frees what was kept for a process that exited.
     pub(crate) fn forget_process(&mut self, pid: u32) {
         self.timelines.forget_process(pid);
-        self.unwinder.forget_process(pid);
+        // A file no process maps is read again, under a new id, if a process maps it later (a restarted service):
+        // its symbols would otherwise stay cached under the old id for the agent's life.
+        let unmapped = self.unwinder.forget_process(pid);
+        self.symbolizer.forget_files(&unmapped);
+        if !unmapped.is_empty() {
+            // Their unwind tables and symbols were megabytes, freed now (rarely: only the last process mapping
+            // a file frees it).
+            drop(unmapped);
+            crate::heap::release_free_memory();
+        }
         self.python.forget_process(pid);
         self.recent.forget_process(pid);
         self.off_cpu.forget_process(pid);

@@ -113,6 +113,19 @@ impl TargetFile {
     }
 }
 
+impl TargetFile {
+    /// The path `symbolizer_path` gave out, if it gave one, without making a copy: what a cache keyed by that
+    /// path holds for this file.
+    pub(crate) fn symbolizer_path_given(&self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd as _;
+        if !self.writable_by_others {
+            return Some(PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd())));
+        }
+        let copy = self.copy.get()?.as_ref()?;
+        Some(PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd())))
+    }
+}
+
 /// A file's device as `/proc/PID/maps` writes it (`Mapping::dev`).
 fn device_number(meta: &std::fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt as _;

@@ -22,6 +22,7 @@ use std::{
 };
 
 use blazesym::symbolize::{
+    evict::{self, Evict},
     source::{Elf, Kernel, Source},
     Input, Symbolized, Symbolizer as Blazesym,
 };
@@ -126,6 +127,31 @@ impl Symbolizer {
         self.cached_bytes = self.cached_bytes.saturating_add(heap_bytes(&frames));
         self.native.insert((file.id, *offset), frames.clone());
         frames
+    }
+
+    /// Forgets the symbols of files no process maps any more: ours by id (ids are never reused, so nothing would
+    /// ask for them again) and blazesym's by path. blazesym keys its parsed files by path and keeps every file a
+    /// path ever named; ours are `/proc/self/fd/N`, and descriptor numbers are reused, so without this a service
+    /// restarted every few minutes would leave a parsed library, and its open file, behind each time.
+    pub(crate) fn forget_files(&mut self, files: &[Arc<LoadedFile>]) {
+        if files.is_empty() {
+            return;
+        }
+        let mut freed = 0usize;
+        self.native.retain(|(id, _), frames| {
+            let keep = !files.iter().any(|file| file.id == *id);
+            if !keep {
+                freed = freed.saturating_add(heap_bytes(frames));
+            }
+            keep
+        });
+        self.cached_bytes = self.cached_bytes.saturating_sub(freed);
+        for file in files {
+            if let Some(path) = file.target.symbolizer_path_given() {
+                let _ = self.blazesym.evict(&Evict::Elf(evict::Elf::new(path)));
+            }
+            self.debug_files.remove(&file.id);
+        }
     }
 
     /// Drops both caches when either holds too many addresses or their frames too many bytes.
@@ -317,6 +343,11 @@ mod tests {
         // Cached: the same Arc comes back.
         assert!(Arc::ptr_eq(&frames, &symbolizer.native(&frame)));
         assert!(symbolizer.cached_bytes >= heap_bytes(&frames) && symbolizer.cached_bytes > outer.function.len());
+        // When no process maps the file any more, its symbols go.
+        symbolizer.forget_files(&[module.file.clone()]);
+        assert!(symbolizer.native.is_empty());
+        assert_eq!(symbolizer.cached_bytes, 0);
+        assert!(frames.last().unwrap().function.ends_with("a_function_with_a_distinct_name"));
     }
 
     /// Few addresses with long names (a target's choice) fill the caches by bytes, not by count: they are dropped

@@ -221,10 +221,13 @@ impl Unwinder {
         }
     }
 
-    /// Forgets a process that exited (its files stay cached while another process maps them).
-    pub(crate) fn forget_process(&mut self, pid: u32) {
+    /// Forgets a process that exited (its files stay cached while another process maps them); returns the files
+    /// no process maps any more, whose symbols can go too.
+    pub(crate) fn forget_process(&mut self, pid: u32) -> Vec<Arc<LoadedFile>> {
         if self.processes.remove(&pid).is_some() {
-            self.files.retain_used();
+            self.files.retain_used()
+        } else {
+            Vec::new()
         }
     }
 }

@@ -92,9 +92,18 @@ impl FileCache {
             .clone()
     }
 
-    /// Drops files no process maps any more.
-    pub(crate) fn retain_used(&mut self) {
-        self.files.retain(|_, file| file.as_ref().is_none_or(|f| Arc::strong_count(f) > 1));
+    /// Drops files no process maps any more and hands them over, so that the caches keyed by them (the
+    /// symbolizer's, by id and by path) forget them while their descriptors are still open.
+    pub(crate) fn retain_used(&mut self) -> Vec<Arc<LoadedFile>> {
+        let mut dropped = Vec::new();
+        self.files.retain(|_, file| match file {
+            Some(loaded) if Arc::strong_count(loaded) == 1 => {
+                dropped.extend(file.take());
+                false
+            }
+            _ => true,
+        });
+        dropped
     }
 }
 
@@ -378,5 +387,18 @@ mod tests {
         let module = process.module_at(here).expect("our own code is in a module");
         assert_eq!(Path::new(&module.file.module.path), std::env::current_exe().unwrap());
         assert!(process.module_at(0x10).is_none());
+    }
+
+    #[test]
+    fn files_no_process_maps_are_dropped_and_named() {
+        let mut files = FileCache::default();
+        let mut process = ProcessModules::new(std::process::id());
+        let here = files_no_process_maps_are_dropped_and_named as fn() as usize as u64;
+        process.ensure_covers(here, &mut files, None).unwrap();
+        let id = process.module_at(here).unwrap().file.id;
+        assert!(files.retain_used().is_empty(), "a mapped file was dropped");
+        drop(process);
+        assert!(files.retain_used().iter().any(|file| file.id == id));
+        assert!(files.files.is_empty() || files.files.values().all(Option::is_none));
     }
 }

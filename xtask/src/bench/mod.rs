@@ -17,9 +17,10 @@
 //! or measured by the workload itself).
 //!
 //! The code is laid out by what each part owns: this file the command (options, the profilers compared, the order
-//! of the rounds, the run from start to RESULTS.md); `cost` the slowdown and agent-cost sections (1 to 3), `fidelity`
-//! section 5, `agent` starting and stopping a profiler and reading what it recorded, `process` what is read from
-//! /proc and the kernel, and `report` the markdown.
+//! of the rounds, the run from start to RESULTS.md); `cost` the slowdown, agent-cost and off-CPU sections (1 to 3,
+//! 6), `fidelity` section 5, `memory` section 7, `upload` section 8 (bytes pushed to Pyroscope), `agent` starting
+//! and stopping a profiler and reading what it recorded, `process` what is read from /proc and the kernel, and
+//! `report` the markdown.
 use std::{
     collections::BTreeMap,
     fs,
@@ -39,6 +40,7 @@ mod fidelity;
 mod memory;
 mod process;
 mod report;
+mod upload;
 
 /// The sampling rate of every profiler: the rate the targets below are stated for.
 const RATE_HZ: u32 = 100;
@@ -156,6 +158,8 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     let off_cpu = bench.off_cpu_cost(rounds)?;
     eprintln!("== memory profile: demo app saturated, and grow.py");
     let memory = bench.memory_cost(rounds)?;
+    eprintln!("== upload volume: `profiler run` on the demo app, idle and saturated");
+    let uploads = bench.upload_volume()?;
     eprintln!("== fidelity: native-burn");
     let native = bench.fidelity_native(rounds)?;
     eprintln!("== fidelity: split.py");
@@ -166,11 +170,28 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     machine
         .lines
         .push(("load average at the end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
-    let results =
-        Results { machine, rounds, script, app, costs, off_cpu, memory, native, python, took: started.elapsed() };
-    let markdown = results.render();
+    let results = Results {
+        machine,
+        rounds,
+        script,
+        app,
+        costs,
+        off_cpu,
+        memory,
+        uploads,
+        native,
+        python,
+        took: started.elapsed(),
+    };
+    let mut markdown = results.render();
     println!("{markdown}");
     let path = ws.root.join("bench/RESULTS.md");
+    // The hour-long soak is its own task (`cargo xtask soak`); its section stays until it runs again.
+    if let Some(soak) = fs::read_to_string(&path).ok().as_deref().and_then(|old| crate::readme::block(old, "soak")) {
+        markdown.push('\n');
+        markdown.push_str(soak);
+        markdown.push('\n');
+    }
     fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {} ({:.0} s in all)", path.display(), started.elapsed().as_secs_f64());
     Ok(())

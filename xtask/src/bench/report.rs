@@ -82,6 +82,7 @@ pub(super) struct Results {
     pub(super) costs: Vec<(usize, PerTool<CostRun>)>,
     pub(super) off_cpu: PerTool<OffCpuRun>,
     pub(super) memory: MemoryCosts,
+    pub(super) uploads: Vec<super::upload::UploadRun>,
     pub(super) native: PerTool<FidelityRun>,
     pub(super) python: PerTool<FidelityRun>,
     pub(super) took: Duration,
@@ -158,7 +159,35 @@ impl Results {
         self.render_fidelity(&mut md);
         self.render_off_cpu(&mut md);
         self.render_memory(&mut md);
+        self.render_uploads(&mut md);
         md
+    }
+
+    fn render_uploads(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "## 8. Upload volume
+
+`profiler run --pid APP` with its defaults (15 s windows, push API) against a              loopback receiver that counts what arrives, for about 45 s per configuration and the last window sent              at SIGINT: the demo app idle (its scheduler thread only) and saturated as in section 6 (every              handler, two threads busy). Bodies are the gzip'd pprof in the push request; the wire adds the HTTP              headers. The app's owners estimated the Python SDK's upload at 1–2 KB/s.
+"
+        );
+        let _ = writeln!(
+            md,
+            "| demo app | profiles | requests | bodies | on the wire |
+| --- | --- | --- | --- | --- |"
+        );
+        for run in &self.uploads {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} B/s | {:.0} B/s |",
+                run.scenario,
+                run.profiles,
+                run.requests,
+                run.body_bytes as f64 / run.seconds,
+                run.wire_bytes as f64 / run.seconds
+            );
+        }
+        md.push('\n');
     }
 
     fn render_memory(&self, md: &mut String) {
