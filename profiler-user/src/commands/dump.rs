@@ -61,7 +61,7 @@ pub(crate) fn run(config: DumpConfig) -> Result<()> {
 /// Says once when a target's threads will have native frames only: it runs no Python, or a Python whose threads
 /// cannot be read. A hung native process is dumped all the same.
 fn check_python(target: &Process) {
-    match detect::detect(target.pid) {
+    match detect::detect(target.pid, &mut detect::InterpreterFiles::default()) {
         Ok(Some(_)) => {}
         Ok(None) => tracing::info!("PID {} ({}) runs no Python: native stacks only", target.pid, target.name),
         Err(err) => tracing::warn!(

@@ -2,7 +2,7 @@
 //! libpython for shared ones), where `_PyRuntime` is, and which version runs.
 // Values here come from a target (its files, its memory, its maps) or the kernel: no implicit arithmetic.
 #![deny(clippy::arithmetic_side_effects)]
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, ReadRef as _};
@@ -39,8 +39,39 @@ pub(crate) struct Interpreter {
     pub eval_ranges: Vec<std::ops::Range<u64>>,
 }
 
+/// What detection read of interpreter files, shared by every process that maps the same file: a worker pool or
+/// short-lived workers would otherwise each read the interpreter's whole symbol table (tens of thousands of
+/// names) again. Keyed by the file's identity and version (device, inode, size, modification time, from the file
+/// opened), so a file replaced in place is read again.
+#[derive(Default)]
+pub(crate) struct InterpreterFiles {
+    files: std::collections::HashMap<FileIdentity, Arc<Symbols>>,
+}
+
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+/// More distinct interpreter files than a host runs; past it the cache starts again.
+const MAX_INTERPRETER_FILES: usize = 64;
+
+impl InterpreterFiles {
+    fn symbols(&mut self, file: &std::fs::File, name: &str) -> Result<Arc<Symbols>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = file.metadata().with_context(|| format!("reading ELF file {name}"))?;
+        let identity = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        if let Some(symbols) = self.files.get(&identity) {
+            return Ok(symbols.clone());
+        }
+        let symbols = Arc::new(Symbols::read(file, name)?);
+        if self.files.len() >= MAX_INTERPRETER_FILES {
+            self.files.clear();
+        }
+        self.files.insert(identity, symbols.clone());
+        Ok(symbols)
+    }
+}
+
 /// `Ok(None)`: not a Python process. `Err`: a Python process we cannot profile (the message says why).
-pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
+pub(crate) fn detect(pid: u32, files: &mut InterpreterFiles) -> Result<Option<Interpreter>> {
     let process_maps = maps::read(pid)?;
     let root = process_root(pid);
     let candidates: Vec<&maps::Mapping> = process_maps
@@ -54,26 +85,24 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
     // Files are opened as every consumer opens them (process::files::TargetFile: the mapped file itself, never a
     // FIFO or a file planted at its path) and read with pread, never mapped: a target truncating its interpreter
     // must not kill the agent with SIGBUS.
-    let (mapping, target, symbols) = match named {
+    let (mapping, symbols) = match named {
         Some(mapping) => {
             let target = TargetFile::open(pid, mapping, &root)?;
-            let symbols = Symbols::read(&target.file, &mapping.path)?;
-            (mapping, target, symbols)
+            let symbols = files.symbols(&target.file, &mapping.path)?;
+            (mapping, symbols)
         }
         None => {
             let Some(exe) = process_maps.mappings.iter().find(|m| m.executable && m.is_file_backed()) else {
                 return Ok(None);
             };
             let Ok(target) = TargetFile::open(pid, exe, &root) else { return Ok(None) };
-            match Symbols::read(&target.file, &exe.path) {
-                Ok(symbols) if symbols.runtime.is_some() => (exe, target, symbols),
+            match files.symbols(&target.file, &exe.path) {
+                Ok(symbols) if symbols.runtime.is_some() => (exe, symbols),
                 _ => return Ok(None),
             }
         }
     };
-    let elf = ElfFile::from_file(&target.file, &mapping.path)?;
-    let bias = elf
-        .load_bias(mapping.start, mapping.file_offset, true)
+    let bias = elf::load_bias(&symbols.segments, mapping.start, mapping.file_offset, true)
         .with_context(|| format!("cannot place {} in the memory of PID {pid}", mapping.path))?;
     let Some(runtime_svma) = symbols.runtime else {
         // Before 3.7 there was no _PyRuntime: say which version that is rather than what it lacks.
@@ -104,7 +133,7 @@ pub(crate) fn detect(pid: u32) -> Result<Option<Interpreter>> {
         unicode_type: symbols.unicode_type.map(|svma| svma.wrapping_add(bias)),
         dict_type: symbols.dict_type.map(|svma| svma.wrapping_add(bias)),
         long_type: symbols.long_type.map(|svma| svma.wrapping_add(bias)),
-        eval_ranges: symbols.eval_ranges,
+        eval_ranges: symbols.eval_ranges.clone(),
     }))
 }
 
@@ -126,8 +155,8 @@ fn version_from_name(path: &str) -> Option<Version> {
     Some(Version { major: major.parse().ok()?, minor: minor.parse().ok()? })
 }
 
-/// The interpreter's symbols we need, as file addresses (SVMA).
-struct Symbols {
+/// The interpreter's symbols we need, as file addresses (SVMA), and its load segments (to place them).
+pub(crate) struct Symbols {
     runtime: Option<u64>,
     code_type: Option<u64>,
     unicode_type: Option<u64>,
@@ -137,6 +166,7 @@ struct Symbols {
     py_version: Option<u64>,
     /// Unnamed parts of the evaluation loop, as file offsets.
     eval_ranges: Vec<std::ops::Range<u64>>,
+    segments: Vec<elf::LoadSegment>,
 }
 
 impl Symbols {
@@ -145,26 +175,36 @@ impl Symbols {
         let map = &cache;
         elf::check_section_sizes(map).with_context(|| format!("reading ELF file {name}"))?;
         let elf = object::File::parse(map).with_context(|| format!("reading ELF file {name}"))?;
-        let find = |name: &str| {
-            elf.dynamic_symbols()
-                .chain(elf.symbols())
-                .find(|s| s.name() == Ok(name) && s.address() != 0)
-                .map(|s| s.address())
-        };
+        // One pass over both tables (the dynamic one first, as a lookup would), keeping each name's first
+        // non-zero address: an interpreter has tens of thousands of symbols.
+        const WANTED: [&str; 6] =
+            ["_PyRuntime", "Py_Version", "PyCode_Type", "PyUnicode_Type", "PyDict_Type", "PyLong_Type"];
+        let mut found = [None; WANTED.len()];
+        for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+            if symbol.address() == 0 {
+                continue;
+            }
+            let Ok(name) = symbol.name() else { continue };
+            if let Some(slot) = WANTED.iter().position(|wanted| *wanted == name) {
+                found[slot].get_or_insert(symbol.address());
+            }
+        }
+        let [runtime, py_version, code_type, unicode_type, dict_type, long_type] = found;
         // Stripped builds without exported symbols still carry the section the runtime is placed in.
-        let runtime = find("_PyRuntime").or_else(|| elf.section_by_name(".PyRuntime").map(|s| s.address()));
-        let py_version = find("Py_Version").and_then(|svma| {
+        let runtime = runtime.or_else(|| elf.section_by_name(".PyRuntime").map(|s| s.address()));
+        let py_version = py_version.and_then(|svma| {
             let offset = ElfFile::svma_to_offset_in(&elf, svma)?;
             memory::u64_at(map.read_bytes_at(offset, 8).ok()?, 0).map(|v| v & 0xffff_ffff)
         });
         Ok(Self {
             runtime,
-            code_type: find("PyCode_Type"),
-            unicode_type: find("PyUnicode_Type"),
-            dict_type: find("PyDict_Type"),
-            long_type: find("PyLong_Type"),
+            code_type,
+            unicode_type,
+            dict_type,
+            long_type,
             py_version,
             eval_ranges: unnamed_eval_code(&elf, map),
+            segments: elf::load_segments(&elf),
         })
     }
 }
@@ -247,6 +287,25 @@ mod tests {
             // Parsed or refused, but read to the end without a fault.
             let _ = Symbols::read(&file, "python3");
         }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A pool's workers map one interpreter file: it is read once; a file changed in place is read again.
+    #[test]
+    fn an_interpreter_file_is_read_once_for_every_process_that_maps_it() {
+        let Ok(python) = std::fs::read("/usr/bin/python3") else { return };
+        let path = std::env::temp_dir().join(format!("profiler-detect-shared-{}", std::process::id()));
+        std::fs::write(&path, &python).unwrap();
+        let mut files = InterpreterFiles::default();
+        let first = files.symbols(&std::fs::File::open(&path).unwrap(), "python3").unwrap();
+        let again = files.symbols(&std::fs::File::open(&path).unwrap(), "python3").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same file was read twice");
+        assert!(first.runtime.is_some() && !first.segments.is_empty());
+        // Rewritten where it is (same inode, new contents and modification time): read afresh.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, &python[..python.len() / 2]).unwrap();
+        let changed = files.symbols(&std::fs::File::open(&path).unwrap(), "python3");
+        assert!(changed.as_ref().map_or(true, |symbols| !Arc::ptr_eq(symbols, &first)));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -92,7 +92,10 @@ mod tests {
             .expect("starting python");
         std::thread::sleep(std::time::Duration::from_millis(500));
         let pid = child.id();
-        let found = crate::python::detect::detect(pid).ok().flatten().and_then(|i| locate(pid, &i.layouts.kernel));
+        let found = crate::python::detect::detect(pid, &mut Default::default())
+            .ok()
+            .flatten()
+            .and_then(|i| locate(pid, &i.layouts.kernel));
         let _ = child.kill();
         let _ = child.wait();
         let gil = found.expect("the GIL of a running Python");

@@ -53,6 +53,8 @@ const DETECTION_GRACE: Duration = Duration::from_secs(3);
 #[derive(Default)]
 pub(crate) struct Python {
     processes: HashMap<u32, ProcessState>,
+    /// What was read of each interpreter file, for every process mapping it.
+    interpreter_files: detect::InterpreterFiles,
     codes: CodeCache,
     thread_names: thread_names::ThreadNames,
 }
@@ -61,7 +63,8 @@ impl Python {
     /// Detects the interpreter of a running process (once per process); `None` for native-only processes. An
     /// unsupported or unreadable Python is warned about once, naming the reason, and then profiled natively.
     pub(crate) fn detect(&mut self, pid: u32) -> Option<Arc<Interpreter>> {
-        self.processes.entry(pid).or_insert_with(|| settle(pid, detect::detect(pid)));
+        let files = &mut self.interpreter_files;
+        self.processes.entry(pid).or_insert_with(|| settle(pid, detect::detect(pid, files)));
         self.interpreter(pid).cloned()
     }
 
@@ -89,7 +92,7 @@ impl Python {
                 *state = ProcessState::NativeOnly;
                 continue;
             }
-            let result = detect::detect(pid);
+            let result = detect::detect(pid, &mut self.interpreter_files);
             let settled = matches!(result, Ok(Some(_))) || since.elapsed() >= DETECTION_GRACE;
             if settled {
                 *state = settle(pid, result);

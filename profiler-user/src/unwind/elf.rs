@@ -66,6 +66,39 @@ pub(crate) fn read_build_id(file: &File) -> Result<Option<String>> {
     Ok(elf.build_id()?.map(|id| id.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
+/// The load segments of a parsed file.
+pub(crate) fn load_segments<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>) -> Vec<LoadSegment> {
+    elf.segments()
+        .map(|segment| {
+            let (file_offset, file_size) = segment.file_range();
+            let executable = matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0);
+            LoadSegment { vaddr: segment.address(), mem_size: segment.size(), file_offset, file_size, executable }
+        })
+        .collect()
+}
+
+/// The load bias (AVMA − SVMA) of a process mapping of a file with `segments`, from where the mapping starts and
+/// which file offset it maps.
+pub(crate) fn load_bias(
+    segments: &[LoadSegment],
+    map_start: u64,
+    map_file_offset: u64,
+    executable: bool,
+) -> Option<u64> {
+    // Page rounding makes neighbouring segments overlap in file offsets (a read-only segment ending at 0x1234 and
+    // the text segment mapped from 0x1000), so the segment must also match the mapping's rights.
+    let segment = segments.iter().find(|s| {
+        let page_start = s.file_offset & !0xfff;
+        s.executable == executable
+            && map_file_offset >= page_start
+            && map_file_offset < s.file_offset.saturating_add(s.file_size.max(1))
+    })?;
+    // The mapping maps file offset `map_file_offset` at `map_start`; in the file's address space that offset sits
+    // at vaddr - file_offset + map_file_offset.
+    let svma = segment.vaddr.wrapping_sub(segment.file_offset).wrapping_add(map_file_offset);
+    Some(map_start.wrapping_sub(svma))
+}
+
 /// Everything we keep of one ELF file.
 pub(crate) struct ElfFile {
     pub build_id: Option<String>,
@@ -121,15 +154,7 @@ impl ElfFile {
                 bytes: SectionBytes::Owned(Arc::from(&[][..])),
             })
         });
-        let segments = elf
-            .segments()
-            .map(|segment| {
-                let (file_offset, file_size) = segment.file_range();
-                let executable =
-                    matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0);
-                LoadSegment { vaddr: segment.address(), mem_size: segment.size(), file_offset, file_size, executable }
-            })
-            .collect();
+        let segments = load_segments(&elf);
         let build_id = elf.build_id().ok().flatten().map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
         let got = elf.section_by_name(".got").and_then(|s| address_range(s.address(), s.size()));
         Ok(Self {
@@ -146,18 +171,7 @@ impl ElfFile {
     /// The load bias (AVMA − SVMA) of a process mapping of this file, from where the mapping starts and which
     /// file offset it maps.
     pub(crate) fn load_bias(&self, map_start: u64, map_file_offset: u64, executable: bool) -> Option<u64> {
-        // Page rounding makes neighbouring segments overlap in file offsets (a read-only segment ending at
-        // 0x1234 and the text segment mapped from 0x1000), so the segment must also match the mapping's rights.
-        let segment = self.segments.iter().find(|s| {
-            let page_start = s.file_offset & !0xfff;
-            s.executable == executable
-                && map_file_offset >= page_start
-                && map_file_offset < s.file_offset.saturating_add(s.file_size.max(1))
-        })?;
-        // The mapping maps file offset `map_file_offset` at `map_start`; in the file's address space that offset
-        // sits at vaddr - file_offset + map_file_offset.
-        let svma = segment.vaddr.wrapping_sub(segment.file_offset).wrapping_add(map_file_offset);
-        Some(map_start.wrapping_sub(svma))
+        load_bias(&self.segments, map_start, map_file_offset, executable)
     }
 
     /// The file offset of an address of this file's address space (what a build-id based symbolizer needs).

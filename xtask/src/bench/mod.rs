@@ -18,7 +18,7 @@
 //!
 //! The code is laid out by what each part owns: this file the command (options, the profilers compared, the order
 //! of the rounds, the run from start to RESULTS.md); `cost` the slowdown, agent-cost and off-CPU sections (1 to 3,
-//! 6), `fidelity` section 5, `memory` section 7, `upload` section 8 (bytes pushed to Pyroscope), `agent` starting
+//! 6), `fidelity` section 5, `memory` section 7, `upload` section 8 (bytes pushed to Pyroscope), `scale` section 9 (processes, threads, churn), `agent` starting
 //! and stopping a profiler and reading what it recorded, `process` what is read from /proc and the kernel, and
 //! `report` the markdown.
 use std::{
@@ -40,6 +40,7 @@ mod fidelity;
 mod memory;
 mod process;
 mod report;
+mod scale;
 mod upload;
 
 /// The sampling rate of every profiler: the rate the targets below are stated for.
@@ -160,6 +161,8 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
     let memory = bench.memory_cost(rounds)?;
     eprintln!("== upload volume: `profiler run` on the demo app, idle and saturated");
     let uploads = bench.upload_volume()?;
+    eprintln!("== scaling: 1, 8, 64 processes; 8, 64, 512 threads; churn");
+    let scaling = bench.scaling()?;
     eprintln!("== fidelity: native-burn");
     let native = bench.fidelity_native(rounds)?;
     eprintln!("== fidelity: split.py");
@@ -179,6 +182,7 @@ pub fn bench(ws: &Workspace, options: &Options) -> Result<()> {
         off_cpu,
         memory,
         uploads,
+        scaling,
         native,
         python,
         took: started.elapsed(),

@@ -83,6 +83,7 @@ pub(super) struct Results {
     pub(super) off_cpu: PerTool<OffCpuRun>,
     pub(super) memory: MemoryCosts,
     pub(super) uploads: Vec<super::upload::UploadRun>,
+    pub(super) scaling: Vec<super::scale::ScalePoint>,
     pub(super) native: PerTool<FidelityRun>,
     pub(super) python: PerTool<FidelityRun>,
     pub(super) took: Duration,
@@ -160,7 +161,53 @@ impl Results {
         self.render_off_cpu(&mut md);
         self.render_memory(&mut md);
         self.render_uploads(&mut md);
+        self.render_scaling(&mut md);
         md
+    }
+
+    fn render_scaling(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "## 9. Scaling: processes, threads, churn
+
+`profiler record --pid MASTER` of              bench/workloads/pool.py: a master and N forked workers (a gunicorn/uvicorn pool), one process with N              threads, and a master starting 4 short-lived workers a second (each lives about a second). Every              worker runs the same handler mix (a Python loop, JSON, a numpy sort) without pause, so both CPUs are              busy at every point and the samples per second stay about the same: what changes is what the agent              keeps and does per process and per thread. One run per point, measured over {} s after {} s of              settling; the targets' CPU is the machine's busy time less the agent's. Only our profiler (py-spy              follows a pool only with `--subprocesses`, one sampler per process).\n",
+            super::scale::SCALE_WINDOW.as_secs(),
+            super::scale::SCALE_SETTLE.as_secs()
+        );
+        let _ = writeln!(
+            md,
+            "| workload | N | processes followed | threads | agent CPU / targets' CPU | agent, % of a core | agent RSS \
+             at the end | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for p in &self.scaling {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1} MiB | {:.1} MiB |",
+                p.mode,
+                p.count,
+                p.processes,
+                p.threads,
+                p.agent_per_target * 100.0,
+                p.agent_core_share * 100.0,
+                p.rss_end_mib,
+                p.max_rss_mib
+            );
+        }
+        let rss = |mode: &str, count: u32| {
+            self.scaling.iter().find(|p| p.mode == mode && p.count == count).map(|p| p.rss_end_mib)
+        };
+        if let (Some(eight), Some(sixty_four)) = (rss("processes", 8), rss("processes", 64)) {
+            let _ = writeln!(
+                md,
+                "\nEach worker from the 9th to the 64th added {:.2} MiB to the agent's RSS (target: at most 0.5 MiB).",
+                (sixty_four - eight) / 56.0
+            );
+        }
+        if let (Some(few), Some(many)) = (rss("threads", 64), rss("threads", 512)) {
+            let _ =
+                writeln!(md, "Each thread from the 65th to the 512th added {:.1} KiB.", (many - few) * 1024.0 / 448.0);
+        }
+        md.push('\n');
     }
 
     fn render_uploads(&self, md: &mut String) {
