@@ -72,7 +72,7 @@ pub(super) fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-fn status_field(pid: u32, field: &str) -> Option<String> {
+pub(super) fn status_field(pid: u32, field: &str) -> Option<String> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| line.strip_prefix(field)).map(|value| value.trim().to_owned())
 }

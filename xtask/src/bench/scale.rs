@@ -18,7 +18,11 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 
-use super::{agent::Agent, process::monotonic, Bench, Tool, PYTHON};
+use super::{
+    agent::Agent,
+    process::{monotonic, status_field},
+    Bench, Tool, PYTHON,
+};
 use crate::demo;
 
 /// After attaching: long enough for 64 processes' maps and unwind tables to be read.
@@ -64,11 +68,8 @@ fn tree(pid: u32) -> (usize, usize) {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    status_field(pid, "VmRSS:")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
