@@ -45,3 +45,30 @@ pub fn block<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let end = text[begin..].find(&end_marker)? + begin + end_marker.len();
     Some(&text[begin..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The soak's section: appended to a file without one, replaced in place after, kept by a whole-file rewrite.
+    #[test]
+    fn a_block_is_appended_then_replaced_and_can_be_carried_over() {
+        let path = std::env::temp_dir().join(format!("xtask-readme-block-{}.md", std::process::id()));
+        fs::write(&path, "# Benchmarks\n\nbody\n").unwrap();
+        replace_block_in(&path, "soak", "cargo xtask soak", "first\n", true).unwrap();
+        replace_block_in(&path, "soak", "cargo xtask soak", "second\n", true).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "# Benchmarks\n\nbody\n\n<!-- soak:begin (written by `cargo xtask soak`) -->\nsecond\n<!-- soak:end -->\n"
+        );
+        assert_eq!(
+            block(&text, "soak"),
+            Some("<!-- soak:begin (written by `cargo xtask soak`) -->\nsecond\n<!-- soak:end -->")
+        );
+        assert_eq!(block(&text, "kernels"), None);
+        // Without `append`, a missing block is an error, as for the README.
+        assert!(replace_block_in(&path, "kernels", "cargo xtask kernels", "x\n", false).is_err());
+        let _ = fs::remove_file(&path);
+    }
+}

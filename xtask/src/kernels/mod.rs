@@ -286,3 +286,16 @@ fn update_readme(ws: &Workspace, outcomes: &[Outcome]) -> Result<()> {
     }
     crate::readme::replace_block(ws, "kernels", "cargo xtask kernels", &block)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consoles_tail_is_its_last_non_empty_lines_indented() {
+        let console = "one\n\ntwo\r\nthree\n\n";
+        assert_eq!(console_tail(console, 2), "    | two\r\n    | three".replace("\r", ""));
+        assert_eq!(console_tail(console, 10).lines().count(), 3);
+        assert_eq!(console_tail("", 5), "");
+    }
+}
