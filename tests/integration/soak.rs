@@ -1,10 +1,10 @@
 //! Soak: `profiler run` against the demo app (examples/quake-monitor, two uvicorn workers under its load
 //! generator) for six minutes in the test suite, or as long as `cargo xtask soak --minutes N` asks (the hour-long
-//! run of bench/RESULTS.md), restarted every two minutes, uploading to a loopback receiver that flaps: answers, then
-//! fails with 500s, then is down (nothing listens), and once stays down longer than the agent keeps windows. The
-//! agent must not crash, must follow every incarnation of the app, keep its memory and CPU flat (from the second
-//! cycle, after warm-up, to the last), and account for every window: the windows the receiver got are contiguous in time
-//! except for gaps that the agent's own count of dropped windows covers exactly.
+//! run of bench/RESULTS.md), restarted every two minutes, uploading to a loopback receiver that flaps: answers,
+//! then fails with 500s, then is down (nothing listens), and once stays down longer than the agent keeps windows.
+//! The agent must not crash, must follow every incarnation of the app, keep its memory and CPU flat (from the
+//! second cycle, after warm-up, to the last), and account for every window: the windows the receiver got are
+//! contiguous in time except for gaps that the agent's own count of dropped windows covers exactly.
 use std::{
     collections::BTreeMap,
     io,

@@ -60,7 +60,8 @@ fn render(result: &Value, minutes: u32, passed: bool) -> String {
         "`cargo xtask soak --minutes {minutes}` (run on {}): `profiler run` against the demo app (two uvicorn workers \
          under load), the app restarted every two minutes, the receiver flapping each cycle (answering, failing with \
          500s, down) and once down for 60 s, twice the agent's queue age. {} cycles, {} app incarnations, {} windows \
-         sent, {} retries, {} dropped in the long outage. Result: **{}**.\n",
+         sent, {} retries, {} dropped (older than the agent's 30 s queue limit when the receiver came back). \
+         Result: **{}**.\n",
         today(),
         result["cycles"],
         result["incarnations"],
