@@ -49,6 +49,20 @@ pub(super) struct Finished {
     output: String,
 }
 
+/// Waits until a profiler started as `line` has installed its SIGINT handler, which each of them does as it begins
+/// to sample; fails with what it wrote to `output` if it exits first.
+pub(super) fn wait_until_sampling(child: &mut Child, line: &str, output: &Path) -> Result<()> {
+    let deadline = Instant::now() + AGENT_START_TIMEOUT;
+    while !catches_sigint(child.id()) {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            bail!("`{line}` exited at once ({status}): {}", fs::read_to_string(output)?);
+        }
+        ensure!(Instant::now() < deadline, "`{line}` did not start within {AGENT_START_TIMEOUT:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 impl Agent {
     /// Starts `tool` on `pid` (nothing for `Tool::None`) and returns once it has installed its SIGINT handler,
     /// which each of them does as it begins to sample.
@@ -91,13 +105,8 @@ impl Agent {
         let line = cmd::display(&command);
         let child = command.spawn().with_context(|| format!("could not start `{line}`"))?;
         let mut agent = Agent { tool, child: Some(child), dir: dir.to_owned() };
-        let deadline = Instant::now() + AGENT_START_TIMEOUT;
-        while !catches_sigint(agent.pid()) {
-            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("`{line}` exited at once ({status}): {}", fs::read_to_string(dir.join("output.txt"))?);
-            }
-            ensure!(Instant::now() < deadline, "`{line}` did not start within {AGENT_START_TIMEOUT:?}");
-            thread::sleep(Duration::from_millis(20));
+        if let Some(child) = agent.child.as_mut() {
+            wait_until_sampling(child, &line, &dir.join("output.txt"))?;
         }
         Ok(Some(agent))
     }

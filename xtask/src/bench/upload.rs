@@ -20,10 +20,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{
-    process::{catches_sigint, signal},
-    Bench, AGENT_START_TIMEOUT,
-};
+use super::{agent::wait_until_sampling, process::signal, Bench};
 use crate::demo;
 
 /// How long each configuration runs: a few 15 s windows.
@@ -142,13 +139,10 @@ impl Bench {
                 run.args(["run", "--pid", &pid.to_string(), "--app-name", "quake-bench", "--profile", profiles]);
                 run.env("PYROSCOPE_SERVER_URL", format!("http://127.0.0.1:{}", receiver.port));
                 run.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+                let line = crate::cmd::display(&run);
                 let mut agent = demo::spawn_background(&mut run)?;
                 let agent_pid = agent.0.id();
-                let deadline = Instant::now() + AGENT_START_TIMEOUT;
-                while !catches_sigint(agent_pid) {
-                    anyhow::ensure!(Instant::now() < deadline, "`profiler run` did not start (see {})", dir.display());
-                    thread::sleep(Duration::from_millis(20));
-                }
+                wait_until_sampling(&mut agent.0, &line, &dir.join("output.txt"))?;
                 let started = Instant::now();
                 if scenario == "saturated" {
                     self.load(&url, RUN_SECONDS)?;
